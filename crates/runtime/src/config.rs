@@ -1,0 +1,155 @@
+//! Configuration blocks shared by every service, flattened into each command's clap arguments.
+//! Every flag can also be set by an environment variable, as Kubernetes deployments do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for Kubernetes log collectors).
+    Json,
+}
+
+/// Logging and tracing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoggingConfig {
+    /// Log filter in `tracing` EnvFilter syntax (e.g. `info,modelops=debug`). `RUST_LOG` is used
+    /// when this is unset.
+    #[arg(long = "log-filter", env = "LOG_FILTER", global = true)]
+    pub log_filter: Option<String>,
+
+    /// Log format.
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+
+    /// OTLP gRPC endpoint for traces (e.g. `http://otel-collector:4317`). No traces are exported
+    /// when unset.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` reported with traces.
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", default_value = "mops", global = true)]
+    pub service_name: String,
+}
+
+/// The gRPC and HTTP listeners, TLS and authentication of a server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address of the gRPC listener.
+    #[arg(long = "listen", env = "MOPS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Address of the HTTP listener serving Prometheus `/metrics` (and the dashboard).
+    #[arg(long = "metrics-listen", env = "MOPS_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+
+    /// PEM certificate chain for TLS. TLS is on when this and `--tls-key` are set.
+    #[arg(long = "tls-cert", env = "MOPS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS.
+    #[arg(long = "tls-key", env = "MOPS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// File holding the bearer token clients must send (`authorization: Bearer <token>`). Health
+    /// checks stay open. No authentication when unset.
+    #[arg(long = "auth-token-file", env = "MOPS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// How long to wait for in-flight work to finish on shutdown, in seconds.
+    #[arg(long = "shutdown-grace-seconds", env = "MOPS_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// The four stores, each a URL (`file://`, `memory://`, `az://`, `s3://`, `gs://`, and for the
+/// registry also `etcd://`). Unset stores default to directories under `--home`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreConfig {
+    /// Home of the embedded defaults.
+    #[arg(long = "home", env = "MODELOPS_HOME", default_value = "./.modelops")]
+    pub home: PathBuf,
+
+    /// Job state store (default: the embedded store in `{home}/registry`).
+    #[arg(long = "registry-store", env = "MOPS_REGISTRY_STORE")]
+    pub registry_store: Option<String>,
+
+    /// Job spec store, holding `jobs/{job_type}/{job_id}.json` (default: `file://{home}/jobs`).
+    #[arg(long = "jobs-store", env = "MOPS_JOBS_STORE")]
+    pub jobs_store: Option<String>,
+
+    /// Provenance store, the upstream `token/v1/…` tree (default: `file://{home}/provenance`).
+    #[arg(long = "provenance", env = "MOPS_PROVENANCE")]
+    pub provenance: Option<String>,
+
+    /// Results store, holding `results/{job_id}/…` (default: `file://{home}/results`).
+    #[arg(long = "results", env = "MOPS_RESULTS")]
+    pub results: Option<String>,
+}
+
+impl StoreConfig {
+    fn home_dir(&self) -> PathBuf {
+        std::path::absolute(&self.home).unwrap_or_else(|_| self.home.clone())
+    }
+
+    fn under_home(&self, name: &str) -> String {
+        format!("file://{}", self.home_dir().join(name).display())
+    }
+
+    /// The registry store URL; the default is the embedded store `embedded://{home}/registry`.
+    pub fn registry_url(&self) -> String {
+        self.registry_store
+            .clone()
+            .unwrap_or_else(|| format!("embedded://{}", self.home_dir().join("registry").display()))
+    }
+
+    /// The jobs store URL.
+    pub fn jobs_url(&self) -> String {
+        self.jobs_store.clone().unwrap_or_else(|| self.under_home("jobs"))
+    }
+
+    /// The provenance store URL.
+    pub fn provenance_url(&self) -> String {
+        self.provenance.clone().unwrap_or_else(|| self.under_home("provenance"))
+    }
+
+    /// The results store URL.
+    pub fn results_url(&self) -> String {
+        self.results.clone().unwrap_or_else(|| self.under_home("results"))
+    }
+}
+
+/// Where clients connect.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientConfig {
+    /// The server's gRPC endpoint.
+    #[arg(long = "endpoint", env = "MOPS_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    pub endpoint: String,
+
+    /// File holding the bearer token to send.
+    #[arg(long = "auth-token-file", env = "MOPS_AUTH_TOKEN_FILE", global = true)]
+    pub auth_token_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        stores: StoreConfig,
+    }
+
+    #[test]
+    fn stores_default_under_home() {
+        let probe = Probe::parse_from(["probe", "--home", "/srv/mops", "--results", "s3://bucket/r"]);
+        assert_eq!(probe.stores.registry_url(), "embedded:///srv/mops/registry");
+        assert_eq!(probe.stores.jobs_url(), "file:///srv/mops/jobs");
+        assert_eq!(probe.stores.provenance_url(), "file:///srv/mops/provenance");
+        assert_eq!(probe.stores.results_url(), "s3://bucket/r");
+    }
+}
