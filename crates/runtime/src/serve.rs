@@ -57,27 +57,38 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<ServerTlsConfig, ServeError> 
     Ok(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)))
 }
 
-/// The routes every server carries: gRPC health (every listed service starts SERVING) and
-/// reflection over the given encoded descriptor sets plus health's own.
-pub async fn base_routes(descriptor_sets: &[&[u8]], serving: &[&str]) -> Result<(Routes, HealthReporter), ServeError> {
+/// Fully-qualified names of the services every server carries.
+pub const BASE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// The routes every server carries: gRPC health and reflection (v1 and v1alpha). Reflection
+/// describes the given encoded descriptor sets but advertises only [`BASE_SERVICES`] and
+/// `served`, the services actually routed, so it never offers one that would answer
+/// UNIMPLEMENTED. Each service in `served` starts SERVING in health, as does the server ("").
+pub async fn base_routes(descriptor_sets: &[&[u8]], served: &[&str]) -> Result<(Routes, HealthReporter), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    for service in serving {
+    for service in std::iter::once(&"").chain(served) {
         reporter
             .set_service_status(*service, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in descriptor_sets {
-        reflection = reflection.register_encoded_file_descriptor_set(set);
-    }
-    let mut routes = Routes::new(health);
-    routes = routes.add_service(reflection.build_v1()?);
-    routes = routes.add_service(
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?,
-    );
+    let configure = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in descriptor_sets {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        for name in BASE_SERVICES.iter().chain(served) {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let routes = Routes::new(health)
+        .add_service(configure().build_v1()?)
+        .add_service(configure().build_v1alpha()?);
     Ok((routes, reporter))
 }
 

@@ -1,0 +1,38 @@
+//! The `mops` binary as a library: its command line ([`Cli`]) and what each command does.
+//!
+//! `mops serve` runs the result services (all of them on one port by default, or one of them as
+//! in Kubernetes); the other commands are clients of a running server.
+
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+use modelops_runtime::config::LoggingConfig;
+
+/// ModelOps result services: job registry, attribution, indexing and queries over simulation
+/// results, and their command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "mops", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Logging and tracing.
+    #[command(flatten)]
+    pub logging: LoggingConfig,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `mops`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the result services (all on one port, or one of them).
+    Serve(serve::ServeArgs),
+}
+
+/// Runs a parsed command line. Telemetry is set up first; errors come back for `main` to print.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _telemetry = modelops_runtime::telemetry::init(&cli.logging)?;
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+    }
+}

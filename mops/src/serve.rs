@@ -1,0 +1,144 @@
+//! `mops serve`: the result services on one gRPC port, with health, reflection, metrics, optional
+//! TLS and bearer-token auth, and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use modelops_core::store::Store;
+use modelops_runtime::auth::{BearerAuth, read_token_file};
+use modelops_runtime::config::{ServerConfig, StoreConfig};
+use modelops_runtime::metrics::Metrics;
+use modelops_runtime::serve::{self as runtime_serve, GrpcOptions};
+use modelops_runtime::shutdown::{Shutdown, shutdown_signal};
+use tokio::net::TcpListener;
+
+/// Which services a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceSelection {
+    /// Every service on one port (the embedded default).
+    All,
+    /// The job registry.
+    Registry,
+    /// Job ↔ result attribution.
+    Attribution,
+    /// Loss-table indexing.
+    Indexer,
+    /// Arrow Flight queries.
+    Query,
+}
+
+/// Arguments of `mops serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Which service to run.
+    #[arg(value_enum, default_value = "all", env = "MOPS_SERVICE")]
+    pub service: ServiceSelection,
+
+    /// Listeners, TLS and auth.
+    #[command(flatten)]
+    pub server: ServerConfig,
+
+    /// The four stores.
+    #[command(flatten)]
+    pub stores: StoreConfig,
+}
+
+/// Everything a running server holds: the opened stores and the process's metrics.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    /// Which services run.
+    pub selection: ServiceSelection,
+    /// The job spec store.
+    pub jobs: Store,
+    /// The provenance store.
+    pub provenance: Store,
+    /// The results store.
+    pub results: Store,
+    /// The registry store URL.
+    pub registry_url: String,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Transport options.
+    pub grpc: GrpcOptions,
+    /// How long to wait for background work on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerState {
+    /// Opens the stores and reads the TLS and token files named by `args`.
+    pub fn open(args: &ServeArgs) -> anyhow::Result<Self> {
+        let open = |url: String, what: &str| Store::open(&url).with_context(|| format!("opening the {what} store"));
+        let tls = match (&args.server.tls_cert, &args.server.tls_key) {
+            (Some(cert), Some(key)) => Some(runtime_serve::load_tls(cert, key)?),
+            _ => None,
+        };
+        let token = args.server.auth_token_file.as_deref().map(read_token_file).transpose()?;
+        Ok(Self {
+            selection: args.service,
+            jobs: open(args.stores.jobs_url(), "jobs")?,
+            provenance: open(args.stores.provenance_url(), "provenance")?,
+            results: open(args.stores.results_url(), "results")?,
+            registry_url: args.stores.registry_url(),
+            metrics: Metrics::new(),
+            grpc: GrpcOptions {
+                tls,
+                auth: BearerAuth::new(token),
+            },
+            shutdown_grace: Duration::from_secs(args.server.shutdown_grace_seconds),
+        })
+    }
+}
+
+/// Runs `mops serve` until SIGTERM or SIGINT.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let state = ServerState::open(&args)?;
+    let grpc = TcpListener::bind(args.server.listen)
+        .await
+        .with_context(|| format!("binding the gRPC listener {}", args.server.listen))?;
+    let http = TcpListener::bind(args.server.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics listener {}", args.server.metrics_listen))?;
+    tracing::info!(
+        grpc = %grpc.local_addr()?,
+        metrics = %http.local_addr()?,
+        service = ?state.selection,
+        tls = state.grpc.tls.is_some(),
+        auth = state.grpc.auth.is_enabled(),
+        "serving"
+    );
+    serve(grpc, http, state, shutdown_signal()).await
+}
+
+/// Serves on pre-bound listeners until `shutdown` resolves: the gRPC services on `grpc`, and
+/// `/metrics` on `http`. On shutdown, health turns NOT_SERVING, background work drains, then
+/// both servers finish their in-flight requests.
+pub async fn serve(
+    grpc: TcpListener,
+    http: TcpListener,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let background = Shutdown::new();
+    let descriptor_sets = [modelops_proto::FILE_DESCRIPTOR_SET];
+    let (routes, health) = runtime_serve::base_routes(&descriptor_sets, &[]).await?;
+
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let router = runtime_serve::metrics_router(state.metrics.clone());
+    let http_task = tokio::spawn(runtime_serve::serve_http(http, router, http_stop.clone().cancelled_owned()));
+
+    let grace = state.shutdown_grace;
+    let drain = background.clone();
+    let grpc_shutdown = async move {
+        shutdown.await;
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        drain.drain(grace).await;
+    };
+    let served = runtime_serve::serve_grpc(grpc, routes, state.grpc.clone(), &state.metrics, grpc_shutdown).await;
+    // Stop the metrics listener however the gRPC server ended, so a failure there never hangs.
+    http_stop.cancel();
+    http_task.await.context("metrics server task")??;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Fixtures for the end-to-end tests in `tests/`: an in-process `mops serve` on free ports, the
+//! real `mops` binary as a child process, and the external tools and backends that
+//! `scripts/test` installs and starts (their addresses arrive in `MOPS_TEST_*` variables).
+//!
+//! A test that needs an external component fails, never skips, when it is missing: run the
+//! tests through `scripts/test`, which provides everything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use tokio::net::TcpListener;
+
+/// Parses `mops serve` arguments exactly as the command line would.
+pub fn serve_args(extra: &[&str]) -> mops::serve::ServeArgs {
+    let argv = ["mops", "serve"].into_iter().chain(extra.iter().copied());
+    match mops::Cli::try_parse_from(argv) {
+        Ok(mops::Cli {
+            command: mops::Command::Serve(args),
+            ..
+        }) => args,
+        Err(e) => panic!("invalid test arguments: {e}"),
+    }
+}
+
+/// The value of a variable `scripts/test` sets; panics with a pointer to it when missing.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which installs and starts the external components")
+    })
+}
+
+/// Path of an external tool named by a `MOPS_TEST_*` variable.
+pub fn tool(env_name: &str) -> PathBuf {
+    let path = PathBuf::from(required_env(env_name));
+    assert!(path.exists(), "{env_name}={} does not exist", path.display());
+    path
+}
+
+/// A `mops serve` running inside the test process on free ports, with its own home directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The metrics/HTTP address.
+    pub http: SocketAddr,
+    /// The home directory (deleted on drop).
+    pub home: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `extra` `mops serve` flags (`--home` is set to a fresh directory).
+    pub async fn start(extra: &[&str]) -> Self {
+        let home = tempfile::tempdir().expect("temp home");
+        let home_str = home.path().display().to_string();
+        let mut args = vec!["--home", home_str.as_str()];
+        args.extend_from_slice(extra);
+        let state = mops::serve::ServerState::open(&serve_args(&args)).expect("server state");
+        let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let grpc = grpc_listener.local_addr().expect("grpc addr");
+        let http = http_listener.local_addr().expect("http addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mops::serve::serve(grpc_listener, http_listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc,
+            http,
+            home,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:port` of the gRPC listener.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Stops the server and waits for it; returns what `serve` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A gRPC channel to `endpoint` (`http://host:port`).
+pub async fn channel(endpoint: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {endpoint}: {e}"))
+}
+
+/// The `mops` binary built next to the test executable (`scripts/test` builds it first).
+pub fn mops_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir");
+    let binary = dir.join("mops");
+    assert!(binary.exists(), "{} is missing: build it with `cargo build --bin mops` (scripts/test does)", binary.display());
+    binary
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a child process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `mops` child process, killed on drop.
+#[derive(Debug)]
+pub struct MopsProcess {
+    /// The child.
+    pub child: Child,
+    /// Its gRPC port.
+    pub port: u16,
+}
+
+impl MopsProcess {
+    /// Starts `mops serve` with `args` on free ports and waits until it accepts connections.
+    pub fn serve(home: &std::path::Path, args: &[&str]) -> Self {
+        let port = free_port();
+        let metrics_port = free_port();
+        let child = Command::new(mops_binary())
+            .arg("serve")
+            .arg("--home")
+            .arg(home)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mops");
+        let process = Self { child, port };
+        process.wait_listening(Duration::from_secs(20));
+        process
+    }
+
+    fn wait_listening(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mops did not listen on {} within {timeout:?}", self.port);
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "mops did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for MopsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
