@@ -1,5 +1,6 @@
 //! Compiles `modelops/*/v1/*.proto` with protox (pure Rust, no `protoc`) and generates the tonic
-//! clients and servers, plus a file descriptor set for gRPC reflection.
+//! clients and servers, plus a file descriptor set for gRPC reflection. The etcd subset under
+//! `etcd/` gives the registry an etcd client without a system `protoc`.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,8 @@ const PROTOS: &[&str] = &[
     "modelops/registry/v1/registry.proto",
     "modelops/attribution/v1/attribution.proto",
     "modelops/indexer/v1/indexer.proto",
+    "etcd/mvccpb/kv.proto",
+    "etcd/etcdserverpb/rpc.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

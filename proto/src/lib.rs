@@ -37,6 +37,21 @@ pub mod indexer {
     }
 }
 
+/// The subset of etcd v3's API the registry's etcd backend speaks (`proto/etcd/`).
+pub mod etcd {
+    /// `etcdserverpb`: the KV and Watch services.
+    pub mod etcdserverpb {
+        #![expect(missing_docs, clippy::all, reason = "generated code")]
+        tonic::include_proto!("etcdserverpb");
+    }
+
+    /// `mvccpb`: keys, values and events.
+    pub mod mvccpb {
+        #![expect(missing_docs, clippy::all, reason = "generated code")]
+        tonic::include_proto!("mvccpb");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

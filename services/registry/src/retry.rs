@@ -1,0 +1,139 @@
+//! Read-modify-write with compare-and-swap, retried on conflict with exponential backoff and
+//! jitter (upstream `update_with_retry`, §6.4): read, apply the update function, write if the
+//! key is still at the version read; on a conflict wait `2^attempt × initial_delay` plus up to
+//! `initial_delay` of jitter, and try again. Errors from the update function stop at once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::store::{StoreError, Version, Versioned, VersionedStore};
+
+/// How often and how patiently to retry on conflict.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts before giving up.
+    pub max_attempts: u32,
+    /// The first backoff; doubles on every conflict.
+    pub initial_delay: Duration,
+    /// The longest single backoff.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after a conflict on attempt `attempt` (0-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponential = self.initial_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
+        let jitter_ms = u64::try_from(self.initial_delay.as_millis()).unwrap_or(u64::MAX).max(1);
+        exponential + Duration::from_millis(rand::rng().random_range(0..jitter_ms))
+    }
+}
+
+/// Why a read-modify-write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError<E> {
+    /// The key does not exist.
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// Every attempt met a conflicting write.
+    #[error("failed to update {key} after {attempts} attempts")]
+    TooManyRetries {
+        /// The key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The update function refused.
+    #[error("update refused: {0}")]
+    Update(E),
+}
+
+/// What an update function decides.
+#[derive(Debug)]
+pub enum Update<T> {
+    /// Write these bytes and return `T`.
+    Write(Bytes, T),
+    /// Write nothing and return `T` (the update is a no-op).
+    Keep(T),
+}
+
+/// Reads `key`, applies `update`, and writes the result if nobody wrote in between; retries on
+/// conflict. Returns `update`'s value and the version now stored.
+pub async fn update_with_retry<T, E>(
+    store: &dyn VersionedStore,
+    key: &str,
+    policy: RetryPolicy,
+    mut update: impl FnMut(&Versioned) -> Result<Update<T>, E>,
+    mut on_conflict: impl FnMut(),
+) -> Result<(T, Version), RetryError<E>> {
+    for attempt in 0..policy.max_attempts {
+        let current = store.get(key).await?.ok_or_else(|| RetryError::NotFound(key.to_owned()))?;
+        match update(&current).map_err(RetryError::Update)? {
+            Update::Keep(value) => return Ok((value, current.version)),
+            Update::Write(bytes, value) => {
+                if let Some(version) = store.put_if_version(key, bytes, &current.version).await? {
+                    return Ok((value, version));
+                }
+            }
+        }
+        on_conflict();
+        if attempt + 1 < policy.max_attempts {
+            tokio::time::sleep(policy.backoff(attempt)).await;
+        }
+    }
+    Err(RetryError::TooManyRetries {
+        key: key.to_owned(),
+        attempts: policy.max_attempts,
+    })
+}
+
+/// Creates `key` with `value` unless it exists (upstream `create_with_retry`): transient store
+/// errors are retried, an existing key is `Ok(false)`.
+pub async fn create_with_retry(store: &dyn VersionedStore, key: &str, value: Bytes, policy: RetryPolicy) -> Result<bool, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.create_if_absent(key, value.clone()).await {
+            Ok(created) => return Ok(created.is_some()),
+            Err(StoreError::Unavailable(reason)) if attempt + 1 < policy.max_attempts => {
+                tracing::debug!(key, %reason, attempt, "create failed, retrying");
+                tokio::time::sleep(policy.backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        };
+        let b0 = policy.backoff(0);
+        assert!(b0 >= Duration::from_millis(10) && b0 < Duration::from_millis(20), "{b0:?}");
+        let b2 = policy.backoff(2);
+        assert!(b2 >= Duration::from_millis(40) && b2 < Duration::from_millis(50), "{b2:?}");
+        let b9 = policy.backoff(9);
+        assert!(b9 >= Duration::from_millis(50) && b9 < Duration::from_millis(60), "{b9:?}");
+    }
+}
