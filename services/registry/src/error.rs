@@ -1,0 +1,173 @@
+//! The registry's errors and their one mapping to gRPC statuses.
+
+use modelops_core::job::{JobIdError, JobStatus};
+use modelops_core::study::SpecError;
+
+use crate::store::StoreError;
+
+/// Longest error message sent to clients.
+const MAX_MESSAGE_LEN: usize = 1024;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The job id is not valid.
+    #[error(transparent)]
+    InvalidJobId(#[from] JobIdError),
+    /// A request field is not valid.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such job.
+    #[error("job {0} not found")]
+    NotFound(String),
+    /// The job id is taken.
+    #[error("job {0} is already registered")]
+    AlreadyExists(String),
+    /// The transition is not in upstream's table.
+    #[error("invalid transition from {from} to {to} for job {job}")]
+    InvalidTransition {
+        /// The job.
+        job: String,
+        /// Its status.
+        from: JobStatus,
+        /// The status asked for.
+        to: JobStatus,
+    },
+    /// The job is in a terminal state and cannot change to another one.
+    #[error("cannot modify terminal state {status} of job {job} (asked for {to})")]
+    TerminalState {
+        /// The job.
+        job: String,
+        /// Its terminal status.
+        status: JobStatus,
+        /// The status asked for.
+        to: JobStatus,
+    },
+    /// Compare-and-swap kept losing to concurrent writers.
+    #[error("job {job} changed concurrently {attempts} times in a row; retry")]
+    Conflict {
+        /// The key.
+        job: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A conditional update named a revision the job is no longer at.
+    #[error("job {job} is at revision {actual}, not {expected}")]
+    RevisionMismatch {
+        /// The job.
+        job: String,
+        /// The revision asked for.
+        expected: u64,
+        /// The revision stored.
+        actual: u64,
+    },
+    /// The job spec is not valid.
+    #[error("invalid job spec: {0}")]
+    Spec(#[from] SpecError),
+    /// A stored state cannot be read.
+    #[error("stored state {key} is unreadable: {reason}")]
+    CorruptState {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job spec store failed.
+    #[error("job spec store: {message}")]
+    SpecStore {
+        /// What failed.
+        message: String,
+        /// Whether the store was unreachable (as opposed to refusing).
+        unavailable: bool,
+    },
+    /// A watch asked to resume from a revision the server no longer keeps.
+    #[error("watch revision {requested} is no longer retained (oldest kept: {oldest}); re-list with replay_current")]
+    WatchTooOld {
+        /// The revision asked for.
+        requested: u64,
+        /// The oldest retained.
+        oldest: u64,
+    },
+    /// The server is stopping.
+    #[error("the registry is shutting down")]
+    ShuttingDown,
+}
+
+impl From<object_store::Error> for RegistryError {
+    fn from(error: object_store::Error) -> Self {
+        let unavailable = !matches!(
+            error,
+            object_store::Error::InvalidPath { .. } | object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+        );
+        Self::SpecStore {
+            message: error.to_string(),
+            unavailable,
+        }
+    }
+}
+
+fn capped(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_LEN {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_LEN;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+impl From<RegistryError> for tonic::Status {
+    fn from(error: RegistryError) -> Self {
+        let message = capped(error.to_string());
+        let code = match &error {
+            RegistryError::InvalidJobId(_) | RegistryError::InvalidArgument(_) | RegistryError::Spec(_) => tonic::Code::InvalidArgument,
+            RegistryError::NotFound(_) => tonic::Code::NotFound,
+            RegistryError::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            RegistryError::InvalidTransition { .. } | RegistryError::TerminalState { .. } => tonic::Code::FailedPrecondition,
+            RegistryError::Conflict { .. } | RegistryError::RevisionMismatch { .. } => tonic::Code::Aborted,
+            RegistryError::WatchTooOld { .. } => tonic::Code::OutOfRange,
+            RegistryError::ShuttingDown => tonic::Code::Unavailable,
+            RegistryError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
+            RegistryError::Store(StoreError::InvalidKey { .. }) => tonic::Code::InvalidArgument,
+            RegistryError::Store(StoreError::InvalidUrl { .. } | StoreError::Backend(_)) => tonic::Code::Internal,
+            RegistryError::SpecStore { unavailable: true, .. } => tonic::Code::Unavailable,
+            RegistryError::SpecStore { unavailable: false, .. } => tonic::Code::Internal,
+            RegistryError::CorruptState { .. } => tonic::Code::DataLoss,
+        };
+        match code {
+            tonic::Code::Internal | tonic::Code::DataLoss => tracing::error!(%message, "registry fault"),
+            tonic::Code::Unavailable => tracing::warn!(%message, "registry backend unavailable"),
+            _ => tracing::debug!(%message, ?code, "request refused"),
+        }
+        tonic::Status::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_documented_mapping() {
+        let code = |e: RegistryError| tonic::Status::from(e).code();
+        assert_eq!(code(RegistryError::NotFound("j".into())), tonic::Code::NotFound);
+        assert_eq!(code(RegistryError::AlreadyExists("j".into())), tonic::Code::AlreadyExists);
+        assert_eq!(
+            code(RegistryError::TerminalState {
+                job: "j".into(),
+                status: JobStatus::Succeeded,
+                to: JobStatus::Failed
+            }),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(code(RegistryError::Conflict { job: "j".into(), attempts: 5 }), tonic::Code::Aborted);
+        assert_eq!(code(RegistryError::Store(StoreError::Unavailable("down".into()))), tonic::Code::Unavailable);
+        assert_eq!(code(RegistryError::InvalidJobId(JobIdError::Empty)), tonic::Code::InvalidArgument);
+        let long = tonic::Status::from(RegistryError::InvalidArgument("x".repeat(5000)));
+        assert!(long.message().len() < 1100);
+    }
+}

@@ -1,0 +1,845 @@
+//! The job registry's domain logic, independent of gRPC: registration with job specs, status
+//! changes under upstream's rules, progress, listing, claims and index state, all by
+//! compare-and-swap on upstream's `state.json` (UPSTREAM-FORMAT.md §5).
+//!
+//! Every write also bumps `_revision` inside the JSON (so no two writes have the same bytes, which
+//! defeats S3's content-hash ETags) and is published to the [`ChangeHub`] for watchers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use modelops_core::job::{JobId, JobState, JobStatus};
+use modelops_core::paths;
+use modelops_core::pyjson::{self, PyObject, PyValue};
+use modelops_core::store::Store;
+use modelops_core::study::{JobSpec, SimulationStudy};
+use modelops_core::time::{now_iso, parse_iso, py_isoformat};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::RegistryError;
+use crate::metrics::RegistryMetrics;
+use crate::progress::ProgressQueue;
+use crate::retry::{self, RetryError, RetryPolicy, Update};
+use crate::store::{Versioned, VersionedStore};
+use crate::watch::ChangeHub;
+
+/// The key inside `state.json` holding the registry's revision counter.
+pub const REVISION_KEY: &str = "_revision";
+/// The key inside `state.json` holding the loss index state.
+pub const INDEX_STATE_KEY: &str = "index_state";
+/// The key inside `state.json` holding why indexing last failed.
+pub const INDEX_ERROR_KEY: &str = "index_error";
+/// Where job states live in the registry store.
+pub const JOBS_PREFIX: &str = "jobs/";
+/// Where claims live in the registry store.
+pub const CLAIMS_PREFIX: &str = "claims/";
+/// Default and largest page sizes of [`JobRegistry::list`].
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest page size of [`JobRegistry::list`].
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The registry revision of a state (0 for states written by upstream, which has none).
+pub fn revision(state: &JobState) -> u64 {
+    state.get(REVISION_KEY).and_then(PyValue::as_u64).unwrap_or(0)
+}
+
+/// The index state recorded in a job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    /// Not indexed.
+    None,
+    /// Being built.
+    Running,
+    /// Built and current.
+    Done,
+    /// The last attempt failed.
+    Failed,
+}
+
+impl IndexState {
+    /// The value stored in `state.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The index state of a job's state (`None` when never set).
+    pub fn of(state: &JobState) -> Self {
+        match state.get_str(INDEX_STATE_KEY) {
+            Some("running") => Self::Running,
+            Some("done") => Self::Done,
+            Some("failed") => Self::Failed,
+            _ => Self::None,
+        }
+    }
+}
+
+/// A job spec given at registration.
+#[derive(Debug, Clone)]
+pub enum SpecInput {
+    /// A spec blob in upstream form.
+    JobSpecJson(String),
+    /// A Calabaria study to expand with a bundle ref.
+    Study {
+        /// `study.json`.
+        study_json: String,
+        /// The bundle to bind it to.
+        bundle_ref: String,
+    },
+}
+
+/// What to register.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    /// The id; generated as upstream does when absent (and no spec names one).
+    pub job_id: Option<JobId>,
+    /// Kubernetes Job name.
+    pub k8s_name: Option<String>,
+    /// Kubernetes namespace.
+    pub k8s_namespace: Option<String>,
+    /// Metadata.
+    pub metadata: PyObject,
+    /// The spec.
+    pub spec: Option<SpecInput>,
+}
+
+/// A status change and the fields set with it (upstream's whitelist).
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    /// The new status.
+    pub status: JobStatus,
+    /// `error_message`.
+    pub error_message: Option<String>,
+    /// `error_code`.
+    pub error_code: Option<String>,
+    /// `results_path`.
+    pub results_path: Option<String>,
+    /// `tasks_completed`.
+    pub tasks_completed: Option<i64>,
+    /// `tasks_total`.
+    pub tasks_total: Option<i64>,
+    /// `k8s_uid`.
+    pub k8s_uid: Option<String>,
+    /// Keys shallow-merged into `metadata`.
+    pub metadata: Option<PyObject>,
+    /// Apply only at this revision.
+    pub expected_revision: Option<u64>,
+}
+
+impl StatusUpdate {
+    /// A bare status change.
+    pub fn to(status: JobStatus) -> Self {
+        Self {
+            status,
+            error_message: None,
+            error_code: None,
+            results_path: None,
+            tasks_completed: None,
+            tasks_total: None,
+            k8s_uid: None,
+            metadata: None,
+            expected_revision: None,
+        }
+    }
+}
+
+/// A page request of [`JobRegistry::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Page size (0 = default).
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub page_token: Option<String>,
+}
+
+/// One page of jobs.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<JobState>,
+    /// Where the next page starts, if there is one.
+    pub next_page_token: Option<String>,
+}
+
+/// The outcome of a claim request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Whether the requester holds the claim now.
+    pub granted: bool,
+    /// The current holder.
+    pub holder: String,
+    /// When the claim expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Tunables of a registry.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Compare-and-swap retries of ordinary updates.
+    pub retry: RetryPolicy,
+    /// How often queued progress increments are written.
+    pub progress_flush_interval: Duration,
+    /// How many past changes a watch can resume from.
+    pub watch_retention: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            progress_flush_interval: Duration::from_millis(200),
+            watch_retention: 4096,
+        }
+    }
+}
+
+/// The job registry. Cheap to clone; all clones share state.
+#[derive(Debug, Clone)]
+pub struct JobRegistry {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn VersionedStore>,
+    pub(crate) specs: Store,
+    pub(crate) hub: ChangeHub,
+    pub(crate) progress: ProgressQueue,
+    pub(crate) metrics: RegistryMetrics,
+    pub(crate) config: RegistryConfig,
+}
+
+fn state_key(job_id: &JobId) -> String {
+    paths::job_state_key(job_id)
+}
+
+fn encode(state: &JobState) -> Bytes {
+    Bytes::from(state.to_json())
+}
+
+fn decode(key: &str, versioned: &Versioned) -> Result<JobState, RegistryError> {
+    JobState::from_json(&versioned.value).map_err(|e| RegistryError::CorruptState {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Marks a state as written now: `updated_at` (unless `touch` is false) and the revision.
+fn stamp(state: &mut JobState, touch: bool) {
+    if touch {
+        state.set("updated_at", now_iso().into());
+    }
+    let next = revision(state) + 1;
+    state.set(REVISION_KEY, next.into());
+}
+
+fn generated_job_id() -> JobId {
+    let hex = uuid_hex8();
+    JobId::new(format!("job-{hex}")).expect("generated ids are valid")
+}
+
+fn uuid_hex8() -> String {
+    use rand::Rng;
+    format!("{:08x}", rand::rng().random::<u32>())
+}
+
+/// Why an update function refused: mapped to [`RegistryError`] by the caller.
+type Refusal = RegistryError;
+
+impl JobRegistry {
+    /// A registry over `store` (job states) and `specs` (job spec blobs). Metrics are registered
+    /// in `metrics`. Call [`JobRegistry::start`] to run the background work.
+    pub fn new(store: Arc<dyn VersionedStore>, specs: Store, config: RegistryConfig, metrics: &prometheus::Registry) -> Self {
+        let hub = ChangeHub::new(config.watch_retention);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                specs,
+                hub,
+                progress: ProgressQueue::default(),
+                metrics: RegistryMetrics::register(metrics),
+                config,
+            }),
+        }
+    }
+
+    /// The change hub, for watchers.
+    pub fn hub(&self) -> &ChangeHub {
+        &self.inner.hub
+    }
+
+    /// A description of the state store, for logs.
+    pub fn describe_store(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    /// Starts the background work: the progress flusher and, for backends with a change feed,
+    /// the follower that publishes other processes' writes to watchers. Both stop (the flusher
+    /// after a last flush) when `token` is cancelled.
+    pub fn start(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
+        tracker.spawn(crate::progress::run_flusher(self.clone(), token.clone()));
+        if self.inner.store.changes(JOBS_PREFIX).is_some() {
+            tracker.spawn(crate::watch::follow_store(self.clone(), token));
+        }
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.inner.config.retry
+    }
+
+    /// Reads a job.
+    pub async fn get(&self, job_id: &JobId) -> Result<Option<JobState>, RegistryError> {
+        let key = state_key(job_id);
+        match self.inner.store.get(&key).await? {
+            Some(versioned) => Ok(Some(decode(&key, &versioned)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a job that must exist.
+    pub async fn require(&self, job_id: &JobId) -> Result<JobState, RegistryError> {
+        self.get(job_id).await?.ok_or_else(|| RegistryError::NotFound(job_id.to_string()))
+    }
+
+    /// Registers a job in status pending, storing its spec first if one is given.
+    pub async fn register(&self, registration: Registration) -> Result<(JobState, Option<String>), RegistryError> {
+        let Registration {
+            job_id,
+            k8s_name,
+            k8s_namespace,
+            mut metadata,
+            spec,
+        } = registration;
+        let spec = match spec {
+            None => None,
+            Some(SpecInput::JobSpecJson(json)) => Some(JobSpec::from_json(json.as_bytes())?),
+            Some(SpecInput::Study { study_json, bundle_ref }) => {
+                let study = SimulationStudy::from_json(study_json.as_bytes())?;
+                let id = job_id.clone().unwrap_or_else(generated_job_id);
+                Some(JobSpec::Simulation(study.to_sim_job(&bundle_ref, Some(id))?))
+            }
+        };
+        let job_id = match (job_id, &spec) {
+            (Some(id), Some(spec)) if spec.job_id() != &id => {
+                return Err(RegistryError::InvalidArgument(format!(
+                    "job_id {id} differs from the spec's job_id {}",
+                    spec.job_id()
+                )));
+            }
+            (Some(id), _) => id,
+            (None, Some(spec)) => spec.job_id().clone(),
+            (None, None) => generated_job_id(),
+        };
+        let key = state_key(&job_id);
+        if self.inner.store.get(&key).await?.is_some() {
+            return Err(RegistryError::AlreadyExists(job_id.to_string()));
+        }
+        let mut tasks_total = 0;
+        let spec_key = match &spec {
+            Some(spec) => {
+                let spec_key = paths::job_spec_key(spec.job_type(), &job_id);
+                self.store_spec(&job_id, &spec_key, spec).await?;
+                if let JobSpec::Simulation(job) = spec {
+                    tasks_total = job.tasks.len() as i64;
+                }
+                if !metadata.contains_key("type") {
+                    let kind = if spec.job_type() == "simulation" { "SimJob" } else { "CalibrationJob" };
+                    metadata.insert("type", kind.into());
+                }
+                if !metadata.contains_key("blob_key") {
+                    metadata.insert("blob_key", spec_key.as_str().into());
+                }
+                Some(spec_key)
+            }
+            None => None,
+        };
+        let now = now_iso();
+        let mut state = JobState::registered(job_id.clone(), &now, k8s_name.as_deref(), k8s_namespace.as_deref(), metadata);
+        state.set("tasks_total", tasks_total.into());
+        state.set(REVISION_KEY, 1u64.into());
+        let created = retry::create_with_retry(self.inner.store.as_ref(), &key, encode(&state), self.policy()).await?;
+        if !created {
+            return Err(RegistryError::AlreadyExists(job_id.to_string()));
+        }
+        self.inner.metrics.writes.with_label_values(&["register"]).inc();
+        self.inner.hub.publish(state.clone());
+        tracing::info!(job = %job_id, spec = spec_key.as_deref().unwrap_or("none"), tasks_total, "job registered");
+        Ok((state, spec_key))
+    }
+
+    /// Stores a spec blob without ever overwriting a different one: an identical blob already
+    /// there is accepted (a retried registration), a different one means the id is taken.
+    async fn store_spec(&self, job_id: &JobId, spec_key: &str, spec: &JobSpec) -> Result<(), RegistryError> {
+        let bytes = Bytes::from(spec.to_json());
+        let path = Path::parse(spec_key).map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let store = &self.inner.specs.object_store;
+        match store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), PutOptions::from(PutMode::Create)).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = store.get(&path).await?.bytes().await?;
+                if existing == bytes {
+                    Ok(())
+                } else {
+                    Err(RegistryError::AlreadyExists(job_id.to_string()))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a job's spec blob: from the key in its `blob_key` metadata, else the simulation and
+    /// calibration keys. Returns `(job_type, json)`.
+    pub async fn get_spec(&self, job_id: &JobId) -> Result<(String, String), RegistryError> {
+        let state = self.require(job_id).await?;
+        // Only the two well-formed keys of this job are ever read, whatever `blob_key` says.
+        let allowed = [paths::job_spec_key("simulation", job_id), paths::job_spec_key("calibration", job_id)];
+        let preferred = state.metadata().get("blob_key").and_then(PyValue::as_str).map(str::to_owned);
+        let mut keys: Vec<String> = preferred.into_iter().filter(|k| allowed.contains(k)).collect();
+        for key in allowed {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            let Ok(path) = Path::parse(&key) else { continue };
+            match self.inner.specs.object_store.get(&path).await {
+                Ok(result) => {
+                    let bytes = result.bytes().await?;
+                    let text = String::from_utf8(bytes.to_vec()).map_err(|_| RegistryError::CorruptState {
+                        key: key.clone(),
+                        reason: "spec is not UTF-8".into(),
+                    })?;
+                    let job_type = key.split('/').nth(1).unwrap_or("simulation").to_owned();
+                    return Ok((job_type, text));
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
+    }
+
+    /// Reads and parses a job's spec.
+    pub async fn get_parsed_spec(&self, job_id: &JobId) -> Result<JobSpec, RegistryError> {
+        let (_, json) = self.get_spec(job_id).await?;
+        Ok(JobSpec::from_json(json.as_bytes())?)
+    }
+
+    /// Runs a compare-and-swap update of a job's state and publishes the result.
+    async fn update(
+        &self,
+        job_id: &JobId,
+        op: &'static str,
+        policy: RetryPolicy,
+        mut apply: impl FnMut(&mut JobState) -> Result<bool, Refusal>,
+    ) -> Result<(JobState, bool), RegistryError> {
+        let key = state_key(job_id);
+        let metrics = &self.inner.metrics;
+        let result = retry::update_with_retry(
+            self.inner.store.as_ref(),
+            &key,
+            policy,
+            |current| {
+                let mut state = decode(&key, current)?;
+                if apply(&mut state)? {
+                    Ok(Update::Write(encode(&state), (state, true)))
+                } else {
+                    Ok(Update::Keep((state, false)))
+                }
+            },
+            || metrics.cas_conflicts.with_label_values(&[op]).inc(),
+        )
+        .await;
+        match result {
+            Ok(((state, changed), _)) => {
+                if changed {
+                    metrics.writes.with_label_values(&[op]).inc();
+                    self.inner.hub.publish(state.clone());
+                }
+                Ok((state, changed))
+            }
+            Err(RetryError::NotFound(_)) => Err(RegistryError::NotFound(job_id.to_string())),
+            Err(RetryError::TooManyRetries { attempts, .. }) => Err(RegistryError::Conflict {
+                job: job_id.to_string(),
+                attempts,
+            }),
+            Err(RetryError::Store(e)) => Err(e.into()),
+            Err(RetryError::Update(e)) => Err(e),
+        }
+    }
+
+    /// Changes a job's status under upstream's rules: legal transitions only; a terminal job set
+    /// to its own status again is a no-op (`changed == false`); fields outside upstream's
+    /// whitelist cannot be set; metadata is shallow-merged.
+    pub async fn update_status(&self, job_id: &JobId, update: StatusUpdate) -> Result<(JobState, bool), RegistryError> {
+        let policy = self.policy();
+        let job = job_id.to_string();
+        self.update(job_id, "status", policy, |state| {
+            if let Some(expected) = update.expected_revision {
+                let actual = revision(state);
+                if actual != expected {
+                    return Err(RegistryError::RevisionMismatch {
+                        job: job.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            let from = state.status();
+            if from.is_terminal() {
+                if from == update.status {
+                    return Ok(false);
+                }
+                return Err(RegistryError::TerminalState {
+                    job: job.clone(),
+                    status: from,
+                    to: update.status,
+                });
+            }
+            if !from.can_transition_to(update.status) {
+                return Err(RegistryError::InvalidTransition {
+                    job: job.clone(),
+                    from,
+                    to: update.status,
+                });
+            }
+            state.set_status(update.status);
+            let text = |v: &Option<String>| v.as_deref().map(PyValue::from);
+            for (key, value) in [
+                ("error_message", text(&update.error_message)),
+                ("error_code", text(&update.error_code)),
+                ("results_path", text(&update.results_path)),
+                ("k8s_uid", text(&update.k8s_uid)),
+                ("tasks_completed", update.tasks_completed.map(PyValue::from)),
+                ("tasks_total", update.tasks_total.map(PyValue::from)),
+            ] {
+                if let Some(value) = value {
+                    state.set(key, value);
+                }
+            }
+            if let Some(extra) = &update.metadata {
+                let mut metadata = state.metadata();
+                for (k, v) in extra.iter() {
+                    metadata.insert(k, v.clone());
+                }
+                state.set("metadata", PyValue::Object(metadata));
+            }
+            stamp(state, true);
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Sets the task counters to absolute values (upstream `update_progress`: allowed in any
+    /// status, no monotonicity check).
+    pub async fn set_progress(&self, job_id: &JobId, completed: Option<i64>, total: Option<i64>) -> Result<JobState, RegistryError> {
+        for value in [completed, total].into_iter().flatten() {
+            if value < 0 {
+                return Err(RegistryError::InvalidArgument("task counters cannot be negative".into()));
+            }
+        }
+        let (state, _) = self
+            .update(job_id, "progress", self.policy(), |state| {
+                if let Some(completed) = completed {
+                    state.set("tasks_completed", completed.into());
+                }
+                if let Some(total) = total {
+                    state.set("tasks_total", total.into());
+                }
+                stamp(state, true);
+                Ok(true)
+            })
+            .await?;
+        Ok(state)
+    }
+
+    /// Adds to the task counters. Increments are queued and written in batches; the call
+    /// returns once its increment is stored, or at once with `ack_when_queued`.
+    pub async fn add_progress(&self, job_id: &JobId, completed: i64, total: i64, ack_when_queued: bool) -> Result<(i64, i64), RegistryError> {
+        if completed < 0 || total < 0 {
+            return Err(RegistryError::InvalidArgument("progress increments cannot be negative".into()));
+        }
+        self.inner.metrics.progress_increments.inc();
+        if ack_when_queued && !self.inner.progress.is_known(job_id) {
+            // Refuse increments for unknown jobs now, since nobody waits for the flush.
+            let state = self.require(job_id).await?;
+            self.inner.progress.remember(job_id.clone());
+            self.inner.progress.enqueue(job_id.clone(), completed, total, None);
+            return Ok((state.tasks_completed() + completed, state.tasks_total() + total));
+        }
+        if ack_when_queued {
+            self.inner.progress.enqueue(job_id.clone(), completed, total, None);
+            return Ok((completed, total));
+        }
+        let (done, waiting) = tokio::sync::oneshot::channel();
+        self.inner.progress.enqueue(job_id.clone(), completed, total, Some(done));
+        waiting.await.map_err(|_| RegistryError::ShuttingDown)?
+    }
+
+    /// Writes a batch of queued increments for one job (called by the flusher). Retries hard:
+    /// losing increments is worse than waiting.
+    pub(crate) async fn apply_progress_delta(&self, job_id: &JobId, completed: i64, total: i64) -> Result<JobState, RegistryError> {
+        let policy = RetryPolicy {
+            max_attempts: 30,
+            ..self.policy()
+        };
+        let (state, _) = self
+            .update(job_id, "progress", policy, |state| {
+                state.set("tasks_completed", (state.tasks_completed() + completed).into());
+                state.set("tasks_total", (state.tasks_total() + total).into());
+                stamp(state, true);
+                Ok(true)
+            })
+            .await?;
+        self.inner.metrics.progress_flushes.inc();
+        Ok(state)
+    }
+
+    /// Moves a job to a terminal status (upstream `finalize_job`).
+    pub async fn finalize(
+        &self,
+        job_id: &JobId,
+        status: JobStatus,
+        results_path: Option<String>,
+        error_message: Option<String>,
+        error_code: Option<String>,
+    ) -> Result<JobState, RegistryError> {
+        if !status.is_terminal() {
+            return Err(RegistryError::InvalidArgument(format!("{status} is not a terminal status")));
+        }
+        let update = StatusUpdate {
+            results_path,
+            error_message,
+            error_code,
+            ..StatusUpdate::to(status)
+        };
+        Ok(self.update_status(job_id, update).await?.0)
+    }
+
+    /// Cancels a job; its error message becomes `Cancelled: {reason}`.
+    pub async fn cancel(&self, job_id: &JobId, reason: Option<&str>) -> Result<JobState, RegistryError> {
+        let update = StatusUpdate {
+            error_message: Some(format!("Cancelled: {}", reason.unwrap_or("no reason given"))),
+            ..StatusUpdate::to(JobStatus::Cancelled)
+        };
+        Ok(self.update_status(job_id, update).await?.0)
+    }
+
+    /// Every readable job state. Unreadable ones are skipped with a warning, as upstream does.
+    pub async fn all_jobs(&self) -> Result<Vec<JobState>, RegistryError> {
+        let entries = self.inner.store.scan(JOBS_PREFIX).await?;
+        let mut jobs = Vec::with_capacity(entries.len());
+        for (key, versioned) in entries {
+            if !key.ends_with("/state.json") {
+                continue;
+            }
+            match decode(&key, &versioned) {
+                Ok(state) => jobs.push(state),
+                Err(e) => tracing::warn!(%key, error = %e, "skipping unreadable job state"),
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Lists jobs newest first (by the `created_at` string, as upstream sorts), filtered, one page
+    /// at a time.
+    pub async fn list(&self, query: ListQuery) -> Result<JobPage, RegistryError> {
+        let limit = match query.limit {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = query.page_token.as_deref().map(decode_page_token).transpose()?;
+        let mut jobs: Vec<JobState> = self
+            .all_jobs()
+            .await?
+            .into_iter()
+            .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status()))
+            .filter(|job| match query.since {
+                Some(since) => parse_iso(job.created_at()).is_some_and(|created| created >= since),
+                None => true,
+            })
+            .collect();
+        jobs.sort_by(|a, b| b.created_at().cmp(a.created_at()).then_with(|| a.job_id().cmp(b.job_id())));
+        if let Some((created_at, job_id)) = after {
+            // Strictly after the token in (created_at descending, job_id ascending) order.
+            jobs.retain(|job| job.created_at() < created_at.as_str() || (job.created_at() == created_at && job.job_id() > &job_id));
+        }
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next_page_token = more.then(|| jobs.last().map(|j| encode_page_token(j.created_at(), j.job_id().as_str()))).flatten();
+        Ok(JobPage { jobs, next_page_token })
+    }
+
+    /// Counts jobs in every status.
+    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, RegistryError> {
+        let jobs = self.all_jobs().await?;
+        let counts: Vec<(JobStatus, u64)> = JobStatus::ALL
+            .into_iter()
+            .map(|status| (status, jobs.iter().filter(|j| j.status() == status).count() as u64))
+            .collect();
+        self.inner.metrics.set_job_counts(&counts);
+        Ok(counts)
+    }
+
+    /// Jobs not yet in a terminal state.
+    pub async fn active_jobs(&self) -> Result<Vec<JobState>, RegistryError> {
+        let statuses = JobStatus::ALL.into_iter().filter(|s| s.is_active()).collect();
+        Ok(self
+            .list(ListQuery {
+                statuses,
+                limit: MAX_PAGE_SIZE,
+                ..ListQuery::default()
+            })
+            .await?
+            .jobs)
+    }
+
+    /// Jobs created in the last `hours` hours.
+    pub async fn recent_jobs(&self, hours: f64) -> Result<Vec<JobState>, RegistryError> {
+        let since = Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
+        Ok(self
+            .list(ListQuery {
+                since: Some(since),
+                limit: MAX_PAGE_SIZE,
+                ..ListQuery::default()
+            })
+            .await?
+            .jobs)
+    }
+
+    /// Takes or renews a claim on `job_id` for `purpose` (e.g. "index") by `holder`, lasting `ttl`.
+    /// A claim held by someone else and not expired is not granted.
+    pub async fn claim(&self, job_id: &JobId, purpose: &str, holder: &str, ttl: Duration) -> Result<Claim, RegistryError> {
+        let purpose = JobId::new(purpose).map_err(|e| RegistryError::InvalidArgument(format!("claim purpose: {e}")))?;
+        if holder.is_empty() || holder.len() > 256 {
+            return Err(RegistryError::InvalidArgument("claim holder must be 1 to 256 characters".into()));
+        }
+        self.require(job_id).await?;
+        let key = format!("{CLAIMS_PREFIX}{purpose}/{job_id}.json");
+        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
+        let record = |holder: &str| {
+            let mut object = PyObject::new();
+            object.insert("holder", holder.into());
+            object.insert("expires_at", py_isoformat(expires_at).into());
+            object.insert("nonce", uuid_hex8().into());
+            Bytes::from(pyjson::to_indent2(&PyValue::Object(object)))
+        };
+        let store = self.inner.store.as_ref();
+        for _ in 0..self.policy().max_attempts {
+            match store.get(&key).await? {
+                None => {
+                    if store.create_if_absent(&key, record(holder)).await?.is_some() {
+                        return Ok(Claim {
+                            granted: true,
+                            holder: holder.to_owned(),
+                            expires_at,
+                        });
+                    }
+                }
+                Some(current) => {
+                    let parsed = pyjson::parse(&current.value).ok();
+                    let object = parsed.as_ref().and_then(PyValue::as_object);
+                    let current_holder = object.and_then(|o| o.get("holder")).and_then(PyValue::as_str).unwrap_or_default().to_owned();
+                    let current_expiry = object
+                        .and_then(|o| o.get("expires_at"))
+                        .and_then(PyValue::as_str)
+                        .and_then(parse_iso)
+                        .unwrap_or_default();
+                    if current_holder != holder && current_expiry > Utc::now() {
+                        return Ok(Claim {
+                            granted: false,
+                            holder: current_holder,
+                            expires_at: current_expiry,
+                        });
+                    }
+                    if store.put_if_version(&key, record(holder), &current.version).await?.is_some() {
+                        return Ok(Claim {
+                            granted: true,
+                            holder: holder.to_owned(),
+                            expires_at,
+                        });
+                    }
+                }
+            }
+            self.inner.metrics.cas_conflicts.with_label_values(&["claim"]).inc();
+        }
+        Err(RegistryError::Conflict {
+            job: job_id.to_string(),
+            attempts: self.policy().max_attempts,
+        })
+    }
+
+    /// Releases a claim held by `holder`; returns whether one was released.
+    pub async fn release_claim(&self, job_id: &JobId, purpose: &str, holder: &str) -> Result<bool, RegistryError> {
+        let purpose = JobId::new(purpose).map_err(|e| RegistryError::InvalidArgument(format!("claim purpose: {e}")))?;
+        let key = format!("{CLAIMS_PREFIX}{purpose}/{job_id}.json");
+        let store = self.inner.store.as_ref();
+        let Some(current) = store.get(&key).await? else { return Ok(false) };
+        let parsed = pyjson::parse(&current.value).ok();
+        let current_holder = parsed.as_ref().and_then(PyValue::as_object).and_then(|o| o.get("holder")).and_then(PyValue::as_str);
+        if current_holder != Some(holder) {
+            return Ok(false);
+        }
+        // Expire it in place (a conditional write), so a claim taken over meanwhile is untouched.
+        let mut object = PyObject::new();
+        object.insert("holder", "".into());
+        object.insert("expires_at", py_isoformat(DateTime::<Utc>::UNIX_EPOCH).into());
+        object.insert("nonce", uuid_hex8().into());
+        let bytes = Bytes::from(pyjson::to_indent2(&PyValue::Object(object)));
+        Ok(store.put_if_version(&key, bytes, &current.version).await?.is_some())
+    }
+
+    /// Records the state of a job's loss index (any job status; `updated_at` is left alone).
+    pub async fn set_index_state(&self, job_id: &JobId, index: IndexState, results_path: Option<String>, error: Option<String>) -> Result<JobState, RegistryError> {
+        let (state, _) = self
+            .update(job_id, "index_state", self.policy(), |state| {
+                state.set(INDEX_STATE_KEY, index.as_str().into());
+                state.set(INDEX_ERROR_KEY, error.as_deref().map_or(PyValue::Null, PyValue::from));
+                if let Some(path) = &results_path {
+                    state.set("results_path", path.as_str().into());
+                }
+                stamp(state, false);
+                Ok(true)
+            })
+            .await?;
+        Ok(state)
+    }
+
+    /// Flushes queued progress now (used on shutdown and by tests).
+    pub async fn flush_progress(&self) {
+        crate::progress::flush(self).await;
+    }
+}
+
+fn encode_page_token(created_at: &str, job_id: &str) -> String {
+    format!("{created_at}\n{job_id}").bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_page_token(token: &str) -> Result<(String, JobId), RegistryError> {
+    let invalid = || RegistryError::InvalidArgument("invalid page_token".into());
+    if token.len() % 2 != 0 || token.len() > 1024 {
+        return Err(invalid());
+    }
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (created_at, job_id) = text.split_once('\n').ok_or_else(invalid)?;
+    Ok((created_at.to_owned(), JobId::new(job_id).map_err(|_| invalid())?))
+}
+
+#[cfg(test)]
+mod tests;

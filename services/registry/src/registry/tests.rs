@@ -1,0 +1,558 @@
+//! The upstream job-registry tests (UPSTREAM-FORMAT.md §10, `tests/test_job_registry.py`, all 21)
+//! ported to this registry, plus what it adds: specs, coalesced progress, claims, pages,
+//! watches and the revision counter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use modelops_core::job::{JobId, JobStatus};
+use modelops_core::pyjson::{self, PyObject, PyValue};
+use modelops_core::store::Store;
+
+use super::*;
+use crate::store::memory::MemoryStore;
+
+fn id(s: &str) -> JobId {
+    JobId::new(s).unwrap()
+}
+
+fn meta(json: &str) -> PyObject {
+    pyjson::parse(json.as_bytes()).unwrap().as_object().unwrap().clone()
+}
+
+fn new_registry() -> JobRegistry {
+    let config = RegistryConfig {
+        progress_flush_interval: Duration::from_millis(20),
+        ..RegistryConfig::default()
+    };
+    JobRegistry::new(Arc::new(MemoryStore::new()), Store::in_memory(), config, &prometheus::Registry::new())
+}
+
+fn started(registry: &JobRegistry) -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    registry.start(token.clone(), &tokio_util::task::TaskTracker::new());
+    token
+}
+
+async fn register(registry: &JobRegistry, job: &str) -> JobState {
+    registry
+        .register(Registration {
+            job_id: Some(id(job)),
+            k8s_name: Some(job.into()),
+            k8s_namespace: Some("modelops-dask-dev".into()),
+            metadata: meta(r#"{"type": "SimJob"}"#),
+            spec: None,
+        })
+        .await
+        .unwrap()
+        .0
+}
+
+async fn to(registry: &JobRegistry, job: &str, status: JobStatus) -> Result<(JobState, bool), RegistryError> {
+    registry.update_status(&id(job), StatusUpdate::to(status)).await
+}
+
+async fn walk(registry: &JobRegistry, job: &str, path: &[JobStatus]) {
+    for status in path {
+        to(registry, job, *status).await.unwrap();
+    }
+}
+
+use JobStatus::*;
+
+// 1
+#[tokio::test]
+async fn register_job() {
+    let registry = new_registry();
+    let state = register(&registry, "job-1").await;
+    assert_eq!(state.status(), Pending);
+    assert_eq!(state.get_str("k8s_name"), Some("job-1"));
+    assert_eq!(state.get_str("k8s_namespace"), Some("modelops-dask-dev"));
+    assert_eq!(state.metadata().get("type").and_then(PyValue::as_str), Some("SimJob"));
+    assert!(!state.created_at().is_empty() && !state.updated_at().is_empty());
+}
+
+// 2
+#[tokio::test]
+async fn register_duplicate_job() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    let again = registry
+        .register(Registration {
+            job_id: Some(id("job-1")),
+            ..Registration::default()
+        })
+        .await;
+    assert!(matches!(again, Err(RegistryError::AlreadyExists(_))));
+}
+
+// 3
+#[tokio::test]
+async fn update_status_valid_transitions() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled, Running]).await;
+    let update = StatusUpdate {
+        results_path: Some("results/job-1/".into()),
+        ..StatusUpdate::to(Succeeded)
+    };
+    let (state, changed) = registry.update_status(&id("job-1"), update).await.unwrap();
+    assert!(changed);
+    assert_eq!((state.status(), state.get_str("results_path")), (Succeeded, Some("results/job-1/")));
+}
+
+// 4
+#[tokio::test]
+async fn update_status_invalid_transitions() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    assert!(matches!(to(&registry, "job-1", Running).await, Err(RegistryError::InvalidTransition { from: Pending, to: Running, .. })));
+    to(&registry, "job-1", Submitting).await.unwrap();
+    assert!(matches!(to(&registry, "job-1", Succeeded).await, Err(RegistryError::InvalidTransition { .. })));
+}
+
+// 5
+#[tokio::test]
+async fn update_terminal_state() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled, Running, Succeeded]).await;
+    assert!(matches!(to(&registry, "job-1", Failed).await, Err(RegistryError::TerminalState { status: Succeeded, .. })));
+    let before = registry.require(&id("job-1")).await.unwrap();
+    let (after, changed) = to(&registry, "job-1", Succeeded).await.unwrap();
+    assert!(!changed, "succeeded → succeeded is a no-op");
+    assert_eq!(after.to_json(), before.to_json(), "and writes nothing");
+}
+
+// 6
+#[tokio::test]
+async fn update_status_with_metadata() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled]).await;
+    let update = StatusUpdate {
+        k8s_uid: Some("uid-123".into()),
+        ..StatusUpdate::to(Running)
+    };
+    assert_eq!(registry.update_status(&id("job-1"), update).await.unwrap().0.get_str("k8s_uid"), Some("uid-123"));
+    register(&registry, "job-2").await;
+    walk(&registry, "job-2", &[Submitting, Scheduled]).await;
+    let update = StatusUpdate {
+        error_message: Some("Pod evicted".into()),
+        error_code: Some("EVICTED".into()),
+        ..StatusUpdate::to(Failed)
+    };
+    let state = registry.update_status(&id("job-2"), update).await.unwrap().0;
+    assert_eq!((state.get_str("error_message"), state.get_str("error_code")), (Some("Pod evicted"), Some("EVICTED")));
+}
+
+// 7
+#[tokio::test]
+async fn update_progress() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    let state = registry.set_progress(&id("job-1"), Some(5), Some(100)).await.unwrap();
+    assert_eq!(state.progress_percent(), Some(5.0));
+    let state = registry.set_progress(&id("job-1"), Some(50), None).await.unwrap();
+    assert_eq!((state.tasks_completed(), state.tasks_total()), (50, 100));
+    walk(&registry, "job-1", &[Submitting, Scheduled, Running, Succeeded]).await;
+    let state = registry.set_progress(&id("job-1"), Some(100), None).await.unwrap();
+    assert_eq!(state.progress_percent(), Some(100.0), "progress is allowed after succeeded");
+}
+
+// 8
+#[tokio::test]
+async fn get_job() {
+    let registry = new_registry();
+    assert!(registry.get(&id("nope")).await.unwrap().is_none());
+    register(&registry, "job-1").await;
+    assert_eq!(registry.get(&id("job-1")).await.unwrap().unwrap().status(), Pending);
+}
+
+// 9
+#[tokio::test]
+async fn list_jobs() {
+    let registry = new_registry();
+    for job in ["job-1", "job-2", "job-3"] {
+        register(&registry, job).await;
+    }
+    walk(&registry, "job-2", &[Submitting]).await;
+    walk(&registry, "job-3", &[Cancelled]).await;
+    let all = registry.list(ListQuery::default()).await.unwrap().jobs;
+    assert_eq!(all.len(), 3);
+    let pending = registry
+        .list(ListQuery {
+            statuses: vec![Pending],
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(pending.iter().map(|j| j.job_id().as_str()).collect::<Vec<_>>(), ["job-1"]);
+    let two = registry
+        .list(ListQuery {
+            statuses: vec![Pending, Submitting],
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(two.len(), 2);
+    let limited = registry
+        .list(ListQuery {
+            limit: 2,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.jobs.len(), 2);
+    assert!(limited.next_page_token.is_some());
+}
+
+// 10
+#[tokio::test]
+async fn list_jobs_by_time() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    let since = |hours: i64| ListQuery {
+        since: Some(Utc::now() + chrono::Duration::hours(hours)),
+        ..ListQuery::default()
+    };
+    assert_eq!(registry.list(since(-1)).await.unwrap().jobs.len(), 1);
+    assert_eq!(registry.list(since(1)).await.unwrap().jobs.len(), 0);
+}
+
+// 11
+#[tokio::test]
+async fn finalize_job_success() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled, Running]).await;
+    let state = registry.finalize(&id("job-1"), Succeeded, Some("results/job-1/".into()), None, None).await.unwrap();
+    assert_eq!((state.status(), state.get_str("results_path"), state.get_str("error_message")), (Succeeded, Some("results/job-1/"), None));
+}
+
+// 12
+#[tokio::test]
+async fn finalize_job_failure() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled]).await;
+    let state = registry
+        .finalize(&id("job-1"), Failed, None, Some("OOM".into()), Some("OOMKilled".into()))
+        .await
+        .unwrap();
+    assert_eq!((state.status(), state.get_str("error_message"), state.get_str("error_code")), (Failed, Some("OOM"), Some("OOMKilled")));
+    assert_eq!(state.get_str("results_path"), None);
+}
+
+// 13
+#[tokio::test]
+async fn finalize_non_terminal_is_refused() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    assert!(matches!(registry.finalize(&id("job-1"), Running, None, None, None).await, Err(RegistryError::InvalidArgument(_))));
+}
+
+// 14
+#[tokio::test]
+async fn cancel_job() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled, Running]).await;
+    let state = registry.cancel(&id("job-1"), Some("User requested")).await.unwrap();
+    assert_eq!(state.status(), Cancelled);
+    assert!(state.get_str("error_message").unwrap().contains("Cancelled: User requested"));
+    assert!(matches!(to(&registry, "job-1", Running).await, Err(RegistryError::TerminalState { .. })));
+}
+
+// 15
+#[tokio::test]
+async fn count_jobs_by_status() {
+    let registry = new_registry();
+    for job in ["job-p", "job-r", "job-s", "job-f"] {
+        register(&registry, job).await;
+    }
+    walk(&registry, "job-r", &[Submitting, Scheduled, Running]).await;
+    walk(&registry, "job-s", &[Submitting, Scheduled, Running, Succeeded]).await;
+    walk(&registry, "job-f", &[Submitting, Failed]).await;
+    let counts = registry.count_by_status().await.unwrap();
+    assert_eq!(counts.len(), 9, "every status appears");
+    for (status, count) in counts {
+        let expected = u64::from(matches!(status, Pending | Running | Succeeded | Failed));
+        assert_eq!(count, expected, "{status}");
+    }
+}
+
+// 16
+#[tokio::test]
+async fn get_active_jobs() {
+    let registry = new_registry();
+    for job in ["job-p", "job-r", "job-s"] {
+        register(&registry, job).await;
+    }
+    walk(&registry, "job-r", &[Submitting, Scheduled, Running]).await;
+    walk(&registry, "job-s", &[Submitting, Scheduled, Running, Succeeded]).await;
+    let mut active: Vec<String> = registry.active_jobs().await.unwrap().iter().map(|j| j.job_id().to_string()).collect();
+    active.sort();
+    assert_eq!(active, ["job-p", "job-r"]);
+}
+
+// 17
+#[tokio::test]
+async fn get_recent_jobs() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    assert_eq!(registry.recent_jobs(24.0).await.unwrap().len(), 1);
+    assert!(registry.recent_jobs(0.0).await.unwrap().len() <= 1);
+}
+
+// 18
+#[tokio::test]
+async fn concurrent_conflicting_transitions_have_one_winner() {
+    for round in 0..20 {
+        let registry = new_registry();
+        let job = format!("job-{round}");
+        register(&registry, &job).await;
+        let (a, b) = tokio::join!(to(&registry, &job, Submitting), to(&registry, &job, Cancelled));
+        let winners = [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count();
+        assert_eq!(winners, 1, "{a:?} {b:?}");
+        let loser = if a.is_ok() { b.unwrap_err() } else { a.unwrap_err() };
+        assert!(matches!(loser, RegistryError::InvalidTransition { .. } | RegistryError::TerminalState { .. }), "{loser}");
+    }
+}
+
+// 19
+#[tokio::test]
+async fn metadata_is_shallow_merged() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    let update = StatusUpdate {
+        metadata: Some(meta(r#"{"image": "runner:2", "nested": {"a": 1}}"#)),
+        ..StatusUpdate::to(Submitting)
+    };
+    let state = registry.update_status(&id("job-1"), update).await.unwrap().0;
+    let metadata = state.metadata();
+    assert_eq!(metadata.keys().collect::<Vec<_>>(), ["type", "image", "nested"]);
+    let update = StatusUpdate {
+        metadata: Some(meta(r#"{"nested": {"b": 2}}"#)),
+        ..StatusUpdate::to(Scheduled)
+    };
+    let state = registry.update_status(&id("job-1"), update).await.unwrap().0;
+    assert_eq!(state.metadata().get("nested"), Some(&PyValue::Object(meta(r#"{"b": 2}"#))), "shallow: replaced, not merged");
+}
+
+// 20
+#[tokio::test]
+async fn job_state_serialization_round_trips() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled]).await;
+    let update = StatusUpdate {
+        k8s_uid: Some("uid".into()),
+        tasks_total: Some(10),
+        ..StatusUpdate::to(Running)
+    };
+    let state = registry.update_status(&id("job-1"), update).await.unwrap().0;
+    let again = JobState::from_json(state.to_json().as_bytes()).unwrap();
+    assert_eq!(again, state);
+    assert_eq!((again.get_str("k8s_uid"), again.tasks_total()), (Some("uid"), 10));
+}
+
+// 21
+#[tokio::test]
+async fn operations_on_unknown_jobs_are_not_found() {
+    let registry = new_registry();
+    let nope = id("nope");
+    assert!(matches!(registry.update_status(&nope, StatusUpdate::to(Submitting)).await, Err(RegistryError::NotFound(_))));
+    assert!(matches!(registry.set_progress(&nope, Some(1), None).await, Err(RegistryError::NotFound(_))));
+    assert!(matches!(registry.cancel(&nope, None).await, Err(RegistryError::NotFound(_))));
+    assert!(matches!(registry.finalize(&nope, Failed, None, None, None).await, Err(RegistryError::NotFound(_))));
+    let token = started(&registry);
+    assert!(matches!(registry.add_progress(&nope, 1, 0, false).await, Err(RegistryError::NotFound(_))));
+    assert!(matches!(registry.add_progress(&nope, 1, 0, true).await, Err(RegistryError::NotFound(_))));
+    token.cancel();
+}
+
+// --- beyond upstream ---------------------------------------------------------------------
+
+const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn studies_are_expanded_and_stored_as_upstream_specs() {
+    let registry = new_registry();
+    let study = include_str!("../../../../crates/core/tests/fixtures/upstream/study_plain.json");
+    let (state, spec_key) = registry
+        .register(Registration {
+            job_id: Some(id("job-5b718dc8")),
+            spec: Some(SpecInput::Study {
+                study_json: study.into(),
+                bundle_ref: BUNDLE.into(),
+            }),
+            ..Registration::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(spec_key.as_deref(), Some("jobs/simulation/job-5b718dc8.json"));
+    assert_eq!(state.tasks_total(), 9);
+    assert_eq!(state.metadata().get("blob_key").and_then(PyValue::as_str), Some("jobs/simulation/job-5b718dc8.json"));
+    let (job_type, json) = registry.get_spec(&id("job-5b718dc8")).await.unwrap();
+    assert_eq!(job_type, "simulation");
+    assert_eq!(json, include_str!("../../../../crates/core/tests/fixtures/upstream/study_plain.simjob.json"));
+
+    // A different spec under the same id never overwrites the stored one.
+    let other = registry
+        .register(Registration {
+            job_id: Some(id("job-5b718dc8")),
+            spec: Some(SpecInput::Study {
+                study_json: study.replace("0.3", "0.31"),
+                bundle_ref: BUNDLE.into(),
+            }),
+            ..Registration::default()
+        })
+        .await;
+    assert!(matches!(other, Err(RegistryError::AlreadyExists(_))));
+    assert_eq!(registry.get_spec(&id("job-5b718dc8")).await.unwrap().1, json);
+
+    // Spec and id must agree; bad specs name their field.
+    let mismatch = registry
+        .register(Registration {
+            job_id: Some(id("job-other")),
+            spec: Some(SpecInput::JobSpecJson(json.clone())),
+            ..Registration::default()
+        })
+        .await;
+    assert!(matches!(mismatch, Err(RegistryError::InvalidArgument(_))));
+    let bad = registry
+        .register(Registration {
+            spec: Some(SpecInput::Study {
+                study_json: "{\"model\": \"m.x\"}".into(),
+                bundle_ref: BUNDLE.into(),
+            }),
+            ..Registration::default()
+        })
+        .await;
+    assert!(matches!(bad, Err(RegistryError::Spec(_))));
+    assert!(registry.get_spec(&id("job-nope")).await.is_err());
+}
+
+#[tokio::test]
+async fn progress_from_many_reporters_is_coalesced_and_complete() {
+    let registry = new_registry();
+    let token = started(&registry);
+    register(&registry, "job-1").await;
+    registry.set_progress(&id("job-1"), None, Some(16 * 200)).await.unwrap();
+    let writes_before = registry.inner.metrics.writes.with_label_values(&["progress"]).get();
+    let reporters = (0..16).map(|r| {
+        let registry = registry.clone();
+        async move {
+            for i in 0..200 {
+                registry.add_progress(&id("job-1"), 1, 0, r % 2 == 0 && i % 3 == 0).await.unwrap();
+            }
+        }
+    });
+    futures::future::join_all(reporters).await;
+    registry.flush_progress().await;
+    let state = registry.require(&id("job-1")).await.unwrap();
+    assert_eq!(state.tasks_completed(), 16 * 200, "no increment lost");
+    let writes = registry.inner.metrics.writes.with_label_values(&["progress"]).get() - writes_before;
+    assert!(writes < 16 * 200 / 10, "{writes} writes for 3200 increments");
+    token.cancel();
+}
+
+#[tokio::test]
+async fn every_write_bumps_the_revision_and_conditional_updates_check_it() {
+    let registry = new_registry();
+    let state = register(&registry, "job-1").await;
+    assert_eq!(revision(&state), 1);
+    let state = to(&registry, "job-1", Submitting).await.unwrap().0;
+    assert_eq!(revision(&state), 2);
+    let stale = StatusUpdate {
+        expected_revision: Some(1),
+        ..StatusUpdate::to(Scheduled)
+    };
+    assert!(matches!(
+        registry.update_status(&id("job-1"), stale).await,
+        Err(RegistryError::RevisionMismatch { expected: 1, actual: 2, .. })
+    ));
+    let current = StatusUpdate {
+        expected_revision: Some(2),
+        ..StatusUpdate::to(Scheduled)
+    };
+    assert_eq!(revision(&registry.update_status(&id("job-1"), current).await.unwrap().0), 3);
+}
+
+#[tokio::test]
+async fn pages_walk_every_job_once() {
+    let registry = new_registry();
+    for i in 0..7 {
+        register(&registry, &format!("job-{i}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = registry
+            .list(ListQuery {
+                limit: 3,
+                page_token: token,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.job_id().to_string()));
+        match page.next_page_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 7, "{seen:?}");
+    assert!(matches!(
+        registry
+            .list(ListQuery {
+                page_token: Some("zz".into()),
+                ..ListQuery::default()
+            })
+            .await,
+        Err(RegistryError::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn claims_exclude_other_holders_until_released_or_expired() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    let job = id("job-1");
+    assert!(registry.claim(&job, "index", "a", Duration::from_secs(60)).await.unwrap().granted);
+    assert!(registry.claim(&job, "index", "a", Duration::from_secs(60)).await.unwrap().granted, "renewal");
+    let other = registry.claim(&job, "index", "b", Duration::from_secs(60)).await.unwrap();
+    assert!(!other.granted);
+    assert_eq!(other.holder, "a");
+    assert!(!registry.release_claim(&job, "index", "b").await.unwrap(), "only the holder releases");
+    assert!(registry.release_claim(&job, "index", "a").await.unwrap());
+    assert!(registry.claim(&job, "index", "b", Duration::from_millis(1)).await.unwrap().granted);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(registry.claim(&job, "index", "c", Duration::from_secs(60)).await.unwrap().granted, "an expired claim is taken over");
+    assert!(matches!(registry.claim(&id("nope"), "index", "a", Duration::from_secs(1)).await, Err(RegistryError::NotFound(_))));
+    assert!(matches!(registry.claim(&job, "../x", "a", Duration::from_secs(1)).await, Err(RegistryError::InvalidArgument(_))));
+}
+
+#[tokio::test]
+async fn watchers_see_changes_in_order() {
+    let registry = new_registry();
+    let (_, mut live) = registry.hub().subscribe(0).unwrap();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled]).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = live.recv().await.unwrap();
+        seen.push((event.state.status(), event.previous));
+    }
+    assert_eq!(seen, [(Pending, None), (Submitting, Some(Pending)), (Scheduled, Some(Submitting))]);
+    registry.set_index_state(&id("job-1"), IndexState::Done, Some("results/job-1/".into()), None).await.unwrap();
+    let event = live.recv().await.unwrap();
+    assert_eq!(IndexState::of(&event.state), IndexState::Done);
+}

@@ -1,0 +1,229 @@
+//! The change hub behind `WatchJobs`: every job state this registry writes, or sees written by
+//! another process through the store's change feed, becomes a [`JobEvent`] with a sequence
+//! number. Watchers get live events from a broadcast channel and can resume from a recent
+//! sequence number out of a bounded backlog; one too old for the backlog is refused, and the
+//! client re-lists (like a Kubernetes watch).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use modelops_core::job::{JobId, JobState, JobStatus};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RegistryError;
+use crate::registry::{JOBS_PREFIX, JobRegistry, revision};
+
+/// One change of one job.
+#[derive(Debug, Clone)]
+pub struct JobEvent {
+    /// This server's sequence number of the change.
+    pub seq: u64,
+    /// The job's state after the change.
+    pub state: Arc<JobState>,
+    /// Its status before, if known.
+    pub previous: Option<JobStatus>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    next_seq: u64,
+    backlog: VecDeque<JobEvent>,
+    /// What was last published per job: (revision, updated_at, status, index state).
+    known: HashMap<JobId, (u64, String, JobStatus, Option<String>)>,
+}
+
+/// Sequences and fans out job changes.
+#[derive(Debug)]
+pub struct ChangeHub {
+    state: Mutex<HubState>,
+    sender: broadcast::Sender<JobEvent>,
+    retention: usize,
+}
+
+impl ChangeHub {
+    /// A hub keeping the last `retention` events for resuming watchers.
+    pub fn new(retention: usize) -> Self {
+        let (sender, _) = broadcast::channel(retention.max(16));
+        Self {
+            state: Mutex::new(HubState {
+                next_seq: 1,
+                ..HubState::default()
+            }),
+            sender,
+            retention: retention.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes a job's new state. A state already published (same revision and timestamps)
+    /// or older than the last one published (a late echo from a change feed) is dropped.
+    /// Returns the event when one was published.
+    pub fn publish(&self, state: JobState) -> Option<JobEvent> {
+        let mut hub = self.lock();
+        let rev = revision(&state);
+        let fingerprint = (
+            rev,
+            state.updated_at().to_owned(),
+            state.status(),
+            state.get_str(crate::registry::INDEX_STATE_KEY).map(str::to_owned),
+        );
+        let previous = match hub.known.get(state.job_id()) {
+            Some(known) if *known == fingerprint => return None,
+            Some(known) if rev > 0 && rev < known.0 => return None,
+            Some(known) => Some(known.2),
+            None => None,
+        };
+        hub.known.insert(state.job_id().clone(), fingerprint);
+        let event = JobEvent {
+            seq: hub.next_seq,
+            state: Arc::new(state),
+            previous,
+        };
+        hub.next_seq += 1;
+        hub.backlog.push_back(event.clone());
+        while hub.backlog.len() > self.retention {
+            hub.backlog.pop_front();
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.sender.send(event.clone());
+        Some(event)
+    }
+
+    /// The sequence number of the last event (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    /// Subscribes to live events, first returning the retained events after `after` (none for
+    /// 0, which means "from now"). Both happen under one lock, so no event falls in between.
+    pub fn subscribe(&self, after: u64) -> Result<(Vec<JobEvent>, broadcast::Receiver<JobEvent>), RegistryError> {
+        let hub = self.lock();
+        let receiver = self.sender.subscribe();
+        Ok((Self::since_locked(&hub, after)?, receiver))
+    }
+
+    /// The retained events after `after`.
+    pub fn since(&self, after: u64) -> Result<Vec<JobEvent>, RegistryError> {
+        Self::since_locked(&self.lock(), after)
+    }
+
+    fn since_locked(hub: &HubState, after: u64) -> Result<Vec<JobEvent>, RegistryError> {
+        if after == 0 {
+            return Ok(Vec::new());
+        }
+        let oldest = hub.backlog.front().map_or(hub.next_seq, |e| e.seq);
+        if after + 1 < oldest {
+            return Err(RegistryError::WatchTooOld { requested: after, oldest });
+        }
+        Ok(hub.backlog.iter().filter(|e| e.seq > after).cloned().collect())
+    }
+}
+
+/// Follows the store's change feed (other processes' writes) and publishes what changed. The
+/// feed may repeat or skip events, so every change is re-read, and the whole prefix is
+/// reconciled after each reconnect and every 30 seconds.
+pub(crate) async fn follow_store(registry: JobRegistry, token: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        reconcile(&registry).await;
+        let Some(mut feed) = registry.inner.store.changes(JOBS_PREFIX) else { return };
+        let mut resync = tokio::time::interval(Duration::from_secs(30));
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = resync.tick() => reconcile(&registry).await,
+                change = feed.next() => match change {
+                    Some(Ok(change)) => {
+                        backoff = Duration::from_millis(200);
+                        if let Some(job) = change.key.strip_prefix(JOBS_PREFIX).and_then(|k| k.strip_suffix("/state.json"))
+                            && let Ok(job_id) = JobId::new(job)
+                        {
+                            match registry.get(&job_id).await {
+                                Ok(Some(state)) => {
+                                    registry.hub().publish(state);
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(job, error = %e, "cannot re-read a changed job"),
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "store change feed failed; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn reconcile(registry: &JobRegistry) {
+    match registry.all_jobs().await {
+        Ok(jobs) => {
+            for state in jobs {
+                registry.hub().publish(state);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot reconcile job states"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelops_core::pyjson::PyObject;
+
+    fn state(job: &str, rev: u64, status: JobStatus) -> JobState {
+        let mut state = JobState::registered(JobId::new(job).unwrap(), "2026-01-01T00:00:00+00:00", None, None, PyObject::new());
+        state.set_status(status);
+        state.set(crate::registry::REVISION_KEY, rev.into());
+        state.set("updated_at", format!("t{rev}").into());
+        state
+    }
+
+    #[test]
+    fn duplicates_and_late_echoes_are_dropped() {
+        let hub = ChangeHub::new(10);
+        assert_eq!(hub.publish(state("a", 1, JobStatus::Pending)).unwrap().seq, 1);
+        assert!(hub.publish(state("a", 1, JobStatus::Pending)).is_none(), "same state twice");
+        let next = hub.publish(state("a", 3, JobStatus::Running)).unwrap();
+        assert_eq!((next.seq, next.previous), (2, Some(JobStatus::Pending)));
+        assert!(hub.publish(state("a", 2, JobStatus::Submitting)).is_none(), "older than what was published");
+        assert_eq!(hub.last_seq(), 2);
+    }
+
+    #[test]
+    fn resuming_uses_the_backlog_until_it_is_too_old() {
+        let hub = ChangeHub::new(3);
+        for rev in 1..=5 {
+            hub.publish(state("a", rev, JobStatus::Running));
+        }
+        let (backlog, _rx) = hub.subscribe(3).unwrap();
+        assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        assert!(hub.subscribe(2).unwrap().0.len() == 3, "seq 3 is still retained");
+        assert!(matches!(hub.subscribe(1), Err(RegistryError::WatchTooOld { requested: 1, oldest: 3 })));
+        assert!(hub.subscribe(0).unwrap().0.is_empty(), "0 means from now");
+    }
+
+    #[tokio::test]
+    async fn live_events_reach_subscribers() {
+        let hub = ChangeHub::new(8);
+        let (_, mut rx) = hub.subscribe(0).unwrap();
+        hub.publish(state("b", 1, JobStatus::Pending));
+        let event = rx.recv().await.unwrap();
+        assert_eq!(event.state.job_id().as_str(), "b");
+    }
+}
