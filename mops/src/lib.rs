@@ -3,10 +3,13 @@
 //! `mops serve` runs the result services (all of them on one port by default, or one of them as
 //! in Kubernetes); the other commands are clients of a running server.
 
+pub mod client;
+pub mod jobs;
+pub mod output;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
-use modelops_runtime::config::LoggingConfig;
+use modelops_runtime::config::{ClientConfig, LoggingConfig};
 
 /// ModelOps result services: job registry, attribution, indexing and queries over simulation
 /// results, and their command-line client.
@@ -27,6 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the result services (all on one port, or one of them).
     Serve(serve::ServeArgs),
+    /// Submit, inspect, list, watch, cancel and update jobs.
+    Jobs {
+        /// The server to talk to.
+        #[command(flatten)]
+        client: ClientConfig,
+        /// What to do.
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
 }
 
 /// Runs a parsed command line. Telemetry is set up first; errors come back for `main` to print.
@@ -34,5 +46,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = modelops_runtime::telemetry::init(&cli.logging)?;
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Jobs { client, command } => jobs::run(command, &client).await,
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use modelops_core::store::Store;
+use modelops_registry::service::RegistryService;
+use modelops_registry::{JobRegistry, RegistryConfig};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
 use modelops_runtime::config::{ServerConfig, StoreConfig};
 use modelops_runtime::metrics::Metrics;
@@ -55,8 +57,8 @@ pub struct ServerState {
     pub provenance: Store,
     /// The results store.
     pub results: Store,
-    /// The registry store URL.
-    pub registry_url: String,
+    /// The job registry (when this process serves it).
+    pub registry: Option<JobRegistry>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Transport options.
@@ -65,22 +67,42 @@ pub struct ServerState {
     pub shutdown_grace: Duration,
 }
 
+impl ServiceSelection {
+    fn includes(self, service: Self) -> bool {
+        self == Self::All || self == service
+    }
+}
+
 impl ServerState {
     /// Opens the stores and reads the TLS and token files named by `args`.
-    pub fn open(args: &ServeArgs) -> anyhow::Result<Self> {
+    pub async fn open(args: &ServeArgs) -> anyhow::Result<Self> {
+        if matches!(args.service, ServiceSelection::Attribution | ServiceSelection::Indexer | ServiceSelection::Query) {
+            anyhow::bail!("the {:?} service is not available in this version; run `mops serve registry` or `mops serve`", args.service);
+        }
         let open = |url: String, what: &str| Store::open(&url).with_context(|| format!("opening the {what} store"));
         let tls = match (&args.server.tls_cert, &args.server.tls_key) {
             (Some(cert), Some(key)) => Some(runtime_serve::load_tls(cert, key)?),
             _ => None,
         };
         let token = args.server.auth_token_file.as_deref().map(read_token_file).transpose()?;
+        let metrics = Metrics::new();
+        let jobs = open(args.stores.jobs_url(), "jobs")?;
+        let registry = if args.service.includes(ServiceSelection::Registry) {
+            let url = args.stores.registry_url();
+            let store = modelops_registry::store::open(&url)
+                .await
+                .with_context(|| format!("opening the registry store {url}"))?;
+            Some(JobRegistry::new(store, jobs.clone(), RegistryConfig::default(), metrics.registry()))
+        } else {
+            None
+        };
         Ok(Self {
             selection: args.service,
-            jobs: open(args.stores.jobs_url(), "jobs")?,
+            jobs,
             provenance: open(args.stores.provenance_url(), "provenance")?,
             results: open(args.stores.results_url(), "results")?,
-            registry_url: args.stores.registry_url(),
-            metrics: Metrics::new(),
+            registry,
+            metrics,
             grpc: GrpcOptions {
                 tls,
                 auth: BearerAuth::new(token),
@@ -92,7 +114,7 @@ impl ServerState {
 
 /// Runs `mops serve` until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let state = ServerState::open(&args)?;
+    let state = ServerState::open(&args).await?;
     let grpc = TcpListener::bind(args.server.listen)
         .await
         .with_context(|| format!("binding the gRPC listener {}", args.server.listen))?;
@@ -121,7 +143,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let background = Shutdown::new();
     let descriptor_sets = [modelops_proto::FILE_DESCRIPTOR_SET];
-    let (routes, health) = runtime_serve::base_routes(&descriptor_sets, &[]).await?;
+    let mut served = Vec::new();
+    if state.registry.is_some() {
+        served.push(modelops_registry::service::SERVICE_NAME);
+    }
+    let (mut routes, health) = runtime_serve::base_routes(&descriptor_sets, &served).await?;
+    if let Some(registry) = &state.registry {
+        registry.start(background.token(), background.tracker());
+        routes = routes.add_service(RegistryService::new(registry.clone(), background.token()).into_server());
+        tracing::info!(store = %registry.describe_store(), "job registry ready");
+    }
 
     let http_stop = tokio_util::sync::CancellationToken::new();
     let router = runtime_serve::metrics_router(state.metrics.clone());
@@ -129,9 +160,12 @@ pub async fn serve(
 
     let grace = state.shutdown_grace;
     let drain = background.clone();
+    let served_names: Vec<&'static str> = served.clone();
     let grpc_shutdown = async move {
         shutdown.await;
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        for name in std::iter::once("").chain(served_names) {
+            health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+        }
         drain.drain(grace).await;
     };
     let served = runtime_serve::serve_grpc(grpc, routes, state.grpc.clone(), &state.metrics, grpc_shutdown).await;

@@ -31,14 +31,21 @@ struct Pending {
 
 /// The per-job queue of increments.
 #[derive(Debug, Default)]
+struct Queue {
+    jobs: HashMap<JobId, Pending>,
+    /// Set by the last flush on shutdown; later increments are refused.
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
 pub(crate) struct ProgressQueue {
-    pending: Mutex<HashMap<JobId, Pending>>,
+    pending: Mutex<Queue>,
     known_jobs: Mutex<HashSet<JobId>>,
     wake: Notify,
 }
 
 impl ProgressQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -50,11 +57,15 @@ impl ProgressQueue {
         self.known_jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(job);
     }
 
-    /// Queues an increment; `waiter` is answered after it is written.
-    pub(crate) fn enqueue(&self, job: JobId, completed: i64, total: i64, waiter: Option<Waiter>) {
+    /// Queues an increment; `waiter` is answered after it is written. Refused (`false`) once the
+    /// queue is closed for shutdown.
+    pub(crate) fn enqueue(&self, job: JobId, completed: i64, total: i64, waiter: Option<Waiter>) -> bool {
         {
-            let mut pending = self.lock();
-            let entry = pending.entry(job).or_default();
+            let mut queue = self.lock();
+            if queue.closed {
+                return false;
+            }
+            let entry = queue.jobs.entry(job).or_default();
             match waiter {
                 Some(waiter) => entry.waiting.push(((completed, total), waiter)),
                 None => {
@@ -64,16 +75,20 @@ impl ProgressQueue {
             }
         }
         self.wake.notify_one();
+        true
     }
 
-    fn take_all(&self) -> HashMap<JobId, Pending> {
-        std::mem::take(&mut *self.lock())
+    /// Takes everything queued; with `close`, also refuses anything queued later.
+    fn take_all(&self, close: bool) -> HashMap<JobId, Pending> {
+        let mut queue = self.lock();
+        queue.closed |= close;
+        std::mem::take(&mut queue.jobs)
     }
 }
 
-/// Writes every queued job's increments, a few jobs at a time.
-pub(crate) async fn flush(registry: &JobRegistry) {
-    let batches = registry.inner.progress.take_all();
+/// Writes every queued job's increments, a few jobs at a time; with `close`, it is the last flush.
+pub(crate) async fn flush(registry: &JobRegistry, close: bool) {
+    let batches = registry.inner.progress.take_all(close);
     futures::stream::iter(batches)
         .for_each_concurrent(16, |(job, pending)| flush_job(registry, job, pending))
         .await;
@@ -99,8 +114,8 @@ async fn flush_job(registry: &JobRegistry, job: JobId, pending: Pending) {
         Err(error) => {
             // Waiting callers learn of the failure and resend; queued increments stay queued.
             tracing::warn!(%job, %error, "progress write failed; will retry");
-            if pending.queued != (0, 0) {
-                registry.inner.progress.enqueue(job.clone(), pending.queued.0, pending.queued.1, None);
+            if pending.queued != (0, 0) && !registry.inner.progress.enqueue(job.clone(), pending.queued.0, pending.queued.1, None) {
+                tracing::error!(%job, completed = pending.queued.0, "progress lost: the store failed during the last flush");
             }
             let message = error.to_string();
             let unavailable = matches!(error, RegistryError::Store(crate::store::StoreError::Unavailable(_)));
@@ -132,8 +147,8 @@ pub(crate) async fn run_flusher(registry: JobRegistry, token: CancellationToken)
             () = token.cancelled() => break,
             () = tokio::time::sleep(interval) => {}
         }
-        flush(&registry).await;
+        flush(&registry, false).await;
     }
-    flush(&registry).await;
+    flush(&registry, true).await;
     tracing::debug!("progress flusher stopped");
 }

@@ -575,15 +575,21 @@ impl JobRegistry {
             // Refuse increments for unknown jobs now, since nobody waits for the flush.
             let state = self.require(job_id).await?;
             self.inner.progress.remember(job_id.clone());
-            self.inner.progress.enqueue(job_id.clone(), completed, total, None);
+            if !self.inner.progress.enqueue(job_id.clone(), completed, total, None) {
+                return Err(RegistryError::ShuttingDown);
+            }
             return Ok((state.tasks_completed() + completed, state.tasks_total() + total));
         }
         if ack_when_queued {
-            self.inner.progress.enqueue(job_id.clone(), completed, total, None);
+            if !self.inner.progress.enqueue(job_id.clone(), completed, total, None) {
+                return Err(RegistryError::ShuttingDown);
+            }
             return Ok((completed, total));
         }
         let (done, waiting) = tokio::sync::oneshot::channel();
-        self.inner.progress.enqueue(job_id.clone(), completed, total, Some(done));
+        if !self.inner.progress.enqueue(job_id.clone(), completed, total, Some(done)) {
+            return Err(RegistryError::ShuttingDown);
+        }
         waiting.await.map_err(|_| RegistryError::ShuttingDown)?
     }
 
@@ -818,7 +824,7 @@ impl JobRegistry {
 
     /// Flushes queued progress now (used on shutdown and by tests).
     pub async fn flush_progress(&self) {
-        crate::progress::flush(self).await;
+        crate::progress::flush(self, false).await;
     }
 }
 

@@ -21,6 +21,7 @@ pub fn serve_args(extra: &[&str]) -> mops::serve::ServeArgs {
             command: mops::Command::Serve(args),
             ..
         }) => args,
+        Ok(_) => unreachable!("argv starts with `serve`"),
         Err(e) => panic!("invalid test arguments: {e}"),
     }
 }
@@ -59,7 +60,7 @@ impl TestServer {
         let home_str = home.path().display().to_string();
         let mut args = vec!["--home", home_str.as_str()];
         args.extend_from_slice(extra);
-        let state = mops::serve::ServerState::open(&serve_args(&args)).expect("server state");
+        let state = mops::serve::ServerState::open(&serve_args(&args)).await.expect("server state");
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc = grpc_listener.local_addr().expect("grpc addr");
@@ -100,6 +101,49 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// A name no other test in this run uses: `{prefix}-{pid}-{n}`, lowercase.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+async fn python(script: &str) {
+    let out = tokio::process::Command::new(required_env("MOPS_TEST_PYTHON"))
+        .args(["-c", script])
+        .output()
+        .await
+        .expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Creates an Azurite container (object_store cannot) and returns its `az://` URL. Credentials
+/// come from `AZURE_STORAGE_CONNECTION_STRING`, as upstream reads them.
+pub async fn azurite_container(name: &str) -> String {
+    let connection = required_env("AZURE_STORAGE_CONNECTION_STRING");
+    python(&format!(
+        "from azure.storage.blob import BlobServiceClient as C\nc=C.from_connection_string({connection:?})\ntry:\n    c.create_container({name:?})\nexcept Exception as e:\n    assert 'ContainerAlreadyExists' in str(e), e\n"
+    ))
+    .await;
+    format!("az://{name}")
+}
+
+/// Creates a moto bucket and returns its `s3://` URL (with the endpoint).
+pub async fn s3_bucket(name: &str) -> String {
+    let endpoint = required_env("MOPS_TEST_S3_ENDPOINT");
+    python(&format!(
+        "import boto3\ns=boto3.client('s3',endpoint_url={endpoint:?},region_name='us-east-1')\ntry:\n    s.create_bucket(Bucket={name:?})\nexcept s.exceptions.BucketAlreadyOwnedByYou:\n    pass\n"
+    ))
+    .await;
+    format!("s3://{name}?endpoint={endpoint}&region=us-east-1")
+}
+
+/// An `etcd://` URL on the test etcd, under `prefix`.
+pub fn etcd_url(prefix: &str) -> String {
+    let endpoint = required_env("MOPS_TEST_ETCD_ENDPOINT");
+    format!("etcd://{}/{prefix}", endpoint.trim_start_matches("http://"))
 }
 
 /// A gRPC channel to `endpoint` (`http://host:port`).

@@ -3,5 +3,6 @@
 
 #![expect(unused_crate_dependencies, reason = "the fixture library's dependencies are linked into this binary too")]
 
+mod registry;
 mod serve;
 mod stores;

@@ -1,0 +1,370 @@
+//! `mops jobs`: submit, inspect, list, watch, cancel and update jobs in the registry.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use modelops_core::job::JobStatus;
+use modelops_core::pyjson::{self, PyValue};
+use modelops_core::time::parse_iso;
+use modelops_proto::registry::v1 as pb;
+use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
+use modelops_registry::service::{status_from_proto, status_to_proto};
+use modelops_runtime::config::ClientConfig;
+
+use crate::client::{self, AuthedChannel, status_error};
+use crate::output::{self, Table};
+
+/// `mops jobs` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Register a job from a Calabaria study.json (needs --bundle-ref) or a SimJob spec.
+    Submit {
+        /// The study or job spec file.
+        file: PathBuf,
+        /// Bundle to bind a study to (`sha256:<64 hex>` or `repo@sha256:<64 hex>`).
+        #[arg(long, env = "MOPS_BUNDLE_REF")]
+        bundle_ref: Option<String>,
+        /// Job id (default: the spec's, or `job-` + 8 hex characters).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Kubernetes namespace to record.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Print the registered state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job: status, progress, times, Kubernetes names, error, results.
+    Status {
+        /// The job id.
+        job_id: String,
+        /// Print upstream's state.json.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recent jobs, newest first.
+    List {
+        /// Only these statuses (repeatable).
+        #[arg(long = "status", short = 's')]
+        statuses: Vec<String>,
+        /// Only jobs created in the last H hours.
+        #[arg(long, short = 'H', default_value_t = 24.0)]
+        hours: f64,
+        /// At most N jobs.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        limit: u32,
+        /// Print a JSON list of states.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow one job with a progress bar until it ends, or every job's changes.
+    Watch {
+        /// The job to follow (all jobs when omitted).
+        job_id: Option<String>,
+        /// Print each change as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job id.
+        job_id: String,
+        /// Why (stored as "Cancelled: {reason}").
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the new state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a job's status or counters (for operators and scripts).
+    Update {
+        /// The job id.
+        job_id: String,
+        /// New status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Tasks completed (absolute).
+        #[arg(long)]
+        completed: Option<i64>,
+        /// Tasks in total (absolute).
+        #[arg(long)]
+        total: Option<i64>,
+        /// Error message to record with the status.
+        #[arg(long)]
+        error: Option<String>,
+        /// Results path to record with the status.
+        #[arg(long)]
+        results_path: Option<String>,
+        /// Print the new state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_status(text: &str) -> anyhow::Result<pb::JobStatus> {
+    let status: JobStatus = text.parse()?;
+    Ok(status_to_proto(status))
+}
+
+fn status_name(value: i32) -> &'static str {
+    status_from_proto(value).map_or("unknown", JobStatus::as_str)
+}
+
+fn job_of<T>(job: Option<T>) -> anyhow::Result<T> {
+    job.context("the server sent no job")
+}
+
+fn print_json_state(job: &pb::JobState) {
+    println!("{}", job.state_json);
+}
+
+fn progress(job: &pb::JobState) -> String {
+    match job.progress_percent {
+        Some(percent) => format!("{}/{} ({percent:.1}%)", job.tasks_completed, job.tasks_total),
+        None => "-".to_owned(),
+    }
+}
+
+fn when(text: &str) -> String {
+    parse_iso(text).map_or_else(|| text.to_owned(), |at| output::relative_time(at, Utc::now()))
+}
+
+/// The status lines of upstream's `mops jobs status`.
+fn print_status(job: &pb::JobState) {
+    let status = status_name(job.status);
+    println!("Job:        {}", job.job_id);
+    println!("Status:     {status}");
+    println!("Created:    {} ({})", job.created_at, when(&job.created_at));
+    println!("Updated:    {} ({})", job.updated_at, when(&job.updated_at));
+    if matches!(status, "running" | "succeeded" | "failed" | "partial")
+        && let (Some(created), Some(updated)) = (parse_iso(&job.created_at), parse_iso(&job.updated_at))
+    {
+        println!("Duration:   {}", output::duration((updated - created).num_seconds()));
+    }
+    if let Some(name) = &job.k8s_name {
+        println!("K8s Job:    {name}");
+    }
+    if let Some(namespace) = &job.k8s_namespace {
+        println!("Namespace:  {namespace}");
+    }
+    if job.tasks_total > 0 {
+        println!("Progress:   {}", progress(job));
+    }
+    if let Some(path) = &job.results_path {
+        println!("Results:    {path}");
+    }
+    if let Some(error) = &job.error_message {
+        println!("Error:      {error}");
+    }
+    if let Some(code) = &job.error_code {
+        println!("Error Code: {code}");
+    }
+    let index = pb::IndexState::try_from(job.index_state).unwrap_or(pb::IndexState::Unspecified);
+    if !matches!(index, pb::IndexState::None | pb::IndexState::Unspecified) {
+        println!("Index:      {}", index.as_str_name().trim_start_matches("INDEX_STATE_").to_lowercase());
+    }
+    if let Ok(PyValue::Object(metadata)) = pyjson::parse(job.metadata_json.as_bytes())
+        && !metadata.is_empty()
+    {
+        println!("Metadata:");
+        for (key, value) in metadata.iter() {
+            let shown = value.as_str().map_or_else(|| pyjson::to_canonical(value), str::to_owned);
+            println!("  {key}: {shown}");
+        }
+    }
+}
+
+/// Runs a `mops jobs` command.
+pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<()> {
+    let mut client = JobRegistryClient::new(client::connect(config).await?);
+    match command {
+        JobsCommand::Submit {
+            file,
+            bundle_ref,
+            job_id,
+            namespace,
+            json,
+        } => submit(&mut client, file, bundle_ref, job_id, namespace, json).await,
+        JobsCommand::Status { job_id, json } => {
+            let job = job_of(client.get_job(pb::GetJobRequest { job_id }).await.map_err(status_error)?.into_inner().job)?;
+            if json { print_json_state(&job) } else { print_status(&job) }
+            Ok(())
+        }
+        JobsCommand::List {
+            statuses,
+            hours,
+            limit,
+            json,
+        } => list(&mut client, statuses, hours, limit, json).await,
+        JobsCommand::Watch { job_id, json } => watch(&mut client, job_id, json).await,
+        JobsCommand::Cancel { job_id, reason, json } => {
+            let job = job_of(client.cancel_job(pb::CancelJobRequest { job_id, reason }).await.map_err(status_error)?.into_inner().job)?;
+            if json { print_json_state(&job) } else { println!("{} cancelled", job.job_id) }
+            Ok(())
+        }
+        JobsCommand::Update {
+            job_id,
+            status,
+            completed,
+            total,
+            error,
+            results_path,
+            json,
+        } => {
+            if status.is_none() && completed.is_none() && total.is_none() {
+                anyhow::bail!("nothing to update: give --status, --completed or --total");
+            }
+            let job = match status {
+                Some(status) => {
+                    let request = pb::UpdateStatusRequest {
+                        job_id,
+                        status: parse_status(&status)?.into(),
+                        error_message: error,
+                        results_path,
+                        tasks_completed: completed,
+                        tasks_total: total,
+                        ..Default::default()
+                    };
+                    client.update_status(request).await.map_err(status_error)?.into_inner().job
+                }
+                None => {
+                    let request = pb::SetProgressRequest {
+                        job_id,
+                        tasks_completed: completed,
+                        tasks_total: total,
+                    };
+                    client.set_progress(request).await.map_err(status_error)?.into_inner().job
+                }
+            };
+            let job = job_of(job)?;
+            if json { print_json_state(&job) } else { print_status(&job) }
+            Ok(())
+        }
+    }
+}
+
+async fn submit(
+    client: &mut JobRegistryClient<AuthedChannel>,
+    file: PathBuf,
+    bundle_ref: Option<String>,
+    job_id: Option<String>,
+    namespace: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let parsed = pyjson::parse(text.as_bytes()).with_context(|| format!("{} is not JSON", file.display()))?;
+    let object = parsed.as_object().with_context(|| format!("{} must hold a JSON object", file.display()))?;
+    let spec = if object.contains_key("job_type") {
+        pb::register_job_request::Spec::JobSpecJson(text)
+    } else if object.contains_key("parameter_sets") {
+        let bundle_ref = bundle_ref.context("a study needs --bundle-ref (or MOPS_BUNDLE_REF) to bind it to a bundle")?;
+        pb::register_job_request::Spec::Study(pb::StudySpec { study_json: text, bundle_ref })
+    } else {
+        anyhow::bail!("{} is neither a study (parameter_sets) nor a job spec (job_type)", file.display());
+    };
+    let request = pb::RegisterJobRequest {
+        job_id: job_id.unwrap_or_default(),
+        k8s_namespace: namespace,
+        spec: Some(spec),
+        ..Default::default()
+    };
+    let response = client.register_job(request).await.map_err(status_error)?.into_inner();
+    let job = job_of(response.job)?;
+    if json {
+        print_json_state(&job);
+    } else {
+        println!("Registered {} ({} tasks)", job.job_id, job.tasks_total);
+        if let Some(key) = response.spec_key {
+            println!("Spec stored at {key}");
+        }
+    }
+    Ok(())
+}
+
+async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<String>, hours: f64, limit: u32, json: bool) -> anyhow::Result<()> {
+    let statuses = statuses.iter().map(|s| parse_status(s).map(i32::from)).collect::<anyhow::Result<Vec<_>>>()?;
+    let since = Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
+    let request = pb::ListJobsRequest {
+        statuses,
+        since: Some(prost_types::Timestamp {
+            seconds: since.timestamp(),
+            nanos: 0,
+        }),
+        limit,
+        page_token: String::new(),
+    };
+    let jobs = client.list_jobs(request).await.map_err(status_error)?.into_inner().jobs;
+    if json {
+        let states: Vec<PyValue> = jobs.iter().filter_map(|j| pyjson::parse(j.state_json.as_bytes()).ok()).collect();
+        println!("{}", pyjson::to_indent2(&PyValue::List(states)));
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut table = Table::new(["Job ID", "Status", "Progress", "Created", "Updated"]);
+    for job in &jobs {
+        let at = |t: &str| parse_iso(t).map_or_else(|| t.to_owned(), |at| output::relative_time(at, now));
+        let progress = if job.tasks_total > 0 { format!("{}/{}", job.tasks_completed, job.tasks_total) } else { "-".into() };
+        table.row(vec![job.job_id.clone(), status_name(job.status).into(), progress, at(&job.created_at), at(&job.updated_at)]);
+    }
+    println!("Recent Jobs (last {hours} hours, {})", chrono::Local::now().format("%Z"));
+    if table.is_empty() {
+        println!("No jobs.");
+    } else {
+        println!("{}", table.render());
+    }
+    let active = jobs.iter().filter(|j| status_from_proto(j.status).is_some_and(JobStatus::is_active)).count();
+    println!("Showing {} of {limit} most recent jobs. Active jobs: {active}", jobs.len());
+    Ok(())
+}
+
+async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<String>, json: bool) -> anyhow::Result<()> {
+    let request = pb::WatchJobsRequest {
+        job_ids: job_id.iter().cloned().collect(),
+        replay_current: true,
+        ..Default::default()
+    };
+    let mut stream = client.watch_jobs(request).await.map_err(status_error)?.into_inner();
+    let bar = (!json && job_id.is_some()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    if let Some(id) = &job_id
+        && let Some(bar) = &bar
+    {
+        bar.set_prefix(id.clone());
+    }
+    let mut seen_any = false;
+    while let Some(message) = stream.message().await.map_err(status_error)? {
+        let Some(job) = message.job else { continue };
+        seen_any = true;
+        let status = status_from_proto(job.status);
+        if json {
+            println!("{}", pyjson::to_canonical(&pyjson::parse(job.state_json.as_bytes()).unwrap_or(PyValue::Null)));
+        } else if let Some(bar) = &bar {
+            bar.set_length(u64::try_from(job.tasks_total).unwrap_or(0));
+            bar.set_position(u64::try_from(job.tasks_completed).unwrap_or(0));
+            bar.set_message(status.map_or("unknown", JobStatus::as_str).to_owned());
+        } else {
+            println!("{}  {:<10}  {}", job.job_id, status_name(job.status), progress(&job));
+        }
+        if job_id.is_some() && status.is_some_and(JobStatus::is_terminal) {
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
+            if !json {
+                print_status(&job);
+            }
+            return Ok(());
+        }
+    }
+    if job_id.is_some() && !seen_any {
+        anyhow::bail!("no such job");
+    }
+    Ok(())
+}

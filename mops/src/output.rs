@@ -1,0 +1,107 @@
+//! Output for people: aligned tables, relative times as upstream's CLI shows them, progress
+//! text.
+
+use chrono::{DateTime, Local, Utc};
+
+/// A plain text table with a header row; columns are padded to their widest cell.
+#[derive(Debug, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new<const N: usize>(header: [&str; N]) -> Self {
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Whether no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rendered table.
+    pub fn render(&self) -> String {
+        let columns = self.header.len();
+        let width = |i: usize| {
+            std::iter::once(&self.header)
+                .chain(&self.rows)
+                .map(|row| row.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..columns).map(width).collect();
+        let line = |row: &Vec<String>| {
+            let cells: Vec<String> = (0..columns)
+                .map(|i| format!("{:<w$}", row.get(i).map_or("", String::as_str), w = widths[i]))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        };
+        let mut out = vec![line(&self.header), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ")];
+        out.extend(self.rows.iter().map(line));
+        out.join("\n")
+    }
+}
+
+/// A timestamp relative to `now`, as upstream's `mops jobs list` shows it: "just now", "5
+/// minutes ago", "3 hours ago", "yesterday 14:30", "Mar 15 14:30" (local time).
+pub fn relative_time(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (now - at).num_seconds();
+    let local = at.with_timezone(&Local);
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" });
+    match seconds {
+        s if s < 10 => "just now".to_owned(),
+        s if s < 60 => plural(s, "second"),
+        s if s < 3600 => plural(s / 60, "minute"),
+        s if s < 86_400 && local.date_naive() == now.with_timezone(&Local).date_naive() => plural(s / 3600, "hour"),
+        s if s < 2 * 86_400 && local.date_naive() == (now - chrono::Duration::days(1)).with_timezone(&Local).date_naive() => {
+            format!("yesterday {}", local.format("%H:%M"))
+        }
+        _ => local.format("%b %d %H:%M").to_string(),
+    }
+}
+
+/// A duration as `1h 02m 03s`, `2m 03s` or `3s`.
+pub fn duration(seconds: i64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s:02}s"),
+        _ => format!("{h}h {m:02}m {s:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let mut table = Table::new(["Job ID", "Status"]);
+        table.row(vec!["job-1".into(), "running".into()]);
+        table.row(vec!["job-22222".into(), "failed".into()]);
+        assert_eq!(table.render(), "Job ID     Status\n---------  -------\njob-1      running\njob-22222  failed");
+    }
+
+    #[test]
+    fn relative_times() {
+        let now = Utc::now();
+        assert_eq!(relative_time(now, now), "just now");
+        assert_eq!(relative_time(now - chrono::Duration::seconds(30), now), "30 seconds ago");
+        assert_eq!(relative_time(now - chrono::Duration::minutes(5), now), "5 minutes ago");
+        assert_eq!(relative_time(now - chrono::Duration::minutes(1), now), "1 minute ago");
+        let old = relative_time(now - chrono::Duration::days(40), now);
+        assert!(old.len() == 12, "{old}");
+        assert_eq!(duration(3723), "1h 02m 03s");
+        assert_eq!(duration(63), "1m 03s");
+    }
+}
