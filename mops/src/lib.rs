@@ -41,6 +41,16 @@ pub enum Command {
     },
 }
 
+/// Parses `mops serve` arguments as the command line would (for tests, benchmarks and the demo).
+pub fn serve_args(extra: &[&str]) -> anyhow::Result<serve::ServeArgs> {
+    use clap::Parser as _;
+    let argv = ["mops", "serve"].into_iter().chain(extra.iter().copied());
+    match Cli::try_parse_from(argv)?.command {
+        Command::Serve(args) => Ok(args),
+        _ => unreachable!("argv starts with `serve`"),
+    }
+}
+
 /// Runs a parsed command line. Telemetry is set up first; errors come back for `main` to print.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = modelops_runtime::telemetry::init(&cli.logging)?;

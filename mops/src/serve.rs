@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// The four stores.
     #[command(flatten)]
     pub stores: StoreConfig,
+
+    /// How often the registry writes coalesced progress increments, in milliseconds (each job
+    /// costs at most one state write per interval).
+    #[arg(long, env = "MOPS_PROGRESS_FLUSH_MS", default_value_t = 200)]
+    pub progress_flush_ms: u64,
 }
 
 /// Everything a running server holds: the opened stores and the process's metrics.
@@ -92,7 +97,11 @@ impl ServerState {
             let store = modelops_registry::store::open(&url)
                 .await
                 .with_context(|| format!("opening the registry store {url}"))?;
-            Some(JobRegistry::new(store, jobs.clone(), RegistryConfig::default(), metrics.registry()))
+            let config = RegistryConfig {
+                progress_flush_interval: Duration::from_millis(args.progress_flush_ms.max(1)),
+                ..RegistryConfig::default()
+            };
+            Some(JobRegistry::new(store, jobs.clone(), config, metrics.registry()))
         } else {
             None
         };
@@ -175,4 +184,66 @@ pub async fn serve(
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A `mops serve` running inside this process on free loopback ports: what tests, benchmarks
+/// and `mops demo` use. Stops on [`LocalServer::stop`] or when dropped.
+#[derive(Debug)]
+pub struct LocalServer {
+    /// The gRPC address.
+    pub grpc: std::net::SocketAddr,
+    /// The HTTP (metrics) address.
+    pub http: std::net::SocketAddr,
+    /// The job registry it serves, for in-process access.
+    pub registry: Option<JobRegistry>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl LocalServer {
+    /// Starts a server with `args` on 127.0.0.1 ports chosen by the OS (the listen flags in
+    /// `args` are ignored).
+    pub async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
+        let state = ServerState::open(args).await?;
+        let registry = state.registry.clone();
+        let grpc_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let http_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let grpc = grpc_listener.local_addr()?;
+        let http = http_listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(grpc_listener, http_listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            grpc,
+            http,
+            registry,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:port` of the gRPC listener.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Stops the server gracefully and returns how `serve` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

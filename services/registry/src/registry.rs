@@ -218,7 +218,12 @@ pub(crate) struct Inner {
     pub(crate) progress: ProgressQueue,
     pub(crate) metrics: RegistryMetrics,
     pub(crate) config: RegistryConfig,
+    /// What this process last wrote per key, to skip the read of the next update.
+    pub(crate) last_written: std::sync::Mutex<std::collections::HashMap<String, Versioned>>,
 }
+
+/// How many keys [`Inner::last_written`] remembers.
+const LAST_WRITTEN_CAPACITY: usize = 4096;
 
 fn state_key(job_id: &JobId) -> String {
     paths::job_state_key(job_id)
@@ -270,6 +275,7 @@ impl JobRegistry {
                 progress: ProgressQueue::default(),
                 metrics: RegistryMetrics::register(metrics),
                 config,
+                last_written: std::sync::Mutex::default(),
             }),
         }
     }
@@ -289,6 +295,7 @@ impl JobRegistry {
     /// after a last flush) when `token` is cancelled.
     pub fn start(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
         tracker.spawn(crate::progress::run_flusher(self.clone(), token.clone()));
+        tracker.spawn(refresh_job_gauge(self.clone(), token.clone()));
         if self.inner.store.changes(JOBS_PREFIX).is_some() {
             tracker.spawn(crate::watch::follow_store(self.clone(), token));
         }
@@ -446,10 +453,12 @@ impl JobRegistry {
     ) -> Result<(JobState, bool), RegistryError> {
         let key = state_key(job_id);
         let metrics = &self.inner.metrics;
-        let result = retry::update_with_retry(
+        let guess = self.last_written(&key);
+        let result = retry::update_from(
             self.inner.store.as_ref(),
             &key,
             policy,
+            guess,
             |current| {
                 let mut state = decode(&key, current)?;
                 if apply(&mut state)? {
@@ -462,7 +471,9 @@ impl JobRegistry {
         )
         .await;
         match result {
-            Ok(((state, changed), _)) => {
+            Ok(updated) => {
+                let (state, changed) = updated.value;
+                self.remember_written(key, updated.stored);
                 if changed {
                     metrics.writes.with_label_values(&[op]).inc();
                     self.inner.hub.publish(state.clone());
@@ -477,6 +488,21 @@ impl JobRegistry {
             Err(RetryError::Store(e)) => Err(e.into()),
             Err(RetryError::Update(e)) => Err(e),
         }
+    }
+
+    fn last_written(&self, key: &str) -> Option<Versioned> {
+        self.inner.last_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
+    }
+
+    fn remember_written(&self, key: String, stored: Versioned) {
+        let mut cache = self.inner.last_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= LAST_WRITTEN_CAPACITY && !cache.contains_key(&key) {
+            // Any entry will do: a missing one only costs a read.
+            if let Some(evict) = cache.keys().next().cloned() {
+                cache.remove(&evict);
+            }
+        }
+        cache.insert(key, stored);
     }
 
     /// Changes a job's status under upstream's rules: legal transitions only; a terminal job set
@@ -825,6 +851,21 @@ impl JobRegistry {
     /// Flushes queued progress now (used on shutdown and by tests).
     pub async fn flush_progress(&self) {
         crate::progress::flush(self, false).await;
+    }
+}
+
+/// Keeps the jobs-by-status gauge current for scrapes.
+async fn refresh_job_gauge(registry: JobRegistry, token: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(e) = registry.count_by_status().await {
+                    tracing::debug!(error = %e, "cannot refresh the jobs gauge");
+                }
+            }
+        }
     }
 }
 

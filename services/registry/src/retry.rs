@@ -71,22 +71,71 @@ pub enum Update<T> {
     Keep(T),
 }
 
+/// The outcome of a successful read-modify-write.
+#[derive(Debug)]
+pub struct Updated<T> {
+    /// What the update function returned.
+    pub value: T,
+    /// The value now stored and its version (the new one if something was written).
+    pub stored: Versioned,
+    /// Whether a write happened.
+    pub written: bool,
+}
+
 /// Reads `key`, applies `update`, and writes the result if nobody wrote in between; retries on
 /// conflict. Returns `update`'s value and the version now stored.
 pub async fn update_with_retry<T, E>(
     store: &dyn VersionedStore,
     key: &str,
     policy: RetryPolicy,
+    update: impl FnMut(&Versioned) -> Result<Update<T>, E>,
+    on_conflict: impl FnMut(),
+) -> Result<(T, Version), RetryError<E>> {
+    let updated = update_from(store, key, policy, None, update, on_conflict).await?;
+    Ok((updated.value, updated.stored.version))
+}
+
+/// Like [`update_with_retry`], but the first attempt starts from `guess` (e.g. what this process
+/// last wrote) instead of reading the store. A stale guess only costs one refused write, after
+/// which the key is read as usual; compare-and-swap keeps it correct.
+pub async fn update_from<T, E>(
+    store: &dyn VersionedStore,
+    key: &str,
+    policy: RetryPolicy,
+    mut guess: Option<Versioned>,
     mut update: impl FnMut(&Versioned) -> Result<Update<T>, E>,
     mut on_conflict: impl FnMut(),
-) -> Result<(T, Version), RetryError<E>> {
+) -> Result<Updated<T>, RetryError<E>> {
     for attempt in 0..policy.max_attempts {
-        let current = store.get(key).await?.ok_or_else(|| RetryError::NotFound(key.to_owned()))?;
-        match update(&current).map_err(RetryError::Update)? {
-            Update::Keep(value) => return Ok((value, current.version)),
+        let (current, guessed) = match guess.take() {
+            Some(guessed) => (guessed, true),
+            None => (store.get(key).await?.ok_or_else(|| RetryError::NotFound(key.to_owned()))?, false),
+        };
+        let decided = update(&current);
+        if guessed && !matches!(decided, Ok(Update::Write(..))) {
+            // A refusal or a no-op decided on a guess may rest on stale data: only a write is
+            // checked by the store, so decide again on a fresh read.
+            continue;
+        }
+        match decided.map_err(RetryError::Update)? {
+            Update::Keep(value) => {
+                return Ok(Updated {
+                    value,
+                    stored: current,
+                    written: false,
+                });
+            }
             Update::Write(bytes, value) => {
-                if let Some(version) = store.put_if_version(key, bytes, &current.version).await? {
-                    return Ok((value, version));
+                if let Some(version) = store.put_if_version(key, bytes.clone(), &current.version).await? {
+                    return Ok(Updated {
+                        value,
+                        stored: Versioned { value: bytes, version },
+                        written: true,
+                    });
+                }
+                if guessed {
+                    // The guess was stale; read and try again at once, without counting it.
+                    continue;
                 }
             }
         }
@@ -121,6 +170,37 @@ pub async fn create_with_retry(store: &dyn VersionedStore, key: &str, value: Byt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn stale_guesses_are_never_trusted() {
+        let store = MemoryStore::new();
+        let v1 = store.create_if_absent("k", "pending".into()).await.unwrap().unwrap();
+        let stale = Versioned {
+            value: "pending".into(),
+            version: v1.clone(),
+        };
+        store.put_if_version("k", "submitting".into(), &v1).await.unwrap().unwrap();
+        // Decided on the stale guess this would be refused; on the real value it is allowed.
+        let refuse_unless_submitting = |current: &Versioned| -> Result<Update<()>, &'static str> {
+            if current.value == "submitting" {
+                Ok(Update::Write("scheduled".into(), ()))
+            } else {
+                Err("invalid transition")
+            }
+        };
+        let updated = update_from(&store, "k", RetryPolicy::default(), Some(stale.clone()), refuse_unless_submitting, || {})
+            .await
+            .unwrap();
+        assert!(updated.written);
+        assert_eq!(store.get("k").await.unwrap().unwrap().value, "scheduled");
+        // A write decided on a stale guess is refused by the store, then redone on fresh data.
+        let append = |current: &Versioned| -> Result<Update<()>, &'static str> {
+            Ok(Update::Write(bytes::Bytes::from(format!("{}+", std::str::from_utf8(&current.value).unwrap())), ()))
+        };
+        update_from(&store, "k", RetryPolicy::default(), Some(stale), append, || {}).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().unwrap().value, "scheduled+");
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

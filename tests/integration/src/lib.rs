@@ -10,20 +10,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
-use tokio::net::TcpListener;
 
 /// Parses `mops serve` arguments exactly as the command line would.
 pub fn serve_args(extra: &[&str]) -> mops::serve::ServeArgs {
-    let argv = ["mops", "serve"].into_iter().chain(extra.iter().copied());
-    match mops::Cli::try_parse_from(argv) {
-        Ok(mops::Cli {
-            command: mops::Command::Serve(args),
-            ..
-        }) => args,
-        Ok(_) => unreachable!("argv starts with `serve`"),
-        Err(e) => panic!("invalid test arguments: {e}"),
-    }
+    mops::serve_args(extra).unwrap_or_else(|e| panic!("invalid test arguments: {e}"))
 }
 
 /// The value of a variable `scripts/test` sets; panics with a pointer to it when missing.
@@ -49,8 +39,7 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// The home directory (deleted on drop).
     pub home: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: mops::serve::LocalServer,
 }
 
 impl TestServer {
@@ -60,46 +49,23 @@ impl TestServer {
         let home_str = home.path().display().to_string();
         let mut args = vec!["--home", home_str.as_str()];
         args.extend_from_slice(extra);
-        let state = mops::serve::ServerState::open(&serve_args(&args)).await.expect("server state");
-        let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let grpc = grpc_listener.local_addr().expect("grpc addr");
-        let http = http_listener.local_addr().expect("http addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(mops::serve::serve(grpc_listener, http_listener, state, async move {
-            let _ = stopped.await;
-        }));
+        let server = mops::serve::LocalServer::start(&serve_args(&args)).await.expect("start mops serve");
         Self {
-            grpc,
-            http,
+            grpc: server.grpc,
+            http: server.http,
             home,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
     /// `http://127.0.0.1:port` of the gRPC listener.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc)
+        self.server.endpoint()
     }
 
     /// Stops the server and waits for it; returns what `serve` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 

@@ -167,7 +167,7 @@ async fn grpc_progress_from_sixteen_reporters_loses_nothing_and_coalesces() {
         .await
         .unwrap();
     let reporters = 16;
-    let per_reporter = 250;
+    let per_reporter = 60;
     let started = Instant::now();
     let tasks = (0..reporters).map(|r| {
         let endpoint = server.endpoint();

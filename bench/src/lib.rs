@@ -1,0 +1,56 @@
+//! The benchmark harness. Each area measures the project against a baseline run in the same
+//! invocation on the same machine and reports the ratio; [`report`] writes the rows into the
+//! area's section of BENCHMARKS.md, with the machine they ran on.
+
+pub mod registry;
+pub mod report;
+
+use std::path::PathBuf;
+
+/// Command line of `mops-bench`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
+pub struct Args {
+    /// Which areas to run.
+    #[arg(value_enum, default_values_t = [Area::Registry])]
+    pub areas: Vec<Area>,
+
+    /// The file to update.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+
+    /// etcd endpoint (`http://127.0.0.1:2379`) for the registry benchmarks.
+    #[arg(long, env = "MOPS_BENCH_ETCD_ENDPOINT")]
+    pub etcd: Option<String>,
+
+    /// Scale every workload by this factor (1.0 = the sizes of TARGETS.md).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+}
+
+/// A benchmark area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Area {
+    /// Job registry on etcd.
+    Registry,
+}
+
+/// Runs the requested areas and updates the report.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    for area in &args.areas {
+        let rows = match area {
+            Area::Registry => {
+                let etcd = args
+                    .etcd
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("the registry benchmarks need --etcd (scripts/bench starts one)"))?;
+                registry::run(etcd, args.scale).await?
+            }
+        };
+        for row in &rows {
+            eprintln!("{}", row.line());
+        }
+        report::update(&args.output, "registry", "Registry", &rows)?;
+    }
+    Ok(())
+}
