@@ -7,7 +7,8 @@
 //! - [`job`]: job ids, statuses, transitions and `state.json`;
 //! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
 //! - [`store`]: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores;
-//! - [`time`]: Python `isoformat()` timestamps.
+//! - [`time`]: Python `isoformat()` timestamps;
+//! - [`synthetic`]: upstream-layout results for a job, for tests, benchmarks and examples.
 
 pub mod ids;
 pub mod job;
@@ -16,6 +17,7 @@ pub mod pyjson;
 pub mod records;
 pub mod store;
 pub mod study;
+pub mod synthetic;
 pub mod time;
 
 #[cfg(test)]

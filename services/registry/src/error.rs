@@ -109,7 +109,8 @@ impl From<object_store::Error> for RegistryError {
     }
 }
 
-fn capped(message: String) -> String {
+/// `message` cut to a length fit for a gRPC status.
+pub fn capped(message: String) -> String {
     if message.len() <= MAX_MESSAGE_LEN {
         return message;
     }
@@ -120,24 +121,32 @@ fn capped(message: String) -> String {
     format!("{}…", &message[..end])
 }
 
+impl RegistryError {
+    /// The gRPC status code of this error (the one mapping, also used by services that call
+    /// the registry).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::InvalidJobId(_) | Self::InvalidArgument(_) | Self::Spec(_) => tonic::Code::InvalidArgument,
+            Self::NotFound(_) => tonic::Code::NotFound,
+            Self::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            Self::InvalidTransition { .. } | Self::TerminalState { .. } => tonic::Code::FailedPrecondition,
+            Self::Conflict { .. } | Self::RevisionMismatch { .. } => tonic::Code::Aborted,
+            Self::WatchTooOld { .. } => tonic::Code::OutOfRange,
+            Self::ShuttingDown => tonic::Code::Unavailable,
+            Self::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
+            Self::Store(StoreError::InvalidKey { .. }) => tonic::Code::InvalidArgument,
+            Self::Store(StoreError::InvalidUrl { .. } | StoreError::Backend(_)) => tonic::Code::Internal,
+            Self::SpecStore { unavailable: true, .. } => tonic::Code::Unavailable,
+            Self::SpecStore { unavailable: false, .. } => tonic::Code::Internal,
+            Self::CorruptState { .. } => tonic::Code::DataLoss,
+        }
+    }
+}
+
 impl From<RegistryError> for tonic::Status {
     fn from(error: RegistryError) -> Self {
         let message = capped(error.to_string());
-        let code = match &error {
-            RegistryError::InvalidJobId(_) | RegistryError::InvalidArgument(_) | RegistryError::Spec(_) => tonic::Code::InvalidArgument,
-            RegistryError::NotFound(_) => tonic::Code::NotFound,
-            RegistryError::AlreadyExists(_) => tonic::Code::AlreadyExists,
-            RegistryError::InvalidTransition { .. } | RegistryError::TerminalState { .. } => tonic::Code::FailedPrecondition,
-            RegistryError::Conflict { .. } | RegistryError::RevisionMismatch { .. } => tonic::Code::Aborted,
-            RegistryError::WatchTooOld { .. } => tonic::Code::OutOfRange,
-            RegistryError::ShuttingDown => tonic::Code::Unavailable,
-            RegistryError::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
-            RegistryError::Store(StoreError::InvalidKey { .. }) => tonic::Code::InvalidArgument,
-            RegistryError::Store(StoreError::InvalidUrl { .. } | StoreError::Backend(_)) => tonic::Code::Internal,
-            RegistryError::SpecStore { unavailable: true, .. } => tonic::Code::Unavailable,
-            RegistryError::SpecStore { unavailable: false, .. } => tonic::Code::Internal,
-            RegistryError::CorruptState { .. } => tonic::Code::DataLoss,
-        };
+        let code = error.code();
         match code {
             tonic::Code::Internal | tonic::Code::DataLoss => tracing::error!(%message, "registry fault"),
             tonic::Code::Unavailable => tracing::warn!(%message, "registry backend unavailable"),

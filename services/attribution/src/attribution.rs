@@ -1,0 +1,186 @@
+//! The attribution domain: record, seal, list, own, derive, independent of gRPC.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use modelops_core::job::JobId;
+use modelops_core::paths::ProvenanceSchema;
+use modelops_core::store::Store;
+use modelops_core::study::JobSpec;
+use modelops_core::time::parse_iso;
+use modelops_registry::JobRegistry;
+
+use crate::derive;
+use crate::edge::{self, Edge};
+use crate::error::AttributionError;
+use crate::owners::{Owner, OwnerIndex};
+use crate::store::{self, Counts, DerivationRecord, EdgeStore, MAX_MISSING_LISTED, Seal};
+
+/// How many parameter sets a derivation reads at once.
+pub const DEFAULT_DERIVE_CONCURRENCY: usize = 32;
+
+/// A job's attribution at a glance.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Counts over the job's edges (sealed, or recorded so far).
+    pub counts: Counts,
+    /// The seal, if sealed.
+    pub seal: Option<Seal>,
+    /// The first edges.
+    pub sample: Vec<Edge>,
+    /// Expected but missing results (from the seal or the last derivation).
+    pub missing_paths: Vec<String>,
+}
+
+/// Attribution over a results store (edges), a provenance store (derivation) and the registry.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    edges: EdgeStore,
+    owners: Arc<OwnerIndex>,
+    registry: JobRegistry,
+    provenance: Store,
+}
+
+impl Attribution {
+    /// Attribution with edges in `results`, results read from `provenance`, jobs from `registry`.
+    pub fn new(results: Store, provenance: Store, registry: JobRegistry) -> Self {
+        Self {
+            edges: EdgeStore::new(results),
+            owners: Arc::new(OwnerIndex::new()),
+            registry,
+            provenance,
+        }
+    }
+
+    /// The edge storage.
+    pub fn edge_store(&self) -> &EdgeStore {
+        &self.edges
+    }
+
+    async fn created_at(&self, job: &JobId) -> Result<DateTime<Utc>, AttributionError> {
+        let state = self.registry.get(job).await?.ok_or_else(|| AttributionError::NotFound(job.to_string()))?;
+        parse_iso(state.created_at()).ok_or_else(|| AttributionError::Corrupt {
+            key: format!("jobs/{job}/state.json"),
+            reason: format!("created_at {:?} is not a timestamp", state.created_at()),
+        })
+    }
+
+    /// Records a batch of edges for `job`. Returns false if this batch was already stored.
+    pub async fn record(&self, job: &JobId, batch_id: Option<&str>, edges: Vec<Edge>) -> Result<bool, AttributionError> {
+        self.created_at(job).await?;
+        if self.edges.seal(job).await?.is_some() {
+            return Err(AttributionError::Sealed(job.to_string()));
+        }
+        for (index, edge) in edges.iter().enumerate() {
+            edge::check_edge(edge, index, job)?;
+        }
+        let batch_id = match batch_id {
+            Some(id) => JobId::new(id)
+                .map_err(|e| AttributionError::InvalidArgument(format!("batch_id: {e}")))?
+                .to_string(),
+            None => store::content_batch_id(&edges),
+        };
+        let stored = self.edges.put_batch(job, &batch_id, &edges).await?;
+        if stored {
+            self.owners.add(job, &edges);
+        }
+        Ok(stored)
+    }
+
+    /// Seals `job`: its edges deduplicated into one immutable set. With `derive_missing`, edges
+    /// are first derived for whatever no reporter sent, and missing results are counted.
+    /// Sealing a sealed job returns its seal (`false`).
+    pub async fn seal(&self, job: &JobId, derive_missing: bool) -> Result<(Seal, bool), AttributionError> {
+        if let Some(seal) = self.edges.seal(job).await? {
+            return Ok((seal, false));
+        }
+        self.created_at(job).await?;
+        let missing = if derive_missing {
+            self.derive(job, &ProvenanceSchema::ALL, |_, _| {}).await?.1
+        } else {
+            self.edges.derivation(job).await?.map(|d| d.missing_paths).unwrap_or_default()
+        };
+        let (edges, batches) = self.edges.merged_batches(job).await?;
+        let (seal, newly) = self.edges.write_seal(job, &edges, batches, &missing).await?;
+        self.owners.mark_sealed(job);
+        if newly {
+            tracing::info!(%job, edges = edges.len(), batches, "job sealed");
+        }
+        Ok((seal, newly))
+    }
+
+    /// Every edge of `job`: the sealed set, or the recorded batches merged.
+    pub async fn job_edges(&self, job: &JobId) -> Result<Vec<Edge>, AttributionError> {
+        self.created_at(job).await?;
+        match self.edges.seal(job).await? {
+            Some(seal) => self.edges.sealed_edges(job, &seal).await,
+            None => Ok(self.edges.merged_batches(job).await?.0),
+        }
+    }
+
+    /// The jobs owning the result at `path`.
+    pub async fn owners(&self, path: &str) -> Result<Vec<Owner>, AttributionError> {
+        if edge::check_path(path, edge::Kind::Sim).is_err() {
+            edge::check_path(path, edge::Kind::Agg).map_err(AttributionError::InvalidArgument)?;
+        }
+        self.owners.refresh(&self.edges).await?;
+        Ok(self.owners.owners(path))
+    }
+
+    /// Counts, seal, a sample of `sample_size` edges and the missing paths of `job`.
+    pub async fn summary(&self, job: &JobId, sample_size: usize) -> Result<Summary, AttributionError> {
+        let edges = self.job_edges(job).await?;
+        let seal = self.edges.seal(job).await?;
+        let derivation = self.edges.derivation(job).await?;
+        let missing_paths = match (&seal, &derivation) {
+            (Some(seal), _) => seal.missing_paths.clone(),
+            (None, Some(derivation)) => derivation.missing_paths.clone(),
+            (None, None) => Vec::new(),
+        };
+        let expected_missing = match (&seal, &derivation) {
+            (Some(seal), _) => seal.counts.expected_missing,
+            (None, Some(derivation)) => derivation.counts.expected_missing,
+            (None, None) => 0,
+        };
+        Ok(Summary {
+            counts: Counts::of(&edges, expected_missing),
+            sample: edges.into_iter().take(sample_size).collect(),
+            seal,
+            missing_paths,
+        })
+    }
+
+    /// Derives `job`'s edges from its spec and the provenance store, records them (source
+    /// derived) and the derivation's outcome. Returns the derived counts and missing paths.
+    pub async fn derive(
+        &self,
+        job: &JobId,
+        schemas: &[ProvenanceSchema],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(Counts, Vec<String>), AttributionError> {
+        let created_at = self.created_at(job).await?;
+        let spec = match self.registry.get_parsed_spec(job).await {
+            Ok(JobSpec::Simulation(spec)) => spec,
+            Ok(JobSpec::Calibration { .. }) | Err(modelops_registry::RegistryError::NotFound(_)) => {
+                return Err(AttributionError::NoSpec(job.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let derived = derive::derive(self.provenance.object_store.as_ref(), &spec, created_at, schemas, DEFAULT_DERIVE_CONCURRENCY, progress).await?;
+        let counts = Counts::of(&derived.edges, derived.missing.len() as u64);
+        if !derived.edges.is_empty() && self.edges.seal(job).await?.is_none() {
+            let batch_id = store::content_batch_id(&derived.edges);
+            if self.edges.put_batch(job, &batch_id, &derived.edges).await? {
+                self.owners.add(job, &derived.edges);
+            }
+        }
+        let record = DerivationRecord {
+            derived_at: crate::edge::now(),
+            counts,
+            missing_paths: derived.missing.iter().take(MAX_MISSING_LISTED).cloned().collect(),
+        };
+        self.edges.put_derivation(job, &record).await?;
+        tracing::info!(%job, edges = derived.edges.len(), missing = derived.missing.len(), "edges derived");
+        Ok((counts, derived.missing))
+    }
+}

@@ -1,0 +1,74 @@
+//! The attribution service's errors and their one mapping to gRPC statuses.
+
+use modelops_core::job::JobIdError;
+use modelops_core::records::RecordError;
+use modelops_registry::RegistryError;
+
+use crate::codec::CodecError;
+use crate::edge::InvalidEdge;
+
+/// Why an attribution operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttributionError {
+    /// The job id is not valid.
+    #[error(transparent)]
+    InvalidJobId(#[from] JobIdError),
+    /// A request field is not valid.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An edge of a batch is not valid (the batch is refused whole).
+    #[error(transparent)]
+    InvalidEdge(#[from] InvalidEdge),
+    /// No such job.
+    #[error("job {0} not found")]
+    NotFound(String),
+    /// The job is sealed: no more edges.
+    #[error("job {0} is sealed; its edges can no longer change")]
+    Sealed(String),
+    /// Derivation needs a simulation job spec.
+    #[error("job {0} has no simulation spec to derive edges from")]
+    NoSpec(String),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A provenance record could not be read.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// An edge file could not be read or written.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A stored attribution object is unreadable.
+    #[error("{key} is unreadable: {reason}")]
+    Corrupt {
+        /// The object.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The results store failed.
+    #[error("results store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+impl From<AttributionError> for tonic::Status {
+    fn from(error: AttributionError) -> Self {
+        let message = modelops_registry::error::capped(error.to_string());
+        let code = match &error {
+            AttributionError::InvalidJobId(_) | AttributionError::InvalidArgument(_) | AttributionError::InvalidEdge(_) => tonic::Code::InvalidArgument,
+            AttributionError::NotFound(_) => tonic::Code::NotFound,
+            AttributionError::Sealed(_) | AttributionError::NoSpec(_) => tonic::Code::FailedPrecondition,
+            AttributionError::Registry(inner) => inner.code(),
+            AttributionError::Record(RecordError::Store { .. }) | AttributionError::Store(_) => tonic::Code::Unavailable,
+            AttributionError::Record(RecordError::InvalidPath { .. }) => tonic::Code::InvalidArgument,
+            AttributionError::Record(RecordError::NotFound { .. } | RecordError::Malformed { .. }) | AttributionError::Codec(_) | AttributionError::Corrupt { .. } => {
+                tonic::Code::DataLoss
+            }
+        };
+        match code {
+            tonic::Code::DataLoss | tonic::Code::Internal => tracing::error!(%message, "attribution fault"),
+            tonic::Code::Unavailable => tracing::warn!(%message, "attribution backend unavailable"),
+            _ => tracing::debug!(%message, ?code, "request refused"),
+        }
+        tonic::Status::new(code, message)
+    }
+}
