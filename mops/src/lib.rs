@@ -3,6 +3,7 @@
 //! `mops serve` runs the result services (all of them on one port by default, or one of them as
 //! in Kubernetes); the other commands are clients of a running server.
 
+pub mod attribution;
 pub mod client;
 pub mod jobs;
 pub mod output;
@@ -30,6 +31,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the result services (all on one port, or one of them).
     Serve(serve::ServeArgs),
+    /// Which results a job computed or reused, and who owns a result.
+    Attribution {
+        /// The server to talk to.
+        #[command(flatten)]
+        client: ClientConfig,
+        /// What to do.
+        #[command(subcommand)]
+        command: attribution::AttributionCommand,
+    },
     /// Submit, inspect, list, watch, cancel and update jobs.
     Jobs {
         /// The server to talk to.
@@ -57,5 +67,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Jobs { client, command } => jobs::run(command, &client).await,
+        Command::Attribution { client, command } => attribution::run(command, &client).await,
     }
 }

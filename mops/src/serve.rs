@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use modelops_core::store::Store;
+use modelops_attribution::Attribution;
+use modelops_attribution::service::AttributionService;
 use modelops_registry::service::RegistryService;
 use modelops_registry::{JobRegistry, RegistryConfig};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
@@ -64,6 +66,8 @@ pub struct ServerState {
     pub results: Store,
     /// The job registry (when this process serves it).
     pub registry: Option<JobRegistry>,
+    /// Attribution (when this process serves it).
+    pub attribution: Option<Attribution>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Transport options.
@@ -81,7 +85,7 @@ impl ServiceSelection {
 impl ServerState {
     /// Opens the stores and reads the TLS and token files named by `args`.
     pub async fn open(args: &ServeArgs) -> anyhow::Result<Self> {
-        if matches!(args.service, ServiceSelection::Attribution | ServiceSelection::Indexer | ServiceSelection::Query) {
+        if matches!(args.service, ServiceSelection::Indexer | ServiceSelection::Query) {
             anyhow::bail!("the {:?} service is not available in this version; run `mops serve registry` or `mops serve`", args.service);
         }
         let open = |url: String, what: &str| Store::open(&url).with_context(|| format!("opening the {what} store"));
@@ -92,7 +96,10 @@ impl ServerState {
         let token = args.server.auth_token_file.as_deref().map(read_token_file).transpose()?;
         let metrics = Metrics::new();
         let jobs = open(args.stores.jobs_url(), "jobs")?;
-        let registry = if args.service.includes(ServiceSelection::Registry) {
+        let serves_registry = args.service.includes(ServiceSelection::Registry);
+        let serves_attribution = args.service.includes(ServiceSelection::Attribution);
+        // Attribution reads jobs through the registry's storage even when it runs alone.
+        let jobs_view = if serves_registry || serves_attribution {
             let url = args.stores.registry_url();
             let store = modelops_registry::store::open(&url)
                 .await
@@ -105,12 +112,20 @@ impl ServerState {
         } else {
             None
         };
+        let provenance = open(args.stores.provenance_url(), "provenance")?;
+        let results = open(args.stores.results_url(), "results")?;
+        let attribution = match (&jobs_view, serves_attribution) {
+            (Some(registry), true) => Some(Attribution::new(results.clone(), provenance.clone(), registry.clone())),
+            _ => None,
+        };
+        let registry = jobs_view.filter(|_| serves_registry);
         Ok(Self {
             selection: args.service,
             jobs,
-            provenance: open(args.stores.provenance_url(), "provenance")?,
-            results: open(args.stores.results_url(), "results")?,
+            provenance,
+            results,
             registry,
+            attribution,
             metrics,
             grpc: GrpcOptions {
                 tls,
@@ -156,11 +171,18 @@ pub async fn serve(
     if state.registry.is_some() {
         served.push(modelops_registry::service::SERVICE_NAME);
     }
+    if state.attribution.is_some() {
+        served.push(modelops_attribution::service::SERVICE_NAME);
+    }
     let (mut routes, health) = runtime_serve::base_routes(&descriptor_sets, &served).await?;
     if let Some(registry) = &state.registry {
         registry.start(background.token(), background.tracker());
         routes = routes.add_service(RegistryService::new(registry.clone(), background.token()).into_server());
         tracing::info!(store = %registry.describe_store(), "job registry ready");
+    }
+    if let Some(attribution) = &state.attribution {
+        routes = routes.add_service(AttributionService::new(attribution.clone()).into_server());
+        tracing::info!(results = %state.results.url, provenance = %state.provenance.url, "attribution ready");
     }
 
     let http_stop = tokio_util::sync::CancellationToken::new();

@@ -1,0 +1,192 @@
+//! `mops attribution`: which results a job computed or reused, who owns a result, and deriving
+//! edges for jobs that ran before attribution existed.
+
+use modelops_proto::attribution::v1 as pb;
+use modelops_proto::attribution::v1::attribution_client::AttributionClient;
+use modelops_proto::registry::v1 as registry_pb;
+use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
+use modelops_runtime::config::ClientConfig;
+
+use crate::client::{self, AuthedChannel, status_error};
+use crate::output::Table;
+
+/// `mops attribution` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AttributionCommand {
+    /// Counts (computed, cache hits, missing) and a sample of a job's results.
+    Show {
+        /// The job id.
+        job_id: String,
+        /// How many edges to show.
+        #[arg(long, default_value_t = 10)]
+        sample: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The jobs that own a result directory (relative to the provenance root).
+    Owners {
+        /// e.g. `token/v1/aggs/0123456789ab/target_targets.prev:prevalence_target/agg_4efec569a17ca9ef`.
+        path: String,
+    },
+    /// Derive edges from job specs and the provenance store, for jobs without reported edges.
+    Backfill {
+        /// The job to derive (or --all).
+        job_id: Option<String>,
+        /// Every job in the registry.
+        #[arg(long, conflicts_with = "job_id")]
+        all: bool,
+        /// Layout to look in: token, bundle or any.
+        #[arg(long, default_value = "any")]
+        schema: String,
+        /// Seal each job afterwards.
+        #[arg(long)]
+        seal: bool,
+    },
+}
+
+fn role_name(role: i32) -> &'static str {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Computed) => "computed",
+        Ok(pb::Role::CacheHit) => "cache_hit",
+        _ => "unknown",
+    }
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::ResultKind::try_from(kind) {
+        Ok(pb::ResultKind::Sim) => "sim",
+        Ok(pb::ResultKind::Agg) => "agg",
+        _ => "?",
+    }
+}
+
+/// Runs a `mops attribution` command.
+pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::Result<()> {
+    let channel = client::connect(config).await?;
+    let mut client = AttributionClient::new(channel.clone());
+    match command {
+        AttributionCommand::Show { job_id, sample, json } => {
+            let response = client
+                .get_job_attribution(pb::GetJobAttributionRequest {
+                    job_id: job_id.clone(),
+                    sample_size: sample,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let counts = response.counts.unwrap_or_default();
+            if json {
+                println!(
+                    "{{\"job_id\": \"{job_id}\", \"sealed\": {}, \"sims\": {}, \"aggs\": {}, \"computed\": {}, \"cache_hits\": {}, \"unknown\": {}, \"expected_missing\": {}}}",
+                    response.sealed, counts.sims, counts.aggs, counts.computed, counts.cache_hits, counts.unknown, counts.expected_missing
+                );
+                return Ok(());
+            }
+            println!("Job:        {job_id}{}", if response.sealed { " (sealed)" } else { "" });
+            println!("Results:    {} simulations, {} aggregations", counts.sims, counts.aggs);
+            println!("Computed:   {}", counts.computed);
+            println!("Cache hits: {}", counts.cache_hits);
+            if counts.unknown > 0 {
+                println!("Unknown:    {}", counts.unknown);
+            }
+            println!("Missing:    {}", counts.expected_missing);
+            if !response.sample.is_empty() {
+                let mut table = Table::new(["Kind", "Role", "Path"]);
+                for edge in &response.sample {
+                    table.row(vec![kind_name(edge.kind).into(), role_name(edge.role).into(), edge.path.clone()]);
+                }
+                println!("\n{}", table.render());
+            }
+            for path in response.missing_paths.iter().take(5) {
+                println!("missing: {path}");
+            }
+            Ok(())
+        }
+        AttributionCommand::Owners { path } => {
+            let owners = client
+                .get_result_owners(pb::GetResultOwnersRequest { path })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .owners;
+            if owners.is_empty() {
+                println!("No job owns this result.");
+            }
+            let mut table = Table::new(["Job ID", "Role"]);
+            for owner in owners {
+                table.row(vec![owner.job_id, role_name(owner.role).into()]);
+            }
+            if !table.is_empty() {
+                println!("{}", table.render());
+            }
+            Ok(())
+        }
+        AttributionCommand::Backfill { job_id, all, schema, seal } => {
+            let jobs = match (job_id, all) {
+                (Some(job), _) => vec![job],
+                (None, true) => all_jobs(channel).await?,
+                (None, false) => anyhow::bail!("name a job or pass --all"),
+            };
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} parameter sets").expect("valid template"));
+            for job in jobs {
+                bar.set_prefix(job.clone());
+                bar.set_position(0);
+                let mut stream = client
+                    .derive_edges(pb::DeriveEdgesRequest {
+                        job_id: job.clone(),
+                        schema: schema.clone(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                while let Some(message) = stream.message().await.map_err(status_error)? {
+                    if message.done {
+                        let counts = message.counts.unwrap_or_default();
+                        bar.println(format!(
+                            "{job}: {} sims, {} aggs ({} computed, {} cache hits), {} missing",
+                            counts.sims, counts.aggs, counts.computed, counts.cache_hits, counts.expected_missing
+                        ));
+                    } else {
+                        bar.set_length(message.param_sets_total);
+                        bar.set_position(message.param_sets_done);
+                    }
+                }
+                if seal {
+                    client
+                        .seal_job(pb::SealJobRequest {
+                            job_id: job,
+                            derive_missing: false,
+                        })
+                        .await
+                        .map_err(status_error)?;
+                }
+            }
+            bar.finish_and_clear();
+            Ok(())
+        }
+    }
+}
+
+async fn all_jobs(channel: AuthedChannel) -> anyhow::Result<Vec<String>> {
+    let mut registry = JobRegistryClient::new(channel);
+    let mut jobs = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = registry
+            .list_jobs(registry_pb::ListJobsRequest {
+                limit: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        jobs.extend(page.jobs.into_iter().map(|j| j.job_id));
+        if page.next_page_token.is_empty() {
+            return Ok(jobs);
+        }
+        page_token = page.next_page_token;
+    }
+}
