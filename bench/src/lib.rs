@@ -2,6 +2,7 @@
 //! invocation on the same machine and reports the ratio; [`report`] writes the rows into the
 //! area's section of BENCHMARKS.md, with the machine they ran on.
 
+pub mod attribution;
 pub mod registry;
 pub mod report;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 #[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
 pub struct Args {
     /// Which areas to run.
-    #[arg(value_enum, default_values_t = [Area::Registry])]
+    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution])]
     pub areas: Vec<Area>,
 
     /// The file to update.
@@ -33,24 +34,27 @@ pub struct Args {
 pub enum Area {
     /// Job registry on etcd.
     Registry,
+    /// Attribution on the embedded default.
+    Attribution,
 }
 
 /// Runs the requested areas and updates the report.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     for area in &args.areas {
-        let rows = match area {
+        let (key, title, rows) = match area {
             Area::Registry => {
                 let etcd = args
                     .etcd
                     .as_deref()
                     .ok_or_else(|| anyhow::anyhow!("the registry benchmarks need --etcd (scripts/bench starts one)"))?;
-                registry::run(etcd, args.scale).await?
+                ("registry", "Registry", registry::run(etcd, args.scale).await?)
             }
+            Area::Attribution => ("attribution", "Attribution", attribution::run(args.scale).await?),
         };
         for row in &rows {
             eprintln!("{}", row.line());
         }
-        report::update(&args.output, "registry", "Registry", &rows)?;
+        report::update(&args.output, key, title, &rows)?;
     }
     Ok(())
 }

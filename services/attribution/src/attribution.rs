@@ -80,11 +80,8 @@ impl Attribution {
                 .to_string(),
             None => store::content_batch_id(&edges),
         };
-        let stored = self.edges.put_batch(job, &batch_id, &edges).await?;
-        if stored {
-            self.owners.add(job, &edges);
-        }
-        Ok(stored)
+        self.owners.add(job, &edges);
+        self.edges.put_batch(job, &batch_id, edges).await
     }
 
     /// Seals `job`: its edges deduplicated into one immutable set. With `derive_missing`, edges
@@ -170,9 +167,8 @@ impl Attribution {
         let counts = Counts::of(&derived.edges, derived.missing.len() as u64);
         if !derived.edges.is_empty() && self.edges.seal(job).await?.is_none() {
             let batch_id = store::content_batch_id(&derived.edges);
-            if self.edges.put_batch(job, &batch_id, &derived.edges).await? {
-                self.owners.add(job, &derived.edges);
-            }
+            self.owners.add(job, &derived.edges);
+            self.edges.put_batch(job, &batch_id, derived.edges.clone()).await?;
         }
         let record = DerivationRecord {
             derived_at: crate::edge::now(),

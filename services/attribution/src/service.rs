@@ -141,6 +141,19 @@ impl AttributionApi for AttributionService {
     async fn record_edges(&self, request: Request<Streaming<pb::RecordEdgesRequest>>) -> Result<Response<pb::RecordEdgesResponse>, Status> {
         let mut stream = request.into_inner();
         let mut response = pb::RecordEdgesResponse::default();
+        // Batches are independent and idempotent: decode the next while earlier ones are encoded
+        // and stored, up to a few at a time.
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut first_error: Option<Status> = None;
+        let finish = |done: Result<Result<bool, AttributionError>, tokio::task::JoinError>, response: &mut pb::RecordEdgesResponse, first_error: &mut Option<Status>| match done {
+            Ok(Ok(stored)) => response.batches_already_stored += u64::from(!stored),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.into());
+            }
+            Err(e) => {
+                first_error.get_or_insert(Status::internal(format!("batch task failed: {e}")));
+            }
+        };
         while let Some(batch) = stream.message().await? {
             let job = job_id(&batch.job_id)?;
             let now = crate::edge::now();
@@ -150,12 +163,25 @@ impl AttributionApi for AttributionService {
                 .enumerate()
                 .map(|(i, e)| edge_from_proto(e, &job, i, now))
                 .collect::<Result<Vec<_>, _>>()?;
-            let count = edges.len() as u64;
-            let batch_id = (!batch.batch_id.is_empty()).then_some(batch.batch_id);
-            let stored = self.attribution.record(&job, batch_id.as_deref(), edges).await?;
             response.batches += 1;
-            response.edges_received += count;
-            response.batches_already_stored += u64::from(!stored);
+            response.edges_received += edges.len() as u64;
+            let batch_id = (!batch.batch_id.is_empty()).then_some(batch.batch_id);
+            let attribution = self.attribution.clone();
+            in_flight.spawn(async move { attribution.record(&job, batch_id.as_deref(), edges).await });
+            while in_flight.len() >= 4 {
+                if let Some(done) = in_flight.join_next().await {
+                    finish(done, &mut response, &mut first_error);
+                }
+            }
+            if let Some(error) = first_error.take() {
+                return Err(error);
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            finish(done, &mut response, &mut first_error);
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         Ok(Response::new(response))
     }

@@ -12,8 +12,6 @@
 //! loser adopts the winner's seal. Nothing is ever overwritten except `derivation.json`, which
 //! is recomputable.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -163,16 +161,16 @@ pub fn content_batch_id(edges: &[Edge]) -> String {
 
 /// Deduplicates edges by (kind, path), merging repeated reports, in (kind, path) order.
 pub fn dedup(edges: impl IntoIterator<Item = Edge>) -> Vec<Edge> {
-    let mut merged: BTreeMap<(Kind, String), Edge> = BTreeMap::new();
+    let mut edges: Vec<Edge> = edges.into_iter().collect();
+    edges.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+    let mut merged: Vec<Edge> = Vec::with_capacity(edges.len());
     for edge in edges {
-        match merged.get_mut(&(edge.kind, edge.path.clone())) {
-            Some(existing) => existing.merge(&edge),
-            None => {
-                merged.insert((edge.kind, edge.path.clone()), edge);
-            }
+        match merged.last_mut() {
+            Some(last) if last.key() == edge.key() => last.merge(&edge),
+            _ => merged.push(edge),
         }
     }
-    merged.into_values().collect()
+    merged
 }
 
 impl EdgeStore {
@@ -203,8 +201,10 @@ impl EdgeStore {
     }
 
     /// Stores a batch. Returns false if a batch with this id was already stored (nothing changes).
-    pub async fn put_batch(&self, job: &JobId, batch_id: &str, edges: &[Edge]) -> Result<bool, AttributionError> {
-        let bytes = codec::to_parquet(edges)?;
+    pub async fn put_batch(&self, job: &JobId, batch_id: &str, edges: Vec<Edge>) -> Result<bool, AttributionError> {
+        let bytes = tokio::task::spawn_blocking(move || codec::to_parquet(&edges))
+            .await
+            .map_err(|e| AttributionError::InvalidArgument(format!("encoder failed: {e}")))??;
         self.create(&format!("{}/batches/{batch_id}.parquet", job_dir(job)), bytes).await
     }
 
@@ -218,16 +218,32 @@ impl EdgeStore {
             .collect())
     }
 
-    /// Every edge of a job's batches, deduplicated.
+    /// Every edge of a job's batches, deduplicated. Batches are read and decoded in parallel.
     pub async fn merged_batches(&self, job: &JobId) -> Result<(Vec<Edge>, u64), AttributionError> {
         let ids = self.batch_ids(job).await?;
+        let count = ids.len() as u64;
+        let mut reads = tokio::task::JoinSet::new();
         let mut all = Vec::new();
-        for id in &ids {
-            if let Some(bytes) = self.read(&format!("{}/batches/{id}.parquet", job_dir(job))).await? {
-                all.extend(codec::from_parquet(bytes)?);
+        for id in ids {
+            if reads.len() >= 8
+                && let Some(done) = reads.join_next().await
+            {
+                all.extend(done.map_err(|e| AttributionError::InvalidArgument(format!("batch reader failed: {e}")))??);
             }
+            let store = self.clone();
+            let key = format!("{}/batches/{id}.parquet", job_dir(job));
+            reads.spawn(async move {
+                match store.read(&key).await? {
+                    Some(bytes) => Ok::<_, AttributionError>(tokio::task::spawn_blocking(move || codec::from_parquet(bytes)).await.map_err(|e| AttributionError::InvalidArgument(e.to_string()))??),
+                    None => Ok(Vec::new()),
+                }
+            });
         }
-        Ok((dedup(all), ids.len() as u64))
+        while let Some(done) = reads.join_next().await {
+            all.extend(done.map_err(|e| AttributionError::InvalidArgument(format!("batch reader failed: {e}")))??);
+        }
+        let merged = tokio::task::spawn_blocking(move || dedup(all)).await.map_err(|e| AttributionError::InvalidArgument(e.to_string()))?;
+        Ok((merged, count))
     }
 
     /// A job's seal, if it was sealed.
@@ -278,7 +294,7 @@ impl EdgeStore {
     /// Seals a job with `edges` (already deduplicated). Returns the seal in force and whether
     /// this call made it (false: another sealer got there first, and its seal is returned).
     pub async fn write_seal(&self, job: &JobId, edges: &[Edge], batches: u64, missing: &[String]) -> Result<(Seal, bool), AttributionError> {
-        let bytes = codec::to_parquet(edges)?;
+        let bytes = cpu_bound(|| codec::to_parquet(edges))?;
         let edges_file = format!("{}/sealed/{}.parquet", job_dir(job), ids::blake2b_hex(&bytes, 16));
         self.create(&edges_file, bytes).await?;
         let seal = Seal {
@@ -341,6 +357,15 @@ impl EdgeStore {
             .filter(|m| m.location.filename() == Some("seal.json"))
             .filter_map(|m| m.location.parts().nth(1).and_then(|p| JobId::new(p.as_ref()).ok()))
             .collect())
+    }
+}
+
+/// Runs CPU-heavy work without stalling other tasks: on a multi-threaded runtime the worker hands
+/// its other tasks off first; on a single-threaded one (tests) it just runs.
+fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

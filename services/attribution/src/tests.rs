@@ -23,18 +23,23 @@ use crate::error::AttributionError;
 const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const STUDY: &str = include_str!("../../../crates/core/tests/fixtures/upstream/study_plain.json");
 
+/// A registry, and provenance and results stores in real directories (`file://`).
 struct World {
     registry: JobRegistry,
     provenance: Store,
     results: Store,
+    _dir: tempfile::TempDir,
 }
 
 impl World {
     fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| Store::open(&format!("file://{}/{name}", dir.path().display())).unwrap();
         Self {
-            registry: JobRegistry::new(Arc::new(MemoryStore::new()), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new()),
-            provenance: Store::in_memory(),
-            results: Store::in_memory(),
+            registry: JobRegistry::new(Arc::new(MemoryStore::new()), open("jobs"), RegistryConfig::default(), &prometheus::Registry::new()),
+            provenance: open("provenance"),
+            results: open("results"),
+            _dir: dir,
         }
     }
 
