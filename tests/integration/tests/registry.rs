@@ -37,6 +37,17 @@ fn id(s: &str) -> JobId {
     JobId::new(s).unwrap()
 }
 
+/// Registers a bare job through gRPC.
+async fn register_bare(client: &mut JobRegistryClient<tonic::transport::Channel>, job: &str) {
+    client
+        .register_job(pb::RegisterJobRequest {
+            job_id: job.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn conformance_on_etcd_azurite_and_s3() {
     for (name, url) in backend_urls("conformance").await.into_iter().skip(2) {
@@ -159,13 +170,7 @@ async fn a_state_written_by_upstream_python_on_azure_is_served_and_rewritten_in_
 async fn grpc_progress_from_sixteen_reporters_loses_nothing_and_coalesces() {
     let server = TestServer::start(&[]).await;
     let mut client = JobRegistryClient::new(channel(&server.endpoint()).await);
-    client
-        .register_job(pb::RegisterJobRequest {
-            job_id: "job-progress".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    register_bare(&mut client, "job-progress").await;
     let reporters = 16;
     let per_reporter = 60;
     let started = Instant::now();
@@ -213,13 +218,7 @@ async fn grpc_watch_replays_streams_filters_and_refuses_stale_resumes() {
     let server = TestServer::start(&[]).await;
     let mut client = JobRegistryClient::new(channel(&server.endpoint()).await);
     for job in ["job-a", "job-b"] {
-        client
-            .register_job(pb::RegisterJobRequest {
-                job_id: job.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        register_bare(&mut client, job).await;
     }
     let mut watch = client
         .watch_jobs(pb::WatchJobsRequest {
@@ -390,13 +389,7 @@ async fn a_watcher_on_one_server_sees_writes_made_through_another_on_shared_stor
     let mut stream = watcher.watch_jobs(pb::WatchJobsRequest::default()).await.unwrap().into_inner();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut writer = JobRegistryClient::new(channel(&b.endpoint()).await);
-    writer
-        .register_job(pb::RegisterJobRequest {
-            job_id: "job-elsewhere".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    register_bare(&mut writer, "job-elsewhere").await;
     let seen = tokio::time::timeout(Duration::from_secs(15), stream.message()).await.expect("change reached the other server").unwrap().unwrap();
     assert_eq!(seen.job.unwrap().job_id, "job-elsewhere");
     a.stop().await.unwrap();

@@ -38,6 +38,19 @@ impl ObjectStoreBackend {
         }
     }
 
+    /// The objects whose keys start with `prefix` (object stores list by directory, so the
+    /// prefix's directory is listed and filtered).
+    async fn list_metas(&self, prefix: &str) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store
+            .object_store
+            .list(list_dir(prefix).as_ref())
+            .try_collect()
+            .await
+            .map_err(map_error)?;
+        Ok(metas.into_iter().filter(|meta| meta.location.as_ref().starts_with(prefix)).collect())
+    }
+
     /// Sets how often the change feed polls.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
@@ -120,18 +133,7 @@ impl VersionedStore for ObjectStoreBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let metas: Vec<_> = self
-            .store
-            .object_store
-            .list(list_dir(prefix).as_ref())
-            .try_collect()
-            .await
-            .map_err(map_error)?;
-        Ok(metas
-            .into_iter()
-            .map(|meta| meta.location.to_string())
-            .filter(|key| key.starts_with(prefix))
-            .collect())
+        Ok(self.list_metas(prefix).await?.into_iter().map(|meta| meta.location.to_string()).collect())
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -188,20 +190,11 @@ impl VersionedStore for ObjectStoreBackend {
 /// One listing: the keys whose ETag changed since the last one (none on the first, which only
 /// records what exists), and the keys that disappeared.
 async fn poll_once(backend: &ObjectStoreBackend, prefix: &str, known: &mut HashMap<String, String>, first: bool) -> Result<Vec<StoreChange>, StoreError> {
-    let metas: Vec<_> = backend
-        .store
-        .object_store
-        .list(list_dir(prefix).as_ref())
-        .try_collect()
-        .await
-        .map_err(map_error)?;
+    let metas = backend.list_metas(prefix).await?;
     let mut seen = HashMap::with_capacity(metas.len());
     let mut changed = Vec::new();
     for meta in metas {
         let key = meta.location.to_string();
-        if !key.starts_with(prefix) {
-            continue;
-        }
         let e_tag = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
         if !first && known.get(&key) != Some(&e_tag) {
             changed.push(key.clone());
