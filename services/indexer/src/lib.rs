@@ -1,0 +1,19 @@
+//! The indexer: every job's losses as one Parquet table.
+//!
+//! [`columns`] types the parameter columns from the job spec; [`locate`] finds each parameter
+//! set's aggregation per target from the job's attribution edges; [`table`] builds the rows and
+//! their Arrow schema; [`build`] streams them into `results/{job_id}/losses.parquet` with
+//! `summary.json` and, last, `manifest.json`, doing nothing when the inputs are unchanged.
+//! The table's schema is documented in `proto/modelops/query/v1/FLIGHT_COMMANDS.md`.
+
+pub mod build;
+pub mod columns;
+pub mod error;
+pub mod locate;
+pub mod table;
+
+pub use build::{IndexOutcome, index_job};
+pub use error::IndexError;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! The indexer on upstream-layout trees written by the core writer.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt as _;
+use modelops_attribution::derive::derive;
+use modelops_core::job::JobId;
+use modelops_core::paths::ProvenanceSchema;
+use modelops_core::pyjson::{self, PyValue};
+use modelops_core::store::Store;
+use modelops_core::study::{SimJobSpec, SimulationStudy};
+use modelops_core::synthetic::{self, SyntheticRun};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::build::{IndexOptions, index_job};
+use crate::locate::locate;
+
+const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const STUDY: &str = r#"{"model": "models.seir.SEIR", "scenario": "baseline",
+ "parameter_sets": [
+   {"params": {"beta": 0.3, "gamma": 1, "region": "S\u00e3o Paulo \ud83d\ude00"}},
+   {"params": {"beta": 1e-05, "gamma": 0.5}},
+   {"params": {"beta": 2, "gamma": 0.25, "flag": true}}],
+ "n_replicates": 2,
+ "targets": ["targets.prev:prevalence_target", "targets.deaths/deaths_target"]}"#;
+
+fn job(id: &str, study: &str) -> SimJobSpec {
+    SimulationStudy::from_json(study.as_bytes())
+        .unwrap()
+        .to_sim_job(BUNDLE, Some(JobId::new(id).unwrap()))
+        .unwrap()
+}
+
+struct Stores {
+    provenance: Store,
+    results: Store,
+    _dir: tempfile::TempDir,
+}
+
+fn stores() -> Stores {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&format!("file://{}/{name}", dir.path().display())).unwrap();
+    Stores {
+        provenance: open("provenance"),
+        results: open("results"),
+        _dir: dir,
+    }
+}
+
+async fn write(stores: &Stores, job: &SimJobSpec, schema: ProvenanceSchema, sets: &[usize], failed: &[usize], timestamp: &str) {
+    let run = SyntheticRun {
+        schema,
+        timestamp,
+        param_sets: Some(sets),
+        failed_aggregations: failed,
+    };
+    synthetic::write_job_results(stores.provenance.object_store.as_ref(), job, &run).await.unwrap();
+}
+
+/// Derives the job's edges (as if created at `created_at`) and indexes it.
+async fn index(stores: &Stores, job: &SimJobSpec, created_at: chrono::DateTime<Utc>) -> crate::build::IndexOutcome {
+    let derived = derive(stores.provenance.object_store.as_ref(), job, created_at, &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let locations = locate(job, &derived.edges);
+    let options = IndexOptions {
+        batch_rows: 4,
+        ..IndexOptions::default()
+    };
+    index_job(stores.provenance.object_store.as_ref(), Arc::clone(&stores.results.object_store), job, &locations, options, |_, _| {})
+        .await
+        .unwrap()
+}
+
+async fn read(stores: &Stores, job: &str, file: &str) -> Bytes {
+    stores.results.object_store.get(&Path::from(format!("results/{job}/{file}"))).await.unwrap().bytes().await.unwrap()
+}
+
+async fn table(stores: &Stores, job: &str) -> RecordBatch {
+    let bytes = read(stores, job, "losses.parquet").await;
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+fn strings(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+    let array = batch.column_by_name(column).unwrap().as_string::<i32>();
+    (0..array.len()).map(|i| (!array.is_null(i)).then(|| array.value(i).to_owned())).collect()
+}
+
+fn floats(batch: &RecordBatch, column: &str) -> Vec<Option<f64>> {
+    let array = batch.column_by_name(column).unwrap().as_primitive::<Float64Type>();
+    (0..array.len()).map(|i| (!array.is_null(i)).then(|| array.value(i))).collect()
+}
+
+const EARLY: &str = "2026-01-01T00:00:00+00:00";
+
+#[tokio::test]
+async fn typed_columns_unicode_widening_and_both_target_forms() {
+    let stores = stores();
+    let job = job("job-types", STUDY);
+    write(&stores, &job, ProvenanceSchema::Token, &[0, 1, 2], &[], EARLY).await;
+    let outcome = index(&stores, &job, Utc::now()).await;
+    assert_eq!((outcome.counts.total, outcome.counts.ok, outcome.unchanged), (6, 6, false));
+    let batch = table(&stores, "job-types").await;
+    let types: Vec<(String, DataType)> = batch.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let param_types: Vec<&(String, DataType)> = types.iter().filter(|(n, _)| n.starts_with("param_") && n != "param_id").collect();
+    assert_eq!(
+        param_types,
+        [
+            &("param_beta".to_owned(), DataType::Float64),
+            &("param_gamma".to_owned(), DataType::Float64),
+            &("param_region".to_owned(), DataType::Utf8),
+            &("param_flag".to_owned(), DataType::Boolean),
+        ]
+    );
+    assert_eq!(floats(&batch, "param_beta"), [Some(0.3), Some(0.3), Some(1e-05), Some(1e-05), Some(2.0), Some(2.0)]);
+    assert_eq!(floats(&batch, "param_gamma"), [Some(1.0), Some(1.0), Some(0.5), Some(0.5), Some(0.25), Some(0.25)]);
+    let region = strings(&batch, "param_region");
+    assert_eq!(region[0].as_deref(), Some("São Paulo 😀"));
+    assert_eq!(region[2], None, "a parameter only some sets have is null elsewhere");
+    assert_eq!(
+        strings(&batch, "target").iter().flatten().take(2).collect::<Vec<_>>(),
+        ["targets.prev:prevalence_target", "targets.deaths/deaths_target"]
+    );
+    let groups = job.task_groups();
+    let losses = floats(&batch, "loss");
+    for (i, loss) in losses.iter().enumerate() {
+        assert_eq!(*loss, Some(synthetic::synthetic_loss(groups[i / 2].values, i % 2)));
+    }
+    assert!(strings(&batch, "status").iter().all(|s| s.as_deref() == Some("ok")));
+    let summary = pyjson::parse(&read(&stores, "job-types", "summary.json").await).unwrap();
+    let prev = summary.as_object().unwrap().get("targets").unwrap().as_object().unwrap().get("targets.prev:prevalence_target").unwrap().as_object().unwrap();
+    assert_eq!(prev.get("count"), Some(&PyValue::Int(3)));
+    let best = prev.get("best").unwrap().as_list().unwrap();
+    let expected_best = groups
+        .iter()
+        .min_by(|a, b| synthetic::synthetic_loss(a.values, 0).total_cmp(&synthetic::synthetic_loss(b.values, 0)))
+        .unwrap();
+    assert_eq!(best[0].as_object().unwrap().get("param_id").and_then(PyValue::as_str), Some(expected_best.param_id));
+    assert_eq!(best.len(), 3);
+}
+
+#[tokio::test]
+async fn partial_jobs_and_bad_results_become_rows_not_errors() {
+    let stores = stores();
+    let job = job("job-partial", STUDY);
+    write(&stores, &job, ProvenanceSchema::Bundle, &[0, 1], &[1], EARLY).await;
+    // Damage two aggregations of set 0: a truncated result and a non-finite loss.
+    let derived = derive(stores.provenance.object_store.as_ref(), &job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let aggs: Vec<&str> = derived.edges.iter().filter(|e| e.kind == modelops_attribution::edge::Kind::Agg).map(|e| e.path.as_str()).collect();
+    assert_eq!(aggs.len(), 2);
+    let os = stores.provenance.object_store.as_ref();
+    os.put(&Path::from(format!("{}/result.json", aggs[0])), Bytes::from_static(b"{\"aggregation_id\": \"x\", \"lo").into()).await.unwrap();
+    os.put(&Path::from(format!("{}/result.json", aggs[1])), Bytes::from_static(b"{\"aggregation_id\": \"x\", \"loss\": NaN, \"n_replicates\": 2}").into()).await.unwrap();
+    let outcome = index(&stores, &job, Utc::now()).await;
+    assert_eq!((outcome.counts.total, outcome.counts.ok, outcome.counts.missing, outcome.counts.failed), (6, 0, 4, 2));
+    let batch = table(&stores, "job-partial").await;
+    assert_eq!(
+        strings(&batch, "status").into_iter().flatten().collect::<Vec<_>>(),
+        ["failed", "failed", "missing", "missing", "missing", "missing"]
+    );
+    assert!(floats(&batch, "loss").iter().all(Option::is_none));
+    let manifest = pyjson::parse(&read(&stores, "job-partial", "manifest.json").await).unwrap();
+    let errors = manifest.as_object().unwrap().get("errors").unwrap().as_list().unwrap();
+    assert_eq!(errors.len(), 2);
+    let first = errors[0].as_object().unwrap().get("error").and_then(PyValue::as_str).unwrap();
+    assert!(first.contains("result.json") && first.contains("invalid JSON"), "{first}");
+}
+
+#[tokio::test]
+async fn rerunning_with_the_same_inputs_writes_nothing_and_new_inputs_rewrite() {
+    let stores = stores();
+    let job = job("job-rerun", STUDY);
+    write(&stores, &job, ProvenanceSchema::Token, &[0, 1], &[], EARLY).await;
+    let first = index(&stores, &job, Utc::now()).await;
+    let (table1, summary1, manifest1) = (
+        read(&stores, "job-rerun", "losses.parquet").await,
+        read(&stores, "job-rerun", "summary.json").await,
+        read(&stores, "job-rerun", "manifest.json").await,
+    );
+    let second = index(&stores, &job, Utc::now()).await;
+    assert!(second.unchanged);
+    assert_eq!(second.fingerprint, first.fingerprint);
+    assert_eq!(read(&stores, "job-rerun", "manifest.json").await, manifest1, "nothing rewritten");
+    let staging = stores.results.object_store.list(Some(&Path::from("results/job-rerun/.staging"))).next().await;
+    assert!(staging.is_none(), "no staging file left behind");
+
+    // A rebuild from scratch gives the same bytes.
+    stores.results.object_store.delete(&Path::from("results/job-rerun/manifest.json")).await.unwrap();
+    let rebuilt = index(&stores, &job, Utc::now()).await;
+    assert!(!rebuilt.unchanged);
+    assert_eq!(read(&stores, "job-rerun", "losses.parquet").await, table1);
+    assert_eq!(read(&stores, "job-rerun", "summary.json").await, summary1);
+
+    // The missing set arrives: the table changes.
+    write(&stores, &job, ProvenanceSchema::Token, &[2], &[], EARLY).await;
+    let third = index(&stores, &job, Utc::now()).await;
+    assert!(!third.unchanged);
+    assert_ne!(third.fingerprint, first.fingerprint);
+    assert_eq!(third.counts.ok, 6);
+}
+
+#[tokio::test]
+async fn cached_results_are_flagged_per_job() {
+    let stores = stores();
+    let job_a = job("job-a", STUDY);
+    let job_b = job("job-b", &STUDY.replace("\"beta\": 2,", "\"beta\": 3,"));
+    let before_b = Utc::now();
+    write(&stores, &job_a, ProvenanceSchema::Token, &[0, 1, 2], &[], EARLY).await;
+    let later = modelops_core::time::now_iso();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    write(&stores, &job_b, ProvenanceSchema::Token, &[2], &[], &later).await;
+    index(&stores, &job_a, chrono::DateTime::parse_from_rfc3339("2025-12-31T00:00:00+00:00").unwrap().to_utc()).await;
+    index(&stores, &job_b, before_b).await;
+    let flags = |batch: &RecordBatch| {
+        let array = batch.column_by_name("cache_hit").unwrap().as_boolean();
+        (0..array.len()).map(|i| array.value(i)).collect::<Vec<_>>()
+    };
+    assert_eq!(flags(&table(&stores, "job-a").await), [false; 6], "job A computed everything");
+    assert_eq!(flags(&table(&stores, "job-b").await), [true, true, true, true, false, false], "job B reused sets 0 and 1");
+}
+
