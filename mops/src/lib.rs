@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod client;
 pub mod jobs;
 pub mod output;
+pub mod results;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,15 @@ pub enum Command {
         #[command(subcommand)]
         command: attribution::AttributionCommand,
     },
+    /// A job's loss table.
+    Results {
+        /// The server to talk to.
+        #[command(flatten)]
+        client: ClientConfig,
+        /// What to do.
+        #[command(subcommand)]
+        command: results::ResultsCommand,
+    },
     /// Submit, inspect, list, watch, cancel and update jobs.
     Jobs {
         /// The server to talk to.
@@ -68,5 +78,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Jobs { client, command } => jobs::run(command, &client).await,
         Command::Attribution { client, command } => attribution::run(command, &client).await,
+        Command::Results { client, command } => results::run(command, &client).await,
     }
 }

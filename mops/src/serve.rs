@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use modelops_core::store::Store;
 use modelops_attribution::Attribution;
 use modelops_attribution::service::AttributionService;
+use modelops_indexer::indexer::Indexer;
+use modelops_indexer::service::IndexerService;
 use modelops_registry::service::RegistryService;
 use modelops_registry::{JobRegistry, RegistryConfig};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
@@ -66,8 +68,12 @@ pub struct ServerState {
     pub results: Store,
     /// The job registry (when this process serves it).
     pub registry: Option<JobRegistry>,
+    /// The registry's storage as the services that read jobs see it (attribution, indexer).
+    pub job_reader: Option<JobRegistry>,
     /// Attribution (when this process serves it).
     pub attribution: Option<Attribution>,
+    /// The indexer (when this process runs it).
+    pub indexer: Option<Indexer>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Transport options.
@@ -85,7 +91,7 @@ impl ServiceSelection {
 impl ServerState {
     /// Opens the stores and reads the TLS and token files named by `args`.
     pub async fn open(args: &ServeArgs) -> anyhow::Result<Self> {
-        if matches!(args.service, ServiceSelection::Indexer | ServiceSelection::Query) {
+        if args.service == ServiceSelection::Query {
             anyhow::bail!("the {:?} service is not available in this version; run `mops serve registry` or `mops serve`", args.service);
         }
         let open = |url: String, what: &str| Store::open(&url).with_context(|| format!("opening the {what} store"));
@@ -98,8 +104,9 @@ impl ServerState {
         let jobs = open(args.stores.jobs_url(), "jobs")?;
         let serves_registry = args.service.includes(ServiceSelection::Registry);
         let serves_attribution = args.service.includes(ServiceSelection::Attribution);
-        // Attribution reads jobs through the registry's storage even when it runs alone.
-        let jobs_view = if serves_registry || serves_attribution {
+        let serves_indexer = args.service.includes(ServiceSelection::Indexer);
+        // Attribution and the indexer read jobs through the registry's storage even alone.
+        let jobs_view = if serves_registry || serves_attribution || serves_indexer {
             let url = args.stores.registry_url();
             let store = modelops_registry::store::open(&url)
                 .await
@@ -114,18 +121,27 @@ impl ServerState {
         };
         let provenance = open(args.stores.provenance_url(), "provenance")?;
         let results = open(args.stores.results_url(), "results")?;
-        let attribution = match (&jobs_view, serves_attribution) {
-            (Some(registry), true) => Some(Attribution::new(results.clone(), provenance.clone(), registry.clone())),
+        let edges = jobs_view
+            .as_ref()
+            .map(|registry| Attribution::new(results.clone(), provenance.clone(), registry.clone()));
+        let indexer = match (&jobs_view, &edges, serves_indexer) {
+            (Some(registry), Some(edges), true) => {
+                let holder = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "mops".into()), std::process::id());
+                Some(Indexer::new(registry.clone(), edges.clone(), provenance.clone(), results.clone(), holder, Default::default()))
+            }
             _ => None,
         };
-        let registry = jobs_view.filter(|_| serves_registry);
+        let attribution = edges.filter(|_| serves_attribution);
+        let registry = jobs_view.clone().filter(|_| serves_registry);
         Ok(Self {
             selection: args.service,
             jobs,
             provenance,
             results,
             registry,
+            job_reader: jobs_view,
             attribution,
+            indexer,
             metrics,
             grpc: GrpcOptions {
                 tls,
@@ -174,6 +190,9 @@ pub async fn serve(
     if state.attribution.is_some() {
         served.push(modelops_attribution::service::SERVICE_NAME);
     }
+    if state.indexer.is_some() {
+        served.push(modelops_indexer::service::SERVICE_NAME);
+    }
     let (mut routes, health) = runtime_serve::base_routes(&descriptor_sets, &served).await?;
     if let Some(registry) = &state.registry {
         registry.start(background.token(), background.tracker());
@@ -183,6 +202,17 @@ pub async fn serve(
     if let Some(attribution) = &state.attribution {
         routes = routes.add_service(AttributionService::new(attribution.clone()).into_server());
         tracing::info!(results = %state.results.url, provenance = %state.provenance.url, "attribution ready");
+    }
+    if let Some(indexer) = &state.indexer {
+        if state.registry.is_none() {
+            // Alone, the indexer learns of finished jobs from the store's change feed.
+            if let Some(jobs) = state.job_reader.as_ref() {
+                jobs.follow(background.token(), background.tracker());
+            }
+        }
+        indexer.start(2, background.token(), background.tracker());
+        routes = routes.add_service(IndexerService::new(indexer.clone()).into_server());
+        tracing::info!(results = %state.results.url, "indexer ready");
     }
 
     let http_stop = tokio_util::sync::CancellationToken::new();

@@ -187,6 +187,14 @@ async fn read_row(provenance: &dyn ObjectStore, job: &SimJobSpec, location: &Agg
     }
 }
 
+async fn read_located<'a>(
+    provenance: &dyn ObjectStore,
+    job: &SimJobSpec,
+    location: &'a AggLocation,
+) -> (&'a AggLocation, Result<(Row, Option<String>, Vec<Bytes>), IndexError>) {
+    (location, read_row(provenance, job, location).await)
+}
+
 /// Builds the table of `job` from the aggregations at `locations` (in table order), reading
 /// from `provenance` and writing under `results/{job_id}/` in `results`. `progress(done, total)`
 /// follows the rows.
@@ -217,8 +225,10 @@ pub async fn index_job(
     let mut errors = Vec::new();
     let mut pending: Vec<Row> = Vec::with_capacity(options.batch_rows);
     let total = locations.len();
-    let mut rows = futures::stream::iter(locations)
-        .map(|location| async move { (location, read_row(provenance, job, location).await) })
+    // Indices, not references, so the closure has no lifetime to be general over (a future
+    // holding it must be Send) and nothing but the bounded window of reads is ever in memory.
+    let mut rows = futures::stream::iter(0..locations.len())
+        .map(|i| read_located(provenance, job, &locations[i]))
         .buffered(options.concurrency.max(1));
     let mut done = 0;
     while let Some((location, read)) = rows.next().await {

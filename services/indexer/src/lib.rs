@@ -3,13 +3,17 @@
 //! [`columns`] types the parameter columns from the job spec; [`locate`] finds each parameter
 //! set's aggregation per target from the job's attribution edges; [`table`] builds the rows and
 //! their Arrow schema; [`build`] streams them into `results/{job_id}/losses.parquet` with
-//! `summary.json` and, last, `manifest.json`, doing nothing when the inputs are unchanged.
+//! `summary.json` and, last, `manifest.json`, doing nothing when the inputs are unchanged;
+//! [`indexer`] decides when (jobs finishing, a catch-up scan, requests) under a registry claim,
+//! and [`service`] serves it as `modelops.indexer.v1.Indexer`.
 //! The table's schema is documented in `proto/modelops/query/v1/FLIGHT_COMMANDS.md`.
 
 pub mod build;
 pub mod columns;
 pub mod error;
+pub mod indexer;
 pub mod locate;
+pub mod service;
 pub mod table;
 
 pub use build::{IndexOutcome, index_job};

@@ -296,6 +296,13 @@ impl JobRegistry {
     pub fn start(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
         tracker.spawn(crate::progress::run_flusher(self.clone(), token.clone()));
         tracker.spawn(refresh_job_gauge(self.clone(), token.clone()));
+        self.follow(token, tracker);
+    }
+
+    /// Starts only the follower that publishes other processes' writes to this registry's hub
+    /// (for services that watch jobs without serving the registry). Does nothing for backends
+    /// without a change feed, where this process is the only writer.
+    pub fn follow(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
         if self.inner.store.changes(JOBS_PREFIX).is_some() {
             tracker.spawn(crate::watch::follow_store(self.clone(), token));
         }

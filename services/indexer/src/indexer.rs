@@ -1,0 +1,366 @@
+//! The indexer's work loop, independent of gRPC: which jobs to index and when (a job reaching
+//! succeeded, partial or failed; a catch-up scan at start; on demand), one claim per job in the
+//! registry so replicas never index the same job at once, edges from attribution (derived when a
+//! job has none), and the index state recorded back in the registry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use modelops_attribution::Attribution;
+use modelops_attribution::edge::Kind;
+use modelops_core::job::{JobId, JobStatus};
+use modelops_core::paths::ProvenanceSchema;
+use modelops_core::store::Store;
+use modelops_core::study::JobSpec;
+use modelops_registry::JobRegistry;
+use modelops_registry::registry::IndexState;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::build::{IndexOptions, RowCounts, index_job};
+use crate::error::IndexError;
+use crate::locate::locate;
+
+/// The purpose under which indexers claim a job in the registry.
+pub const CLAIM_PURPOSE: &str = "index";
+/// How long a claim lasts without renewal.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// Where a job's indexing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Never indexed.
+    NotIndexed,
+    /// Waiting for a worker.
+    Queued,
+    /// Being built.
+    Running,
+    /// The table is current.
+    Done,
+    /// The last attempt failed.
+    Failed,
+}
+
+/// A job's index status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The job.
+    pub job_id: JobId,
+    /// The phase.
+    pub phase: Phase,
+    /// Row counts (when done) or so far.
+    pub counts: RowCounts,
+    /// Rows read / expected, while running.
+    pub processed: u64,
+    /// Rows expected.
+    pub expected: u64,
+    /// The input fingerprint of the table.
+    pub fingerprint: String,
+    /// `results/{job_id}/`.
+    pub results_path: String,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// When the last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The last run found its inputs unchanged and wrote nothing.
+    pub unchanged: bool,
+}
+
+impl Status {
+    fn new(job_id: JobId, phase: Phase) -> Self {
+        Self {
+            results_path: crate::build::results_dir(&job_id) + "/",
+            job_id,
+            phase,
+            counts: RowCounts::default(),
+            processed: 0,
+            expected: 0,
+            fingerprint: String::new(),
+            error: None,
+            started_at: None,
+            finished_at: None,
+            unchanged: false,
+        }
+    }
+}
+
+/// Why an index request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The registry failed or the job is unknown.
+    #[error(transparent)]
+    Registry(#[from] modelops_registry::RegistryError),
+    /// The job is not in a terminal state and the request was not forced.
+    #[error("job {0} is {1}; only succeeded, partial or failed jobs are indexed (use force)")]
+    NotFinished(JobId, JobStatus),
+}
+
+/// The indexer.
+#[derive(Debug, Clone)]
+pub struct Indexer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: JobRegistry,
+    attribution: Attribution,
+    provenance: Store,
+    results: Store,
+    holder: String,
+    options: IndexOptions,
+    statuses: Mutex<HashMap<JobId, Status>>,
+    updates: broadcast::Sender<Status>,
+    queue: tokio::sync::mpsc::UnboundedSender<JobId>,
+    queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<JobId>>>,
+}
+
+fn indexable(status: JobStatus) -> bool {
+    matches!(status, JobStatus::Succeeded | JobStatus::Partial | JobStatus::Failed)
+}
+
+impl Indexer {
+    /// An indexer reading jobs from `registry`, edges from `attribution`, results from
+    /// `provenance`, writing tables to `results`. `holder` names it in claims.
+    pub fn new(registry: JobRegistry, attribution: Attribution, provenance: Store, results: Store, holder: String, options: IndexOptions) -> Self {
+        let (updates, _) = broadcast::channel(1024);
+        let (queue, queue_rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                attribution,
+                provenance,
+                results,
+                holder,
+                options,
+                statuses: Mutex::default(),
+                updates,
+                queue,
+                queue_rx: Mutex::new(Some(queue_rx)),
+            }),
+        }
+    }
+
+    fn set_status(&self, status: Status) {
+        self.inner.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(status.job_id.clone(), status.clone());
+        let _ = self.inner.updates.send(status);
+    }
+
+    /// Subscribes to status changes of every job.
+    pub fn subscribe(&self) -> broadcast::Receiver<Status> {
+        self.inner.updates.subscribe()
+    }
+
+    /// A job's status: this process's view if it indexed or queued it, else the registry's.
+    pub async fn status(&self, job: &JobId) -> Result<Status, RequestError> {
+        if let Some(status) = self.inner.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(job).cloned() {
+            return Ok(status);
+        }
+        let state = self.inner.registry.require(job).await?;
+        let phase = match IndexState::of(&state) {
+            IndexState::None => Phase::NotIndexed,
+            IndexState::Running => Phase::Running,
+            IndexState::Done => Phase::Done,
+            IndexState::Failed => Phase::Failed,
+        };
+        let mut status = Status::new(job.clone(), phase);
+        status.error = state.get_str(modelops_registry::registry::INDEX_ERROR_KEY).map(str::to_owned);
+        Ok(status)
+    }
+
+    /// Queues `job` for indexing (refusing unfinished jobs unless `force`).
+    pub async fn request(&self, job: &JobId, force: bool) -> Result<Status, RequestError> {
+        let state = self.inner.registry.require(job).await?;
+        if !force && !indexable(state.status()) {
+            return Err(RequestError::NotFinished(job.clone(), state.status()));
+        }
+        let current = self.status(job).await?;
+        if matches!(current.phase, Phase::Queued | Phase::Running) && self.inner.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(job) {
+            return Ok(current);
+        }
+        let status = Status::new(job.clone(), Phase::Queued);
+        self.set_status(status.clone());
+        let _ = self.inner.queue.send(job.clone());
+        Ok(status)
+    }
+
+    /// Builds `job`'s table now, under a claim. Returns the final status (also when it failed).
+    pub async fn run(&self, job: &JobId) -> Status {
+        let mut status = Status::new(job.clone(), Phase::Running);
+        status.started_at = Some(Utc::now());
+        let registry = &self.inner.registry;
+        match registry.claim(job, CLAIM_PURPOSE, &self.inner.holder, CLAIM_TTL).await {
+            Ok(claim) if claim.granted => {}
+            Ok(claim) => {
+                tracing::info!(%job, holder = %claim.holder, "another indexer holds this job");
+                status.error = Some(format!("indexed by {} (claim until {})", claim.holder, claim.expires_at));
+                self.set_status(status.clone());
+                return status;
+            }
+            Err(e) => {
+                status.phase = Phase::Failed;
+                status.error = Some(e.to_string());
+                self.set_status(status.clone());
+                return status;
+            }
+        }
+        self.set_status(status.clone());
+        let renew = CancellationToken::new();
+        let renewer = {
+            let (registry, job, holder, renew) = (registry.clone(), job.clone(), self.inner.holder.clone(), renew.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = renew.cancelled() => return,
+                        () = tokio::time::sleep(CLAIM_TTL / 3) => {
+                            if let Err(e) = registry.claim(&job, CLAIM_PURPOSE, &holder, CLAIM_TTL).await {
+                                tracing::warn!(%job, error = %e, "cannot renew the index claim");
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let result = self.build(job, &mut status).await;
+        renew.cancel();
+        let _ = renewer.await;
+        status.finished_at = Some(Utc::now());
+        match result {
+            Ok(outcome) => {
+                status.phase = Phase::Done;
+                status.counts = outcome.counts;
+                status.fingerprint = outcome.fingerprint;
+                status.unchanged = outcome.unchanged;
+                if let Err(e) = registry.set_index_state(job, IndexState::Done, Some(outcome.results_path), None).await {
+                    tracing::warn!(%job, error = %e, "cannot record the index state");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%job, error = %e, "indexing failed");
+                status.phase = Phase::Failed;
+                status.error = Some(e.to_string());
+                if let Err(e) = registry.set_index_state(job, IndexState::Failed, None, Some(e.to_string())).await {
+                    tracing::warn!(%job, error = %e, "cannot record the index state");
+                }
+            }
+        }
+        if let Err(e) = registry.release_claim(job, CLAIM_PURPOSE, &self.inner.holder).await {
+            tracing::debug!(%job, error = %e, "cannot release the index claim (it expires)");
+        }
+        self.set_status(status.clone());
+        status
+    }
+
+    async fn build(&self, job: &JobId, status: &mut Status) -> Result<crate::build::IndexOutcome, IndexError> {
+        let registry = &self.inner.registry;
+        let invalid = |e: &dyn std::fmt::Display| IndexError::Invalid(e.to_string());
+        registry.set_index_state(job, IndexState::Running, None, None).await.map_err(|e| invalid(&e))?;
+        let spec = match registry.get_parsed_spec(job).await.map_err(|e| invalid(&e))? {
+            JobSpec::Simulation(spec) => spec,
+            JobSpec::Calibration { .. } => return Err(IndexError::Invalid(format!("job {job} is a calibration job; only simulation jobs have loss tables"))),
+        };
+        let mut edges = self.inner.attribution.job_edges(job).await.map_err(|e| invalid(&e))?;
+        if !edges.iter().any(|e| e.kind == Kind::Agg) {
+            // A job without reported edges (it ran before attribution): derive them.
+            self.inner.attribution.derive(job, &ProvenanceSchema::ALL, |_, _| {}).await.map_err(|e| invalid(&e))?;
+            edges = self.inner.attribution.job_edges(job).await.map_err(|e| invalid(&e))?;
+        }
+        let locations = locate(&spec, &edges);
+        status.expected = locations.len() as u64;
+        self.set_status(status.clone());
+        let mut last_report = std::time::Instant::now();
+        let report = status.clone();
+        let outcome = index_job(
+            self.inner.provenance.object_store.as_ref(),
+            Arc::clone(&self.inner.results.object_store),
+            &spec,
+            &locations,
+            self.inner.options,
+            |done, _| {
+                if last_report.elapsed() > Duration::from_millis(200) {
+                    last_report = std::time::Instant::now();
+                    let mut progress = report.clone();
+                    progress.processed = done as u64;
+                    self.set_status(progress);
+                }
+            },
+        )
+        .await?;
+        status.processed = status.expected;
+        Ok(outcome)
+    }
+
+    /// Starts the work loop: a catch-up scan of finished jobs without a current table, then every
+    /// job that reaches succeeded, partial or failed; `workers` jobs at a time. Stops when `token`
+    /// is cancelled (a job being indexed finishes first).
+    pub fn start(&self, workers: usize, token: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
+        let Some(mut queue) = self.inner.queue_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+            return;
+        };
+        let indexer = self.clone();
+        let stop = token.clone();
+        tracker.spawn(async move {
+            let limit = Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
+            let mut running = tokio::task::JoinSet::new();
+            loop {
+                let job = tokio::select! {
+                    () = stop.cancelled() => break,
+                    job = queue.recv() => match job { Some(job) => job, None => break },
+                };
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+                let indexer = indexer.clone();
+                running.spawn(async move {
+                    indexer.run(&job).await;
+                    drop(permit);
+                });
+            }
+            while running.join_next().await.is_some() {}
+        });
+        let indexer = self.clone();
+        tracker.spawn(async move {
+            let (_, mut events) = match indexer.inner.registry.hub().subscribe(0) {
+                Ok(subscription) => subscription,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch jobs");
+                    return;
+                }
+            };
+            indexer.catch_up().await;
+            loop {
+                let event = tokio::select! {
+                    () = token.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(event) => {
+                        let state = &event.state;
+                        let finished_now = event.previous.is_some_and(|p| !indexable(p)) && indexable(state.status());
+                        if finished_now && IndexState::of(state) == IndexState::None {
+                            let _ = indexer.request(state.job_id(), false).await;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => indexer.catch_up().await,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Queues every finished job whose table is not done (never built, failed, or interrupted).
+    pub async fn catch_up(&self) {
+        match self.inner.registry.all_jobs().await {
+            Ok(jobs) => {
+                for state in jobs {
+                    if indexable(state.status()) && IndexState::of(&state) != IndexState::Done {
+                        let _ = self.request(state.job_id(), false).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "catch-up scan failed"),
+        }
+    }
+}
