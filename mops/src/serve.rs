@@ -53,6 +53,19 @@ pub struct ServeArgs {
     /// costs at most one state write per interval).
     #[arg(long, env = "MOPS_PROGRESS_FLUSH_MS", default_value_t = 200)]
     pub progress_flush_ms: u64,
+
+    /// How many aggregation results the indexer reads at once.
+    #[arg(long, env = "MOPS_INDEX_CONCURRENCY", default_value_t = 64)]
+    pub index_concurrency: usize,
+
+    /// How many jobs the indexer builds at once.
+    #[arg(long, env = "MOPS_INDEX_WORKERS", default_value_t = 2)]
+    pub index_workers: usize,
+
+    /// How long an indexer's claim on a job lasts unless renewed, in seconds (a crashed
+    /// indexer's job is taken over after this).
+    #[arg(long, env = "MOPS_INDEX_CLAIM_TTL_SECONDS", default_value_t = 60)]
+    pub index_claim_ttl_seconds: u64,
 }
 
 /// Everything a running server holds: the opened stores and the process's metrics.
@@ -80,6 +93,8 @@ pub struct ServerState {
     pub grpc: GrpcOptions,
     /// How long to wait for background work on shutdown.
     pub shutdown_grace: Duration,
+    /// How many jobs the indexer builds at once.
+    pub index_workers: usize,
 }
 
 impl ServiceSelection {
@@ -127,7 +142,12 @@ impl ServerState {
         let indexer = match (&jobs_view, &edges, serves_indexer) {
             (Some(registry), Some(edges), true) => {
                 let holder = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "mops".into()), std::process::id());
-                Some(Indexer::new(registry.clone(), edges.clone(), provenance.clone(), results.clone(), holder, Default::default()))
+                let options = modelops_indexer::build::IndexOptions {
+                    concurrency: args.index_concurrency.max(1),
+                    ..Default::default()
+                };
+                let ttl = Duration::from_secs(args.index_claim_ttl_seconds.max(1));
+                Some(Indexer::new(registry.clone(), edges.clone(), provenance.clone(), results.clone(), holder, options, ttl))
             }
             _ => None,
         };
@@ -148,6 +168,7 @@ impl ServerState {
                 auth: BearerAuth::new(token),
             },
             shutdown_grace: Duration::from_secs(args.server.shutdown_grace_seconds),
+            index_workers: args.index_workers.max(1),
         })
     }
 }
@@ -210,7 +231,7 @@ pub async fn serve(
                 jobs.follow(background.token(), background.tracker());
             }
         }
-        indexer.start(2, background.token(), background.tracker());
+        indexer.start(state.index_workers, background.token(), background.tracker());
         routes = routes.add_service(IndexerService::new(indexer.clone()).into_server());
         tracing::info!(results = %state.results.url, "indexer ready");
     }
@@ -222,14 +243,29 @@ pub async fn serve(
     let grace = state.shutdown_grace;
     let drain = background.clone();
     let served_names: Vec<&'static str> = served.clone();
+    let drained = tokio_util::sync::CancellationToken::new();
+    let drained_signal = drained.clone();
     let grpc_shutdown = async move {
         shutdown.await;
         for name in std::iter::once("").chain(served_names) {
             health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
         }
         drain.drain(grace).await;
+        drained_signal.cancel();
     };
-    let served = runtime_serve::serve_grpc(grpc, routes, state.grpc.clone(), &state.metrics, grpc_shutdown).await;
+    let server = runtime_serve::serve_grpc(grpc, routes, state.grpc.clone(), &state.metrics, grpc_shutdown);
+    // In-flight requests get one more grace period; a client that never closes its connection
+    // must not keep the process from exiting.
+    let served = tokio::select! {
+        served = server => served,
+        () = async {
+            drained.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     // Stop the metrics listener however the gRPC server ended, so a failure there never hangs.
     http_stop.cancel();
     http_task.await.context("metrics server task")??;

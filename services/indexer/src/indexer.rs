@@ -25,8 +25,8 @@ use crate::locate::locate;
 
 /// The purpose under which indexers claim a job in the registry.
 pub const CLAIM_PURPOSE: &str = "index";
-/// How long a claim lasts without renewal.
-const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long a claim lasts without renewal, by default.
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(60);
 
 /// Where a job's indexing stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,7 @@ struct Inner {
     results: Store,
     holder: String,
     options: IndexOptions,
+    claim_ttl: Duration,
     statuses: Mutex<HashMap<JobId, Status>>,
     updates: broadcast::Sender<Status>,
     queue: tokio::sync::mpsc::UnboundedSender<JobId>,
@@ -125,8 +126,17 @@ fn indexable(status: JobStatus) -> bool {
 
 impl Indexer {
     /// An indexer reading jobs from `registry`, edges from `attribution`, results from
-    /// `provenance`, writing tables to `results`. `holder` names it in claims.
-    pub fn new(registry: JobRegistry, attribution: Attribution, provenance: Store, results: Store, holder: String, options: IndexOptions) -> Self {
+    /// `provenance`, writing tables to `results`. `holder` names it in claims, which last
+    /// `claim_ttl` unless renewed (a crashed indexer's claim is taken over after that).
+    pub fn new(
+        registry: JobRegistry,
+        attribution: Attribution,
+        provenance: Store,
+        results: Store,
+        holder: String,
+        options: IndexOptions,
+        claim_ttl: Duration,
+    ) -> Self {
         let (updates, _) = broadcast::channel(1024);
         let (queue, queue_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
@@ -137,6 +147,7 @@ impl Indexer {
                 results,
                 holder,
                 options,
+                claim_ttl,
                 statuses: Mutex::default(),
                 updates,
                 queue,
@@ -193,12 +204,32 @@ impl Indexer {
         let mut status = Status::new(job.clone(), Phase::Running);
         status.started_at = Some(Utc::now());
         let registry = &self.inner.registry;
-        match registry.claim(job, CLAIM_PURPOSE, &self.inner.holder, CLAIM_TTL).await {
+        let ttl = self.inner.claim_ttl;
+        match registry.claim(job, CLAIM_PURPOSE, &self.inner.holder, ttl).await {
             Ok(claim) if claim.granted => {}
             Ok(claim) => {
-                tracing::info!(%job, holder = %claim.holder, "another indexer holds this job");
-                status.error = Some(format!("indexed by {} (claim until {})", claim.holder, claim.expires_at));
+                // Another indexer has it, or had it and died: try again once its claim expires,
+                // unless the table is done by then. A lost claim only delays the work.
+                tracing::info!(%job, holder = %claim.holder, expires_at = %claim.expires_at, "another indexer holds this job");
+                status.phase = Phase::Queued;
+                status.error = Some(format!("claimed by {} until {}", claim.holder, claim.expires_at));
                 self.set_status(status.clone());
+                let wait = (claim.expires_at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(100);
+                let indexer = self.clone();
+                let job = job.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    match indexer.inner.registry.get(&job).await {
+                        Ok(Some(state)) if IndexState::of(&state) == IndexState::Done => {
+                            let mut done = Status::new(job.clone(), Phase::Done);
+                            done.error = None;
+                            indexer.set_status(done);
+                        }
+                        _ => {
+                            let _ = indexer.inner.queue.send(job);
+                        }
+                    }
+                });
                 return status;
             }
             Err(e) => {
@@ -216,8 +247,8 @@ impl Indexer {
                 loop {
                     tokio::select! {
                         () = renew.cancelled() => return,
-                        () = tokio::time::sleep(CLAIM_TTL / 3) => {
-                            if let Err(e) = registry.claim(&job, CLAIM_PURPOSE, &holder, CLAIM_TTL).await {
+                        () = tokio::time::sleep(ttl / 3) => {
+                            if let Err(e) = registry.claim(&job, CLAIM_PURPOSE, &holder, ttl).await {
                                 tracing::warn!(%job, error = %e, "cannot renew the index claim");
                             }
                         }

@@ -149,9 +149,15 @@ pub struct MopsProcess {
 
 impl MopsProcess {
     /// Starts `mops serve` with `args` on free ports and waits until it accepts connections.
+    /// Its log goes to `{home}/mops.log` (a pipe nobody reads could fill up and stall it).
     pub fn serve(home: &std::path::Path, args: &[&str]) -> Self {
         let port = free_port();
         let metrics_port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join("mops.log"))
+            .expect("log file");
         let child = Command::new(mops_binary())
             .arg("serve")
             .arg("--home")
@@ -162,7 +168,7 @@ impl MopsProcess {
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn mops");
         let process = Self { child, port };

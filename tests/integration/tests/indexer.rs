@@ -120,3 +120,158 @@ async fn a_finished_job_is_indexed_automatically_and_pyarrow_reads_it() {
     assert!(text.contains("done (inputs unchanged, table kept)") && text.contains("3 (2 ok, 1 missing, 0 failed)"), "{text}");
     server.stop().await.unwrap();
 }
+
+use modelops_proto::attribution::v1 as attribution_pb;
+use modelops_proto::attribution::v1::attribution_client::AttributionClient;
+
+const KILL_TARGET: &str = "targets.prev:prevalence_target";
+
+/// A study with `n` parameter sets, one replicate each, one target.
+fn big_study(n: usize) -> String {
+    let sets: Vec<String> = (0..n).map(|i| format!("{{\"params\": {{\"beta\": {}, \"gamma\": {}}}}}", (i as f64) / (n as f64), i % 7)).collect();
+    format!(
+        "{{\"model\": \"models.seir.SEIR\", \"scenario\": \"baseline\", \"parameter_sets\": [{}], \"n_replicates\": 1, \"targets\": [\"{KILL_TARGET}\"]}}",
+        sets.join(", ")
+    )
+}
+
+/// Registers the job, reports one aggregation edge per parameter set (writing the aggregations
+/// into `provenance` first when `write` is set), and finishes the job.
+async fn prepare(endpoint: &str, provenance: &Store, study: &str, write: bool) {
+    let channel = channel(endpoint).await;
+    let mut registry = JobRegistryClient::new(channel.clone());
+    let mut attribution = AttributionClient::new(channel);
+    registry
+        .register_job(registry_pb::RegisterJobRequest {
+            job_id: "job-kill".into(),
+            spec: Some(registry_pb::register_job_request::Spec::Study(registry_pb::StudySpec {
+                study_json: study.into(),
+                bundle_ref: BUNDLE.into(),
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let spec_json = registry.get_job_spec(registry_pb::GetJobSpecRequest { job_id: "job-kill".into() }).await.unwrap().into_inner().job_spec_json;
+    let JobSpec::Simulation(spec) = JobSpec::from_json(spec_json.as_bytes()).unwrap() else { unreachable!() };
+    let mut edges = Vec::new();
+    for (i, group) in spec.task_groups().iter().enumerate() {
+        let task_ids: Vec<String> = group.tasks.iter().map(|t| modelops_core::ids::runner_task_id(&t.param_id, t.seed, synthetic::OUTPUTS)).collect();
+        let record = modelops_core::records::AggRecord {
+            bundle_ref: BUNDLE.into(),
+            target_entrypoint: KILL_TARGET.into(),
+            input_task_ids: task_ids,
+            loss: (i as f64).sqrt(),
+            diagnostics: Default::default(),
+            n_replicates: 1,
+            timestamp: "2026-11-22T20:05:11.254227+00:00".into(),
+        };
+        if write {
+            modelops_core::records::write_agg(provenance.object_store.as_ref(), ProvenanceSchema::Token, &record).await.unwrap();
+        }
+        edges.push(attribution_pb::Edge {
+            kind: attribution_pb::ResultKind::Agg.into(),
+            path: record.dir(ProvenanceSchema::Token),
+            param_id: group.param_id.to_owned(),
+            target: Some(KILL_TARGET.into()),
+            aggregation_id: Some(record.aggregation_id()),
+            role: attribution_pb::Role::Computed.into(),
+            ..Default::default()
+        });
+    }
+    let batches: Vec<attribution_pb::RecordEdgesRequest> = edges
+        .chunks(2000)
+        .map(|chunk| attribution_pb::RecordEdgesRequest {
+            job_id: "job-kill".into(),
+            batch_id: String::new(),
+            edges: chunk.to_vec(),
+        })
+        .collect();
+    attribution.record_edges(futures::stream::iter(batches)).await.unwrap();
+    for status in [registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Succeeded] {
+        registry
+            .update_status(registry_pb::UpdateStatusRequest {
+                job_id: "job-kill".into(),
+                status: status.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn index_status(endpoint: &str) -> pb::IndexStatus {
+    IndexerClient::new(channel(endpoint).await)
+        .get_index_status(pb::GetIndexStatusRequest { job_id: "job-kill".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+async fn wait_done(endpoint: &str) -> pb::IndexStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = index_status(endpoint).await;
+        if status.phase == i32::from(pb::IndexPhase::Done) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "not indexed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_indexer_killed_mid_run_and_restarted_writes_the_same_bytes() {
+    use modelops_integration_tests::MopsProcess;
+    let shared = tempfile::tempdir().unwrap();
+    let provenance_url = format!("file://{}/provenance", shared.path().display());
+    let provenance = Store::open(&provenance_url).unwrap();
+    let study = big_study(2000);
+    let args = ["--provenance", provenance_url.as_str(), "--index-concurrency", "1", "--index-claim-ttl-seconds", "3"];
+
+    // Interrupted: kill -9 while the table is being built, then restart on the same home.
+    let home_a = tempfile::tempdir().unwrap();
+    let mut first = MopsProcess::serve(home_a.path(), &args);
+    let endpoint = format!("http://127.0.0.1:{}", first.port);
+    prepare(&endpoint, &provenance, &study, true).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = index_status(&endpoint).await;
+        if status.phase == i32::from(pb::IndexPhase::Running) && status.processed > 0 {
+            assert!(status.processed < status.expected, "killed too late: {status:?}");
+            break;
+        }
+        assert_ne!(status.phase, i32::from(pb::IndexPhase::Done), "finished before it could be killed");
+        assert!(Instant::now() < deadline, "indexing never started: {status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let table_a = home_a.path().join("results/results/job-kill/losses.parquet");
+    assert!(!table_a.exists(), "no torn table: the staging file is the only thing written before the commit");
+    drop(first);
+    let second = MopsProcess::serve(home_a.path(), &args);
+    let done_a = wait_done(&format!("http://127.0.0.1:{}", second.port)).await;
+    assert_eq!(done_a.counts.unwrap().ok, 2000);
+
+    // Uninterrupted, in another home over the same provenance.
+    let home_b = tempfile::tempdir().unwrap();
+    let other = MopsProcess::serve(home_b.path(), &args);
+    let endpoint_b = format!("http://127.0.0.1:{}", other.port);
+    prepare(&endpoint_b, &provenance, &study, false).await;
+    let done_b = wait_done(&endpoint_b).await;
+    assert_eq!(done_a.input_fingerprint, done_b.input_fingerprint);
+    for file in ["losses.parquet", "summary.json"] {
+        let a = std::fs::read(home_a.path().join("results/results/job-kill").join(file)).unwrap();
+        let b = std::fs::read(home_b.path().join("results/results/job-kill").join(file)).unwrap();
+        assert!(a == b, "{file} differs between the killed-and-restarted run and the uninterrupted one");
+    }
+    // terminate() blocks: run it off this runtime, so the client connections living on it can
+    // answer the server's GOAWAY.
+    for server in [second, other] {
+        let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
