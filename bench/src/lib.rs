@@ -3,6 +3,7 @@
 //! area's section of BENCHMARKS.md, with the machine they ran on.
 
 pub mod attribution;
+pub mod indexer;
 pub mod registry;
 pub mod report;
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 #[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
 pub struct Args {
     /// Which areas to run.
-    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution])]
+    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer])]
     pub areas: Vec<Area>,
 
     /// The file to update.
@@ -23,6 +24,10 @@ pub struct Args {
     /// etcd endpoint (`http://127.0.0.1:2379`) for the registry benchmarks.
     #[arg(long, env = "MOPS_BENCH_ETCD_ENDPOINT")]
     pub etcd: Option<String>,
+
+    /// A Python with orjson and pyarrow, for the indexer's baseline.
+    #[arg(long, env = "MOPS_TEST_PYTHON")]
+    pub python: Option<String>,
 
     /// Scale every workload by this factor (1.0 = the sizes of TARGETS.md).
     #[arg(long, default_value_t = 1.0)]
@@ -36,6 +41,8 @@ pub enum Area {
     Registry,
     /// Attribution on the embedded default.
     Attribution,
+    /// The indexer on a file provenance store.
+    Indexer,
 }
 
 /// Runs the requested areas and updates the report.
@@ -50,6 +57,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ("registry", "Registry", registry::run(etcd, args.scale).await?)
             }
             Area::Attribution => ("attribution", "Attribution", attribution::run(args.scale).await?),
+            Area::Indexer => {
+                let python = args
+                    .python
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("the indexer benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
+                ("indexer", "Indexer", indexer::run(args.scale, python).await?)
+            }
         };
         for row in &rows {
             eprintln!("{}", row.line());

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use modelops_core::job::JobId;
 use modelops_core::pyjson::{self, PyObject, PyValue};
 use modelops_core::records::{self, RecordError};
-use modelops_core::study::{JobSpec, SimJobSpec};
+use modelops_core::store::Store;
+use modelops_core::study::{ParamGroup, SimJobSpec};
 use modelops_core::time::{now_iso, parse_iso};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -147,13 +148,37 @@ async fn read_optional(store: &dyn ObjectStore, path: &Path) -> Result<Option<By
     }
 }
 
-/// One located aggregation, read: its row and the bytes that went into it.
-async fn read_row(provenance: &dyn ObjectStore, job: &SimJobSpec, location: &AggLocation) -> Result<(Row, Option<String>, Vec<Bytes>), IndexError> {
-    let groups = job.task_groups();
-    let group = &groups[location.group];
+/// A row read: the row, its error (failed rows), and the digest of its inputs (location and
+/// every byte read), computed by the reader so the fingerprint costs the writer 32 bytes a row.
+type ReadRow = (Row, Option<String>, [u8; 32]);
+
+fn input_digest(param_id: &str, location: &AggLocation, result: Option<&Bytes>, metadata: Option<&Bytes>) -> [u8; 32] {
+    let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
+    state.update(param_id.as_bytes());
+    state.update(b"|");
+    state.update(location.target.as_bytes());
+    state.update(b"|");
+    state.update(location.path.as_deref().unwrap_or("-").as_bytes());
+    state.update(if location.cache_hit { b"|1|" } else { b"|0|" });
+    for bytes in [result, metadata] {
+        match bytes {
+            Some(bytes) => {
+                state.update(&(bytes.len() as u64).to_le_bytes());
+                state.update(bytes);
+            }
+            None => {
+                state.update(&u64::MAX.to_le_bytes());
+            }
+        }
+    }
+    state.finalize().as_bytes().try_into().expect("32-byte digest")
+}
+
+/// The row of one aggregation from its files' bytes (`None`: the file does not exist).
+fn row_from(param_id: &str, values: &modelops_core::pyjson::PyObject, location: &AggLocation, result: Option<Bytes>, metadata: Option<Bytes>) -> ReadRow {
     let mut row = Row {
-        param_id: group.param_id.to_owned(),
-        values: group.values.clone(),
+        param_id: param_id.to_owned(),
+        values: values.clone(),
         target: location.target.clone(),
         loss: None,
         n_replicates: None,
@@ -161,18 +186,16 @@ async fn read_row(provenance: &dyn ObjectStore, job: &SimJobSpec, location: &Agg
         cache_hit: location.cache_hit,
         status: RowStatus::Missing,
     };
-    let Some(dir) = &location.path else { return Ok((row, None, Vec::new())) };
-    let dir = Path::parse(dir).map_err(|e| IndexError::Invalid(format!("aggregation path {dir:?}: {e}")))?;
-    let result_path = dir.clone().join(records::RESULT_FILE);
-    let metadata_path = dir.clone().join(records::METADATA_FILE);
-    let (result, metadata) = (read_optional(provenance, &result_path).await?, read_optional(provenance, &metadata_path).await?);
-    let inputs: Vec<Bytes> = [result.clone(), metadata.clone()].into_iter().flatten().collect();
-    let Some(result) = result else { return Ok((row, None, inputs)) };
+    let inputs = input_digest(param_id, location, result.as_ref(), metadata.as_ref());
+    let Some(dir) = location.path.as_deref() else { return (row, None, inputs) };
+    let Some(result) = result else { return (row, None, inputs) };
+    let result_path = Path::from(format!("{dir}/{}", records::RESULT_FILE));
+    let metadata_path = Path::from(format!("{dir}/{}", records::METADATA_FILE));
     row.status = RowStatus::Failed;
     if let Some(metadata) = &metadata {
         match records::parse_agg_metadata(&metadata_path, metadata) {
             Ok(m) => row.computed_at = parse_iso(&m.timestamp).map(|t| t.timestamp_micros()),
-            Err(e) => return Ok((row, Some(e.to_string()), inputs)),
+            Err(e) => return (row, Some(e.to_string()), inputs),
         }
     }
     match records::parse_agg_result(&result_path, &result) {
@@ -180,26 +203,68 @@ async fn read_row(provenance: &dyn ObjectStore, job: &SimJobSpec, location: &Agg
             row.status = RowStatus::Ok;
             row.loss = Some(parsed.loss);
             row.n_replicates = Some(parsed.n_replicates);
-            Ok((row, None, inputs))
+            (row, None, inputs)
         }
-        Ok(parsed) => Ok((row, Some(format!("{result_path}: loss is {}", parsed.loss)), inputs)),
-        Err(e) => Ok((row, Some(e.to_string()), inputs)),
+        Ok(parsed) => (row, Some(format!("{result_path}: loss is {}", parsed.loss)), inputs),
+        Err(e) => (row, Some(e.to_string()), inputs),
     }
 }
 
-async fn read_located<'a>(
-    provenance: &dyn ObjectStore,
-    job: &SimJobSpec,
-    location: &'a AggLocation,
-) -> (&'a AggLocation, Result<(Row, Option<String>, Vec<Bytes>), IndexError>) {
-    (location, read_row(provenance, job, location).await)
+fn check_dir(dir: &str) -> Result<Path, IndexError> {
+    Path::parse(dir).map_err(|e| IndexError::Invalid(format!("aggregation path {dir:?}: {e}")))
 }
+
+/// Reads one aggregation through the object store.
+async fn read_remote(provenance: &dyn ObjectStore, group: &ParamGroup<'_>, location: &AggLocation) -> Result<ReadRow, IndexError> {
+    let (result, metadata) = match location.path.as_deref() {
+        Some(dir) => {
+            let dir = check_dir(dir)?;
+            (
+                read_optional(provenance, &dir.clone().join(records::RESULT_FILE)).await?,
+                read_optional(provenance, &dir.join(records::METADATA_FILE)).await?,
+            )
+        }
+        None => (None, None),
+    };
+    Ok(row_from(group.param_id, group.values, location, result, metadata))
+}
+
+/// Reads a chunk of aggregations from a local directory with plain file I/O, in one blocking
+/// task (object_store's local backend spends two blocking-pool round trips per file).
+async fn read_local(root: std::path::PathBuf, chunk: Vec<(String, modelops_core::pyjson::PyObject, AggLocation)>) -> Result<Vec<ReadRow>, IndexError> {
+    tokio::task::spawn_blocking(move || {
+        let read = |path: std::path::PathBuf| match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(IndexError::Invalid(format!("cannot read {}: {e}", path.display()))),
+        };
+        chunk
+            .into_iter()
+            .map(|(param_id, values, location)| {
+                let (result, metadata) = match location.path.as_deref() {
+                    Some(dir) => {
+                        let dir = check_dir(dir)?;
+                        let base = root.join(dir.as_ref());
+                        (read(base.join(records::RESULT_FILE))?, read(base.join(records::METADATA_FILE))?)
+                    }
+                    None => (None, None),
+                };
+                Ok(row_from(&param_id, &values, &location, result, metadata))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| IndexError::Invalid(format!("reader task failed: {e}")))?
+}
+
+/// Rows per blocking read task on local stores, at most.
+const LOCAL_CHUNK: usize = 512;
 
 /// Builds the table of `job` from the aggregations at `locations` (in table order), reading
 /// from `provenance` and writing under `results/{job_id}/` in `results`. `progress(done, total)`
 /// follows the rows.
 pub async fn index_job(
-    provenance: &dyn ObjectStore,
+    provenance: &Store,
     results: Arc<dyn ObjectStore>,
     job: &SimJobSpec,
     locations: &[AggLocation],
@@ -218,26 +283,60 @@ pub async fn index_job(
     let mut writer = AsyncArrowWriter::try_new(BufWriter::new(Arc::clone(&results), staging.clone()), Arc::clone(&schema), Some(properties))?;
 
     let mut fingerprint = blake2b_simd::Params::new().hash_length(32).to_state();
-    fingerprint.update(format!("losses-v{SCHEMA_VERSION}\n").as_bytes());
-    fingerprint.update(JobSpec::Simulation(job.clone()).to_json().as_bytes());
+    // What the table takes from the spec: identity, bundle, targets and typed columns; each row's
+    // parameter-set id (the hash of its values) goes into the row digests.
+    fingerprint.update(format!("losses-v{SCHEMA_VERSION}\n{}\n{}\n", job.job_id, job.bundle_ref).as_bytes());
+    for target in job.target_entrypoints() {
+        fingerprint.update(format!("target {target}\n").as_bytes());
+    }
+    for field in schema.fields() {
+        fingerprint.update(format!("column {} {}\n", field.name(), field.data_type()).as_bytes());
+    }
     let mut stats: Vec<(String, TargetStats)> = job.target_entrypoints().into_iter().map(|t| (t, TargetStats::default())).collect();
     let mut counts = RowCounts::default();
     let mut errors = Vec::new();
     let mut pending: Vec<Row> = Vec::with_capacity(options.batch_rows);
     let total = locations.len();
-    // Indices, not references, so the closure has no lifetime to be general over (a future
-    // holding it must be Send) and nothing but the bounded window of reads is ever in memory.
-    let mut rows = futures::stream::iter(0..locations.len())
-        .map(|i| read_located(provenance, job, &locations[i]))
-        .buffered(options.concurrency.max(1));
-    let mut done = 0;
-    while let Some((location, read)) = rows.next().await {
-        let (row, error, inputs) = read?;
-        fingerprint.update(format!("\n{}|{}|{}|", location.target, location.path.as_deref().unwrap_or("-"), location.cache_hit).as_bytes());
-        for bytes in &inputs {
-            fingerprint.update(format!("{}:", bytes.len()).as_bytes());
-            fingerprint.update(bytes);
+    let groups = job.task_groups();
+    if let Some(bad) = locations.iter().find(|l| l.group >= groups.len()) {
+        return Err(IndexError::Invalid(format!("location of parameter set {} beyond the job's {}", bad.group, groups.len())));
+    }
+    let concurrency = options.concurrency.max(1);
+    let groups = &groups;
+    // Indices, not references, so the closures have no lifetime to be general over (a future
+    // holding them must be Send), and nothing but a bounded window of reads is in memory.
+    let mut rows: futures::stream::BoxStream<'_, Result<ReadRow, IndexError>> = match provenance.local_root() {
+        // `concurrency` reads at once: chunks of up to 512 rows, up to 4 chunks in flight.
+        Some(root) => futures::stream::iter((0..locations.len()).step_by((concurrency * 8).clamp(8, LOCAL_CHUNK)))
+            .map(move |start| {
+                let size = (concurrency * 8).clamp(8, LOCAL_CHUNK);
+                let chunk = locations[start..(start + size).min(locations.len())]
+                    .iter()
+                    .map(|l| (groups[l.group].param_id.to_owned(), groups[l.group].values.clone(), l.clone()))
+                    .collect();
+                read_local(root.clone(), chunk)
+            })
+            .buffered((concurrency / 16).clamp(1, 4))
+            .flat_map(|chunk| {
+                let rows: Vec<Result<ReadRow, IndexError>> = match chunk {
+                    Ok(rows) => rows.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(rows)
+            })
+            .boxed(),
+        None => {
+            let store = provenance.object_store.as_ref();
+            futures::stream::iter(0..locations.len())
+                .map(|i| read_remote(store, &groups[locations[i].group], &locations[i]))
+                .buffered(concurrency)
+                .boxed()
         }
+    };
+    let mut done = 0;
+    while let Some(read) = rows.next().await {
+        let (row, error, inputs) = read?;
+        fingerprint.update(&inputs);
         counts.total += 1;
         match row.status {
             RowStatus::Ok => counts.ok += 1,

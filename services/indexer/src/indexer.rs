@@ -306,7 +306,7 @@ impl Indexer {
         let mut last_report = std::time::Instant::now();
         let report = status.clone();
         let outcome = index_job(
-            self.inner.provenance.object_store.as_ref(),
+            &self.inner.provenance,
             Arc::clone(&self.inner.results.object_store),
             &spec,
             &locations,

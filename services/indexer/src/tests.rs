@@ -71,7 +71,7 @@ async fn index(stores: &Stores, job: &SimJobSpec, created_at: chrono::DateTime<U
         batch_rows: 4,
         ..IndexOptions::default()
     };
-    index_job(stores.provenance.object_store.as_ref(), Arc::clone(&stores.results.object_store), job, &locations, options, |_, _| {})
+    index_job(&stores.provenance, Arc::clone(&stores.results.object_store), job, &locations, options, |_, _| {})
         .await
         .unwrap()
 }

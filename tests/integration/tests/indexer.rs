@@ -228,7 +228,7 @@ async fn an_indexer_killed_mid_run_and_restarted_writes_the_same_bytes() {
     let shared = tempfile::tempdir().unwrap();
     let provenance_url = format!("file://{}/provenance", shared.path().display());
     let provenance = Store::open(&provenance_url).unwrap();
-    let study = big_study(2000);
+    let study = big_study(6000);
     let args = ["--provenance", provenance_url.as_str(), "--index-concurrency", "1", "--index-claim-ttl-seconds", "3"];
 
     // Interrupted: kill -9 while the table is being built, then restart on the same home.
@@ -254,7 +254,7 @@ async fn an_indexer_killed_mid_run_and_restarted_writes_the_same_bytes() {
     drop(first);
     let second = MopsProcess::serve(home_a.path(), &args);
     let done_a = wait_done(&format!("http://127.0.0.1:{}", second.port)).await;
-    assert_eq!(done_a.counts.unwrap().ok, 2000);
+    assert_eq!(done_a.counts.unwrap().ok, 6000);
 
     // Uninterrupted, in another home over the same provenance.
     let home_b = tempfile::tempdir().unwrap();
