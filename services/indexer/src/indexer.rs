@@ -180,7 +180,36 @@ impl Indexer {
         };
         let mut status = Status::new(job.clone(), phase);
         status.error = state.get_str(modelops_registry::registry::INDEX_ERROR_KEY).map(str::to_owned);
+        if phase == Phase::Done
+            && let Some((counts, fingerprint)) = self.committed(job).await
+        {
+            status.counts = counts;
+            status.fingerprint = fingerprint;
+        }
         Ok(status)
+    }
+
+    /// The counts and fingerprint of a job's committed table, from its manifest (indexed before a
+    /// restart, or by another replica).
+    async fn committed(&self, job: &JobId) -> Option<(RowCounts, String)> {
+        use modelops_core::pyjson::{self, PyValue};
+        use object_store::ObjectStoreExt as _;
+        let path = object_store::path::Path::from(format!("{}/manifest.json", crate::build::results_dir(job)));
+        let bytes = self.inner.results.object_store.get(&path).await.ok()?.bytes().await.ok()?;
+        let manifest = pyjson::parse(&bytes).ok()?;
+        let manifest = manifest.as_object()?;
+        let counts = manifest.get("counts")?.as_object()?;
+        let count = |key: &str| counts.get(key).and_then(PyValue::as_u64).unwrap_or(0);
+        let fingerprint = manifest.get("input_fingerprint").and_then(PyValue::as_str).unwrap_or_default().to_owned();
+        Some((
+            RowCounts {
+                total: count("total"),
+                ok: count("ok"),
+                missing: count("missing"),
+                failed: count("failed"),
+            },
+            fingerprint,
+        ))
     }
 
     /// Queues `job` for indexing (refusing unfinished jobs unless `force`).

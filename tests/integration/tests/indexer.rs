@@ -255,6 +255,12 @@ async fn an_indexer_killed_mid_run_and_restarted_writes_the_same_bytes() {
     let second = MopsProcess::serve(home_a.path(), &args);
     let done_a = wait_done(&format!("http://127.0.0.1:{}", second.port)).await;
     assert_eq!(done_a.counts.unwrap().ok, 6000);
+    // After another restart the status comes from the registry and the committed manifest.
+    assert!(tokio::task::spawn_blocking(move || second.terminate()).await.unwrap().success());
+    let second = MopsProcess::serve(home_a.path(), &args);
+    let reloaded = index_status(&format!("http://127.0.0.1:{}", second.port)).await;
+    assert_eq!(reloaded.phase, i32::from(pb::IndexPhase::Done));
+    assert_eq!((reloaded.counts.unwrap().ok, reloaded.input_fingerprint.as_str()), (6000, done_a.input_fingerprint.as_str()));
 
     // Uninterrupted, in another home over the same provenance.
     let home_b = tempfile::tempdir().unwrap();
