@@ -62,7 +62,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .python
                     .as_deref()
                     .ok_or_else(|| anyhow::anyhow!("the indexer benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
-                ("indexer", "Indexer", indexer::run(args.scale, python).await?)
+                let mut rows = indexer::run(args.scale, python).await?;
+                if std::env::var_os("AZURE_STORAGE_CONNECTION_STRING").is_some() {
+                    rows.push(indexer::run_azurite(args.scale, python).await?);
+                }
+                ("indexer", "Indexer", rows)
             }
         };
         for row in &rows {
