@@ -175,10 +175,11 @@ fn input_digest(param_id: &str, location: &AggLocation, result: Option<&Bytes>, 
 }
 
 /// The row of one aggregation from its files' bytes (`None`: the file does not exist).
-fn row_from(param_id: &str, values: &modelops_core::pyjson::PyObject, location: &AggLocation, result: Option<Bytes>, metadata: Option<Bytes>) -> ReadRow {
+fn row_from(param_id: String, values: modelops_core::pyjson::PyObject, location: &AggLocation, result: Option<Bytes>, metadata: Option<Bytes>) -> ReadRow {
+    let inputs = input_digest(&param_id, location, result.as_ref(), metadata.as_ref());
     let mut row = Row {
-        param_id: param_id.to_owned(),
-        values: values.clone(),
+        param_id,
+        values,
         target: location.target.clone(),
         loss: None,
         n_replicates: None,
@@ -186,7 +187,6 @@ fn row_from(param_id: &str, values: &modelops_core::pyjson::PyObject, location: 
         cache_hit: location.cache_hit,
         status: RowStatus::Missing,
     };
-    let inputs = input_digest(param_id, location, result.as_ref(), metadata.as_ref());
     let Some(dir) = location.path.as_deref() else { return (row, None, inputs) };
     let Some(result) = result else { return (row, None, inputs) };
     let result_path = Path::from(format!("{dir}/{}", records::RESULT_FILE));
@@ -226,7 +226,7 @@ async fn read_remote(provenance: &dyn ObjectStore, group: &ParamGroup<'_>, locat
         }
         None => (None, None),
     };
-    Ok(row_from(group.param_id, group.values, location, result, metadata))
+    Ok(row_from(group.param_id.to_owned(), group.values.clone(), location, result, metadata))
 }
 
 /// Reads a chunk of aggregations from a local directory with plain file I/O, in one blocking
@@ -249,7 +249,7 @@ async fn read_local(root: std::path::PathBuf, chunk: Vec<(String, modelops_core:
                     }
                     None => (None, None),
                 };
-                Ok(row_from(&param_id, &values, &location, result, metadata))
+                Ok(row_from(param_id, values, &location, result, metadata))
             })
             .collect()
     })
