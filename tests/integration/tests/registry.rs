@@ -37,6 +37,17 @@ fn id(s: &str) -> JobId {
     JobId::new(s).unwrap()
 }
 
+/// Registers a bare job through the domain API.
+async fn register_direct(registry: &JobRegistry, job: &JobId) {
+    registry
+        .register(Registration {
+            job_id: Some(job.clone()),
+            ..Registration::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// Registers a bare job through gRPC.
 async fn register_bare(client: &mut JobRegistryClient<tonic::transport::Channel>, job: &str) {
     client
@@ -82,13 +93,7 @@ async fn two_conflicting_transitions_have_one_winner_on_every_backend() {
         let registry = registry_over(store::open(&url).await.unwrap());
         for round in 0..5 {
             let job = id(&format!("job-{round}"));
-            registry
-                .register(Registration {
-                    job_id: Some(job.clone()),
-                    ..Registration::default()
-                })
-                .await
-                .unwrap();
+            register_direct(&registry, &job).await;
             let (a, b) = tokio::join!(
                 registry.update_status(&job, StatusUpdate::to(JobStatus::Submitting)),
                 registry.update_status(&job, StatusUpdate::to(JobStatus::Cancelled)),
@@ -120,13 +125,7 @@ async fn a_b_a_is_rejected_on_s3() {
     // even when the job's fields return to what they were.
     let registry = registry_over(Arc::clone(&raw));
     let job = id("job-aba");
-    registry
-        .register(Registration {
-            job_id: Some(job.clone()),
-            ..Registration::default()
-        })
-        .await
-        .unwrap();
+    register_direct(&registry, &job).await;
     let key = "jobs/job-aba/state.json";
     let stale = raw.get(key).await.unwrap().unwrap();
     registry.set_progress(&job, Some(5), None).await.unwrap();
