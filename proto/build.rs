@@ -1,6 +1,7 @@
 //! Compiles `modelops/*/v1/*.proto` with protox (pure Rust, no `protoc`) and generates the tonic
 //! clients and servers, plus a file descriptor set for gRPC reflection. The etcd subset under
-//! `etcd/` gives the registry an etcd client without a system `protoc`.
+//! `etcd/` gives the registry an etcd client without a system `protoc`. Arrow Flight's protocol
+//! (`arrow/flight/`) is only described for reflection; its code comes from `arrow-flight`.
 
 use std::path::PathBuf;
 
@@ -12,13 +13,17 @@ const PROTOS: &[&str] = &[
     "etcd/etcdserverpb/rpc.proto",
 ];
 
+/// Described for reflection only.
+const REFLECTED_ONLY: &[&str] = &["arrow/flight/flight.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for proto in PROTOS {
+    for proto in PROTOS.iter().chain(REFLECTED_ONLY) {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(PROTOS, ["."])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
+    let reflected = protox::compile(PROTOS.iter().chain(REFLECTED_ONLY), ["."])?;
+    std::fs::write(out_dir.join("descriptor.bin"), prost::Message::encode_to_vec(&reflected))?;
+    let descriptors = protox::compile(PROTOS, ["."])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -64,7 +64,12 @@ mod tests {
             .iter()
             .flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name())))
             .collect();
-        for expected in ["modelops.registry.v1.JobRegistry", "modelops.attribution.v1.Attribution", "modelops.indexer.v1.Indexer"] {
+        for expected in [
+            "modelops.registry.v1.JobRegistry",
+            "modelops.attribution.v1.Attribution",
+            "modelops.indexer.v1.Indexer",
+            "arrow.flight.protocol.FlightService",
+        ] {
             assert!(services.iter().any(|s| s == expected), "{expected} missing from {services:?}");
         }
     }
