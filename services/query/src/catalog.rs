@@ -1,0 +1,302 @@
+//! The catalog: what the query service knows of every indexed job without scanning its table.
+//!
+//! An entry comes from the job's `manifest.json` (the commit marker: bundle, counts, targets,
+//! loss range), its `summary.json` (per target: counts, loss range, the best losses) and the
+//! footer of its `losses.parquet` (schema, `computed_at` range from column statistics). Queries
+//! prune whole jobs on these before any scan. The catalog refreshes itself by listing
+//! `results/` (one listing, then only changed manifests are read), and a job asked for by id that
+//! it does not know yet is looked up at once, so a newly indexed job is visible without a restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use futures::TryStreamExt;
+use modelops_core::job::JobId;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::file::statistics::Statistics;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::QueryError;
+use crate::reader::TableReader;
+
+/// The prefix every job's results live under.
+pub const RESULTS_PREFIX: &str = "results";
+
+/// Per-target figures from a job's `summary.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSummary {
+    /// The target entrypoint.
+    pub target: String,
+    /// Rows for this target.
+    pub count: u64,
+    /// Rows with a loss.
+    pub ok: u64,
+    /// Lowest loss, if any row is ok.
+    pub min_loss: Option<f64>,
+    /// Highest loss, if any row is ok.
+    pub max_loss: Option<f64>,
+    /// The lowest losses, ascending (the summary's best rows).
+    pub best_losses: Vec<f64>,
+}
+
+/// One indexed job as the catalog knows it.
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    /// The job.
+    pub job_id: String,
+    /// The job's bundle ref (`sha256:…`).
+    pub bundle_digest: String,
+    /// Rows in all, ok, missing and failed.
+    pub counts: [u64; 4],
+    /// Lowest and highest loss over all targets.
+    pub min_loss: Option<f64>,
+    /// See `min_loss`.
+    pub max_loss: Option<f64>,
+    /// Earliest and latest `computed_at` (µs since the epoch), from the table's statistics.
+    pub computed_at_range: Option<(i64, i64)>,
+    /// When the table was committed (RFC 3339).
+    pub indexed_at: String,
+    /// The table's schema version.
+    pub schema_version: u64,
+    /// Per target, in spec order.
+    pub targets: Vec<TargetSummary>,
+    /// The table's Arrow schema.
+    pub schema: SchemaRef,
+    /// `results/{job_id}/losses.parquet` and its size.
+    pub table: ObjectMeta,
+    /// Size of the table in bytes.
+    pub table_bytes: u64,
+    /// The manifest's listing metadata when read (to notice a re-index).
+    manifest_version: (Option<String>, i64, u64),
+}
+
+impl JobEntry {
+    /// The summary of `target`, matched as [`target_matches`] does.
+    pub fn target(&self, wanted: &str) -> Option<&TargetSummary> {
+        self.targets.iter().find(|t| target_matches(&t.target, wanted))
+    }
+
+    /// True when the job is of the bundle `wanted`: the full ref, its digest hex, or a prefix of
+    /// at least 12 hex digits of it.
+    pub fn is_of_bundle(&self, wanted: &str) -> bool {
+        bundle_matches(&self.bundle_digest, wanted)
+    }
+}
+
+/// True when a row's `target` entrypoint is the `wanted` one: equal, or `wanted` is the name
+/// after its last `:` (`prevalence_target` for `targets.prev:prevalence_target`).
+pub fn target_matches(target: &str, wanted: &str) -> bool {
+    target == wanted || target.rsplit_once(':').is_some_and(|(_, name)| name == wanted)
+}
+
+/// True when the bundle ref `bundle` is the `wanted` one (full ref, digest hex, or a hex prefix
+/// of at least 12 digits).
+pub fn bundle_matches(bundle: &str, wanted: &str) -> bool {
+    if bundle == wanted {
+        return true;
+    }
+    let hex = bundle.rsplit_once(':').map_or(bundle, |(_, hex)| hex);
+    let wanted_hex = wanted.rsplit_once(':').map_or(wanted, |(_, hex)| hex);
+    wanted_hex.len() >= 12 && hex.starts_with(wanted_hex)
+}
+
+/// Every indexed job, kept current from the results store.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+    entries: Arc<RwLock<BTreeMap<String, Arc<JobEntry>>>>,
+}
+
+fn job_dir(job: &str) -> String {
+    format!("{RESULTS_PREFIX}/{job}")
+}
+
+fn version_of(meta: &ObjectMeta) -> (Option<String>, i64, u64) {
+    (meta.e_tag.clone(), meta.last_modified.timestamp_micros(), meta.size)
+}
+
+impl Catalog {
+    /// An empty catalog over the results store; call [`Catalog::refresh`] or
+    /// [`Catalog::start`] to fill it.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            entries: Arc::default(),
+        }
+    }
+
+    /// The results store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Every known job, by id.
+    pub fn jobs(&self) -> Vec<Arc<JobEntry>> {
+        self.entries.read().expect("catalog lock").values().cloned().collect()
+    }
+
+    /// The entry of `job`, looked up in the store if the catalog does not know it yet.
+    pub async fn job(&self, job: &str) -> Result<Arc<JobEntry>, QueryError> {
+        if let Some(entry) = self.entries.read().expect("catalog lock").get(job) {
+            return Ok(Arc::clone(entry));
+        }
+        let id = JobId::new(job).map_err(|e| QueryError::invalid("job_id", e.to_string()))?;
+        let manifest = Path::from(format!("{}/manifest.json", job_dir(id.as_str())));
+        let meta = match self.store.head(&manifest).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Err(QueryError::JobNotFound(job.to_owned())),
+            Err(e) => return Err(e.into()),
+        };
+        let entry = Arc::new(self.load(id.as_str(), &meta).await?);
+        self.entries.write().expect("catalog lock").insert(job.to_owned(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// Lists `results/` once and reads the manifests that are new or changed; forgets jobs whose
+    /// manifest is gone. Returns how many entries were (re)loaded.
+    pub async fn refresh(&self) -> Result<usize, QueryError> {
+        let prefix = Path::from(RESULTS_PREFIX);
+        let listed: Vec<ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut manifests = BTreeMap::new();
+        for meta in listed {
+            let parts: Vec<_> = meta.location.parts().collect();
+            if parts.len() == 3 && parts[2].as_ref() == "manifest.json" && JobId::new(parts[1].as_ref()).is_ok() {
+                manifests.insert(parts[1].as_ref().to_owned(), meta);
+            }
+        }
+        let stale: Vec<(String, ObjectMeta)> = {
+            let entries = self.entries.read().expect("catalog lock");
+            manifests
+                .iter()
+                .filter(|(job, meta)| entries.get(*job).is_none_or(|e| e.manifest_version != version_of(meta)))
+                .map(|(job, meta)| (job.clone(), meta.clone()))
+                .collect()
+        };
+        let mut loaded = 0;
+        for (job, meta) in stale {
+            match self.load(&job, &meta).await {
+                Ok(entry) => {
+                    self.entries.write().expect("catalog lock").insert(job, Arc::new(entry));
+                    loaded += 1;
+                }
+                // A job being re-indexed right now may be briefly inconsistent; next round.
+                Err(error) => tracing::warn!(%job, %error, "catalog: cannot read an indexed job; will retry"),
+            }
+        }
+        self.entries.write().expect("catalog lock").retain(|job, _| manifests.contains_key(job));
+        Ok(loaded)
+    }
+
+    /// Refreshes now and then every `interval` until `stop` is cancelled.
+    pub fn start(&self, interval: Duration, stop: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
+        let catalog = self.clone();
+        tracker.spawn(async move {
+            loop {
+                match catalog.refresh().await {
+                    Ok(0) => {}
+                    Ok(loaded) => tracing::debug!(loaded, jobs = catalog.entries.read().expect("catalog lock").len(), "catalog refreshed"),
+                    Err(error) => tracing::warn!(%error, "catalog refresh failed"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+    }
+
+    async fn load(&self, job: &str, manifest_meta: &ObjectMeta) -> Result<JobEntry, QueryError> {
+        let dir = job_dir(job);
+        let manifest = read_json(self.store.as_ref(), &Path::from(format!("{dir}/manifest.json"))).await?;
+        let summary = read_json(self.store.as_ref(), &Path::from(format!("{dir}/summary.json"))).await?;
+        let table_name = manifest.pointer("/files/losses").and_then(Value::as_str).unwrap_or("losses.parquet");
+        let table_path = Path::from(format!("{dir}/{table_name}"));
+        let table = self.store.head(&table_path).await?;
+        let reader = TableReader::new(Arc::clone(&self.store), table_path, table.size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let schema = Arc::clone(builder.schema());
+        let metadata = builder.metadata();
+        let computed_at_range = schema.index_of("computed_at").ok().and_then(|column| {
+            metadata
+                .row_groups()
+                .iter()
+                .filter_map(|group| match group.column(column).statistics() {
+                    Some(Statistics::Int64(stats)) => Some((*stats.min_opt()?, *stats.max_opt()?)),
+                    _ => None,
+                })
+                .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+        });
+        let count = |key: &str| manifest.pointer(&format!("/counts/{key}")).and_then(Value::as_u64).unwrap_or(0);
+        let targets = summary
+            .get("targets")
+            .and_then(Value::as_object)
+            .map(|targets| {
+                targets
+                    .iter()
+                    .map(|(target, stats)| TargetSummary {
+                        target: target.clone(),
+                        count: stats.get("count").and_then(Value::as_u64).unwrap_or(0),
+                        ok: stats.get("ok").and_then(Value::as_u64).unwrap_or(0),
+                        min_loss: stats.get("min_loss").and_then(Value::as_f64),
+                        max_loss: stats.get("max_loss").and_then(Value::as_f64),
+                        best_losses: stats
+                            .get("best")
+                            .and_then(Value::as_array)
+                            .map(|best| best.iter().filter_map(|b| b.get("loss").and_then(Value::as_f64)).collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(JobEntry {
+            job_id: job.to_owned(),
+            bundle_digest: manifest.get("bundle_digest").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            counts: [count("total"), count("ok"), count("missing"), count("failed")],
+            min_loss: manifest.get("min_loss").and_then(Value::as_f64),
+            max_loss: manifest.get("max_loss").and_then(Value::as_f64),
+            computed_at_range,
+            indexed_at: manifest.get("indexed_at").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            schema_version: manifest.get("schema_version").and_then(Value::as_u64).unwrap_or(0),
+            targets,
+            schema,
+            table_bytes: table.size,
+            table,
+            manifest_version: version_of(manifest_meta),
+        })
+    }
+}
+
+async fn read_json(store: &dyn ObjectStore, path: &Path) -> Result<Value, QueryError> {
+    let bytes = store.get(path).await?.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| QueryError::Catalog(format!("{path}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_match_by_entrypoint_or_name() {
+        assert!(target_matches("targets.prev:prevalence_target", "targets.prev:prevalence_target"));
+        assert!(target_matches("targets.prev:prevalence_target", "prevalence_target"));
+        assert!(!target_matches("targets.prev:prevalence_target", "prevalence"));
+        assert!(!target_matches("targets.prev:prevalence_target", "targets.prev"));
+        assert!(target_matches("model/targets:t", "t"));
+    }
+
+    #[test]
+    fn bundles_match_by_ref_hex_or_long_prefix() {
+        let bundle = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert!(bundle_matches(bundle, bundle));
+        assert!(bundle_matches(bundle, &bundle[7..]));
+        assert!(bundle_matches(bundle, "0123456789ab"));
+        assert!(bundle_matches(bundle, "sha256:0123456789ab"));
+        assert!(!bundle_matches(bundle, "0123456789a"), "a prefix shorter than 12 hex digits is too ambiguous");
+        assert!(!bundle_matches(bundle, "123456789abc"));
+    }
+}

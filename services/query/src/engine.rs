@@ -1,0 +1,472 @@
+//! Answering commands: prune jobs on the catalog, then stream. One job's whole table streams
+//! straight from its Parquet file; everything else (filters across jobs, best parameters,
+//! comparisons, SQL) runs through DataFusion over just the files that survived pruning. Nothing
+//! is collected first: every answer is a stream of record batches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::functions::expr_fn::ends_with;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+
+use crate::catalog::{Catalog, JobEntry, target_matches};
+use crate::command::{Command, LossesQuery, Order, StatusFilter};
+use crate::error::QueryError;
+use crate::reader::TableReader;
+
+/// The URL under which DataFusion sees the results store.
+const RESULTS_URL: &str = "mops://results";
+
+/// Rows per batch read from a table.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// The columns every loss table ends with, after its `param_*` columns.
+const TAIL_COLUMNS: [&str; 7] = ["loss", "n_replicates", "target", "bundle_digest", "computed_at", "cache_hit", "status"];
+
+/// A stream of record batches with its schema.
+pub type BatchStream = SendableRecordBatchStream;
+
+/// Plans and runs commands over the catalog.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    catalog: Catalog,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl Engine {
+    /// An engine over `catalog`'s results store.
+    pub fn new(catalog: Catalog) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let url = url::Url::parse(RESULTS_URL).expect("a valid URL");
+        runtime.register_object_store(&url, Arc::clone(catalog.store()));
+        Ok(Self { catalog, runtime })
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn session(&self) -> SessionContext {
+        let config = SessionConfig::new().with_information_schema(true).with_batch_size(8192);
+        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
+    }
+
+    /// The schema `command` answers with, without running it.
+    pub async fn schema(&self, command: &Command) -> Result<SchemaRef, QueryError> {
+        match command {
+            Command::Losses(query) => match query.single_table() {
+                Some(job) => Ok(Arc::clone(&self.catalog.job(job).await?.schema)),
+                None => Ok(unified_schema(&self.prune_losses(query).await?)),
+            },
+            Command::Jobs => Ok(jobs_schema()),
+            _ => Ok(Arc::new(self.dataframe(command).await?.schema().as_arrow().clone())),
+        }
+    }
+
+    /// Runs `command`.
+    pub async fn execute(&self, command: &Command) -> Result<BatchStream, QueryError> {
+        match command {
+            Command::Losses(query) if query.single_table().is_some() => {
+                let job = self.catalog.job(query.single_table().expect("checked")).await?;
+                self.table_stream(&job).await
+            }
+            Command::Jobs => {
+                let batch = jobs_batch(&self.catalog.jobs())?;
+                let schema = batch.schema();
+                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(async { Ok(batch) }))))
+            }
+            _ => Ok(self.dataframe(command).await?.execute_stream().await?),
+        }
+    }
+
+    /// Row count and byte size of what `command` returns, when known before running it.
+    pub async fn size_hint(&self, command: &Command) -> Result<(i64, i64), QueryError> {
+        if let Command::Losses(query) = command
+            && let Some(job) = query.single_table()
+        {
+            let entry = self.catalog.job(job).await?;
+            return Ok((entry.counts[0] as i64, entry.table_bytes as i64));
+        }
+        if let Command::Jobs = command {
+            return Ok((self.catalog.jobs().len() as i64, -1));
+        }
+        Ok((-1, -1))
+    }
+
+    /// One job's table as stored, read in a task of its own so decoding overlaps sending.
+    async fn table_stream(&self, job: &JobEntry) -> Result<BatchStream, QueryError> {
+        let reader = TableReader::new(Arc::clone(self.catalog.store()), job.table.location.clone(), job.table.size);
+        let stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(BATCH_ROWS).build()?;
+        let schema = Arc::clone(&job.schema);
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let job_id = job.job_id.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                let batch = batch.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+                if sender.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+            tracing::debug!(job = %job_id, "table streamed");
+        });
+        let batches = tokio_stream_from(receiver);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    /// The jobs a losses query can touch, by the catalog alone.
+    async fn prune_losses(&self, query: &LossesQuery) -> Result<Vec<Arc<JobEntry>>, QueryError> {
+        let candidates = match &query.job_ids {
+            Some(ids) => {
+                let mut jobs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    jobs.push(self.catalog.job(id).await?);
+                }
+                jobs
+            }
+            None => self.catalog.jobs(),
+        };
+        let since = query.since.map(|t| t.timestamp_micros());
+        let until = query.until.map(|t| t.timestamp_micros());
+        let loss_bounded = query.min_loss.is_some() || query.max_loss.is_some();
+        let kept = candidates
+            .into_iter()
+            .filter(|job| query.bundle_digest.as_deref().is_none_or(|b| job.is_of_bundle(b)))
+            .filter(|job| {
+                let (min, max, ok) = match &query.target {
+                    Some(target) => match job.target(target) {
+                        Some(t) => (t.min_loss, t.max_loss, t.ok),
+                        None => return false,
+                    },
+                    None => (job.min_loss, job.max_loss, job.counts[1]),
+                };
+                if loss_bounded || query.status == Some(StatusFilter::Ok) {
+                    if ok == 0 {
+                        return false;
+                    }
+                    if query.min_loss.is_some_and(|lo| max.is_some_and(|max| max < lo)) || query.max_loss.is_some_and(|hi| min.is_some_and(|min| min > hi)) {
+                        return false;
+                    }
+                }
+                true
+            })
+            .filter(|job| match query.status {
+                None | Some(StatusFilter::Ok) => true,
+                Some(StatusFilter::Missing) => job.counts[2] > 0,
+                Some(StatusFilter::Failed) => job.counts[3] > 0,
+            })
+            .filter(|job| {
+                if since.is_none() && until.is_none() {
+                    return true;
+                }
+                match job.computed_at_range {
+                    None => false,
+                    Some((first, last)) => since.is_none_or(|s| last >= s) && until.is_none_or(|u| first < u),
+                }
+            })
+            .collect();
+        Ok(kept)
+    }
+
+    /// A DataFusion table over the tables of `jobs`, typed as their unified schema.
+    fn losses_table(&self, jobs: &[Arc<JobEntry>]) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
+        let schema = unified_schema(jobs);
+        if jobs.is_empty() {
+            return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+        }
+        let urls = jobs
+            .iter()
+            .map(|job| ListingTableUrl::parse(format!("{RESULTS_URL}/{}", job.table.location)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    async fn dataframe(&self, command: &Command) -> Result<DataFrame, QueryError> {
+        let ctx = self.session();
+        match command {
+            Command::Losses(query) => {
+                let jobs = self.prune_losses(query).await?;
+                let mut frame = ctx.read_table(self.losses_table(&jobs)?)?;
+                let mut filters = Vec::new();
+                if let Some(target) = &query.target {
+                    filters.push(target_filter(target));
+                }
+                if let Some(status) = query.status {
+                    filters.push(col("status").eq(lit(status.as_str())));
+                }
+                if let Some(lo) = query.min_loss {
+                    filters.push(col("loss").gt_eq(lit(lo)));
+                }
+                if let Some(hi) = query.max_loss {
+                    filters.push(col("loss").lt_eq(lit(hi)));
+                }
+                if let Some(since) = query.since {
+                    filters.push(col("computed_at").gt_eq(timestamp(since.timestamp_micros())));
+                }
+                if let Some(until) = query.until {
+                    filters.push(col("computed_at").lt(timestamp(until.timestamp_micros())));
+                }
+                if let Some(filter) = filters.into_iter().reduce(Expr::and) {
+                    frame = frame.filter(filter)?;
+                }
+                match query.order {
+                    Order::None => {}
+                    Order::LossAsc | Order::LossDesc => {
+                        let ascending = query.order == Order::LossAsc;
+                        frame = frame.sort(vec![
+                            col("loss").sort(ascending, false),
+                            col("job_id").sort(true, false),
+                            col("param_id").sort(true, false),
+                            col("target").sort(true, false),
+                        ])?;
+                    }
+                }
+                if let Some(limit) = query.limit {
+                    frame = frame.limit(0, Some(limit))?;
+                }
+                Ok(frame)
+            }
+            Command::BestParameters { target, n, bundle_digest } => {
+                let jobs = self.best_candidates(target, *n, bundle_digest.as_deref());
+                let threshold = jobs.1;
+                let mut filter = target_filter(target).and(col("status").eq(lit("ok")));
+                if let Some(threshold) = threshold {
+                    filter = filter.and(col("loss").lt_eq(lit(threshold)));
+                }
+                Ok(ctx
+                    .read_table(self.losses_table(&jobs.0)?)?
+                    .filter(filter)?
+                    .sort(vec![col("loss").sort(true, false), col("job_id").sort(true, false), col("param_id").sort(true, false)])?
+                    .limit(0, Some(*n))?)
+            }
+            Command::Compare { job_a, job_b, target } => {
+                let a = self.catalog.job(job_a).await?;
+                let b = self.catalog.job(job_b).await?;
+                ctx.register_table("a", self.losses_table(std::slice::from_ref(&a))?)?;
+                ctx.register_table("b", self.losses_table(std::slice::from_ref(&b))?)?;
+                let params: Vec<String> = a
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name())
+                    .filter(|name| name.starts_with("param_") && name.as_str() != "param_id")
+                    .map(|name| format!("a.{}", quote_ident(name)))
+                    .collect();
+                let params = if params.is_empty() { String::new() } else { format!("{}, ", params.join(", ")) };
+                let target_clause = match target {
+                    Some(target) => {
+                        let text = quote_literal(target);
+                        format!(" WHERE (a.target = {text} OR ends_with(a.target, ':' || {text}))")
+                    }
+                    None => String::new(),
+                };
+                let sql = format!(
+                    "SELECT a.param_id, a.target, {params}a.loss AS loss_a, b.loss AS loss_b, b.loss - a.loss AS delta, \
+                     a.status AS status_a, b.status AS status_b \
+                     FROM a JOIN b ON a.param_id = b.param_id AND a.target = b.target{target_clause} \
+                     ORDER BY a.param_id, a.target"
+                );
+                Ok(ctx.sql(&sql).await?)
+            }
+            Command::Jobs => {
+                ctx.register_table("jobs", self.jobs_table()?)?;
+                Ok(ctx.table("jobs").await?)
+            }
+            Command::Sql { query } => {
+                let jobs = self.catalog.jobs();
+                ctx.register_table("losses", self.losses_table(&jobs)?)?;
+                ctx.register_table("jobs", self.jobs_table()?)?;
+                let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+                Ok(ctx.sql_with_options(query, options).await?)
+            }
+        }
+    }
+
+    fn jobs_table(&self) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
+        let batch = jobs_batch(&self.catalog.jobs())?;
+        Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+    }
+
+    /// The jobs that can hold one of the best `n` rows of `target`, and the loss no such row
+    /// exceeds. Each summary lists its job's lowest losses per target: once `n` listed losses
+    /// are known, the n-th smallest bounds the answer, and a job whose lowest loss is above it
+    /// is never read.
+    fn best_candidates(&self, target: &str, n: usize, bundle: Option<&str>) -> (Vec<Arc<JobEntry>>, Option<f64>) {
+        let jobs: Vec<Arc<JobEntry>> = self
+            .catalog
+            .jobs()
+            .into_iter()
+            .filter(|job| bundle.is_none_or(|b| job.is_of_bundle(b)))
+            .filter(|job| job.targets.iter().any(|t| target_matches(&t.target, target) && t.ok > 0))
+            .collect();
+        let mut known: Vec<f64> = jobs
+            .iter()
+            .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, target)).flat_map(|t| t.best_losses.iter().copied()))
+            .collect();
+        if known.len() < n {
+            return (jobs, None);
+        }
+        known.sort_by(f64::total_cmp);
+        let threshold = known[n - 1];
+        let kept = jobs
+            .into_iter()
+            .filter(|job| {
+                job.targets
+                    .iter()
+                    .filter(|t| target_matches(&t.target, target))
+                    .any(|t| t.min_loss.is_some_and(|min| min <= threshold))
+            })
+            .collect();
+        (kept, Some(threshold))
+    }
+}
+
+fn tokio_stream_from(
+    mut receiver: tokio::sync::mpsc::Receiver<Result<RecordBatch, datafusion::error::DataFusionError>>,
+) -> impl futures::Stream<Item = Result<RecordBatch, datafusion::error::DataFusionError>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+fn timestamp(micros: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
+}
+
+/// Rows whose target is `wanted`, by entrypoint or by the name after its last `:`.
+fn target_filter(wanted: &str) -> Expr {
+    let exact = col("target").eq(lit(wanted));
+    if wanted.contains(':') {
+        exact
+    } else {
+        exact.or(ends_with(col("target"), lit(format!(":{wanted}"))))
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The schema of several jobs' rows together: `job_id`, `param_id`, every `param_*` column of
+/// any of them (first seen first; int and float widen to float64, other mixes to utf8), then
+/// the common tail.
+pub fn unified_schema(jobs: &[Arc<JobEntry>]) -> SchemaRef {
+    let mut params: Vec<(String, DataType)> = Vec::new();
+    let mut tail: BTreeMap<&str, Field> = BTreeMap::new();
+    for job in jobs {
+        for field in job.schema.fields() {
+            let name = field.name();
+            if name == "job_id" || name == "param_id" {
+                continue;
+            }
+            if TAIL_COLUMNS.contains(&name.as_str()) {
+                tail.entry(TAIL_COLUMNS.iter().find(|c| **c == name).expect("tail column")).or_insert_with(|| field.as_ref().clone());
+                continue;
+            }
+            match params.iter_mut().find(|(n, _)| n == name) {
+                None => params.push((name.clone(), field.data_type().clone())),
+                Some((_, existing)) if existing == field.data_type() => {}
+                Some((_, existing)) => {
+                    *existing = match (existing.clone(), field.data_type()) {
+                        (DataType::Int64 | DataType::Float64, DataType::Int64 | DataType::Float64) => DataType::Float64,
+                        _ => DataType::Utf8,
+                    }
+                }
+            }
+        }
+    }
+    let mut fields = vec![Field::new("job_id", DataType::Utf8, false), Field::new("param_id", DataType::Utf8, false)];
+    fields.extend(params.into_iter().map(|(name, data_type)| Field::new(name, data_type, true)));
+    for column in TAIL_COLUMNS {
+        fields.push(tail.remove(column).unwrap_or_else(|| default_tail_field(column)));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn default_tail_field(column: &str) -> Field {
+    match column {
+        "loss" => Field::new(column, DataType::Float64, true),
+        "n_replicates" => Field::new(column, DataType::Int64, true),
+        "computed_at" => Field::new(column, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        "cache_hit" => Field::new(column, DataType::Boolean, false),
+        _ => Field::new(column, DataType::Utf8, false),
+    }
+}
+
+/// The schema of the `jobs` command and SQL table.
+pub fn jobs_schema() -> SchemaRef {
+    let utc = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("job_id", DataType::Utf8, false),
+        Field::new("bundle_digest", DataType::Utf8, false),
+        Field::new("targets", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("ok", DataType::Int64, false),
+        Field::new("missing", DataType::Int64, false),
+        Field::new("failed", DataType::Int64, false),
+        Field::new("min_loss", DataType::Float64, true),
+        Field::new("max_loss", DataType::Float64, true),
+        Field::new("first_computed_at", utc(), true),
+        Field::new("last_computed_at", utc(), true),
+        Field::new("indexed_at", utc(), true),
+        Field::new("schema_version", DataType::Int64, false),
+        Field::new("table_bytes", DataType::Int64, false),
+    ]))
+}
+
+/// One row per job, in job id order.
+pub fn jobs_batch(jobs: &[Arc<JobEntry>]) -> Result<RecordBatch, QueryError> {
+    let count = |i: usize| -> ArrayRef { Arc::new(jobs.iter().map(|j| j.counts[i] as i64).collect::<Int64Array>()) };
+    let mut targets = ListBuilder::new(StringBuilder::new());
+    for job in jobs {
+        for target in &job.targets {
+            targets.values().append_value(&target.target);
+        }
+        targets.append(true);
+    }
+    let utc = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) };
+    let indexed_at = jobs
+        .iter()
+        .map(|j| chrono::DateTime::parse_from_rfc3339(&j.indexed_at).ok().map(|t| t.timestamp_micros()))
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(jobs.iter().map(|j| Some(j.job_id.as_str())).collect::<StringArray>()),
+        Arc::new(jobs.iter().map(|j| Some(j.bundle_digest.as_str())).collect::<StringArray>()),
+        Arc::new(targets.finish()),
+        count(0),
+        count(1),
+        count(2),
+        count(3),
+        Arc::new(jobs.iter().map(|j| j.min_loss).collect::<Float64Array>()),
+        Arc::new(jobs.iter().map(|j| j.max_loss).collect::<Float64Array>()),
+        utc(jobs.iter().map(|j| j.computed_at_range.map(|r| r.0)).collect()),
+        utc(jobs.iter().map(|j| j.computed_at_range.map(|r| r.1)).collect()),
+        utc(indexed_at),
+        Arc::new(jobs.iter().map(|j| j.schema_version as i64).collect::<Int64Array>()),
+        Arc::new(jobs.iter().map(|j| j.table_bytes as i64).collect::<Int64Array>()),
+    ];
+    Ok(RecordBatch::try_new(jobs_schema(), columns)?)
+}
+
+/// Drains a stream into batches (tests and the CLI's small answers).
+pub async fn collect(stream: BatchStream) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(stream.try_collect().await?)
+}

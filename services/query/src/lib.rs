@@ -1,0 +1,24 @@
+//! The query service: Arrow Flight and Flight SQL over every indexed job's loss table.
+//!
+//! [`catalog`] knows every indexed job from its manifest, summary and table footer and keeps
+//! itself current; [`command`] parses the JSON commands of
+//! `proto/modelops/query/v1/FLIGHT_COMMANDS.md`; [`engine`] prunes jobs on the catalog and
+//! streams the answer (one table straight from Parquet through [`reader`], everything else
+//! through DataFusion);
+//! [`service`] serves it all as `arrow.flight.protocol.FlightService`, Flight SQL included.
+
+pub mod catalog;
+pub mod command;
+pub mod engine;
+pub mod error;
+pub mod reader;
+pub mod service;
+
+pub use catalog::Catalog;
+pub use command::Command;
+pub use engine::Engine;
+pub use error::QueryError;
+pub use service::QueryService;
+
+#[cfg(test)]
+mod tests;

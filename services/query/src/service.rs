@@ -1,0 +1,281 @@
+//! `arrow.flight.protocol.FlightService`: the JSON commands, descriptor paths and Flight SQL
+//! (statements, prepared statements, SqlInfo) of `FLIGHT_COMMANDS.md`, on one Flight service.
+//! Tickets are commands (JSON), so any replica answers any ticket. The service is read-only:
+//! DoPut and DoExchange are refused.
+
+use std::pin::Pin;
+
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::{self, Any, ProstMessageExt, SqlInfo};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::command::{Command, LossesQuery};
+use crate::engine::Engine;
+use crate::error::QueryError;
+
+/// The gRPC service name, for health and reflection.
+pub const SERVICE_NAME: &str = "arrow.flight.protocol.FlightService";
+
+/// The Flight SQL action that prepares a statement.
+const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
+/// The Flight SQL action that closes a prepared statement.
+const CLOSE_PREPARED_STATEMENT: &str = "ClosePreparedStatement";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// What a descriptor or ticket asks for.
+#[derive(Debug)]
+enum Asked {
+    /// A command of ours (JSON, a path, or SQL).
+    Query(Command),
+    /// Flight SQL server metadata.
+    SqlInfo(sql::CommandGetSqlInfo),
+}
+
+/// The query service.
+#[derive(Clone)]
+pub struct QueryService {
+    engine: Engine,
+    sql_info: std::sync::Arc<SqlInfoData>,
+}
+
+impl std::fmt::Debug for QueryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryService").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+impl QueryService {
+    /// A service answering through `engine`.
+    pub fn new(engine: Engine) -> Result<Self, QueryError> {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(SqlInfo::FlightSqlServerName, "mops query (DataFusion)");
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+        info.append(SqlInfo::FlightSqlServerReadOnly, true);
+        info.append(SqlInfo::FlightSqlServerSql, true);
+        info.append(SqlInfo::FlightSqlServerSubstrait, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
+        Ok(Self {
+            engine,
+            sql_info: std::sync::Arc::new(info.build()?),
+        })
+    }
+
+    /// The tonic server for this service, accepting large messages (a command may list many
+    /// jobs) and sending batches of up to the Flight encoder's size.
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    fn decode_descriptor(descriptor: &FlightDescriptor) -> Result<Asked, QueryError> {
+        match descriptor.r#type() {
+            DescriptorType::Path => match descriptor.path.as_slice() {
+                [kind, job] if kind == "losses" => Ok(Asked::Query(Command::Losses(LossesQuery::whole_table(job)))),
+                [kind] if kind == "jobs" => Ok(Asked::Query(Command::Jobs)),
+                other => Err(QueryError::invalid("descriptor.path", format!("expected [\"losses\", job_id] or [\"jobs\"], got {other:?}"))),
+            },
+            DescriptorType::Cmd => Self::decode_command(&descriptor.cmd, "descriptor.cmd"),
+            DescriptorType::Unknown => Err(QueryError::invalid("descriptor.type", "expected PATH or CMD")),
+        }
+    }
+
+    /// A JSON command, or a Flight SQL message in an `Any`.
+    fn decode_command(bytes: &[u8], field: &str) -> Result<Asked, QueryError> {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return Command::parse(bytes).map(Asked::Query);
+        }
+        let any = Any::decode(bytes).map_err(|_| QueryError::invalid(field, "neither a JSON command nor a Flight SQL command"))?;
+        match sql::Command::try_from(any).map_err(|e| QueryError::invalid(field, e.to_string()))? {
+            sql::Command::CommandStatementQuery(statement) => Ok(Asked::Query(Command::Sql { query: statement.query })),
+            sql::Command::TicketStatementQuery(ticket) => Ok(Asked::Query(Command::Sql {
+                query: utf8(&ticket.statement_handle, field)?,
+            })),
+            sql::Command::CommandPreparedStatementQuery(prepared) => Ok(Asked::Query(Command::Sql {
+                query: utf8(&prepared.prepared_statement_handle, field)?,
+            })),
+            sql::Command::CommandGetSqlInfo(info) => Ok(Asked::SqlInfo(info)),
+            other => Err(QueryError::invalid(
+                field,
+                format!("{} is not supported: this service answers SQL queries, prepared statements and SqlInfo", other.type_url()),
+            )),
+        }
+    }
+
+    async fn flight_info(&self, asked: Asked, descriptor: FlightDescriptor) -> Result<FlightInfo, QueryError> {
+        match asked {
+            Asked::Query(command) => {
+                let schema = self.engine.schema(&command).await?;
+                let (records, bytes) = self.engine.size_hint(&command).await?;
+                Ok(FlightInfo::new()
+                    .try_with_schema(&schema)?
+                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command.to_json())))
+                    .with_descriptor(descriptor)
+                    .with_total_records(records)
+                    .with_total_bytes(bytes)
+                    .with_ordered(true))
+            }
+            Asked::SqlInfo(info) => Ok(FlightInfo::new()
+                .try_with_schema(&self.sql_info.schema())?
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(info.as_any().encode_to_vec())))
+                .with_descriptor(descriptor)),
+        }
+    }
+
+    async fn stream(&self, asked: Asked) -> Result<BoxStream<FlightData>, QueryError> {
+        let batches: Pin<Box<dyn Stream<Item = Result<arrow::array::RecordBatch, FlightError>> + Send>> = match asked {
+            Asked::Query(command) => {
+                let stream = self.engine.execute(&command).await?;
+                let schema = stream.schema();
+                let encoded = FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(QueryError::from(e))))));
+                return Ok(Box::pin(encoded.map_err(Status::from)));
+            }
+            Asked::SqlInfo(info) => {
+                let batch = self.sql_info.record_batch(info.info)?;
+                Box::pin(futures::stream::once(async { Ok(batch) }))
+            }
+        };
+        Ok(Box::pin(FlightDataEncoderBuilder::new().build(batches).map_err(Status::from)))
+    }
+}
+
+fn utf8(bytes: &[u8], field: &str) -> Result<String, QueryError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| QueryError::invalid(field, "not UTF-8"))
+}
+
+fn schema_ipc(schema: &arrow::datatypes::Schema) -> Result<bytes::Bytes, QueryError> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into()?;
+    Ok(bytes)
+}
+
+#[tonic::async_trait]
+impl FlightService for QueryService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+    type DoExchangeStream = BoxStream<FlightData>;
+
+    /// Authentication is the bearer token of the transport; a handshake only answers.
+    async fn handshake(&self, _request: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
+        let response = HandshakeResponse::default();
+        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(response) }))))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let mut infos = Vec::new();
+        for job in self.engine.catalog().jobs() {
+            let command = Command::Losses(LossesQuery::whole_table(&job.job_id));
+            let info = FlightInfo::new()
+                .try_with_schema(&job.schema)
+                .map_err(|e| Status::from(QueryError::from(e)))?
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command.to_json())))
+                .with_descriptor(FlightDescriptor::new_path(vec!["losses".into(), job.job_id.clone()]))
+                .with_total_records(job.counts[0] as i64)
+                .with_total_bytes(job.table_bytes as i64)
+                .with_ordered(true);
+            infos.push(Ok(info));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(infos))))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        let asked = Self::decode_descriptor(&descriptor)?;
+        tracing::debug!(?asked, "get_flight_info");
+        Ok(Response::new(self.flight_info(asked, descriptor).await?))
+    }
+
+    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("PollFlightInfo: queries are not long-running here; use GetFlightInfo"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        let descriptor = request.into_inner();
+        let schema = match Self::decode_descriptor(&descriptor)? {
+            Asked::Query(command) => self.engine.schema(&command).await?,
+            Asked::SqlInfo(_) => self.sql_info.schema(),
+        };
+        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).try_into().map_err(|e| Status::from(QueryError::from(e)))?;
+        Ok(Response::new(result))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = request.into_inner();
+        let asked = Self::decode_command(&ticket.ticket, "ticket")?;
+        tracing::debug!(?asked, "do_get");
+        Ok(Response::new(self.stream(asked).await?))
+    }
+
+    async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("DoPut: the query service is read-only; tables are written by the indexer"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let body = match action.r#type.as_str() {
+            CREATE_PREPARED_STATEMENT => {
+                let any = Any::decode(action.body.as_ref()).map_err(|e| Status::invalid_argument(format!("action.body: {e}")))?;
+                let prepare: sql::ActionCreatePreparedStatementRequest = any
+                    .unpack()
+                    .map_err(|e| Status::invalid_argument(format!("action.body: {e}")))?
+                    .ok_or_else(|| Status::invalid_argument("action.body: expected ActionCreatePreparedStatementRequest"))?;
+                let command = Command::Sql { query: prepare.query.clone() };
+                let schema = self.engine.schema(&command).await?;
+                let result = sql::ActionCreatePreparedStatementResult {
+                    prepared_statement_handle: prepare.query.into_bytes().into(),
+                    dataset_schema: schema_ipc(&schema)?,
+                    parameter_schema: bytes::Bytes::new(),
+                };
+                result.as_any().encode_to_vec()
+            }
+            // Handles are the statement itself: nothing to release.
+            CLOSE_PREPARED_STATEMENT => Vec::new(),
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "DoAction {other:?}: only {CREATE_PREPARED_STATEMENT} and {CLOSE_PREPARED_STATEMENT} are supported"
+                )));
+            }
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(result) }))))
+    }
+
+    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = [
+            (CREATE_PREPARED_STATEMENT, "Flight SQL: prepare a SQL query (no parameters)"),
+            (CLOSE_PREPARED_STATEMENT, "Flight SQL: close a prepared statement"),
+        ]
+        .map(|(kind, description)| {
+            Ok(ActionType {
+                r#type: kind.to_owned(),
+                description: description.to_owned(),
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(actions))))
+    }
+
+    async fn do_exchange(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("DoExchange: the query service is read-only"))
+    }
+}

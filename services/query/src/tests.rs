@@ -1,0 +1,369 @@
+//! The engine and catalog over real tables built by the indexer from upstream-layout trees.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use chrono::Utc;
+use modelops_attribution::derive::derive;
+use modelops_core::job::JobId;
+use modelops_core::paths::ProvenanceSchema;
+use modelops_core::store::Store;
+use modelops_core::study::{SimJobSpec, SimulationStudy};
+use modelops_core::synthetic::{self, SyntheticRun};
+use modelops_indexer::build::{IndexOptions, index_job};
+use modelops_indexer::locate::locate;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::catalog::Catalog;
+use crate::command::{Command, LossesQuery, Order, StatusFilter};
+use crate::engine::{Engine, collect};
+use crate::error::QueryError;
+
+const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const OTHER_BUNDLE: &str = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+const PREV: &str = "targets.prev:prevalence_target";
+const DEATHS: &str = "targets.deaths/deaths_target";
+
+/// Six sets with integer gammas; B shares the first three and adds three with float gammas.
+fn study(sets: &[(f64, &str)]) -> String {
+    let sets: Vec<String> = sets.iter().map(|(beta, gamma)| format!(r#"{{"params": {{"beta": {beta}, "gamma": {gamma}}}}}"#)).collect();
+    format!(
+        r#"{{"model": "models.seir.SEIR", "scenario": "baseline", "parameter_sets": [{}], "n_replicates": 2, "targets": ["{PREV}", "{DEATHS}"]}}"#,
+        sets.join(", ")
+    )
+}
+
+fn job(id: &str, bundle: &str, sets: &[(f64, &str)]) -> SimJobSpec {
+    SimulationStudy::from_json(study(sets).as_bytes()).unwrap().to_sim_job(bundle, Some(JobId::new(id).unwrap())).unwrap()
+}
+
+struct Fixture {
+    provenance: Store,
+    results: Store,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+const SETS_A: [(f64, &str); 6] = [(0.1, "1"), (0.2, "2"), (0.3, "3"), (0.4, "4"), (0.5, "5"), (0.6, "6")];
+const SETS_B: [(f64, &str); 6] = [(0.1, "1"), (0.2, "2"), (0.3, "3"), (0.7, "0.5"), (0.8, "0.25"), (0.9, "0.125")];
+
+async fn write_and_index(fixture: &Fixture, job: &SimJobSpec, missing: &[usize], timestamp: &str) {
+    let sets: Vec<usize> = (0..job.task_groups().len()).filter(|i| !missing.contains(i)).collect();
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp,
+        param_sets: Some(&sets),
+        failed_aggregations: &[],
+    };
+    synthetic::write_job_results(fixture.provenance.object_store.as_ref(), job, &run).await.unwrap();
+    let derived = derive(fixture.provenance.object_store.as_ref(), job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let locations = locate(job, &derived.edges);
+    index_job(&fixture.provenance, Arc::clone(&fixture.results.object_store), job, &locations, IndexOptions::default(), |_, _| {})
+        .await
+        .unwrap();
+}
+
+/// Jobs A and B (same bundle, sharing three sets; B misses one set) and C (another bundle).
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&format!("file://{}/{name}", dir.path().display())).unwrap();
+    let results = open("results");
+    let catalog = Catalog::new(Arc::clone(&results.object_store));
+    let fixture = Fixture {
+        provenance: open("provenance"),
+        engine: Engine::new(catalog).unwrap(),
+        results,
+        _dir: dir,
+    };
+    write_and_index(&fixture, &job("job-a", BUNDLE, &SETS_A), &[], "2026-01-01T00:00:00+00:00").await;
+    write_and_index(&fixture, &job("job-b", BUNDLE, &SETS_B), &[5], "2026-02-01T00:00:00+00:00").await;
+    write_and_index(&fixture, &job("job-c", OTHER_BUNDLE, &[(0.05, "1")]), &[], "2026-03-01T00:00:00+00:00").await;
+    assert_eq!(fixture.engine.catalog().refresh().await.unwrap(), 3);
+    fixture
+}
+
+/// One row of a table, as the tests compare them.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    job_id: String,
+    param_id: String,
+    target: String,
+    loss: Option<f64>,
+    status: String,
+}
+
+fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
+    (&a.job_id, &a.param_id, &a.target).cmp(&(&b.job_id, &b.param_id, &b.target))
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<Row> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let (jobs, params, targets, statuses) = (text("job_id"), text("param_id"), text("target"), text("status"));
+        let losses = batch.column_by_name("loss").unwrap().as_primitive::<Float64Type>();
+        for i in 0..batch.num_rows() {
+            out.push(Row {
+                job_id: jobs.value(i).to_owned(),
+                param_id: params.value(i).to_owned(),
+                target: targets.value(i).to_owned(),
+                loss: (!losses.is_null(i)).then(|| losses.value(i)),
+                status: statuses.value(i).to_owned(),
+            });
+        }
+    }
+    out
+}
+
+async fn stored_table(fixture: &Fixture, job: &str) -> Vec<RecordBatch> {
+    let bytes = fixture
+        .results
+        .object_store
+        .get(&Path::from(format!("results/{job}/losses.parquet")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect()
+}
+
+async fn run(fixture: &Fixture, command: &Command) -> Vec<RecordBatch> {
+    let schema = fixture.engine.schema(command).await.unwrap();
+    let batches = collect(fixture.engine.execute(command).await.unwrap()).await.unwrap();
+    for batch in &batches {
+        assert_eq!(batch.schema(), schema, "the planned schema is the streamed one");
+    }
+    batches
+}
+
+fn losses(query: LossesQuery) -> Command {
+    Command::Losses(query)
+}
+
+#[tokio::test]
+async fn one_job_streams_exactly_its_stored_table() {
+    let fixture = fixture().await;
+    for job in ["job-a", "job-b"] {
+        let streamed = run(&fixture, &losses(LossesQuery::whole_table(job))).await;
+        let stored = stored_table(&fixture, job).await;
+        let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+        assert_eq!(concat(&streamed), concat(&stored), "{job}");
+    }
+    let (records, bytes) = fixture.engine.size_hint(&losses(LossesQuery::whole_table("job-b"))).await.unwrap();
+    assert_eq!(records, 12);
+    assert!(bytes > 0);
+}
+
+#[tokio::test]
+async fn filters_across_jobs_equal_the_rows_they_select() {
+    let fixture = fixture().await;
+    let mut all = rows(&stored_table(&fixture, "job-a").await);
+    all.extend(rows(&stored_table(&fixture, "job-b").await));
+    let ok_losses: Vec<f64> = all.iter().filter_map(|r| r.loss).collect();
+    let (lo, hi) = (ok_losses.iter().copied().fold(f64::MAX, f64::min), ok_losses.iter().copied().fold(f64::MIN, f64::max));
+    let (lo, hi) = (lo + (hi - lo) * 0.2, lo + (hi - lo) * 0.7);
+    let query = LossesQuery {
+        job_ids: Some(vec!["job-a".into(), "job-b".into()]),
+        bundle_digest: Some("0123456789abcdef".into()),
+        min_loss: Some(lo),
+        max_loss: Some(hi),
+        ..LossesQuery::default()
+    };
+    let batches = run(&fixture, &losses(query.clone())).await;
+    let schema = batches[0].schema();
+    assert_eq!(schema.field_with_name("param_gamma").unwrap().data_type(), &DataType::Float64, "int in A and float in B widen");
+    let mut got = rows(&batches);
+    got.sort_by(row_order);
+    let mut expected: Vec<Row> = all.iter().filter(|r| r.loss.is_some_and(|l| l >= lo && l <= hi)).cloned().collect();
+    expected.sort_by(row_order);
+    assert!(!expected.is_empty() && expected.len() < all.len(), "the range selects some rows, not all");
+    assert_eq!(got, expected);
+
+    // Ordered and limited, by the short target name.
+    let ordered = LossesQuery {
+        target: Some("prevalence_target".into()),
+        order: Order::LossAsc,
+        limit: Some(3),
+        bundle_digest: Some(BUNDLE.into()),
+        ..LossesQuery::default()
+    };
+    let got = rows(&run(&fixture, &losses(ordered)).await);
+    let mut expected: Vec<Row> = all.iter().filter(|r| r.target == PREV && r.loss.is_some()).cloned().collect();
+    expected.sort_by(|a, b| a.loss.partial_cmp(&b.loss).unwrap().then(a.job_id.cmp(&b.job_id)).then(a.param_id.cmp(&b.param_id)));
+    expected.truncate(3);
+    assert_eq!(got, expected);
+
+    // Missing rows of job B only (the catalog prunes A, which has none).
+    let missing = LossesQuery {
+        status: Some(StatusFilter::Missing),
+        ..LossesQuery::default()
+    };
+    let got = rows(&run(&fixture, &losses(missing)).await);
+    assert_eq!(got.len(), 2, "one missing set × two targets");
+    assert!(got.iter().all(|r| r.job_id == "job-b" && r.status == "missing" && r.loss.is_none()));
+
+    // Time range: only job C's results were computed in March.
+    let march = LossesQuery {
+        since: Some("2026-03-01T00:00:00Z".parse().unwrap()),
+        until: Some("2026-04-01T00:00:00Z".parse().unwrap()),
+        ..LossesQuery::default()
+    };
+    let got = rows(&run(&fixture, &losses(march)).await);
+    assert_eq!(got.iter().map(|r| r.job_id.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from(["job-c"]));
+    assert_eq!(got.len(), 2);
+}
+
+#[tokio::test]
+async fn best_parameters_match_a_full_scan() {
+    let fixture = fixture().await;
+    let mut all = Vec::new();
+    for job in ["job-a", "job-b", "job-c"] {
+        all.extend(rows(&stored_table(&fixture, job).await));
+    }
+    for (n, bundle) in [(1, None), (3, None), (12, None), (40, None), (3, Some(BUNDLE))] {
+        let command = Command::BestParameters {
+            target: PREV.into(),
+            n,
+            bundle_digest: bundle.map(str::to_owned),
+        };
+        let got = rows(&run(&fixture, &command).await);
+        let mut expected: Vec<Row> = all
+            .iter()
+            .filter(|r| r.target == PREV && r.status == "ok" && (bundle.is_none() || r.job_id != "job-c"))
+            .cloned()
+            .collect();
+        expected.sort_by(|a, b| a.loss.partial_cmp(&b.loss).unwrap().then(a.job_id.cmp(&b.job_id)).then(a.param_id.cmp(&b.param_id)));
+        expected.truncate(n);
+        assert_eq!(got, expected, "n = {n}, bundle = {bundle:?}");
+    }
+}
+
+#[tokio::test]
+async fn compare_joins_shared_sets() {
+    let fixture = fixture().await;
+    let batches = run(
+        &fixture,
+        &Command::Compare {
+            job_a: "job-a".into(),
+            job_b: "job-b".into(),
+            target: None,
+        },
+    )
+    .await;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 6, "three shared sets × two targets");
+    for batch in &batches {
+        let a = batch.column_by_name("loss_a").unwrap().as_primitive::<Float64Type>();
+        let b = batch.column_by_name("loss_b").unwrap().as_primitive::<Float64Type>();
+        let delta = batch.column_by_name("delta").unwrap().as_primitive::<Float64Type>();
+        for i in 0..batch.num_rows() {
+            assert_eq!(delta.value(i), b.value(i) - a.value(i));
+            assert_eq!(a.value(i), b.value(i), "the same parameter set shares its cached aggregation");
+        }
+        assert!(batch.column_by_name("param_beta").is_some());
+    }
+    let one_target = run(
+        &fixture,
+        &Command::Compare {
+            job_a: "job-a".into(),
+            job_b: "job-b".into(),
+            target: Some("deaths_target".into()),
+        },
+    )
+    .await;
+    assert_eq!(one_target.iter().map(RecordBatch::num_rows).sum::<usize>(), 0, "deaths_target is not after a ':'");
+    let exact = run(
+        &fixture,
+        &Command::Compare {
+            job_a: "job-a".into(),
+            job_b: "job-b".into(),
+            target: Some(DEATHS.into()),
+        },
+    )
+    .await;
+    assert_eq!(exact.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+}
+
+#[tokio::test]
+async fn jobs_and_sql() {
+    let fixture = fixture().await;
+    let jobs = run(&fixture, &Command::Jobs).await;
+    let batch = &jobs[0];
+    assert_eq!(batch.num_rows(), 3);
+    let rows_column = batch.column_by_name("rows").unwrap().as_primitive::<Int64Type>();
+    let missing_column = batch.column_by_name("missing").unwrap().as_primitive::<Int64Type>();
+    assert_eq!(rows_column.values().to_vec(), [12, 12, 2]);
+    assert_eq!(missing_column.values().to_vec(), [0, 2, 0]);
+
+    let counted = run(
+        &fixture,
+        &Command::Sql {
+            query: "SELECT job_id, count(*) AS n, count(loss) AS with_loss FROM losses GROUP BY job_id ORDER BY job_id".into(),
+        },
+    )
+    .await;
+    let counted = &counted[0];
+    assert_eq!(counted.column(1).as_primitive::<Int64Type>().values().to_vec(), [12, 12, 2]);
+    assert_eq!(counted.column(2).as_primitive::<Int64Type>().values().to_vec(), [12, 10, 2]);
+    let joined = run(
+        &fixture,
+        &Command::Sql {
+            query: "SELECT j.bundle_digest, count(*) AS n FROM losses l JOIN jobs j ON l.job_id = j.job_id GROUP BY j.bundle_digest ORDER BY n DESC".into(),
+        },
+    )
+    .await;
+    assert_eq!(joined[0].column(1).as_primitive::<Int64Type>().values().to_vec(), [24, 2]);
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_arguments_or_not_found() {
+    let fixture = fixture().await;
+    let engine = &fixture.engine;
+    for query in ["SELEC nonsense", "SELECT no_such_column FROM losses", "SELECT * FROM no_such_table", "DROP TABLE losses", "CREATE TABLE t AS SELECT 1"] {
+        let error = match engine.schema(&Command::Sql { query: query.into() }).await {
+            Err(e) => e,
+            Ok(_) => panic!("{query} planned"),
+        };
+        assert_eq!(tonic::Status::from(error).code(), tonic::Code::InvalidArgument, "{query}");
+    }
+    let unknown = engine.schema(&losses(LossesQuery::whole_table("no-such-job"))).await.unwrap_err();
+    assert!(matches!(unknown, QueryError::JobNotFound(_)));
+    assert_eq!(tonic::Status::from(unknown).code(), tonic::Code::NotFound);
+    for bad in ["../etc", "a/b", ""] {
+        let error = engine.schema(&losses(LossesQuery::whole_table(bad))).await.unwrap_err();
+        assert_eq!(tonic::Status::from(error).code(), tonic::Code::InvalidArgument, "{bad:?}");
+    }
+    let compare = engine
+        .schema(&Command::Compare {
+            job_a: "job-a".into(),
+            job_b: "nope".into(),
+            target: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tonic::Status::from(compare).code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn the_catalog_sees_new_and_removed_jobs_without_a_restart() {
+    let fixture = fixture().await;
+    let catalog = fixture.engine.catalog();
+    assert_eq!(catalog.refresh().await.unwrap(), 0, "nothing changed");
+    write_and_index(&fixture, &job("job-d", BUNDLE, &SETS_A[..2]), &[], "2026-01-01T00:00:00+00:00").await;
+    // Asked for by id before any refresh: looked up at once.
+    assert_eq!(catalog.job("job-d").await.unwrap().counts[0], 4);
+    assert_eq!(catalog.jobs().len(), 4);
+    fixture.results.object_store.delete(&Path::from("results/job-c/manifest.json")).await.unwrap();
+    catalog.refresh().await.unwrap();
+    let ids: Vec<String> = catalog.jobs().iter().map(|j| j.job_id.clone()).collect();
+    assert_eq!(ids, ["job-a", "job-b", "job-d"]);
+    let entry = catalog.job("job-a").await.unwrap();
+    assert_eq!(entry.bundle_digest, BUNDLE);
+    assert!(entry.computed_at_range.is_some());
+    assert_eq!(entry.target("prevalence_target").unwrap().ok, 6);
+}
