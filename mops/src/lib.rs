@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod client;
 pub mod jobs;
 pub mod output;
+pub mod query;
 pub mod results;
 pub mod serve;
 

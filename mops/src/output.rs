@@ -19,6 +19,11 @@ impl Table {
         }
     }
 
+    /// A table with these column titles, known only at run time.
+    pub fn with_header(header: Vec<String>) -> Self {
+        Self { header, rows: Vec::new() }
+    }
+
     /// Adds a row.
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);

@@ -1,10 +1,14 @@
-//! `mops results`: a job's loss table.
+//! `mops results`: building a job's loss table (`index`), and reading tables through the query
+//! service (`losses`, `best`, `query`, `compare`, `sql`, `jobs`).
 
 use modelops_proto::indexer::v1 as pb;
 use modelops_proto::indexer::v1::indexer_client::IndexerClient;
 use modelops_runtime::config::ClientConfig;
 
+use modelops_query::command::Command;
+
 use crate::client::{self, status_error};
+use crate::query::{self, OutputArgs, QueryArgs, Question};
 
 /// `mops results` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -19,6 +23,65 @@ pub enum ResultsCommand {
         /// Wait for the table, with a progress bar.
         #[arg(long)]
         wait: bool,
+    },
+    /// A job's whole loss table.
+    Losses {
+        /// The job id.
+        job_id: String,
+        /// Output.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// The best parameter sets of a target across every indexed job.
+    Best {
+        /// The target (entrypoint, or the name after its last `:`).
+        #[arg(long)]
+        target: String,
+        /// How many.
+        #[arg(short = 'n', long = "n-best", default_value_t = 10)]
+        n: usize,
+        /// Only jobs of this bundle.
+        #[arg(long)]
+        bundle: Option<String>,
+        /// Output.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Rows of many jobs' tables, filtered by job, bundle, target, status, loss and time.
+    Query {
+        /// Filters.
+        #[command(flatten)]
+        filters: QueryArgs,
+        /// Output.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Two jobs' losses for the parameter sets they share (loss_a, loss_b, delta).
+    Compare {
+        /// The first job.
+        job_a: String,
+        /// The second job.
+        job_b: String,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Output.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// SQL over the tables `losses` (every indexed job) and `jobs`.
+    Sql {
+        /// The query, e.g. "SELECT target, min(loss) FROM losses GROUP BY target".
+        query: String,
+        /// Output.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Every indexed job: bundle, targets, row counts, loss range.
+    Jobs {
+        /// Output.
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -46,9 +109,29 @@ fn print(status: &pb::IndexStatus) {
 
 /// Runs a `mops results` command.
 pub async fn run(command: ResultsCommand, config: &ClientConfig) -> anyhow::Result<()> {
-    let mut client = IndexerClient::new(client::connect(config).await?);
-    match command {
-        ResultsCommand::Index { job_id, force, wait } => {
+    let channel = client::connect(config).await?;
+    let (question, output) = match command {
+        ResultsCommand::Index { job_id, force, wait } => return index(IndexerClient::new(channel), job_id, force, wait).await,
+        ResultsCommand::Losses { job_id, output } => (query::losses_of(&job_id), output),
+        ResultsCommand::Best { target, n, bundle, output } => (
+            Question::Command(Command::BestParameters {
+                target,
+                n,
+                bundle_digest: bundle,
+            }),
+            output,
+        ),
+        ResultsCommand::Query { filters, output } => (query::query_of(&filters), output),
+        ResultsCommand::Compare { job_a, job_b, target, output } => (Question::Command(Command::Compare { job_a, job_b, target }), output),
+        ResultsCommand::Sql { query, output } => (Question::Command(Command::Sql { query }), output),
+        ResultsCommand::Jobs { output } => (Question::Command(Command::Jobs), output),
+    };
+    query::answer(channel, question, &output).await
+}
+
+async fn index(mut client: IndexerClient<client::AuthedChannel>, job_id: String, force: bool, wait: bool) -> anyhow::Result<()> {
+    {
+        {
             let queued = client
                 .index_job(pb::IndexJobRequest {
                     job_id: job_id.clone(),

@@ -10,6 +10,7 @@ use modelops_attribution::Attribution;
 use modelops_attribution::service::AttributionService;
 use modelops_indexer::indexer::Indexer;
 use modelops_indexer::service::IndexerService;
+use modelops_query::{Catalog, Engine, QueryService};
 use modelops_registry::service::RegistryService;
 use modelops_registry::{JobRegistry, RegistryConfig};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
@@ -66,6 +67,11 @@ pub struct ServeArgs {
     /// indexer's job is taken over after this).
     #[arg(long, env = "MOPS_INDEX_CLAIM_TTL_SECONDS", default_value_t = 60)]
     pub index_claim_ttl_seconds: u64,
+
+    /// How often the query service lists the results store for new or re-indexed jobs, in
+    /// milliseconds (a job asked for by id is looked up at once regardless).
+    #[arg(long, env = "MOPS_CATALOG_REFRESH_MS", default_value_t = 2000)]
+    pub catalog_refresh_ms: u64,
 }
 
 /// Everything a running server holds: the opened stores and the process's metrics.
@@ -87,6 +93,10 @@ pub struct ServerState {
     pub attribution: Option<Attribution>,
     /// The indexer (when this process runs it).
     pub indexer: Option<Indexer>,
+    /// The query service's catalog (when this process serves queries).
+    pub catalog: Option<Catalog>,
+    /// How often the catalog refreshes itself.
+    pub catalog_refresh: Duration,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Transport options.
@@ -106,9 +116,6 @@ impl ServiceSelection {
 impl ServerState {
     /// Opens the stores and reads the TLS and token files named by `args`.
     pub async fn open(args: &ServeArgs) -> anyhow::Result<Self> {
-        if args.service == ServiceSelection::Query {
-            anyhow::bail!("the {:?} service is not available in this version; run `mops serve registry` or `mops serve`", args.service);
-        }
         let open = |url: String, what: &str| Store::open(&url).with_context(|| format!("opening the {what} store"));
         let tls = match (&args.server.tls_cert, &args.server.tls_key) {
             (Some(cert), Some(key)) => Some(runtime_serve::load_tls(cert, key)?),
@@ -151,6 +158,10 @@ impl ServerState {
             }
             _ => None,
         };
+        let catalog = args
+            .service
+            .includes(ServiceSelection::Query)
+            .then(|| Catalog::new(std::sync::Arc::clone(&results.object_store)));
         let attribution = edges.filter(|_| serves_attribution);
         let registry = jobs_view.clone().filter(|_| serves_registry);
         Ok(Self {
@@ -162,6 +173,8 @@ impl ServerState {
             job_reader: jobs_view,
             attribution,
             indexer,
+            catalog,
+            catalog_refresh: Duration::from_millis(args.catalog_refresh_ms.max(10)),
             metrics,
             grpc: GrpcOptions {
                 tls,
@@ -214,6 +227,9 @@ pub async fn serve(
     if state.indexer.is_some() {
         served.push(modelops_indexer::service::SERVICE_NAME);
     }
+    if state.catalog.is_some() {
+        served.push(modelops_query::service::SERVICE_NAME);
+    }
     let (mut routes, health) = runtime_serve::base_routes(&descriptor_sets, &served).await?;
     if let Some(registry) = &state.registry {
         registry.start(background.token(), background.tracker());
@@ -234,6 +250,12 @@ pub async fn serve(
         indexer.start(state.index_workers, background.token(), background.tracker());
         routes = routes.add_service(IndexerService::new(indexer.clone()).into_server());
         tracing::info!(results = %state.results.url, "indexer ready");
+    }
+    if let Some(catalog) = &state.catalog {
+        catalog.start(state.catalog_refresh, background.token(), background.tracker());
+        let service = QueryService::new(Engine::new(catalog.clone())?)?;
+        routes = routes.add_service(service.into_server());
+        tracing::info!(results = %state.results.url, "query service ready");
     }
 
     let http_stop = tokio_util::sync::CancellationToken::new();
