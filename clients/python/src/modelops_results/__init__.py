@@ -1,0 +1,59 @@
+"""Python client of the ModelOps result services (``mops serve``).
+
+* :class:`ResultClient` reads job loss tables over Arrow Flight (pandas or pyarrow).
+* :class:`JobClient` talks to the job registry, attribution and indexer over gRPC: the calls the
+  submission (Dask) side makes.
+
+Both connect to ``$MOPS_ENDPOINT`` (default ``http://127.0.0.1:50051``) and send the bearer
+token from ``$MOPS_AUTH_TOKEN_FILE`` when set. Server errors are :class:`ModelOpsError`
+subclasses named after their gRPC status.
+"""
+
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ModelOpsError,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from .jobs import Edge, JobClient
+from .results import JobFlight, ResultClient
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("modelops-results")
+except Exception:  # pragma: no cover - not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ResultClient",
+    "JobClient",
+    "JobFlight",
+    "Edge",
+    "ModelOpsError",
+    "InvalidArgument",
+    "NotFound",
+    "AlreadyExists",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unauthenticated",
+    "PermissionDenied",
+    "Unavailable",
+    "DeadlineExceeded",
+    "Cancelled",
+    "ResourceExhausted",
+    "Unimplemented",
+    "Internal",
+]
