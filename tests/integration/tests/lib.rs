@@ -5,6 +5,7 @@
 
 mod attribution;
 mod indexer;
+mod query;
 mod registry;
 mod serve;
 mod stores;
