@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::StreamExt;
 use modelops_core::job::JobId;
@@ -22,7 +23,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use crate::columns::param_columns;
+use crate::columns::{ParamColumn, param_columns};
 use crate::error::IndexError;
 use crate::locate::AggLocation;
 use crate::table::{self, Row, RowStatus, SCHEMA_VERSION};
@@ -271,17 +272,7 @@ pub async fn index_job(
     options: IndexOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<IndexOutcome, IndexError> {
-    let columns = param_columns(job);
-    let schema = table::schema(&columns);
-    let dir = results_dir(&job.job_id);
-    let staging = Path::from(format!("{dir}/.staging/{}/losses.parquet", uuid::Uuid::new_v4().simple()));
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(options.row_group_rows))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build();
-    let mut writer = AsyncArrowWriter::try_new(BufWriter::new(Arc::clone(&results), staging.clone()), Arc::clone(&schema), Some(properties))?;
-
+    let mut table = TableWriter::new(results, &job.job_id, &job.bundle_ref, job.target_entrypoints(), param_columns(job), options)?;
     let mut fingerprint = blake2b_simd::Params::new().hash_length(32).to_state();
     // What the table takes from the spec: identity, bundle, targets and typed columns; each row's
     // parameter-set id (the hash of its values) goes into the row digests.
@@ -289,13 +280,9 @@ pub async fn index_job(
     for target in job.target_entrypoints() {
         fingerprint.update(format!("target {target}\n").as_bytes());
     }
-    for field in schema.fields() {
+    for field in table.schema().fields() {
         fingerprint.update(format!("column {} {}\n", field.name(), field.data_type()).as_bytes());
     }
-    let mut stats: Vec<(String, TargetStats)> = job.target_entrypoints().into_iter().map(|t| (t, TargetStats::default())).collect();
-    let mut counts = RowCounts::default();
-    let mut errors = Vec::new();
-    let mut pending: Vec<Row> = Vec::with_capacity(options.batch_rows);
     let total = locations.len();
     let groups = job.task_groups();
     if let Some(bad) = locations.iter().find(|l| l.group >= groups.len()) {
@@ -337,101 +324,192 @@ pub async fn index_job(
     while let Some(read) = rows.next().await {
         let (row, error, inputs) = read?;
         fingerprint.update(&inputs);
-        counts.total += 1;
-        match row.status {
-            RowStatus::Ok => counts.ok += 1,
-            RowStatus::Missing => counts.missing += 1,
-            RowStatus::Failed => counts.failed += 1,
-        }
-        if let Some(error) = error
-            && errors.len() < MAX_ERRORS_LISTED
-        {
-            errors.push((row.param_id.clone(), row.target.clone(), error));
-        }
-        if let Some((_, target_stats)) = stats.iter_mut().find(|(t, _)| *t == row.target) {
-            target_stats.add(&row);
-        }
-        pending.push(row);
-        if pending.len() >= options.batch_rows {
-            writer.write(&table::to_batch(&schema, &columns, job.job_id.as_str(), &job.bundle_ref, &pending)?).await?;
-            pending.clear();
-        }
+        table.push(row, error).await?;
         done += 1;
         progress(done, total);
     }
-    if !pending.is_empty() {
-        writer.write(&table::to_batch(&schema, &columns, job.job_id.as_str(), &job.bundle_ref, &pending)?).await?;
-    }
-    writer.close().await?;
-    let fingerprint = fingerprint.finalize().to_hex().to_string();
-    let results_path = format!("{dir}/");
+    table.commit(fingerprint.finalize().to_hex().to_string()).await
+}
 
-    let manifest_path = Path::from(format!("{dir}/manifest.json"));
-    if let Some(current) = read_optional(results.as_ref(), &manifest_path).await?
-        && let Ok(PyValue::Object(manifest)) = pyjson::parse(&current)
-        && manifest.get("input_fingerprint").and_then(PyValue::as_str) == Some(fingerprint.as_str())
-    {
-        results.delete(&staging).await?;
-        tracing::info!(job = %job.job_id, %fingerprint, "inputs unchanged; table kept");
-        return Ok(IndexOutcome {
+/// Streams the rows of a job's table into Parquet at a staging key, gathering the counts and
+/// per-target statistics, then commits: unless the committed manifest already has this input
+/// fingerprint, it moves the table to `results/{job_id}/losses.parquet` and writes
+/// `summary.json` and, last, `manifest.json`. [`index_job`] feeds it from the provenance store;
+/// anything else that produces rows (benchmarks, imports) can too.
+pub struct TableWriter {
+    results: Arc<dyn ObjectStore>,
+    job_id: String,
+    bundle_ref: String,
+    dir: String,
+    staging: Path,
+    schema: SchemaRef,
+    columns: Vec<ParamColumn>,
+    writer: AsyncArrowWriter<BufWriter>,
+    stats: Vec<(String, TargetStats)>,
+    counts: RowCounts,
+    errors: Vec<(String, String, String)>,
+    pending: Vec<Row>,
+    batch_rows: usize,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter").field("job_id", &self.job_id).field("counts", &self.counts).finish_non_exhaustive()
+    }
+}
+
+impl TableWriter {
+    /// A writer of `job`'s table with these targets (in spec order) and parameter columns.
+    pub fn new(results: Arc<dyn ObjectStore>, job: &JobId, bundle_ref: &str, targets: Vec<String>, columns: Vec<ParamColumn>, options: IndexOptions) -> Result<Self, IndexError> {
+        let schema = table::schema(&columns);
+        let dir = results_dir(job);
+        let staging = Path::from(format!("{dir}/.staging/{}/losses.parquet", uuid::Uuid::new_v4().simple()));
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(options.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build();
+        let writer = AsyncArrowWriter::try_new(BufWriter::new(Arc::clone(&results), staging.clone()), Arc::clone(&schema), Some(properties))?;
+        Ok(Self {
+            results,
+            job_id: job.as_str().to_owned(),
+            bundle_ref: bundle_ref.to_owned(),
+            dir,
+            staging,
+            schema,
+            columns,
+            writer,
+            stats: targets.into_iter().map(|t| (t, TargetStats::default())).collect(),
+            counts: RowCounts::default(),
+            errors: Vec::new(),
+            pending: Vec::with_capacity(options.batch_rows),
+            batch_rows: options.batch_rows.max(1),
+        })
+    }
+
+    /// The table's Arrow schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Appends a row; `error` is why a failed row failed (listed in the manifest).
+    pub async fn push(&mut self, row: Row, error: Option<String>) -> Result<(), IndexError> {
+        self.counts.total += 1;
+        match row.status {
+            RowStatus::Ok => self.counts.ok += 1,
+            RowStatus::Missing => self.counts.missing += 1,
+            RowStatus::Failed => self.counts.failed += 1,
+        }
+        if let Some(error) = error
+            && self.errors.len() < MAX_ERRORS_LISTED
+        {
+            self.errors.push((row.param_id.clone(), row.target.clone(), error));
+        }
+        if let Some((_, target_stats)) = self.stats.iter_mut().find(|(t, _)| *t == row.target) {
+            target_stats.add(&row);
+        }
+        self.pending.push(row);
+        if self.pending.len() >= self.batch_rows {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), IndexError> {
+        let batch = table::to_batch(&self.schema, &self.columns, &self.job_id, &self.bundle_ref, &self.pending)?;
+        self.writer.write(&batch).await?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Finishes the table and commits it under `fingerprint` (nothing changes when the committed
+    /// manifest has the same one).
+    pub async fn commit(mut self, fingerprint: String) -> Result<IndexOutcome, IndexError> {
+        if !self.pending.is_empty() {
+            self.flush().await?;
+        }
+        let Self {
+            results,
+            job_id,
+            bundle_ref,
+            dir,
+            staging,
+            schema,
+            writer,
+            stats,
+            counts,
+            errors,
+            ..
+        } = self;
+        writer.close().await?;
+        let results_path = format!("{dir}/");
+        let manifest_path = Path::from(format!("{dir}/manifest.json"));
+        if let Some(current) = read_optional(results.as_ref(), &manifest_path).await?
+            && let Ok(PyValue::Object(manifest)) = pyjson::parse(&current)
+            && manifest.get("input_fingerprint").and_then(PyValue::as_str) == Some(fingerprint.as_str())
+        {
+            results.delete(&staging).await?;
+            tracing::info!(job = %job_id, %fingerprint, "inputs unchanged; table kept");
+            return Ok(IndexOutcome {
+                counts,
+                fingerprint,
+                unchanged: true,
+                results_path,
+            });
+        }
+
+        results.rename(&staging, &Path::from(format!("{dir}/losses.parquet"))).await?;
+        let mut summary = PyObject::new();
+        summary.insert("job_id", job_id.as_str().into());
+        summary.insert("schema_version", SCHEMA_VERSION.into());
+        let mut targets = PyObject::new();
+        for (target, target_stats) in &stats {
+            targets.insert(target.as_str(), PyValue::Object(target_stats.to_object()));
+        }
+        summary.insert("targets", PyValue::Object(targets));
+        results
+            .put(&Path::from(format!("{dir}/summary.json")), PutPayload::from(pyjson::to_indent2(&PyValue::Object(summary))))
+            .await?;
+
+        let mut manifest = PyObject::new();
+        manifest.insert("schema_version", SCHEMA_VERSION.into());
+        manifest.insert("job_id", job_id.as_str().into());
+        manifest.insert("bundle_digest", bundle_ref.as_str().into());
+        manifest.insert("input_fingerprint", fingerprint.as_str().into());
+        manifest.insert("indexed_at", now_iso().into());
+        let mut row_counts = PyObject::new();
+        for (key, value) in [("total", counts.total), ("ok", counts.ok), ("missing", counts.missing), ("failed", counts.failed)] {
+            row_counts.insert(key, value.into());
+        }
+        manifest.insert("counts", PyValue::Object(row_counts));
+        manifest.insert("targets", PyValue::List(stats.iter().map(|(t, _)| t.as_str().into()).collect()));
+        let min = stats.iter().filter_map(|(_, s)| s.min).reduce(f64::min);
+        let max = stats.iter().filter_map(|(_, s)| s.max).reduce(f64::max);
+        manifest.insert("min_loss", min.into());
+        manifest.insert("max_loss", max.into());
+        manifest.insert("columns", PyValue::List(schema.fields().iter().map(|f| f.name().as_str().into()).collect()));
+        let mut files = PyObject::new();
+        files.insert("losses", "losses.parquet".into());
+        files.insert("summary", "summary.json".into());
+        manifest.insert("files", PyValue::Object(files));
+        let errors = errors
+            .into_iter()
+            .map(|(param_id, target, error)| {
+                let mut entry = PyObject::new();
+                entry.insert("param_id", param_id.into());
+                entry.insert("target", target.into());
+                entry.insert("error", error.into());
+                PyValue::Object(entry)
+            })
+            .collect();
+        manifest.insert("errors", PyValue::List(errors));
+        results.put(&manifest_path, PutPayload::from(pyjson::to_indent2(&PyValue::Object(manifest)))).await?;
+        tracing::info!(job = %job_id, rows = counts.total, ok = counts.ok, missing = counts.missing, failed = counts.failed, "job indexed");
+        Ok(IndexOutcome {
             counts,
             fingerprint,
-            unchanged: true,
+            unchanged: false,
             results_path,
-        });
-    }
-
-    results.rename(&staging, &Path::from(format!("{dir}/losses.parquet"))).await?;
-    let mut summary = PyObject::new();
-    summary.insert("job_id", job.job_id.as_str().into());
-    summary.insert("schema_version", SCHEMA_VERSION.into());
-    let mut targets = PyObject::new();
-    for (target, target_stats) in &stats {
-        targets.insert(target.as_str(), PyValue::Object(target_stats.to_object()));
-    }
-    summary.insert("targets", PyValue::Object(targets));
-    results
-        .put(&Path::from(format!("{dir}/summary.json")), PutPayload::from(pyjson::to_indent2(&PyValue::Object(summary))))
-        .await?;
-
-    let mut manifest = PyObject::new();
-    manifest.insert("schema_version", SCHEMA_VERSION.into());
-    manifest.insert("job_id", job.job_id.as_str().into());
-    manifest.insert("bundle_digest", job.bundle_ref.as_str().into());
-    manifest.insert("input_fingerprint", fingerprint.as_str().into());
-    manifest.insert("indexed_at", now_iso().into());
-    let mut row_counts = PyObject::new();
-    for (key, value) in [("total", counts.total), ("ok", counts.ok), ("missing", counts.missing), ("failed", counts.failed)] {
-        row_counts.insert(key, value.into());
-    }
-    manifest.insert("counts", PyValue::Object(row_counts));
-    manifest.insert("targets", PyValue::List(stats.iter().map(|(t, _)| t.as_str().into()).collect()));
-    let min = stats.iter().filter_map(|(_, s)| s.min).reduce(f64::min);
-    let max = stats.iter().filter_map(|(_, s)| s.max).reduce(f64::max);
-    manifest.insert("min_loss", min.into());
-    manifest.insert("max_loss", max.into());
-    manifest.insert("columns", PyValue::List(schema.fields().iter().map(|f| f.name().as_str().into()).collect()));
-    let mut files = PyObject::new();
-    files.insert("losses", "losses.parquet".into());
-    files.insert("summary", "summary.json".into());
-    manifest.insert("files", PyValue::Object(files));
-    let errors = errors
-        .into_iter()
-        .map(|(param_id, target, error)| {
-            let mut entry = PyObject::new();
-            entry.insert("param_id", param_id.into());
-            entry.insert("target", target.into());
-            entry.insert("error", error.into());
-            PyValue::Object(entry)
         })
-        .collect();
-    manifest.insert("errors", PyValue::List(errors));
-    results.put(&manifest_path, PutPayload::from(pyjson::to_indent2(&PyValue::Object(manifest)))).await?;
-    tracing::info!(job = %job.job_id, rows = counts.total, ok = counts.ok, missing = counts.missing, failed = counts.failed, "job indexed");
-    Ok(IndexOutcome {
-        counts,
-        fingerprint,
-        unchanged: false,
-        results_path,
-    })
+    }
 }
