@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod indexer;
+pub mod query;
 pub mod registry;
 pub mod report;
 
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 #[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
 pub struct Args {
     /// Which areas to run.
-    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer])]
+    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query])]
     pub areas: Vec<Area>,
 
     /// The file to update.
@@ -43,6 +44,8 @@ pub enum Area {
     Attribution,
     /// The indexer on a file provenance store.
     Indexer,
+    /// The query service against pyarrow Flight and DuckDB.
+    Query,
 }
 
 /// Runs the requested areas and updates the report.
@@ -67,6 +70,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     rows.push(indexer::run_azurite(args.scale, python).await?);
                 }
                 ("indexer", "Indexer", rows)
+            }
+            Area::Query => {
+                let python = args
+                    .python
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("the query benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
+                ("query", "Query", query::run(args.scale, python).await?)
             }
         };
         for row in &rows {

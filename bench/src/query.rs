@@ -1,0 +1,222 @@
+//! Query benchmarks (TARGETS.md), each against a baseline in the same invocation:
+//!
+//! - `get_losses` of a 1M-row job into a pyarrow Table, against a pyarrow Flight server streaming
+//!   the same table from memory (a separate Python process): ≥ 0.8× its throughput;
+//! - the best 10 parameter sets of one target over 1,000 jobs × 10k rows, and a selective losses
+//!   query (bundle + loss range) over the same jobs, against DuckDB over the same Parquet files,
+//!   warm: ≥ 3× faster.
+//!
+//! Tables are written with the indexer's own [`TableWriter`], so they are what the indexer
+//! commits (schema, row groups, statistics, summary, manifest). Both sides are timed from the
+//! same Python process; every answer is checked against the baseline's.
+
+use std::sync::Arc;
+
+use modelops_core::job::JobId;
+use modelops_core::pyjson::PyObject;
+use modelops_core::store::Store;
+use modelops_indexer::build::{IndexOptions, TableWriter};
+use modelops_indexer::columns::{ParamColumn, ParamType};
+use modelops_indexer::table::{Row as TableRow, RowStatus};
+use rand::{Rng, SeedableRng};
+
+use crate::report::Row;
+
+const TARGETS: [&str; 2] = ["targets.prev:prevalence_target", "targets.deaths:deaths_target"];
+const BUNDLES: usize = 10;
+
+fn bundle(i: usize) -> String {
+    format!("sha256:{:064x}", 0xb0_0000 + i)
+}
+
+/// Writes one job's table: `sets` parameter sets × both targets, random losses in [0, 10).
+async fn write_job(results: &Store, job: &str, bundle: &str, sets: usize, seed: u64) -> anyhow::Result<()> {
+    let columns = vec![
+        ParamColumn { name: "beta".into(), kind: ParamType::Float },
+        ParamColumn { name: "gamma".into(), kind: ParamType::Float },
+        ParamColumn { name: "contacts".into(), kind: ParamType::Int },
+    ];
+    let targets = TARGETS.iter().map(|t| (*t).to_owned()).collect();
+    let options = IndexOptions {
+        batch_rows: 16 * 1024,
+        ..IndexOptions::default()
+    };
+    let mut writer = TableWriter::new(Arc::clone(&results.object_store), &JobId::new(job)?, bundle, targets, columns, options)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let computed_at = chrono::Utc::now().timestamp_micros();
+    for set in 0..sets {
+        let mut values = PyObject::new();
+        values.insert("beta", rng.random_range(0.0..1.0_f64).into());
+        values.insert("gamma", rng.random_range(0.0..1.0_f64).into());
+        values.insert("contacts", (rng.random_range(1..50_i64)).into());
+        let param_id = format!("{:016x}{:048x}", seed, set);
+        for target in TARGETS {
+            let row = TableRow {
+                param_id: param_id.clone(),
+                values: values.clone(),
+                target: target.to_owned(),
+                loss: Some(rng.random_range(0.0..10.0)),
+                n_replicates: Some(4),
+                computed_at: Some(computed_at + set as i64),
+                cache_hit: false,
+                status: RowStatus::Ok,
+            };
+            writer.push(row, None).await?;
+        }
+    }
+    writer.commit(format!("bench-{seed}")).await?;
+    Ok(())
+}
+
+/// Times both sides from one Python process and prints a JSON object of seconds and checks.
+const PYTHON_QUERIES: &str = r#"
+import json, subprocess, sys, time
+import duckdb, pyarrow as pa, pyarrow.flight as flight
+
+mode, endpoint = sys.argv[1], sys.argv[2]
+client = flight.FlightClient(endpoint)
+
+def ours(descriptor):
+    info = client.get_flight_info(descriptor)
+    return pa.concat_tables([client.do_get(e.ticket).read_all() for e in info.endpoints])
+
+def timed(fn, runs):
+    fn()
+    times, result = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2], result
+
+out = {}
+if mode == "table":
+    job, table_path, baseline_port = sys.argv[3], sys.argv[4], sys.argv[5]
+    server = subprocess.Popen([sys.executable, "-c", """
+import sys, pyarrow.flight as flight, pyarrow.parquet as pq
+table = pq.read_table(sys.argv[1])
+class Server(flight.FlightServerBase):
+    def do_get(self, context, ticket):
+        return flight.RecordBatchStream(table)
+server = Server("grpc://127.0.0.1:" + sys.argv[2])
+print("ready", flush=True)
+server.serve()
+""", table_path, baseline_port], stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready"
+    try:
+        baseline = flight.FlightClient("grpc://127.0.0.1:" + baseline_port)
+        out["ours"], table = timed(lambda: ours(flight.FlightDescriptor.for_path("losses", job)), 5)
+        out["baseline"], expected = timed(lambda: baseline.do_get(flight.Ticket(b"t")).read_all(), 5)
+        out["rows"] = table.num_rows
+        out["equal"] = table.equals(expected)
+    finally:
+        server.kill()
+else:
+    glob, target, bundle, lo, hi = sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), float(sys.argv[7])
+    con = duckdb.connect()
+    best = {"type": "best_parameters", "target": target, "n": 10}
+    out["ours_best"], got = timed(lambda: ours(flight.FlightDescriptor.for_command(json.dumps(best))), 9)
+    sql = f"SELECT job_id, param_id, loss FROM read_parquet('{glob}') WHERE target = ? AND status = 'ok' ORDER BY loss, job_id, param_id LIMIT 10"
+    out["duckdb_best"], expected = timed(lambda: con.execute(sql, [target]).arrow(), 5)
+    out["best_equal"] = got.select(["job_id", "param_id", "loss"]).to_pylist() == pa.table(expected).to_pylist()
+    query = {"type": "losses", "bundle_digest": bundle, "min_loss": lo, "max_loss": hi}
+    out["ours_selective"], got = timed(lambda: ours(flight.FlightDescriptor.for_command(json.dumps(query))), 9)
+    sql = f"SELECT * FROM read_parquet('{glob}') WHERE bundle_digest = ? AND loss BETWEEN ? AND ?"
+    out["duckdb_selective"], expected = timed(lambda: con.execute(sql, [bundle, lo, hi]).arrow(), 5)
+    out["selective_rows"] = got.num_rows
+    out["selective_equal"] = got.num_rows == pa.table(expected).num_rows
+print(json.dumps(out))
+"#;
+
+fn python(python: &str, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let out = std::process::Command::new(python).args(["-c", PYTHON_QUERIES]).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn seconds(value: &serde_json::Value, key: &str) -> anyhow::Result<f64> {
+    value[key].as_f64().ok_or_else(|| anyhow::anyhow!("no {key} in {value}"))
+}
+
+/// Runs the query rows with `python` (a venv with pyarrow and duckdb).
+pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+
+    // get_losses of a 1M-row job.
+    let big_rows = ((1_000_000.0 * scale) as usize).max(20_000);
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().display().to_string();
+    let results = Store::open(&format!("file://{home}/results"))?;
+    write_job(&results, "job-big", &bundle(0), big_rows / 2, 1).await?;
+    let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home])?).await?;
+    let table_path = format!("{home}/results/results/job-big/losses.parquet");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    let endpoint = format!("grpc://{}", server.grpc);
+    let measured = python(python_bin, &["table".into(), endpoint, "job-big".into(), table_path, port])?;
+    server.stop().await?;
+    anyhow::ensure!(measured["equal"] == true, "the streamed table differs from the stored one: {measured}");
+    let (ours, baseline) = (seconds(&measured, "ours")?, seconds(&measured, "baseline")?);
+    let rows_read = measured["rows"].as_f64().unwrap_or(0.0);
+    let ratio = baseline / ours;
+    rows.push(Row {
+        workload: format!("get_losses of a {}-row job into a pyarrow Table (Flight)", rows_read as u64),
+        measured: format!("{:.3} s ({:.1} M rows/s)", ours, rows_read / ours / 1e6),
+        baseline: format!("{:.3} s ({:.1} M rows/s), pyarrow Flight server from memory", baseline, rows_read / baseline / 1e6),
+        ratio: Some(ratio),
+        target: "≥ 0.8× throughput".into(),
+        met: ratio >= 0.8,
+    });
+
+    // 1,000 jobs × 10k rows.
+    let jobs = ((1000.0 * scale) as usize).max(20);
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().display().to_string();
+    let results = Store::open(&format!("file://{home}/results"))?;
+    let started = std::time::Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    let per_task = jobs.div_ceil(2);
+    for part in 0..2 {
+        let results = results.clone();
+        writers.spawn(async move {
+            for i in (part * per_task)..((part + 1) * per_task).min(jobs) {
+                write_job(&results, &format!("job-{i:05}"), &bundle(i % BUNDLES), 5_000, 100 + i as u64).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done??;
+    }
+    eprintln!("query bench: wrote {jobs} tables in {:.1} s", started.elapsed().as_secs_f64());
+    let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home])?).await?;
+    let glob = format!("{home}/results/results/job-*/losses.parquet");
+    let endpoint = format!("grpc://{}", server.grpc);
+    let measured = python(
+        python_bin,
+        &["jobs".into(), endpoint, glob, TARGETS[0].into(), bundle(3), "2.0".into(), "2.05".into()],
+    )?;
+    server.stop().await?;
+    anyhow::ensure!(measured["best_equal"] == true && measured["selective_equal"] == true, "answers differ from DuckDB's: {measured}");
+    let (ours, duck) = (seconds(&measured, "ours_best")?, seconds(&measured, "duckdb_best")?);
+    rows.push(Row {
+        workload: format!("best 10 of one target over {jobs} jobs × 10k rows"),
+        measured: format!("{:.1} ms", ours * 1e3),
+        baseline: format!("{:.1} ms, DuckDB over the Parquet files, warm", duck * 1e3),
+        ratio: Some(duck / ours),
+        target: "≥ 3× faster".into(),
+        met: duck / ours >= 3.0,
+    });
+    let (ours, duck) = (seconds(&measured, "ours_selective")?, seconds(&measured, "duckdb_selective")?);
+    rows.push(Row {
+        workload: format!(
+            "selective losses query (bundle + loss range, {} rows) over the same jobs",
+            measured["selective_rows"].as_u64().unwrap_or(0)
+        ),
+        measured: format!("{:.1} ms", ours * 1e3),
+        baseline: format!("{:.1} ms, DuckDB, warm", duck * 1e3),
+        ratio: Some(duck / ours),
+        target: "≥ 3× faster".into(),
+        met: duck / ours >= 3.0,
+    });
+    Ok(rows)
+}
