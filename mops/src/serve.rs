@@ -252,6 +252,14 @@ pub async fn serve(
         tracing::info!(results = %state.results.url, "indexer ready");
     }
     if let Some(catalog) = &state.catalog {
+        if let Some(indexer) = &state.indexer {
+            // Tables this process commits are in the catalog before their jobs read as indexed.
+            let catalog = catalog.clone();
+            indexer.on_commit(std::sync::Arc::new(move |job| {
+                let catalog = catalog.clone();
+                Box::pin(async move { catalog.reload(job.as_str()).await })
+            }));
+        }
         catalog.start(state.catalog_refresh, background.token(), background.tracker());
         let service = QueryService::new(Engine::new(catalog.clone())?)?;
         routes = routes.add_service(service.into_server());

@@ -99,6 +99,20 @@ pub enum RequestError {
     NotFinished(JobId, JobStatus),
 }
 
+/// Called with a job whose table was just committed, before its status turns done (so a reader
+/// in the same process that waits for done finds the table already known).
+pub type CommitHook = Arc<dyn Fn(JobId) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// The hooks registered with [`Indexer::on_commit`].
+#[derive(Default)]
+struct CommitHooks(std::sync::RwLock<Vec<CommitHook>>);
+
+impl std::fmt::Debug for CommitHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} commit hooks", self.0.read().map_or(0, |hooks| hooks.len()))
+    }
+}
+
 /// The indexer.
 #[derive(Debug, Clone)]
 pub struct Indexer {
@@ -118,6 +132,7 @@ struct Inner {
     updates: broadcast::Sender<Status>,
     queue: tokio::sync::mpsc::UnboundedSender<JobId>,
     queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<JobId>>>,
+    on_commit: CommitHooks,
 }
 
 fn indexable(status: JobStatus) -> bool {
@@ -152,6 +167,7 @@ impl Indexer {
                 updates,
                 queue,
                 queue_rx: Mutex::new(Some(queue_rx)),
+                on_commit: CommitHooks::default(),
             }),
         }
     }
@@ -159,6 +175,12 @@ impl Indexer {
     fn set_status(&self, status: Status) {
         self.inner.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(status.job_id.clone(), status.clone());
         let _ = self.inner.updates.send(status);
+    }
+
+    /// Registers `hook`, called after each committed table and before the job's status turns
+    /// done (e.g. the query service's catalog in the same process).
+    pub fn on_commit(&self, hook: CommitHook) {
+        self.inner.on_commit.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(hook);
     }
 
     /// Subscribes to status changes of every job.
@@ -291,6 +313,10 @@ impl Indexer {
         status.finished_at = Some(Utc::now());
         match result {
             Ok(outcome) => {
+                let hooks = self.inner.on_commit.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                for hook in hooks {
+                    hook(job.clone()).await;
+                }
                 status.phase = Phase::Done;
                 status.counts = outcome.counts;
                 status.fingerprint = outcome.fingerprint;

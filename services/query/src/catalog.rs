@@ -157,6 +157,28 @@ impl Catalog {
         Ok(entry)
     }
 
+    /// Reads `job`'s entry again now (after it was indexed or re-indexed); forgets it if its
+    /// manifest is gone. Failures are logged: the next refresh tries again.
+    pub async fn reload(&self, job: &str) {
+        let Ok(id) = JobId::new(job) else { return };
+        let manifest = Path::from(format!("{}/manifest.json", job_dir(id.as_str())));
+        let loaded = match self.store.head(&manifest).await {
+            Ok(meta) => self.load(id.as_str(), &meta).await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        let mut entries = self.entries.write().expect("catalog lock");
+        match loaded {
+            Ok(Some(entry)) => {
+                entries.insert(job.to_owned(), Arc::new(entry));
+            }
+            Ok(None) => {
+                entries.remove(job);
+            }
+            Err(error) => tracing::warn!(%job, %error, "catalog: cannot read a newly indexed job; the next refresh will"),
+        }
+    }
+
     /// Lists `results/` once and reads the manifests that are new or changed; forgets jobs whose
     /// manifest is gone. Returns how many entries were (re)loaded.
     pub async fn refresh(&self) -> Result<usize, QueryError> {
