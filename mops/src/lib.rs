@@ -1,10 +1,12 @@
 //! The `mops` binary as a library: its command line ([`Cli`]) and what each command does.
 //!
 //! `mops serve` runs the result services (all of them on one port by default, or one of them as
-//! in Kubernetes); the other commands are clients of a running server.
+//! in Kubernetes); `mops demo` runs a study through them end to end; the other commands are
+//! clients of a running server.
 
 pub mod attribution;
 pub mod client;
+pub mod demo;
 pub mod jobs;
 pub mod output;
 pub mod query;
@@ -51,6 +53,8 @@ pub enum Command {
         #[command(subcommand)]
         command: results::ResultsCommand,
     },
+    /// Run a small stochastic SEIR calibration study through the services, end to end.
+    Demo(demo::DemoArgs),
     /// Submit, inspect, list, watch, cancel and update jobs.
     Jobs {
         /// The server to talk to.
@@ -73,12 +77,17 @@ pub fn serve_args(extra: &[&str]) -> anyhow::Result<serve::ServeArgs> {
 }
 
 /// Runs a parsed command line. Telemetry is set up first; errors come back for `main` to print.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    // The demo prints its own story; the in-process services only speak up about problems.
+    if matches!(cli.command, Command::Demo(_)) && cli.logging.log_filter.is_none() && std::env::var_os("RUST_LOG").is_none() {
+        cli.logging.log_filter = Some("warn".to_owned());
+    }
     let _telemetry = modelops_runtime::telemetry::init(&cli.logging)?;
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Jobs { client, command } => jobs::run(command, &client).await,
         Command::Attribution { client, command } => attribution::run(command, &client).await,
         Command::Results { client, command } => results::run(command, &client).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -1,0 +1,72 @@
+//! `mops demo` as a new user runs it: the embedded default in-process, then a running server
+//! serving what it wrote (attribution shows the second study's cache hits, the best row is the
+//! one the demo printed, pyarrow reads the table), and the demo against that running server.
+
+use std::process::Command;
+
+use modelops_integration_tests::{MopsProcess, mops_binary, required_env};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The line of the demo's output about `job` (`{job}: N simulations (…)`).
+fn job_lines(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("demo-") && l.contains(" simulations ("))
+        .map(|l| {
+            let (job, rest) = l.split_once(": ").unwrap();
+            (job.to_owned(), rest.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn demo_runs_end_to_end_and_its_results_are_served() {
+    let home = tempfile::tempdir().unwrap();
+    let home_arg = home.path().to_str().unwrap();
+    let out = Command::new(mops_binary())
+        .args(["demo", "--home", home_arg, "--overlap", "--n-samples", "16", "--n-replicates", "2"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let jobs = job_lines(&stdout);
+    assert_eq!(jobs.len(), 2, "{stdout}");
+    let (first, overlap) = (&jobs[0].0, &jobs[1].0);
+    assert!(jobs[0].1.starts_with("32 simulations (32 computed, 0 from the cache), 16 aggregations (16 computed, 0 from the cache)"), "{stdout}");
+    assert!(jobs[1].1.starts_with("32 simulations (16 computed, 16 from the cache), 16 aggregations (8 computed, 8 from the cache)"), "{stdout}");
+    assert!(stdout.contains("(5 rows)") && stdout.contains(&format!("df = client.get_losses(\"{first}\")")), "{stdout}");
+    // The first row of the printed best table: its param_id (shortened) is the second cell.
+    let header = stdout.lines().position(|l| l.starts_with("job_id ")).unwrap();
+    let best_printed = stdout.lines().nth(header + 2).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+
+    let table = home.path().join(format!("results/results/{first}/losses.parquet"));
+    let script = format!("import pyarrow.parquet as pq\nt = pq.read_table({:?})\nprint(t.num_rows, set(t.column('status').to_pylist()))", table.display().to_string());
+    let read = Command::new(required_env("MOPS_TEST_PYTHON")).args(["-c", &script]).output().unwrap();
+    assert_eq!(text(&read.stdout).trim(), "16 {'ok'}", "{}", text(&read.stderr));
+
+    let server = MopsProcess::serve(home.path(), &[]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let mops = |args: &[&str]| Command::new(mops_binary()).args(args).env("MOPS_ENDPOINT", &endpoint).output().unwrap();
+    let shown = mops(&["attribution", "show", overlap]);
+    let shown_text = text(&shown.stdout);
+    assert!(shown_text.contains("Cache hits: 24") && shown_text.contains("Computed:   24"), "{shown_text}\n{}", text(&shown.stderr));
+
+    let best = mops(&["results", "best", "--target", "prevalence_target", "-n", "1", "--format", "csv"]);
+    let best_csv = text(&best.stdout);
+    let row = best_csv.lines().nth(1).unwrap_or_default();
+    assert!(row.split(',').nth(1).unwrap_or_default().starts_with(&best_printed), "{best_csv} vs {best_printed}");
+
+    // Against the running server: a third study, a fourth with overlap.
+    let again = Command::new(mops_binary())
+        .args(["demo", "--endpoint", &endpoint, "--home", home_arg, "--n-samples", "8", "--n-replicates", "2", "--sampler", "lhs"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}\n{}", text(&again.stdout), text(&again.stderr));
+    assert_eq!(job_lines(&text(&again.stdout)).len(), 1);
+    let listed = mops(&["jobs", "list", "--status", "succeeded"]);
+    assert_eq!(text(&listed.stdout).matches("demo-").count(), 3, "{}", text(&listed.stdout));
+    assert!(server.terminate().success());
+}
