@@ -118,6 +118,21 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The current span's W3C `traceparent`, to carry a trace across a hop that is not a gRPC call
+/// (a change event, a queue). `None` outside a trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes the span named by `traceparent` the parent of `span` (nothing happens without an
+/// OpenTelemetry layer or with a malformed value).
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+}
+
 /// Writes the current span's context as `traceparent` into outgoing gRPC metadata.
 pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
     let context = tracing::Span::current().context();

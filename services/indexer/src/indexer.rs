@@ -17,6 +17,7 @@ use modelops_core::study::JobSpec;
 use modelops_registry::JobRegistry;
 use modelops_registry::registry::IndexState;
 use tokio::sync::broadcast;
+use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::build::{IndexOptions, RowCounts, index_job};
@@ -130,8 +131,9 @@ struct Inner {
     claim_ttl: Duration,
     statuses: Mutex<HashMap<JobId, Status>>,
     updates: broadcast::Sender<Status>,
-    queue: tokio::sync::mpsc::UnboundedSender<JobId>,
-    queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<JobId>>>,
+    /// Jobs to index, each with the `traceparent` of what asked for it.
+    queue: tokio::sync::mpsc::UnboundedSender<(JobId, Option<String>)>,
+    queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(JobId, Option<String>)>>>,
     on_commit: CommitHooks,
 }
 
@@ -234,8 +236,14 @@ impl Indexer {
         ))
     }
 
-    /// Queues `job` for indexing (refusing unfinished jobs unless `force`).
+    /// Queues `job` for indexing (refusing unfinished jobs unless `force`); the build joins the
+    /// caller's trace.
     pub async fn request(&self, job: &JobId, force: bool) -> Result<Status, RequestError> {
+        self.request_traced(job, force, modelops_runtime::telemetry::current_traceparent()).await
+    }
+
+    /// [`Indexer::request`] on behalf of the trace `traceparent` (a change event's).
+    pub async fn request_traced(&self, job: &JobId, force: bool, traceparent: Option<String>) -> Result<Status, RequestError> {
         let state = self.inner.registry.require(job).await?;
         if !force && !indexable(state.status()) {
             return Err(RequestError::NotFinished(job.clone(), state.status()));
@@ -246,7 +254,7 @@ impl Indexer {
         }
         let status = Status::new(job.clone(), Phase::Queued);
         self.set_status(status.clone());
-        let _ = self.inner.queue.send(job.clone());
+        let _ = self.inner.queue.send((job.clone(), traceparent));
         Ok(status)
     }
 
@@ -277,7 +285,7 @@ impl Indexer {
                             indexer.set_status(done);
                         }
                         _ => {
-                            let _ = indexer.inner.queue.send(job);
+                            let _ = indexer.inner.queue.send((job, modelops_runtime::telemetry::current_traceparent()));
                         }
                     }
                 });
@@ -397,12 +405,22 @@ impl Indexer {
                     () = stop.cancelled() => break,
                     job = queue.recv() => match job { Some(job) => job, None => break },
                 };
+                let (job, traceparent) = job;
                 let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
                 let indexer = indexer.clone();
-                running.spawn(async move {
-                    indexer.run(&job).await;
-                    drop(permit);
-                });
+                // The build joins the trace of whatever asked for it (the request that finished
+                // the job, or an IndexJob call).
+                let span = tracing::info_span!("index_job", job = %job);
+                if let Some(traceparent) = &traceparent {
+                    modelops_runtime::telemetry::set_remote_parent(&span, traceparent);
+                }
+                running.spawn(
+                    async move {
+                        indexer.run(&job).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             while running.join_next().await.is_some() {}
         });
@@ -426,7 +444,7 @@ impl Indexer {
                         let state = &event.state;
                         let finished_now = event.previous.is_some_and(|p| !indexable(p)) && indexable(state.status());
                         if finished_now && IndexState::of(state) == IndexState::None {
-                            let _ = indexer.request(state.job_id(), false).await;
+                            let _ = indexer.request_traced(state.job_id(), false, event.traceparent.clone()).await;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => indexer.catch_up().await,

@@ -159,6 +159,7 @@ impl Catalog {
 
     /// Reads `job`'s entry again now (after it was indexed or re-indexed); forgets it if its
     /// manifest is gone. Failures are logged: the next refresh tries again.
+    #[tracing::instrument(name = "catalog_reload", skip(self))]
     pub async fn reload(&self, job: &str) {
         let Ok(id) = JobId::new(job) else { return };
         let manifest = Path::from(format!("{}/manifest.json", job_dir(id.as_str())));

@@ -25,6 +25,9 @@ pub struct JobEvent {
     pub state: Arc<JobState>,
     /// Its status before, if known.
     pub previous: Option<JobStatus>,
+    /// The W3C `traceparent` of the request that made the change (in this process), so work it
+    /// triggers joins the same trace.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +87,7 @@ impl ChangeHub {
             seq: hub.next_seq,
             state: Arc::new(state),
             previous,
+            traceparent: modelops_runtime::telemetry::current_traceparent(),
         };
         hub.next_seq += 1;
         hub.backlog.push_back(event.clone());

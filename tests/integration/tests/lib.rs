@@ -10,3 +10,4 @@ mod query;
 mod registry;
 mod serve;
 mod stores;
+mod traces;
