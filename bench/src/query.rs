@@ -117,12 +117,15 @@ else:
     best = {"type": "best_parameters", "target": target, "n": 10}
     out["ours_best"], got = timed(lambda: ours(flight.FlightDescriptor.for_command(json.dumps(best))), 9)
     sql = f"SELECT job_id, param_id, loss FROM read_parquet('{glob}') WHERE target = ? AND status = 'ok' ORDER BY loss, job_id, param_id LIMIT 10"
-    out["duckdb_best"], expected = timed(lambda: con.execute(sql, [target]).arrow(), 5)
+    out["duckdb_best"], expected = timed(lambda: con.execute(sql, [target]).to_arrow_table(), 5)
     out["best_equal"] = got.select(["job_id", "param_id", "loss"]).to_pylist() == pa.table(expected).to_pylist()
+    if not out["best_equal"]:
+        out["best_ours"] = got.select(["job_id", "param_id", "loss"]).to_pylist()
+        out["best_duckdb"] = pa.table(expected).to_pylist()
     query = {"type": "losses", "bundle_digest": bundle, "min_loss": lo, "max_loss": hi}
     out["ours_selective"], got = timed(lambda: ours(flight.FlightDescriptor.for_command(json.dumps(query))), 9)
     sql = f"SELECT * FROM read_parquet('{glob}') WHERE bundle_digest = ? AND loss BETWEEN ? AND ?"
-    out["duckdb_selective"], expected = timed(lambda: con.execute(sql, [bundle, lo, hi]).arrow(), 5)
+    out["duckdb_selective"], expected = timed(lambda: con.execute(sql, [bundle, lo, hi]).to_arrow_table(), 5)
     out["selective_rows"] = got.num_rows
     out["selective_equal"] = got.num_rows == pa.table(expected).num_rows
 print(json.dumps(out))

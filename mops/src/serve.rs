@@ -260,6 +260,12 @@ pub async fn serve(
                 Box::pin(async move { catalog.reload(job.as_str()).await })
             }));
         }
+        // Answer nothing before every indexed job is known (a partial catalog gives wrong
+        // cross-job answers); a store that is down now is retried by the refresh loop.
+        match catalog.refresh().await {
+            Ok(jobs) => tracing::info!(jobs, "query catalog loaded"),
+            Err(error) => tracing::warn!(%error, "query catalog: first listing failed; retrying in the background"),
+        }
         catalog.start(state.catalog_refresh, background.token(), background.tracker());
         let service = QueryService::new(Engine::new(catalog.clone())?)?;
         routes = routes.add_service(service.into_server());

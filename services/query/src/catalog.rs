@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use modelops_core::job::JobId;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -200,9 +200,16 @@ impl Catalog {
                 .map(|(job, meta)| (job.clone(), meta.clone()))
                 .collect()
         };
+        // Manifests, summaries and footers are small reads: a few at once.
+        let mut loads = futures::stream::iter(stale)
+            .map(|(job, meta)| async move {
+                let entry = self.load(&job, &meta).await;
+                (job, entry)
+            })
+            .buffer_unordered(16);
         let mut loaded = 0;
-        for (job, meta) in stale {
-            match self.load(&job, &meta).await {
+        while let Some((job, entry)) = loads.next().await {
+            match entry {
                 Ok(entry) => {
                     self.entries.write().expect("catalog lock").insert(job, Arc::new(entry));
                     loaded += 1;
@@ -215,19 +222,20 @@ impl Catalog {
         Ok(loaded)
     }
 
-    /// Refreshes now and then every `interval` until `stop` is cancelled.
+    /// Refreshes every `interval` until `stop` is cancelled (call [`Catalog::refresh`] once
+    /// first, so the service never answers before it knows the jobs).
     pub fn start(&self, interval: Duration, stop: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
         let catalog = self.clone();
         tracker.spawn(async move {
             loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
                 match catalog.refresh().await {
                     Ok(0) => {}
                     Ok(loaded) => tracing::debug!(loaded, jobs = catalog.entries.read().expect("catalog lock").len(), "catalog refreshed"),
                     Err(error) => tracing::warn!(%error, "catalog refresh failed"),
-                }
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(interval) => {}
                 }
             }
         });

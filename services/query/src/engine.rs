@@ -20,6 +20,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
 use crate::catalog::{Catalog, JobEntry, target_matches};
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
@@ -60,7 +61,17 @@ impl Engine {
     }
 
     fn session(&self) -> SessionContext {
-        let config = SessionConfig::new().with_information_schema(true).with_batch_size(8192);
+        let mut config = SessionConfig::new().with_information_schema(true).with_batch_size(8192);
+        // Filters are evaluated while decoding (late materialization): a selective loss range
+        // reads the loss column, and the other columns only where rows match.
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config.options_mut().execution.parquet.reorder_filters = true;
+        // The catalog already pruned by job; file statistics would cost a footer read per file
+        // at planning time for no further pruning (each job's ranges are in the catalog).
+        config.options_mut().execution.collect_statistics = false;
+        // Loss values are spread across every page; the page index prunes nothing but costs a
+        // read per file.
+        config.options_mut().execution.parquet.enable_page_index = false;
         SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
     }
 
@@ -106,26 +117,45 @@ impl Engine {
         Ok((-1, -1))
     }
 
-    /// One job's table as stored, read in a task of its own so decoding overlaps sending.
+    /// One job's table as stored, in order. Row groups are decoded in tasks of their own, two
+    /// at a time, so decoding uses both cores and overlaps sending; at most two decoded row
+    /// groups are held.
     async fn table_stream(&self, job: &JobEntry) -> Result<BatchStream, QueryError> {
-        let reader = TableReader::new(Arc::clone(self.catalog.store()), job.table.location.clone(), job.table.size);
-        let stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(BATCH_ROWS).build()?;
-        let schema = Arc::clone(&job.schema);
-        let (sender, receiver) = tokio::sync::mpsc::channel(2);
-        let job_id = job.job_id.clone();
-        tokio::spawn(async move {
-            let mut stream = stream;
-            while let Some(batch) = stream.next().await {
-                let failed = batch.is_err();
-                let batch = batch.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
-                if sender.send(batch).await.is_err() || failed {
-                    break;
+        let store = Arc::clone(self.catalog.store());
+        let (location, size) = (job.table.location.clone(), job.table.size);
+        let mut reader = TableReader::new(Arc::clone(&store), location.clone(), size);
+        let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default()).await?;
+        let groups = metadata.metadata().num_row_groups();
+        let decode = move |group: usize| {
+            let reader = TableReader::new(Arc::clone(&store), location.clone(), size);
+            let metadata = metadata.clone();
+            async move {
+                let decoded = tokio::spawn(async move {
+                    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+                        .with_row_groups(vec![group])
+                        .with_batch_size(BATCH_ROWS)
+                        .build()?;
+                    stream.try_collect::<Vec<RecordBatch>>().await
+                })
+                .await;
+                match decoded {
+                    Ok(Ok(batches)) => Ok(batches),
+                    Ok(Err(e)) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
+                    Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
                 }
             }
-            tracing::debug!(job = %job_id, "table streamed");
-        });
-        let batches = tokio_stream_from(receiver);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        };
+        let batches = futures::stream::iter(0..groups)
+            .map(decode)
+            .buffered(2)
+            .flat_map(|decoded| {
+                let items: Vec<Result<RecordBatch, datafusion::error::DataFusionError>> = match decoded {
+                    Ok(batches) => batches.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(items)
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&job.schema), batches)))
     }
 
     /// The jobs a losses query can touch, by the catalog alone.
@@ -335,12 +365,6 @@ impl Engine {
             .collect();
         (kept, Some(threshold))
     }
-}
-
-fn tokio_stream_from(
-    mut receiver: tokio::sync::mpsc::Receiver<Result<RecordBatch, datafusion::error::DataFusionError>>,
-) -> impl futures::Stream<Item = Result<RecordBatch, datafusion::error::DataFusionError>> + Send + 'static {
-    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 fn timestamp(micros: i64) -> Expr {
