@@ -432,14 +432,7 @@ async fn run_group(
             counts.sims_cached += 1;
         } else {
             let record = SimRecord {
-                inputs: SimInputs {
-                    bundle_ref: task.bundle_ref.clone(),
-                    entrypoint: task.entrypoint.clone(),
-                    params: task.values.clone(),
-                    seed: task.seed,
-                    outputs: task.outputs.clone(),
-                    param_id: task.param_id.clone(),
-                },
+                inputs: SimInputs::from(*task),
                 task_id: task_id.clone(),
                 outputs: vec![
                     SimOutput::new("metadata", format!("{{\"model\": \"{MODEL}\", \"seed\": {}, \"days\": {}}}", task.seed, setup.days)),

@@ -162,6 +162,20 @@ pub struct SimInputs {
     pub param_id: String,
 }
 
+impl From<&crate::study::SimTaskSpec> for SimInputs {
+    /// The inputs of the simulation a job's task runs.
+    fn from(task: &crate::study::SimTaskSpec) -> Self {
+        Self {
+            bundle_ref: task.bundle_ref.clone(),
+            entrypoint: task.entrypoint.clone(),
+            params: task.values.clone(),
+            seed: task.seed,
+            outputs: task.outputs.clone(),
+            param_id: task.param_id.clone(),
+        }
+    }
+}
+
 /// What a failed simulation reports (upstream `ErrorInfo`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimError {

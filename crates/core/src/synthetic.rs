@@ -59,14 +59,7 @@ fn sim_record(group: &ParamGroup<'_>, task: &crate::study::SimTaskSpec, timestam
     );
     let prevalence = Bytes::from(format!("synthetic-prevalence:{}:{}", group.param_id, task.seed));
     SimRecord {
-        inputs: SimInputs {
-            bundle_ref: task.bundle_ref.clone(),
-            entrypoint: task.entrypoint.clone(),
-            params: task.values.clone(),
-            seed: task.seed,
-            outputs: task.outputs.clone(),
-            param_id: task.param_id.clone(),
-        },
+        inputs: SimInputs::from(task),
         task_id: ids::runner_task_id(&task.param_id, task.seed, OUTPUTS),
         outputs: vec![SimOutput::new("prevalence", prevalence), SimOutput::new("metadata", metadata)],
         error: None,
