@@ -71,6 +71,8 @@ pub struct JobEntry {
     pub table: ObjectMeta,
     /// Size of the table in bytes.
     pub table_bytes: u64,
+    /// The table's decoded footer, so scans start without reading it again.
+    pub footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
     /// The manifest's listing metadata when read (to notice a re-index).
     manifest_version: (Option<String>, i64, u64),
 }
@@ -251,6 +253,7 @@ impl Catalog {
         let reader = TableReader::new(Arc::clone(&self.store), table_path, table.size);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let schema = Arc::clone(builder.schema());
+        let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), Default::default())?;
         let metadata = builder.metadata();
         let computed_at_range = schema.index_of("computed_at").ok().and_then(|column| {
             metadata
@@ -296,6 +299,7 @@ impl Catalog {
             targets,
             schema,
             table_bytes: table.size,
+            footer,
             table,
             manifest_version: version_of(manifest_meta),
         })

@@ -94,6 +94,10 @@ impl Engine {
                 let job = self.catalog.job(query.single_table().expect("checked")).await?;
                 self.table_stream(&job).await
             }
+            Command::Losses(query) if query.order == Order::None => {
+                let jobs = self.prune_losses(query).await?;
+                Ok(self.scan(jobs, query))
+            }
             Command::Jobs => {
                 let batch = jobs_batch(&self.catalog.jobs())?;
                 let schema = batch.schema();
@@ -156,6 +160,65 @@ impl Engine {
                 futures::stream::iter(items)
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&job.schema), batches)))
+    }
+
+    /// The rows of `jobs` that `query` selects, job after job, in the unified schema: each
+    /// table is read with the footer the catalog holds and filtered with Arrow kernels, two
+    /// tables at a time in tasks of their own. Stops reading once `limit` rows are sent.
+    fn scan(&self, jobs: Vec<Arc<JobEntry>>, query: &LossesQuery) -> BatchStream {
+        let schema = unified_schema(&jobs);
+        let store = Arc::clone(self.catalog.store());
+        let filter = Arc::new(query.clone());
+        let target_schema = Arc::clone(&schema);
+        let read = move |job: Arc<JobEntry>| {
+            let (store, filter, schema) = (Arc::clone(&store), Arc::clone(&filter), Arc::clone(&target_schema));
+            async move {
+                let task = tokio::spawn(async move {
+                    let reader = TableReader::new(store, job.table.location.clone(), job.table.size);
+                    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, job.footer.clone())
+                        .with_batch_size(BATCH_ROWS)
+                        .build()
+                        .map_err(QueryError::from)?;
+                    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(QueryError::from)?;
+                    batches
+                        .iter()
+                        .map(|batch| select_rows(batch, &filter).and_then(|b| conform(&b, &schema)))
+                        .collect::<Result<Vec<_>, QueryError>>()
+                });
+                match task.await {
+                    Ok(result) => result,
+                    Err(e) => Err(QueryError::Catalog(format!("table reader task failed: {e}"))),
+                }
+            }
+        };
+        let mut remaining = query.limit.unwrap_or(usize::MAX);
+        let batches = futures::stream::iter(jobs)
+            .map(read)
+            .buffered(2)
+            .flat_map(|read| {
+                let items: Vec<Result<RecordBatch, QueryError>> = match read {
+                    Ok(batches) => batches.into_iter().filter(|b| b.num_rows() > 0).map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(items)
+            })
+            .take_while(move |batch| {
+                let more = remaining > 0;
+                if let Ok(batch) = batch {
+                    remaining = remaining.saturating_sub(batch.num_rows());
+                }
+                futures::future::ready(more)
+            })
+            .scan(query.limit.unwrap_or(usize::MAX), |left, batch| {
+                let batch = batch.map(|b| {
+                    let keep = b.num_rows().min(*left);
+                    *left -= keep;
+                    b.slice(0, keep)
+                });
+                futures::future::ready(Some(batch))
+            })
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
     }
 
     /// The jobs a losses query can touch, by the catalog alone.
@@ -369,6 +432,63 @@ impl Engine {
 
 fn timestamp(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
+}
+
+/// The rows of `batch` (one job's table) that `query`'s row filters select.
+fn select_rows(batch: &RecordBatch, query: &LossesQuery) -> Result<RecordBatch, QueryError> {
+    use arrow::array::{Array as _, BooleanArray, Scalar};
+    use arrow::compute::kernels::{boolean, cmp, comparison};
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| QueryError::Catalog(format!("table without a {name} column")));
+    let mut masks: Vec<BooleanArray> = Vec::new();
+    if let Some(target) = &query.target {
+        let targets = column("target")?;
+        let mut mask = cmp::eq(targets, &Scalar::new(arrow::array::StringArray::from(vec![target.as_str()])))?;
+        if !target.contains(':') {
+            let suffix = Scalar::new(arrow::array::StringArray::from(vec![format!(":{target}")]));
+            mask = boolean::or(&mask, &comparison::ends_with(targets, &suffix)?)?;
+        }
+        masks.push(mask);
+    }
+    if let Some(status) = query.status {
+        masks.push(cmp::eq(column("status")?, &Scalar::new(arrow::array::StringArray::from(vec![status.as_str()])))?);
+    }
+    let loss = || column("loss");
+    if let Some(lo) = query.min_loss {
+        masks.push(cmp::gt_eq(loss()?, &Float64Array::new_scalar(lo))?);
+    }
+    if let Some(hi) = query.max_loss {
+        masks.push(cmp::lt_eq(loss()?, &Float64Array::new_scalar(hi))?);
+    }
+    let micros = |t: chrono::DateTime<chrono::Utc>| TimestampMicrosecondArray::new_scalar(t.timestamp_micros());
+    if let Some(since) = query.since {
+        let at = arrow::compute::cast(column("computed_at")?, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        masks.push(cmp::gt_eq(&at, &micros(since))?);
+    }
+    if let Some(until) = query.until {
+        let at = arrow::compute::cast(column("computed_at")?, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        masks.push(cmp::lt(&at, &micros(until))?);
+    }
+    let Some(mask) = masks.into_iter().map(Ok).reduce(|a: Result<BooleanArray, QueryError>, b| Ok(boolean::and(&a?, &b?)?)) else {
+        return Ok(batch.clone());
+    };
+    // Nulls (a missing row's loss) never match.
+    let mask = mask?;
+    let mask = if mask.nulls().is_some() { arrow::compute::prep_null_mask_filter(&mask) } else { mask };
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+}
+
+/// `batch` in `schema`: its columns cast where the schema widened them, absent ones null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(Arc::clone(column)),
+            Some(column) => Ok(arrow::compute::cast(column, field.data_type())?),
+            None => Ok(arrow::array::new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<ArrayRef>, QueryError>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Rows whose target is `wanted`, by entrypoint or by the name after its last `:`.

@@ -184,6 +184,15 @@ async fn filters_across_jobs_equal_the_rows_they_select() {
     assert!(!expected.is_empty() && expected.len() < all.len(), "the range selects some rows, not all");
     assert_eq!(got, expected);
 
+    // Limited without an order: any 5 of the selected rows, no more.
+    let limited = LossesQuery {
+        limit: Some(5),
+        ..query.clone()
+    };
+    let got = rows(&run(&fixture, &losses(limited)).await);
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|r| expected.contains(r)));
+
     // Ordered and limited, by the short target name.
     let ordered = LossesQuery {
         target: Some("prevalence_target".into()),
