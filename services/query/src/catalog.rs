@@ -148,15 +148,19 @@ impl Catalog {
             return Ok(Arc::clone(entry));
         }
         let id = JobId::new(job).map_err(|e| QueryError::invalid("job_id", e.to_string()))?;
-        let manifest = Path::from(format!("{}/manifest.json", job_dir(id.as_str())));
-        let meta = match self.store.head(&manifest).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => return Err(QueryError::JobNotFound(job.to_owned())),
-            Err(e) => return Err(e.into()),
-        };
-        let entry = Arc::new(self.load(id.as_str(), &meta).await?);
+        let entry = Arc::new(self.fetch(&id).await?.ok_or_else(|| QueryError::JobNotFound(job.to_owned()))?);
         self.entries.write().expect("catalog lock").insert(job.to_owned(), Arc::clone(&entry));
         Ok(entry)
+    }
+
+    /// Reads `job`'s entry from the store; `None` when it has no committed table.
+    async fn fetch(&self, job: &JobId) -> Result<Option<JobEntry>, QueryError> {
+        let manifest = Path::from(format!("{}/manifest.json", job_dir(job.as_str())));
+        match self.store.head(&manifest).await {
+            Ok(meta) => self.load(job.as_str(), &meta).await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads `job`'s entry again now (after it was indexed or re-indexed); forgets it if its
@@ -164,12 +168,7 @@ impl Catalog {
     #[tracing::instrument(name = "catalog_reload", skip(self))]
     pub async fn reload(&self, job: &str) {
         let Ok(id) = JobId::new(job) else { return };
-        let manifest = Path::from(format!("{}/manifest.json", job_dir(id.as_str())));
-        let loaded = match self.store.head(&manifest).await {
-            Ok(meta) => self.load(id.as_str(), &meta).await.map(Some),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        };
+        let loaded = self.fetch(&id).await;
         let mut entries = self.entries.write().expect("catalog lock");
         match loaded {
             Ok(Some(entry)) => {

@@ -20,7 +20,6 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
 use crate::catalog::{Catalog, JobEntry, target_matches};
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
@@ -92,7 +91,7 @@ impl Engine {
         match command {
             Command::Losses(query) if query.single_table().is_some() => {
                 let job = self.catalog.job(query.single_table().expect("checked")).await?;
-                self.table_stream(&job).await
+                Ok(self.table_stream(job))
             }
             Command::Losses(query) if query.order == Order::None => {
                 let jobs = self.prune_losses(query).await?;
@@ -124,92 +123,45 @@ impl Engine {
     /// One job's table as stored, in order. Row groups are decoded in tasks of their own, two
     /// at a time, so decoding uses both cores and overlaps sending; at most two decoded row
     /// groups are held.
-    async fn table_stream(&self, job: &JobEntry) -> Result<BatchStream, QueryError> {
+    fn table_stream(&self, job: Arc<JobEntry>) -> BatchStream {
         let store = Arc::clone(self.catalog.store());
-        let (location, size) = (job.table.location.clone(), job.table.size);
-        let mut reader = TableReader::new(Arc::clone(&store), location.clone(), size);
-        let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default()).await?;
-        let groups = metadata.metadata().num_row_groups();
-        let decode = move |group: usize| {
-            let reader = TableReader::new(Arc::clone(&store), location.clone(), size);
-            let metadata = metadata.clone();
-            async move {
-                let decoded = tokio::spawn(async move {
-                    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
-                        .with_row_groups(vec![group])
-                        .with_batch_size(BATCH_ROWS)
-                        .build()?;
-                    stream.try_collect::<Vec<RecordBatch>>().await
-                })
-                .await;
-                match decoded {
-                    Ok(Ok(batches)) => Ok(batches),
-                    Ok(Err(e)) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
-                    Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
-                }
-            }
-        };
+        let schema = Arc::clone(&job.schema);
+        let groups = job.footer.metadata().num_row_groups();
         let batches = futures::stream::iter(0..groups)
-            .map(decode)
+            .map(move |group| decode(Arc::clone(&store), Arc::clone(&job), Some(vec![group])))
             .buffered(2)
-            .flat_map(|decoded| {
-                let items: Vec<Result<RecordBatch, datafusion::error::DataFusionError>> = match decoded {
-                    Ok(batches) => batches.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                };
-                futures::stream::iter(items)
-            });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&job.schema), batches)))
+            .flat_map(batches_of)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
     }
 
     /// The rows of `jobs` that `query` selects, job after job, in the unified schema: each
-    /// table is read with the footer the catalog holds and filtered with Arrow kernels, two
-    /// tables at a time in tasks of their own. Stops reading once `limit` rows are sent.
+    /// table is decoded in a task of its own, two at a time, and filtered with Arrow kernels.
+    /// Stops reading once `limit` rows are sent.
     fn scan(&self, jobs: Vec<Arc<JobEntry>>, query: &LossesQuery) -> BatchStream {
         let schema = unified_schema(&jobs);
         let store = Arc::clone(self.catalog.store());
         let filter = Arc::new(query.clone());
         let target_schema = Arc::clone(&schema);
         let read = move |job: Arc<JobEntry>| {
-            let (store, filter, schema) = (Arc::clone(&store), Arc::clone(&filter), Arc::clone(&target_schema));
+            let (decoded, filter, schema) = (decode(Arc::clone(&store), job, None), Arc::clone(&filter), Arc::clone(&target_schema));
             async move {
-                let task = tokio::spawn(async move {
-                    let reader = TableReader::new(store, job.table.location.clone(), job.table.size);
-                    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, job.footer.clone())
-                        .with_batch_size(BATCH_ROWS)
-                        .build()
-                        .map_err(QueryError::from)?;
-                    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(QueryError::from)?;
-                    batches
-                        .iter()
-                        .map(|batch| select_rows(batch, &filter).and_then(|b| conform(&b, &schema)))
-                        .collect::<Result<Vec<_>, QueryError>>()
-                });
-                match task.await {
-                    Ok(result) => result,
-                    Err(e) => Err(QueryError::Catalog(format!("table reader task failed: {e}"))),
-                }
+                decoded
+                    .await?
+                    .iter()
+                    .map(|batch| select_rows(batch, &filter).and_then(|b| conform(&b, &schema)))
+                    .filter(|selected| selected.as_ref().map_or(true, |b| b.num_rows() > 0))
+                    .collect::<Result<Vec<_>, QueryError>>()
             }
         };
-        let mut remaining = query.limit.unwrap_or(usize::MAX);
         let batches = futures::stream::iter(jobs)
             .map(read)
             .buffered(2)
-            .flat_map(|read| {
-                let items: Vec<Result<RecordBatch, QueryError>> = match read {
-                    Ok(batches) => batches.into_iter().filter(|b| b.num_rows() > 0).map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                };
-                futures::stream::iter(items)
-            })
-            .take_while(move |batch| {
-                let more = remaining > 0;
-                if let Ok(batch) = batch {
-                    remaining = remaining.saturating_sub(batch.num_rows());
-                }
-                futures::future::ready(more)
-            })
+            .flat_map(batches_of)
             .scan(query.limit.unwrap_or(usize::MAX), |left, batch| {
+                if *left == 0 {
+                    return futures::future::ready(None);
+                }
                 let batch = batch.map(|b| {
                     let keep = b.num_rows().min(*left);
                     *left -= keep;
@@ -432,6 +384,29 @@ impl Engine {
 
 fn timestamp(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
+}
+
+/// Decodes `row_groups` (all when `None`) of `job`'s table in a task of its own, starting from
+/// the footer the catalog read.
+async fn decode(store: Arc<dyn object_store::ObjectStore>, job: Arc<JobEntry>, row_groups: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, QueryError> {
+    let task = tokio::spawn(async move {
+        let reader = TableReader::new(store, job.table.location.clone(), job.table.size);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, job.footer.clone()).with_batch_size(BATCH_ROWS);
+        if let Some(row_groups) = row_groups {
+            builder = builder.with_row_groups(row_groups);
+        }
+        Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
+    });
+    task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
+}
+
+/// A decoded piece of a table as a stream of its batches (or its error).
+fn batches_of(decoded: Result<Vec<RecordBatch>, QueryError>) -> futures::stream::Iter<std::vec::IntoIter<Result<RecordBatch, QueryError>>> {
+    let items = match decoded {
+        Ok(batches) => batches.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    };
+    futures::stream::iter(items)
 }
 
 /// The rows of `batch` (one job's table) that `query`'s row filters select.
