@@ -10,6 +10,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use modelops_core::study::{JobSpec, SimJobSpec};
+use modelops_proto::indexer::v1 as indexer_pb;
+use modelops_proto::indexer::v1::indexer_client::IndexerClient;
+use modelops_proto::registry::v1 as registry_pb;
+use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
+
 
 /// Parses `mops serve` arguments exactly as the command line would.
 pub fn serve_args(extra: &[&str]) -> mops::serve::ServeArgs {
@@ -119,6 +125,67 @@ pub async fn channel(endpoint: &str) -> tonic::transport::Channel {
         .connect()
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {endpoint}: {e}"))
+}
+
+/// Registers `job` from a Calabaria study and returns the SimJob spec the registry expanded.
+pub async fn register_study(channel: &tonic::transport::Channel, job: &str, study_json: &str, bundle_ref: &str) -> SimJobSpec {
+    let mut registry = JobRegistryClient::new(channel.clone());
+    registry
+        .register_job(registry_pb::RegisterJobRequest {
+            job_id: job.into(),
+            spec: Some(registry_pb::register_job_request::Spec::Study(registry_pb::StudySpec {
+                study_json: study_json.into(),
+                bundle_ref: bundle_ref.into(),
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("register {job}: {e}"));
+    let spec_json = registry
+        .get_job_spec(registry_pb::GetJobSpecRequest { job_id: job.into() })
+        .await
+        .unwrap_or_else(|e| panic!("spec of {job}: {e}"))
+        .into_inner()
+        .job_spec_json;
+    match JobSpec::from_json(spec_json.as_bytes()).expect("a valid spec") {
+        JobSpec::Simulation(spec) => spec,
+        JobSpec::Calibration { .. } => panic!("{job} expanded to a calibration job"),
+    }
+}
+
+/// Moves `job` through `statuses`, one UpdateStatus each.
+pub async fn move_through(channel: &tonic::transport::Channel, job: &str, statuses: &[registry_pb::JobStatus]) {
+    let mut registry = JobRegistryClient::new(channel.clone());
+    for status in statuses {
+        registry
+            .update_status(registry_pb::UpdateStatusRequest {
+                job_id: job.into(),
+                status: (*status).into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{job} → {status:?}: {e}"));
+    }
+}
+
+/// Waits up to `timeout` until the indexer reports `job` indexed, and returns that status.
+pub async fn wait_indexed(channel: &tonic::transport::Channel, job: &str, timeout: Duration) -> indexer_pb::IndexStatus {
+    let mut indexer = IndexerClient::new(channel.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = indexer
+            .get_index_status(indexer_pb::GetIndexStatusRequest { job_id: job.into() })
+            .await
+            .unwrap_or_else(|e| panic!("index status of {job}: {e}"))
+            .into_inner()
+            .status
+            .expect("a status");
+        if status.phase == i32::from(indexer_pb::IndexPhase::Done) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{job} was not indexed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `mops` binary built next to the test executable (`scripts/test` builds it first).

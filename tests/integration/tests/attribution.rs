@@ -4,36 +4,18 @@
 use futures::StreamExt;
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::study::{JobSpec, SimJobSpec};
+use modelops_core::study::SimJobSpec;
 use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{TestServer, azurite_container, channel, mops_binary, unique};
+use modelops_integration_tests::{TestServer, azurite_container, channel, mops_binary, register_study, unique};
 use modelops_proto::attribution::v1 as pb;
 use modelops_proto::attribution::v1::attribution_client::AttributionClient;
-use modelops_proto::registry::v1 as registry_pb;
-use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 
 const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const STUDY: &str = include_str!("../../../crates/core/tests/fixtures/upstream/study_plain.json");
 const TARGET: &str = "targets.prev:prevalence_target";
 
-async fn register(client: &mut JobRegistryClient<tonic::transport::Channel>, job: &str, third_beta: &str) -> SimJobSpec {
-    let study = STUDY.replace("\"beta\": 0.25", &format!("\"beta\": {third_beta}"));
-    client
-        .register_job(registry_pb::RegisterJobRequest {
-            job_id: job.into(),
-            spec: Some(registry_pb::register_job_request::Spec::Study(registry_pb::StudySpec {
-                study_json: study,
-                bundle_ref: BUNDLE.into(),
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let spec = client.get_job_spec(registry_pb::GetJobSpecRequest { job_id: job.into() }).await.unwrap().into_inner();
-    match JobSpec::from_json(spec.job_spec_json.as_bytes()).unwrap() {
-        JobSpec::Simulation(spec) => spec,
-        JobSpec::Calibration { .. } => unreachable!(),
-    }
+async fn register(channel: &tonic::transport::Channel, job: &str, third_beta: &str) -> SimJobSpec {
+    register_study(channel, job, &STUDY.replace("\"beta\": 0.25", &format!("\"beta\": {third_beta}")), BUNDLE).await
 }
 
 async fn run(provenance: &Store, spec: &SimJobSpec, sets: &[usize]) -> synthetic::Written {
@@ -101,12 +83,11 @@ async fn two_jobs_sharing_results_on_azurite() {
     let server = TestServer::start(&["--results", &results]).await;
     let provenance = Store::open(&format!("file://{}/provenance", server.home.path().display())).unwrap();
     let channel = channel(&server.endpoint()).await;
-    let mut registry = JobRegistryClient::new(channel.clone());
-    let mut attribution = AttributionClient::new(channel);
+    let mut attribution = AttributionClient::new(channel.clone());
 
-    let spec_a = register(&mut registry, "job-a", "0.25").await;
+    let spec_a = register(&channel, "job-a", "0.25").await;
     let written_a = run(&provenance, &spec_a, &[0, 1, 2]).await;
-    let spec_b = register(&mut registry, "job-b", "0.45").await;
+    let spec_b = register(&channel, "job-b", "0.45").await;
     run(&provenance, &spec_b, &[2]).await;
 
     // Job A reports its edges in two batches, and one batch again after a "restart".

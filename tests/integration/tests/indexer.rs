@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::study::JobSpec;
 use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{TestServer, channel, mops_binary, required_env};
+use modelops_integration_tests::{TestServer, channel, mops_binary, move_through, register_study, required_env, wait_indexed};
 use modelops_proto::indexer::v1 as pb;
 use modelops_proto::indexer::v1::indexer_client::IndexerClient;
 use modelops_proto::registry::v1 as registry_pb;
@@ -21,20 +20,8 @@ async fn a_finished_job_is_indexed_automatically_and_pyarrow_reads_it() {
     let server = TestServer::start(&[]).await;
     let channel = channel(&server.endpoint()).await;
     let mut registry = JobRegistryClient::new(channel.clone());
-    let mut indexer = IndexerClient::new(channel);
-    registry
-        .register_job(registry_pb::RegisterJobRequest {
-            job_id: "job-idx".into(),
-            spec: Some(registry_pb::register_job_request::Spec::Study(registry_pb::StudySpec {
-                study_json: STUDY.into(),
-                bundle_ref: BUNDLE.into(),
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let spec_json = registry.get_job_spec(registry_pb::GetJobSpecRequest { job_id: "job-idx".into() }).await.unwrap().into_inner().job_spec_json;
-    let JobSpec::Simulation(spec) = JobSpec::from_json(spec_json.as_bytes()).unwrap() else { unreachable!() };
+    let mut indexer = IndexerClient::new(channel.clone());
+    let spec = register_study(&channel, "job-idx", STUDY, BUNDLE).await;
     let provenance = Store::open(&format!("file://{}/provenance", server.home.path().display())).unwrap();
     let timestamp = modelops_core::time::now_iso();
     let run = SyntheticRun {
@@ -50,17 +37,7 @@ async fn a_finished_job_is_indexed_automatically_and_pyarrow_reads_it() {
     let missing = indexer.index_job(pb::IndexJobRequest { job_id: "job-nope".into(), ..Default::default() }).await;
     assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
 
-    for status in [registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Partial] {
-        let status = if status == registry_pb::JobStatus::Partial { registry_pb::JobStatus::Validating } else { status };
-        registry
-            .update_status(registry_pb::UpdateStatusRequest {
-                job_id: "job-idx".into(),
-                status: status.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    move_through(&channel, "job-idx", &[registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Validating]).await;
     registry
         .finalize_job(registry_pb::FinalizeJobRequest {
             job_id: "job-idx".into(),
@@ -139,21 +116,8 @@ fn big_study(n: usize) -> String {
 /// into `provenance` first when `write` is set), and finishes the job.
 async fn prepare(endpoint: &str, provenance: &Store, study: &str, write: bool) {
     let channel = channel(endpoint).await;
-    let mut registry = JobRegistryClient::new(channel.clone());
-    let mut attribution = AttributionClient::new(channel);
-    registry
-        .register_job(registry_pb::RegisterJobRequest {
-            job_id: "job-kill".into(),
-            spec: Some(registry_pb::register_job_request::Spec::Study(registry_pb::StudySpec {
-                study_json: study.into(),
-                bundle_ref: BUNDLE.into(),
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let spec_json = registry.get_job_spec(registry_pb::GetJobSpecRequest { job_id: "job-kill".into() }).await.unwrap().into_inner().job_spec_json;
-    let JobSpec::Simulation(spec) = JobSpec::from_json(spec_json.as_bytes()).unwrap() else { unreachable!() };
+    let mut attribution = AttributionClient::new(channel.clone());
+    let spec = register_study(&channel, "job-kill", study, BUNDLE).await;
     let mut edges = Vec::new();
     for (i, group) in spec.task_groups().iter().enumerate() {
         let task_ids: Vec<String> = group.tasks.iter().map(|t| modelops_core::ids::runner_task_id(&t.param_id, t.seed, synthetic::OUTPUTS)).collect();
@@ -188,16 +152,7 @@ async fn prepare(endpoint: &str, provenance: &Store, study: &str, write: bool) {
         })
         .collect();
     attribution.record_edges(futures::stream::iter(batches)).await.unwrap();
-    for status in [registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Succeeded] {
-        registry
-            .update_status(registry_pb::UpdateStatusRequest {
-                job_id: "job-kill".into(),
-                status: status.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    move_through(&channel, "job-kill", &[registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Succeeded]).await;
 }
 
 async fn index_status(endpoint: &str) -> pb::IndexStatus {
@@ -211,15 +166,7 @@ async fn index_status(endpoint: &str) -> pb::IndexStatus {
 }
 
 async fn wait_done(endpoint: &str) -> pb::IndexStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = index_status(endpoint).await;
-        if status.phase == i32::from(pb::IndexPhase::Done) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "not indexed: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_indexed(&channel(endpoint).await, "job-kill", Duration::from_secs(120)).await
 }
 
 #[tokio::test]

@@ -2,15 +2,12 @@
 //! pandas, ADBC Flight SQL, the registry/attribution stubs) in pytest, grpcurl through
 //! reflection, and the `mops results` commands.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::study::JobSpec;
 use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{TestServer, channel, mops_binary, required_env, tool};
-use modelops_proto::indexer::v1 as pb;
-use modelops_proto::indexer::v1::indexer_client::IndexerClient;
+use modelops_integration_tests::{TestServer, channel, mops_binary, move_through, register_study, required_env, tool, wait_indexed};
 use modelops_proto::registry::v1 as registry_pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 
@@ -31,21 +28,7 @@ fn study(sets: &[(f64, &str)]) -> String {
 /// indexer to commit its table.
 async fn run_job(server: &TestServer, job: &str, sets: &[(f64, &str)], missing: &[usize]) {
     let channel = channel(&server.endpoint()).await;
-    let mut registry = JobRegistryClient::new(channel.clone());
-    let mut indexer = IndexerClient::new(channel);
-    registry
-        .register_job(registry_pb::RegisterJobRequest {
-            job_id: job.into(),
-            spec: Some(registry_pb::register_job_request::Spec::Study(registry_pb::StudySpec {
-                study_json: study(sets),
-                bundle_ref: BUNDLE.into(),
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let spec_json = registry.get_job_spec(registry_pb::GetJobSpecRequest { job_id: job.into() }).await.unwrap().into_inner().job_spec_json;
-    let JobSpec::Simulation(spec) = JobSpec::from_json(spec_json.as_bytes()).unwrap() else { unreachable!() };
+    let spec = register_study(&channel, job, &study(sets), BUNDLE).await;
     let provenance = Store::open(&format!("file://{}/provenance", server.home.path().display())).unwrap();
     let timestamp = modelops_core::time::now_iso();
     let written: Vec<usize> = (0..sets.len()).filter(|i| !missing.contains(i)).collect();
@@ -56,18 +39,9 @@ async fn run_job(server: &TestServer, job: &str, sets: &[(f64, &str)], missing: 
         failed_aggregations: &[],
     };
     synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
-    for status in [registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Validating] {
-        registry
-            .update_status(registry_pb::UpdateStatusRequest {
-                job_id: job.into(),
-                status: status.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    move_through(&channel, job, &[registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Validating]).await;
     let last = if missing.is_empty() { registry_pb::JobStatus::Succeeded } else { registry_pb::JobStatus::Partial };
-    registry
+    JobRegistryClient::new(channel.clone())
         .finalize_job(registry_pb::FinalizeJobRequest {
             job_id: job.into(),
             status: last.into(),
@@ -75,15 +49,7 @@ async fn run_job(server: &TestServer, job: &str, sets: &[(f64, &str)], missing: 
         })
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = indexer.get_index_status(pb::GetIndexStatusRequest { job_id: job.into() }).await.unwrap().into_inner().status.unwrap();
-        if status.phase == i32::from(pb::IndexPhase::Done) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{job} was not indexed: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_indexed(&channel, job, Duration::from_secs(30)).await;
 }
 
 const SETS_A: [(f64, &str); 6] = [(0.1, "1"), (0.2, "2"), (0.3, "3"), (0.4, "4"), (0.5, "5"), (0.6, "6")];

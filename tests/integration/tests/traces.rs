@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::study::JobSpec;
 use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{channel, free_port, mops_binary};
-use modelops_proto::indexer::v1 as indexer_pb;
-use modelops_proto::indexer::v1::indexer_client::IndexerClient;
+use modelops_integration_tests::{channel, free_port, mops_binary, move_through, register_study, wait_indexed};
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -78,22 +75,9 @@ async fn one_trace_spans_registry_indexer_and_query() {
     }
 
     let channel = channel(&endpoint).await;
-    let mut registry = JobRegistryClient::new(channel.clone());
     let study = r#"{"model": "models.seir.SEIR", "scenario": "baseline", "parameter_sets": [{"params": {"beta": 0.3}}, {"params": {"beta": 0.5}}],
                    "n_replicates": 1, "targets": ["targets.prev:prevalence_target"]}"#;
-    registry
-        .register_job(pb::RegisterJobRequest {
-            job_id: "job-traced".into(),
-            spec: Some(pb::register_job_request::Spec::Study(pb::StudySpec {
-                study_json: study.into(),
-                bundle_ref: format!("sha256:{}", "ab".repeat(32)),
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let spec = registry.get_job_spec(pb::GetJobSpecRequest { job_id: "job-traced".into() }).await.unwrap().into_inner().job_spec_json;
-    let JobSpec::Simulation(spec) = JobSpec::from_json(spec.as_bytes()).unwrap() else { unreachable!() };
+    let spec = register_study(&channel, "job-traced", study, &format!("sha256:{}", "ab".repeat(32))).await;
     let provenance = Store::open(&format!("file://{}/provenance", home.path().display())).unwrap();
     let timestamp = modelops_core::time::now_iso();
     let run = SyntheticRun {
@@ -103,18 +87,9 @@ async fn one_trace_spans_registry_indexer_and_query() {
         failed_aggregations: &[],
     };
     synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
-    for status in [pb::JobStatus::Submitting, pb::JobStatus::Scheduled, pb::JobStatus::Running, pb::JobStatus::Validating] {
-        registry
-            .update_status(pb::UpdateStatusRequest {
-                job_id: "job-traced".into(),
-                status: status.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    move_through(&channel, "job-traced", &[pb::JobStatus::Submitting, pb::JobStatus::Scheduled, pb::JobStatus::Running, pb::JobStatus::Validating]).await;
     // The client's trace starts here.
-    registry
+    JobRegistryClient::new(channel.clone())
         .finalize_job(traced(
             pb::FinalizeJobRequest {
                 job_id: "job-traced".into(),
@@ -125,15 +100,7 @@ async fn one_trace_spans_registry_indexer_and_query() {
         ))
         .await
         .unwrap();
-    let mut indexer = IndexerClient::new(channel.clone());
-    loop {
-        let status = indexer.get_index_status(indexer_pb::GetIndexStatusRequest { job_id: "job-traced".into() }).await.unwrap().into_inner().status.unwrap();
-        if status.phase == i32::from(indexer_pb::IndexPhase::Done) {
-            break;
-        }
-        assert!(Instant::now() < deadline + Duration::from_secs(20), "not indexed: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_indexed(&channel, "job-traced", Duration::from_secs(20)).await;
     let mut flight = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
     let descriptor = arrow_flight::FlightDescriptor::new_path(vec!["losses".into(), "job-traced".into()]);
     let info = flight.get_flight_info(traced(descriptor, "00f067aa0ba902b8")).await.unwrap().into_inner();
