@@ -314,20 +314,17 @@ impl Engine {
                     .map(|name| format!("a.{}", quote_ident(name)))
                     .collect();
                 let params = if params.is_empty() { String::new() } else { format!("{}, ", params.join(", ")) };
-                let target_clause = match target {
-                    Some(target) => {
-                        let text = quote_literal(target);
-                        format!(" WHERE (a.target = {text} OR ends_with(a.target, ':' || {text}))")
-                    }
-                    None => String::new(),
-                };
                 let sql = format!(
                     "SELECT a.param_id, a.target, {params}a.loss AS loss_a, b.loss AS loss_b, b.loss - a.loss AS delta, \
                      a.status AS status_a, b.status AS status_b \
-                     FROM a JOIN b ON a.param_id = b.param_id AND a.target = b.target{target_clause} \
+                     FROM a JOIN b ON a.param_id = b.param_id AND a.target = b.target \
                      ORDER BY a.param_id, a.target"
                 );
-                Ok(ctx.sql(&sql).await?)
+                let joined = ctx.sql(&sql).await?;
+                Ok(match target {
+                    Some(target) => joined.filter(target_filter(target))?,
+                    None => joined,
+                })
             }
             Command::Jobs => {
                 ctx.register_table("jobs", self.jobs_table()?)?;
@@ -412,17 +409,13 @@ fn batches_of(decoded: Result<Vec<RecordBatch>, QueryError>) -> futures::stream:
 /// The rows of `batch` (one job's table) that `query`'s row filters select.
 fn select_rows(batch: &RecordBatch, query: &LossesQuery) -> Result<RecordBatch, QueryError> {
     use arrow::array::{Array as _, BooleanArray, Scalar};
-    use arrow::compute::kernels::{boolean, cmp, comparison};
+    use arrow::array::AsArray as _;
+    use arrow::compute::kernels::{boolean, cmp};
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| QueryError::Catalog(format!("table without a {name} column")));
     let mut masks: Vec<BooleanArray> = Vec::new();
     if let Some(target) = &query.target {
-        let targets = column("target")?;
-        let mut mask = cmp::eq(targets, &Scalar::new(arrow::array::StringArray::from(vec![target.as_str()])))?;
-        if !target.contains(':') {
-            let suffix = Scalar::new(arrow::array::StringArray::from(vec![format!(":{target}")]));
-            mask = boolean::or(&mask, &comparison::ends_with(targets, &suffix)?)?;
-        }
-        masks.push(mask);
+        let targets = column("target")?.as_string_opt::<i32>().ok_or_else(|| QueryError::Catalog("target is not utf8".into()))?;
+        masks.push(targets.iter().map(|t| Some(t.is_some_and(|t| target_matches(t, target)))).collect());
     }
     if let Some(status) = query.status {
         masks.push(cmp::eq(column("status")?, &Scalar::new(arrow::array::StringArray::from(vec![status.as_str()])))?);
@@ -478,10 +471,6 @@ fn target_filter(wanted: &str) -> Expr {
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The schema of several jobs' rows together: `job_id`, `param_id`, every `param_*` column of
