@@ -68,6 +68,13 @@ impl BearerAuth {
         self.expected.is_some()
     }
 
+    /// Whether `token` is the expected token (always true when authentication is off).
+    pub fn accepts(&self, token: &str) -> bool {
+        self.expected
+            .as_ref()
+            .is_none_or(|expected| constant_time_eq(token.as_bytes(), expected.as_bytes()))
+    }
+
     /// Whether a request with these headers to `path` may proceed.
     pub fn allows(&self, path: &str, headers: &http::HeaderMap) -> bool {
         let Some(expected) = &self.expected else { return true };
