@@ -1,0 +1,237 @@
+//! The job page (state, attribution, loss landscape, best parameter sets) and the downloads of
+//! a job's table as Parquet (the stored file, streamed) and CSV (encoded batch by batch).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use http::header;
+use maud::{Markup, html};
+use modelops_core::job::JobId;
+use modelops_query::catalog::JobEntry;
+use modelops_query::command::LossesQuery;
+use modelops_query::{Command, QueryError};
+
+use crate::error::DashboardError;
+use crate::jobs::JobRow;
+use crate::landscape::Landscape;
+use crate::{Dashboard, layout, plots};
+
+/// The job id of a path, refused unless it is a valid id (so it never leaves its prefix).
+pub fn job_id(raw: &str) -> Result<JobId, DashboardError> {
+    JobId::new(raw).map_err(|e| DashboardError::BadRequest(format!("job id {raw:?}: {e}")))
+}
+
+/// The catalog entry of an indexed job, `None` when it is not indexed (or queries are not served).
+async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEntry>>, DashboardError> {
+    let Some(engine) = &dashboard.engine else { return Ok(None) };
+    match engine.catalog().job(job.as_str()).await {
+        Ok(entry) => Ok(Some(entry)),
+        Err(QueryError::JobNotFound(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `GET /jobs/{job_id}`.
+#[tracing::instrument(name = "dashboard_job", skip(dashboard))]
+pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Markup, DashboardError> {
+    let job = job_id(&raw)?;
+    let state = match &dashboard.registry {
+        Some(registry) => registry.get(&job).await?,
+        None => None,
+    };
+    let entry = indexed(&dashboard, &job).await?;
+    if state.is_none() && entry.is_none() {
+        return Err(DashboardError::NotFound(format!("no job {:?}", job.as_str())));
+    }
+    let row = state.as_ref().map(JobRow::of);
+    let attribution = match (&dashboard.attribution, &state) {
+        (Some(attribution), Some(_)) => Some(attribution.summary(&job, 0).await?),
+        _ => None,
+    };
+    let landscape = match (&dashboard.engine, &entry) {
+        (Some(engine), Some(entry)) => Some(dashboard.landscapes.get(engine, entry).await?),
+        _ => None,
+    };
+    let reload_when_indexed = entry.is_none() && row.as_ref().is_some_and(|r| r.index_state != "failed");
+
+    Ok(layout::page(
+        job.as_str(),
+        "jobs",
+        html! {
+            section.job data-job=(job.as_str()) data-live-job=(job.as_str()) data-reload-when-indexed[reload_when_indexed] {
+                h1 { "Job " code { (job.as_str()) } }
+                @if let Some(row) = &row {
+                    dl.state {
+                        dt { "Status" } dd { (layout::status_badge(row.status)) }
+                        dt { "Progress" } dd { (layout::progress(row.completed, row.total)) }
+                        dt { "Created" } dd { (layout::time(&row.created_at, "created_at")) }
+                        dt { "Updated" } dd { (layout::time(&row.updated_at, "updated_at")) }
+                        dt { "Loss table" } dd data-field="index_state" { (row.index_state) }
+                        dt { "Error" } dd.error data-field="error" { (row.error.as_deref().unwrap_or("")) }
+                        dt { "See also" } dd { a href="/jobs" { "all jobs" } " · " a href={ "/compare?a=" (job.as_str()) } { "compare with another job" } }
+                    }
+                } @else {
+                    p.note { "This server does not run the job registry; only the loss table is shown." }
+                }
+            }
+            @if let Some(summary) = &attribution {
+                section.attribution {
+                    h2 { "Attribution" }
+                    @let counts = &summary.counts;
+                    dl.counts {
+                        dt { "Simulations" } dd data-count="sims" { (counts.sims) }
+                        dt { "Aggregations" } dd data-count="aggs" { (counts.aggs) }
+                        dt { "Computed" } dd data-count="computed" { (counts.computed) }
+                        dt { "Cache hits" } dd data-count="cache_hits" { (counts.cache_hits) }
+                        dt { "Missing" } dd data-count="missing" { (counts.expected_missing) }
+                        dt { "Sealed" } dd { (if summary.seal.is_some() { "yes" } else { "no" }) }
+                    }
+                }
+            }
+            @match (&entry, &landscape) {
+                (Some(entry), Some(landscape)) => { (landscape_section(entry, landscape)) }
+                _ => {
+                    section.landscape-missing {
+                        h2 { "Loss landscape" }
+                        @if dashboard.engine.is_none() {
+                            p.note { "This server does not serve queries." }
+                        } @else {
+                            p.note { "Not indexed yet. The page reloads by itself when the loss table is ready (or run "
+                                code { "mops results index " (job.as_str()) } ")." }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// A colour swatch for a target (SVG, as the page allows no inline styles).
+pub fn swatch(index: usize) -> Markup {
+    html! { svg.swatch width="12" height="12" viewBox="0 0 12 12" aria-hidden="true" { circle cx="6" cy="6" r="5" fill=(plots::colour_hex(index)) {} } }
+}
+
+fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
+    let [total, ok, missing, failed] = entry.counts;
+    html! {
+        section.table-summary {
+            h2 { "Loss table" }
+            p {
+                (total) " rows: " (ok) " ok, " (missing) " missing, " (failed) " failed · bundle "
+                code title=(entry.bundle_digest) { (entry.bundle_digest.get(..19).unwrap_or(&entry.bundle_digest)) }
+                " · indexed " (layout::time(&entry.indexed_at, "indexed_at"))
+            }
+            p.downloads {
+                a.download href={ "/jobs/" (entry.job_id) "/losses.parquet" } download { "Download Parquet" }
+                a.download href={ "/jobs/" (entry.job_id) "/losses.csv" } download { "Download CSV" }
+            }
+            ul.targets {
+                @for (index, target) in landscape.targets.iter().enumerate() {
+                    li { (swatch(index)) " " (target) }
+                }
+            }
+        }
+        section.landscapes {
+            h2 { "Loss against each parameter" }
+            p.note {
+                "Each plot draws " (landscape.plotted) " of the " (landscape.ok_rows) " rows with a loss"
+                @if landscape.plotted < landscape.ok_rows { " (the " (crate::landscape::KEEP_BEST) " lowest losses and an even sample of the rest)" }
+                "; the histogram counts every row."
+                @if landscape.log_loss { " Losses span over three orders of magnitude and are drawn as log10." }
+            }
+            div.plots {
+                @for plot in &landscape.plots {
+                    figure.landscape data-param=(plot.name) { (layout::svg(&plot.svg)) }
+                }
+            }
+            @if !landscape.unplotted.is_empty() {
+                p.note { "Not plotted (text values): " (landscape.unplotted.join(", ")) }
+            }
+            @if let Some(histogram) = &landscape.histogram {
+                figure.histogram { (layout::svg(histogram)) }
+            }
+        }
+        section.best {
+            h2 { "Best parameter sets" }
+            table id="best" class="data" {
+                thead { tr {
+                    th { "Target" } th { "Rank" } th { "param_id" } th { "Loss" } th { "Replicates" } th { "Cache hit" }
+                    @for name in &landscape.param_names { th { (name) } }
+                } }
+                tbody {
+                    @for (rank, row) in ranked(&landscape.best) {
+                        tr data-target=(row.target) data-param-id=(row.param_id) data-loss=(row.loss) {
+                            td { (row.target) } td { (rank) }
+                            td { code title=(row.param_id) { (row.param_id.get(..12).unwrap_or(&row.param_id)) } }
+                            td.num { (layout::number(row.loss)) }
+                            td.num { (row.n_replicates.map(|n| n.to_string()).unwrap_or_default()) }
+                            td { (if row.cache_hit { "yes" } else { "" }) }
+                            @for value in &row.params { td.num { (value) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The best rows with their rank within their target.
+fn ranked(rows: &[crate::landscape::BestRow]) -> impl Iterator<Item = (usize, &crate::landscape::BestRow)> {
+    let mut rank = 0;
+    let mut previous: Option<&str> = None;
+    rows.iter().map(move |row| {
+        rank = if previous == Some(row.target.as_str()) { rank + 1 } else { 1 };
+        previous = Some(row.target.as_str());
+        (rank, row)
+    })
+}
+
+async fn require_entry(dashboard: &Dashboard, raw: &str) -> Result<Arc<JobEntry>, DashboardError> {
+    if dashboard.engine.is_none() {
+        return Err(DashboardError::ServiceNotRunning("query service"));
+    }
+    let job = job_id(raw)?;
+    indexed(dashboard, &job)
+        .await?
+        .ok_or_else(|| DashboardError::NotFound(format!("job {:?} has no loss table", job.as_str())))
+}
+
+fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body) -> Response {
+    let disposition = format!("attachment; filename=\"{job}-losses.{extension}\"");
+    ([(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response()
+}
+
+/// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.
+#[tracing::instrument(name = "dashboard_download_parquet", skip(dashboard))]
+pub async fn download_parquet(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Response, DashboardError> {
+    let entry = require_entry(&dashboard, &raw).await?;
+    let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
+    let object = engine.catalog().store().get(&entry.table.location).await?;
+    let body = Body::from_stream(object.into_stream());
+    Ok(attachment(&entry.job_id, "parquet", "application/vnd.apache.parquet", body))
+}
+
+/// `GET /jobs/{job_id}/losses.csv`: the table as CSV with a header row, streamed.
+#[tracing::instrument(name = "dashboard_download_csv", skip(dashboard))]
+pub async fn download_csv(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Response, DashboardError> {
+    let entry = require_entry(&dashboard, &raw).await?;
+    let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
+    let stream = engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?;
+    let mut first = true;
+    let body = stream.map_err(QueryError::from).map(move |batch| {
+        let batch = batch.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut out = Vec::new();
+        {
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(first).build(&mut out);
+            writer.write(&batch).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        first = false;
+        Ok::<_, std::io::Error>(Bytes::from(out))
+    });
+    Ok(attachment(&entry.job_id, "csv", "text/csv; charset=utf-8", Body::from_stream(body)))
+}

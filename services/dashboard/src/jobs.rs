@@ -1,0 +1,261 @@
+//! The jobs page and its live feed. The page lists the newest jobs matching its filters; its
+//! script then follows `/jobs/events`, a server-sent event stream of every job change the
+//! registry's change hub sees (starting right after the last change the page already shows),
+//! and updates or inserts rows in place. Nothing polls.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use maud::{Markup, html};
+use modelops_core::job::{JobState, JobStatus};
+use modelops_registry::registry::{IndexState, ListQuery, MAX_PAGE_SIZE};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::DashboardError;
+use crate::layout;
+use crate::Dashboard;
+
+/// The filters of the jobs page (query string).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobFilter {
+    /// `active`, `terminal`, one status, or empty for all.
+    #[serde(default)]
+    pub status: String,
+    /// `1h`, `24h`, `7d`, or empty for any age.
+    #[serde(default)]
+    pub since: String,
+}
+
+/// The age choices of the filter, with their lengths.
+const AGES: [(&str, &str, i64); 3] = [("1h", "last hour", 3600), ("24h", "last 24 hours", 86_400), ("7d", "last 7 days", 604_800)];
+
+impl JobFilter {
+    /// The statuses this filter keeps (empty: all).
+    pub fn statuses(&self) -> Result<Vec<JobStatus>, DashboardError> {
+        Ok(match self.status.as_str() {
+            "" | "all" => Vec::new(),
+            "active" => JobStatus::ALL.into_iter().filter(|s| s.is_active()).collect(),
+            "terminal" => JobStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect(),
+            other => vec![other.parse().map_err(|e: modelops_core::job::UnknownStatus| DashboardError::BadRequest(e.to_string()))?],
+        })
+    }
+
+    /// The oldest creation time this filter keeps.
+    pub fn since(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DashboardError> {
+        match self.since.as_str() {
+            "" | "all" => Ok(None),
+            wanted => AGES
+                .iter()
+                .find(|(key, _, _)| *key == wanted)
+                .map(|(_, _, seconds)| Some(now - chrono::Duration::seconds(*seconds)))
+                .ok_or_else(|| DashboardError::BadRequest(format!("since: expected one of 1h, 24h, 7d, all; got {wanted:?}"))),
+        }
+    }
+}
+
+/// One job as the page shows it, and as the event stream sends it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobRow {
+    /// The job id.
+    pub job_id: String,
+    /// Its status.
+    pub status: &'static str,
+    /// Whether the status is terminal.
+    pub terminal: bool,
+    /// Tasks completed.
+    pub completed: i64,
+    /// Tasks in all.
+    pub total: i64,
+    /// Creation time (ISO 8601).
+    pub created_at: String,
+    /// Last change (ISO 8601).
+    pub updated_at: String,
+    /// The error message, if any.
+    pub error: Option<String>,
+    /// The loss table's state: none, running, done or failed.
+    pub index_state: &'static str,
+}
+
+impl JobRow {
+    /// The row of `state`.
+    pub fn of(state: &JobState) -> Self {
+        Self {
+            job_id: state.job_id().as_str().to_owned(),
+            status: state.status().as_str(),
+            terminal: state.status().is_terminal(),
+            completed: state.tasks_completed(),
+            total: state.tasks_total(),
+            created_at: state.created_at().to_owned(),
+            updated_at: state.updated_at().to_owned(),
+            error: layout::job_error(state).map(str::to_owned),
+            index_state: IndexState::of(state).as_str(),
+        }
+    }
+
+    fn markup(&self) -> Markup {
+        html! {
+            tr data-job=(self.job_id) data-status=(self.status) data-created=(self.created_at) {
+                td { a.job-link href={ "/jobs/" (self.job_id) } { (self.job_id) } }
+                td { (layout::status_badge(self.status)) }
+                td { (layout::progress(self.completed, self.total)) }
+                td { (layout::time(&self.created_at, "created_at")) }
+                td { (layout::time(&self.updated_at, "updated_at")) }
+                td data-field="index_state" { (self.index_state) }
+                td.error data-field="error" { (self.error.as_deref().unwrap_or("")) }
+            }
+        }
+    }
+}
+
+fn registry(dashboard: &Dashboard) -> Result<&modelops_registry::JobRegistry, DashboardError> {
+    dashboard.registry.as_ref().ok_or(DashboardError::ServiceNotRunning("job registry"))
+}
+
+/// `GET /jobs`.
+#[tracing::instrument(name = "dashboard_jobs", skip(dashboard))]
+pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFilter>) -> Result<Markup, DashboardError> {
+    let registry = registry(&dashboard)?;
+    let query = ListQuery {
+        statuses: filter.statuses()?,
+        since: filter.since(Utc::now())?,
+        limit: MAX_PAGE_SIZE,
+        page_token: None,
+    };
+    // Read the hub's position first: every change after it reaches the page as an event, so
+    // none falls between this listing and the stream.
+    let seq = registry.hub().last_seq();
+    let listed = registry.list(query).await?;
+    let rows: Vec<JobRow> = listed.jobs.iter().map(JobRow::of).collect();
+    let status_choices = ["active", "terminal"].into_iter().chain(JobStatus::ALL.iter().map(|s| s.as_str()));
+    Ok(layout::page(
+        "Jobs",
+        "jobs",
+        html! {
+            h1 { "Jobs" }
+            form.filters method="get" action="/jobs" {
+                label { "Status "
+                    select name="status" data-autosubmit {
+                        option value="" selected[filter.status.is_empty()] { "all" }
+                        @for choice in status_choices {
+                            option value=(choice) selected[filter.status == choice] { (choice) }
+                        }
+                    }
+                }
+                label { "Created "
+                    select name="since" data-autosubmit {
+                        option value="" selected[filter.since.is_empty()] { "any time" }
+                        @for (key, label, _) in AGES {
+                            option value=(key) selected[filter.since == key] { (label) }
+                        }
+                    }
+                }
+                noscript { button type="submit" { "Filter" } }
+                span.live data-live-indicator { "live" }
+            }
+            table id="jobs" class="jobs" data-events={ "/jobs/events?after=" (seq) }
+                data-filter-statuses=(query_statuses(&filter)) data-filter-since=(filter.since(Utc::now())?.map(|t| t.to_rfc3339()).unwrap_or_default()) {
+                thead { tr { th { "Job" } th { "Status" } th { "Progress" } th { "Created" } th { "Updated" } th { "Index" } th { "Error" } } }
+                tbody {
+                    @for row in &rows { (row.markup()) }
+                }
+            }
+            @if rows.is_empty() { p.empty { "No jobs match." } }
+            @if listed.next_page_token.is_some() { p.note { "Showing the " (rows.len()) " newest; narrow the filters to see older jobs." } }
+            template id="job-row" { (JobRow { job_id: String::new(), status: "pending", terminal: false, completed: 0, total: 0, created_at: String::new(), updated_at: String::new(), error: None, index_state: "none" }.markup()) }
+        },
+    ))
+}
+
+/// The statuses the filter keeps, comma-separated, for the script (empty: all).
+fn query_statuses(filter: &JobFilter) -> String {
+    filter.statuses().unwrap_or_default().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// Query of the event stream.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Send changes after this hub sequence number (0: only future ones).
+    #[serde(default)]
+    pub after: u64,
+}
+
+fn job_event(seq: u64, row: &JobRow) -> Event {
+    Event::default()
+        .event("job")
+        .id(seq.to_string())
+        .data(serde_json::to_string(row).unwrap_or_default())
+}
+
+/// `GET /jobs/events`: every job change as a `job` event with the job's row as JSON and the hub's
+/// sequence number as id (a reconnecting browser resumes from `Last-Event-ID`). When the hub no
+/// longer holds the changes asked for, or this stream falls behind, it sends every job once.
+pub async fn events(
+    State(dashboard): State<Dashboard>,
+    Query(query): Query<EventsQuery>,
+    headers: http::HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, DashboardError> {
+    let registry = registry(&dashboard)?.clone();
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(query.after);
+    tracing::debug!(after = resume, "dashboard job stream opened");
+    let stream = async_stream(registry, resume);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Every job's row as events (used when the changes asked for are gone).
+async fn snapshot(registry: &modelops_registry::JobRegistry) -> Vec<Event> {
+    let seq = registry.hub().last_seq();
+    match registry.all_jobs().await {
+        Ok(jobs) => jobs.iter().map(|job| job_event(seq, &JobRow::of(job))).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "dashboard: cannot list jobs for a resync");
+            Vec::new()
+        }
+    }
+}
+
+fn async_stream(registry: modelops_registry::JobRegistry, after: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let (backlog, mut live) = match registry.hub().subscribe(after) {
+            Ok((backlog, live)) => (backlog.iter().map(|e| job_event(e.seq, &JobRow::of(&e.state))).collect(), live),
+            Err(_) => {
+                let live = registry.hub().subscribe(0).map(|(_, live)| live);
+                let Ok(live) = live else { return };
+                (snapshot(&registry).await, live)
+            }
+        };
+        for event in backlog {
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let events = tokio::select! {
+                () = sender.closed() => return,
+                received = live.recv() => match received {
+                    Ok(event) => vec![job_event(event.seq, &JobRow::of(&event.state))],
+                    Err(RecvError::Lagged(skipped)) => {
+                        tracing::info!(skipped, "dashboard job stream fell behind; sending every job");
+                        snapshot(&registry).await
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            for event in events {
+                if sender.send(event).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok)
+}

@@ -1,0 +1,337 @@
+//! A job's loss landscape, reduced on the server so a page costs the same for any table size:
+//!
+//! - every row is read once; the loss histogram and the status counts cover every row;
+//! - each landscape plot shows at most [`MAX_POINTS`] points (each target's lowest ringed): the [`KEEP_BEST`] lowest losses and
+//!   an even sample (evenly spaced in table order) of the rest;
+//! - the best parameter sets are the [`BEST_PER_TARGET`] lowest losses of each target.
+//!
+//! Rendered landscapes are kept per (job, indexing time) in a small cache, so revisiting a page
+//! costs nothing and a re-indexed job is rendered afresh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use futures::StreamExt;
+use modelops_query::catalog::JobEntry;
+use modelops_query::command::LossesQuery;
+use modelops_query::{Command, Engine, QueryError};
+
+use crate::error::DashboardError;
+use crate::plots::{self, Series};
+
+/// Most points drawn in one landscape plot.
+pub const MAX_POINTS: usize = 2_000;
+/// Lowest losses always drawn.
+pub const KEEP_BEST: usize = 200;
+/// Rows of each target in the best-parameters table.
+pub const BEST_PER_TARGET: usize = 10;
+
+/// One row of the best-parameters table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestRow {
+    /// Target.
+    pub target: String,
+    /// Parameter-set id.
+    pub param_id: String,
+    /// Loss.
+    pub loss: f64,
+    /// Replicates aggregated.
+    pub n_replicates: Option<i64>,
+    /// Whether the result came from the cache.
+    pub cache_hit: bool,
+    /// Each parameter's value as text (empty where the set lacks it).
+    pub params: Vec<String>,
+}
+
+/// One parameter's plot.
+#[derive(Debug, Clone)]
+pub struct ParamPlot {
+    /// The parameter's name (its column without `param_`).
+    pub name: String,
+    /// The SVG.
+    pub svg: String,
+}
+
+/// What the job page shows of a table.
+#[derive(Debug, Clone)]
+pub struct Landscape {
+    /// Every parameter's name, in column order.
+    pub param_names: Vec<String>,
+    /// Plots of the numeric parameters.
+    pub plots: Vec<ParamPlot>,
+    /// Parameters not plotted (text values).
+    pub unplotted: Vec<String>,
+    /// The loss histogram's SVG (absent without any ok row).
+    pub histogram: Option<String>,
+    /// The best parameter sets, grouped by target.
+    pub best: Vec<BestRow>,
+    /// The targets, in order of first appearance.
+    pub targets: Vec<String>,
+    /// Rows in the table.
+    pub rows: usize,
+    /// Rows with a finite loss.
+    pub ok_rows: usize,
+    /// Points drawn in each plot.
+    pub plotted: usize,
+    /// Whether losses are drawn on a log scale.
+    pub log_loss: bool,
+}
+
+/// A row with a loss, as the reduction keeps it.
+struct Point {
+    target: usize,
+    loss: f64,
+    /// Where it is: (batch, row).
+    at: (usize, usize),
+}
+
+/// A parameter column and how it is drawn.
+struct ParamColumn {
+    index: usize,
+    name: String,
+    numeric: bool,
+}
+
+fn column_value(array: &dyn Array, row: usize) -> Option<f64> {
+    if array.is_null(row) {
+        return None;
+    }
+    match array.data_type() {
+        DataType::Float64 => Some(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(row) as f64),
+        DataType::Boolean => Some(f64::from(u8::from(array.as_boolean().value(row)))),
+        _ => None,
+    }
+}
+
+fn column_text(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return String::new();
+    }
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(row).to_owned(),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_owned(),
+        DataType::Float64 => crate::layout::number(array.as_primitive::<Float64Type>().value(row)),
+        _ => arrow::util::display::array_value_to_string(array, row).unwrap_or_default(),
+    }
+}
+
+fn utf8_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::StringArray, DashboardError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| DashboardError::NotFound(format!("the loss table has no text column {name}")))
+}
+
+/// Indices of the points to draw: the `KEEP_BEST` lowest losses, then every k-th of the rest.
+fn sample(points: &[Point]) -> Vec<usize> {
+    if points.len() <= MAX_POINTS {
+        return (0..points.len()).collect();
+    }
+    let mut by_loss: Vec<usize> = (0..points.len()).collect();
+    by_loss.select_nth_unstable_by(KEEP_BEST, |&a, &b| points[a].loss.total_cmp(&points[b].loss));
+    let mut chosen = vec![false; points.len()];
+    for &i in &by_loss[..KEEP_BEST] {
+        chosen[i] = true;
+    }
+    let rest = MAX_POINTS - KEEP_BEST;
+    let others: Vec<usize> = (0..points.len()).filter(|&i| !chosen[i]).collect();
+    for k in 0..rest {
+        chosen[others[k * others.len() / rest]] = true;
+    }
+    (0..points.len()).filter(|&i| chosen[i]).collect()
+}
+
+/// Reduces and renders the loss landscape of `entry`'s table.
+#[tracing::instrument(name = "dashboard_landscape", skip_all, fields(job = %entry.job_id))]
+pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, DashboardError> {
+    let mut stream = engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.map_err(QueryError::from)?);
+    }
+    tokio::task::spawn_blocking(move || reduce(&batches))
+        .await
+        .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))?
+}
+
+/// The reduction and rendering behind [`build`], over a table's batches.
+pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
+    let Some(first) = batches.first() else {
+        return Ok(Landscape {
+            param_names: Vec::new(),
+            plots: Vec::new(),
+            unplotted: Vec::new(),
+            histogram: None,
+            best: Vec::new(),
+            targets: Vec::new(),
+            rows: 0,
+            ok_rows: 0,
+            plotted: 0,
+            log_loss: false,
+        });
+    };
+    let schema = first.schema();
+    let params: Vec<ParamColumn> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name().starts_with("param_") && f.name() != "param_id")
+        .map(|(index, f)| ParamColumn {
+            index,
+            name: f.name().trim_start_matches("param_").to_owned(),
+            numeric: matches!(f.data_type(), DataType::Float64 | DataType::Int64 | DataType::Boolean),
+        })
+        .collect();
+
+    let mut targets: Vec<String> = Vec::new();
+    let mut target_index: HashMap<String, usize> = HashMap::new();
+    let mut points = Vec::new();
+    let mut rows = 0;
+    for (b, batch) in batches.iter().enumerate() {
+        rows += batch.num_rows();
+        let target = utf8_column(batch, "target")?;
+        let status = utf8_column(batch, "status")?;
+        let loss = batch
+            .column_by_name("loss")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>())
+            .ok_or_else(|| DashboardError::NotFound("the loss table has no float64 loss column".into()))?;
+        for row in 0..batch.num_rows() {
+            if status.value(row) != "ok" || loss.is_null(row) || !loss.value(row).is_finite() {
+                continue;
+            }
+            let name = target.value(row);
+            let t = match target_index.get(name) {
+                Some(&t) => t,
+                None => {
+                    targets.push(name.to_owned());
+                    target_index.insert(name.to_owned(), targets.len() - 1);
+                    targets.len() - 1
+                }
+            };
+            points.push(Point {
+                target: t,
+                loss: loss.value(row),
+                at: (b, row),
+            });
+        }
+    }
+
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.loss), hi.max(p.loss)));
+    let log_loss = !points.is_empty() && lo > 0.0 && hi / lo > 1e3;
+    let y = |loss: f64| if log_loss { loss.log10() } else { loss };
+
+    let drawn = sample(&points);
+    let mut plots = Vec::new();
+    let mut unplotted = Vec::new();
+    for param in &params {
+        if !param.numeric {
+            unplotted.push(param.name.clone());
+            continue;
+        }
+        let mut series: Vec<Series> = targets.iter().map(|t| Series::new(t)).collect();
+        for &i in &drawn {
+            let point = &points[i];
+            let column = batches[point.at.0].column(param.index);
+            if let Some(x) = column_value(column.as_ref(), point.at.1) {
+                series[point.target].points.push((x, y(point.loss)));
+            }
+        }
+        let svg = plots::landscape(&param.name, &series, log_loss).map_err(DashboardError::Plot)?;
+        plots.push(ParamPlot {
+            name: param.name.clone(),
+            svg,
+        });
+    }
+
+    let histogram = if points.is_empty() {
+        None
+    } else {
+        let mut per_target: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        for point in &points {
+            per_target[point.target].push(y(point.loss));
+        }
+        let series: Vec<(&str, Vec<f64>)> = targets.iter().map(String::as_str).zip(per_target).collect();
+        Some(plots::histogram(&series, log_loss).map_err(DashboardError::Plot)?)
+    };
+
+    let mut best = Vec::new();
+    for (t, name) in targets.iter().enumerate() {
+        let mut of_target: Vec<&Point> = points.iter().filter(|p| p.target == t).collect();
+        of_target.sort_by(|a, b| a.loss.total_cmp(&b.loss));
+        for point in of_target.into_iter().take(BEST_PER_TARGET) {
+            let batch = &batches[point.at.0];
+            let row = point.at.1;
+            best.push(BestRow {
+                target: name.clone(),
+                param_id: utf8_column(batch, "param_id")?.value(row).to_owned(),
+                loss: point.loss,
+                n_replicates: batch
+                    .column_by_name("n_replicates")
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                    .and_then(|c| (!c.is_null(row)).then(|| c.value(row))),
+                cache_hit: batch
+                    .column_by_name("cache_hit")
+                    .and_then(|c| c.as_boolean_opt())
+                    .is_some_and(|c| c.value(row)),
+                params: params.iter().map(|p| column_text(batch.column(p.index).as_ref(), row)).collect(),
+            });
+        }
+    }
+
+    Ok(Landscape {
+        param_names: params.iter().map(|p| p.name.clone()).collect(),
+        plots,
+        unplotted,
+        histogram,
+        best,
+        targets,
+        rows,
+        ok_rows: points.len(),
+        plotted: drawn.len(),
+        log_loss,
+    })
+}
+
+/// Rendered landscapes of the last few jobs viewed, keyed by job and indexing time.
+#[derive(Debug)]
+pub struct LandscapeCache {
+    capacity: usize,
+    entries: Mutex<Vec<((String, String), Arc<Landscape>)>>,
+}
+
+impl LandscapeCache {
+    /// A cache of at most `capacity` landscapes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            entries: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The landscape of `entry`, rendered now unless cached for the same indexing.
+    pub async fn get(&self, engine: &Engine, entry: &JobEntry) -> Result<Arc<Landscape>, DashboardError> {
+        let key = (entry.job_id.clone(), entry.indexed_at.clone());
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = entries.iter().position(|(k, _)| *k == key) {
+                let hit = entries.remove(at);
+                let landscape = Arc::clone(&hit.1);
+                entries.push(hit);
+                return Ok(landscape);
+            }
+        }
+        let landscape = Arc::new(build(engine, entry).await?);
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|(k, _)| k.0 != key.0);
+        if entries.len() >= self.capacity {
+            entries.remove(0);
+        }
+        entries.push((key, Arc::clone(&landscape)));
+        Ok(landscape)
+    }
+}

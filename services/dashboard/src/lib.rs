@@ -1,0 +1,84 @@
+//! The ModelOps web dashboard, served by `mops serve` on its HTTP listener beside `/metrics`.
+//!
+//! - `/jobs`: every job with status, progress and relative times, filtered by status and age,
+//!   kept current by server-sent events from the registry's change hub (`/jobs/events`).
+//! - `/jobs/{id}`: one job's state, attribution counts and loss landscape (loss against each
+//!   parameter, a loss histogram, the best parameter sets), with the table as Parquet or CSV.
+//! - `/compare`: two jobs' losses on their shared parameter sets, and the best parameter sets of
+//!   a target across every indexed job.
+//!
+//! Plots are SVG rendered on the server by `plotters` from a bounded sample of each table (see
+//! [`landscape`]), so a page costs the same for a 100k-row job as for a small one. Everything the
+//! pages need (stylesheet, script) is compiled into the binary; nothing is fetched at run time.
+//! When the server has a token, every page asks for it (bearer header or a login cookie).
+
+pub mod assets;
+pub mod auth;
+pub mod compare;
+pub mod error;
+pub mod job;
+pub mod jobs;
+pub mod landscape;
+pub mod layout;
+pub mod plots;
+
+use std::sync::Arc;
+
+use modelops_attribution::Attribution;
+use modelops_query::Engine;
+use modelops_registry::JobRegistry;
+use modelops_runtime::auth::BearerAuth;
+
+pub use error::DashboardError;
+
+/// What the dashboard reads: each part is optional, as `mops serve` may run only some services;
+/// a page that needs a missing part says so.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    /// Jobs and their changes.
+    pub registry: Option<JobRegistry>,
+    /// Attribution counts.
+    pub attribution: Option<Attribution>,
+    /// Loss tables.
+    pub engine: Option<Engine>,
+    /// Rendered landscapes of recently viewed jobs.
+    pub landscapes: Arc<landscape::LandscapeCache>,
+}
+
+impl Dashboard {
+    /// A dashboard over these parts.
+    pub fn new(registry: Option<JobRegistry>, attribution: Option<Attribution>, engine: Option<Engine>) -> Self {
+        Self {
+            registry,
+            attribution,
+            engine,
+            landscapes: Arc::new(landscape::LandscapeCache::new(8)),
+        }
+    }
+
+    /// The dashboard's routes; every page but the login page and the static assets requires
+    /// `auth`'s token when it has one.
+    pub fn router(self, auth: BearerAuth) -> axum::Router {
+        use axum::routing::get;
+        let pages = axum::Router::new()
+            .route("/", get(|| async { axum::response::Redirect::to("/jobs") }))
+            .route("/jobs", get(jobs::page))
+            .route("/jobs/events", get(jobs::events))
+            .route("/jobs/{job_id}", get(job::page))
+            .route("/jobs/{job_id}/losses.parquet", get(job::download_parquet))
+            .route("/jobs/{job_id}/losses.csv", get(job::download_csv))
+            .route("/compare", get(compare::page))
+            .with_state(self)
+            .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_token));
+        axum::Router::new()
+            .route("/login", get(auth::login_page).post(auth::login))
+            .route("/logout", get(auth::logout))
+            .with_state(auth)
+            .route("/assets/{name}", get(assets::serve))
+            .merge(pages)
+            .layer(axum::middleware::from_fn(layout::security_headers))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,367 @@
+//! The dashboard's routes over a real registry (in memory), attribution and loss tables the
+//! indexer built from upstream-layout trees.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use axum::body::Body;
+use chrono::Utc;
+use http::{Request, StatusCode, header};
+use modelops_attribution::Attribution;
+use modelops_attribution::derive::derive;
+use modelops_core::job::{JobId, JobStatus};
+use modelops_core::paths::ProvenanceSchema;
+use modelops_core::pyjson::{self, PyObject};
+use modelops_core::store::Store;
+use modelops_core::synthetic::{self, SyntheticRun};
+use modelops_indexer::build::{IndexOptions, index_job};
+use modelops_indexer::locate::locate;
+use modelops_query::{Catalog, Engine};
+use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
+use modelops_registry::store::memory::MemoryStore;
+use modelops_registry::{JobRegistry, RegistryConfig};
+use modelops_runtime::auth::BearerAuth;
+use object_store::ObjectStoreExt;
+use tower::ServiceExt;
+
+use crate::Dashboard;
+
+const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const PREV: &str = "targets.prev:prevalence_target";
+const DEATHS: &str = "targets.deaths/deaths_target";
+
+fn study(sets: &[(f64, i64)]) -> String {
+    let sets: Vec<String> = sets.iter().map(|(beta, gamma)| format!(r#"{{"params": {{"beta": {beta}, "gamma": {gamma}}}}}"#)).collect();
+    format!(
+        r#"{{"model": "models.seir.SEIR", "scenario": "baseline", "parameter_sets": [{}], "n_replicates": 2, "targets": ["{PREV}", "{DEATHS}"]}}"#,
+        sets.join(", ")
+    )
+}
+
+struct Fixture {
+    registry: JobRegistry,
+    results: Store,
+    dashboard: Dashboard,
+    _dir: tempfile::TempDir,
+}
+
+fn meta() -> PyObject {
+    pyjson::parse(br#"{"type": "SimJob"}"#).unwrap().as_object().unwrap().clone()
+}
+
+/// Registers `job`, writes its results, moves it to succeeded and indexes it.
+async fn run_job(fixture: &Fixture, provenance: &Store, job: &str, sets: &[(f64, i64)]) {
+    let id = JobId::new(job).unwrap();
+    fixture
+        .registry
+        .register(Registration {
+            job_id: Some(id.clone()),
+            k8s_name: None,
+            k8s_namespace: None,
+            metadata: meta(),
+            spec: Some(SpecInput::Study {
+                study_json: study(sets),
+                bundle_ref: BUNDLE.into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let spec = fixture.registry.get_parsed_spec(&id).await.unwrap();
+    let modelops_core::study::JobSpec::Simulation(spec) = spec else { panic!("a SimJob spec") };
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp: "2026-01-01T00:00:00+00:00",
+        param_sets: None,
+        failed_aggregations: &[],
+    };
+    synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    for status in [JobStatus::Submitting, JobStatus::Scheduled, JobStatus::Running, JobStatus::Succeeded] {
+        fixture.registry.update_status(&id, StatusUpdate::to(status)).await.unwrap();
+    }
+    let derived = derive(provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let locations = locate(&spec, &derived.edges);
+    index_job(provenance, Arc::clone(&fixture.results.object_store), &spec, &locations, IndexOptions::default(), |_, _| {})
+        .await
+        .unwrap();
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&format!("file://{}/{name}", dir.path().display())).unwrap();
+    let (provenance, results) = (open("provenance"), open("results"));
+    let config = RegistryConfig {
+        progress_flush_interval: Duration::from_millis(20),
+        ..RegistryConfig::default()
+    };
+    let registry = JobRegistry::new(Arc::new(MemoryStore::new()), open("jobs"), config, &prometheus_registry());
+    let attribution = Attribution::new(results.clone(), provenance.clone(), registry.clone());
+    let engine = Engine::new(Catalog::new(Arc::clone(&results.object_store))).unwrap();
+    let dashboard = Dashboard::new(Some(registry.clone()), Some(attribution), Some(engine.clone()));
+    let fixture = Fixture {
+        registry,
+        results,
+        dashboard,
+        _dir: dir,
+    };
+    let sets_a: Vec<(f64, i64)> = (1..=12).map(|i| (f64::from(i) / 10.0, i64::from(i % 4))).collect();
+    let sets_b: Vec<(f64, i64)> = (7..=18).map(|i| (f64::from(i) / 10.0, i64::from(i % 4))).collect();
+    run_job(&fixture, &provenance, "job-a", &sets_a).await;
+    run_job(&fixture, &provenance, "job-b", &sets_b).await;
+    engine.catalog().refresh().await.unwrap();
+    fixture
+}
+
+fn prometheus_registry() -> prometheus::Registry {
+    prometheus::Registry::new()
+}
+
+async fn get(router: &axum::Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, String) {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn stored_table(fixture: &Fixture, job: &str) -> (bytes::Bytes, Vec<RecordBatch>) {
+    let bytes = fixture
+        .results
+        .object_store
+        .get(&object_store::path::Path::from(format!("results/{job}/losses.parquet")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap().build().unwrap();
+    (bytes, reader.collect::<Result<_, _>>().unwrap())
+}
+
+#[tokio::test]
+async fn jobs_page_lists_and_filters_jobs() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let (status, headers, body) = get(&router, "/jobs", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self'"));
+    assert_eq!(body.matches("<tr data-job=\"job-").count(), 2, "{body}");
+    assert!(body.contains("status-succeeded") && body.contains("data-events=\"/jobs/events?after="), "{body}");
+
+    let (_, _, active) = get(&router, "/jobs?status=active", &[]).await;
+    assert_eq!(active.matches("<tr data-job=\"job-").count(), 0, "{active}");
+    let (_, _, succeeded) = get(&router, "/jobs?status=succeeded&since=24h", &[]).await;
+    assert_eq!(succeeded.matches("<tr data-job=\"job-").count(), 2);
+    let (status, _, body) = get(&router, "/jobs?status=done", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("unknown job status"), "{body}");
+    let (status, _, _) = get(&router, "/jobs?since=2y", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let (status, _, body) = get(&router, "/jobs/job-a", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.matches("<figure class=\"landscape\"").count(), 2, "{body}");
+    assert!(body.contains("data-param=\"beta\"") && body.contains("data-param=\"gamma\""));
+    assert!(body.contains("<figure class=\"histogram\">"));
+    assert!(body.contains("data-count=\"computed\""), "{body}");
+
+    // The first best row of each target is the stored table's lowest loss of that target.
+    let (_, batches) = stored_table(&fixture, "job-a").await;
+    for target in [PREV, DEATHS] {
+        let mut best: Option<(f64, String)> = None;
+        for batch in &batches {
+            use arrow::array::AsArray;
+            let ids = batch.column_by_name("param_id").unwrap().as_string::<i32>();
+            let targets = batch.column_by_name("target").unwrap().as_string::<i32>();
+            let losses = batch.column_by_name("loss").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+            for row in 0..batch.num_rows() {
+                if targets.value(row) == target && best.as_ref().is_none_or(|(loss, _)| losses.value(row) < *loss) {
+                    best = Some((losses.value(row), ids.value(row).to_owned()));
+                }
+            }
+        }
+        let (_, param_id) = best.unwrap();
+        let first_row = body.find(&format!("data-target=\"{target}\"")).unwrap();
+        assert!(body[first_row..].starts_with(&format!("data-target=\"{target}\" data-param-id=\"{param_id}\"")), "{target}");
+    }
+
+    let (status, _, body) = get(&router, "/jobs/..", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, _) = get(&router, "/jobs/job-zzz", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = get(&router, "/jobs/job-zzz/losses.csv", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn downloads_are_the_stored_table() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let (stored, batches) = stored_table(&fixture, "job-b").await;
+    let response = router
+        .clone()
+        .oneshot(Request::get("/jobs/job-b/losses.parquet").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("job-b-losses.parquet"));
+    let parquet = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap();
+    assert_eq!(parquet, stored);
+
+    let (status, _, csv) = get(&router, "/jobs/job-b/losses.csv", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(csv.lines().count(), rows + 1, "{csv}");
+    assert!(csv.starts_with("job_id,param_id,param_beta,param_gamma,loss"), "{csv}");
+    assert_eq!(csv.matches("job_id,").count(), 1, "one header");
+}
+
+#[tokio::test]
+async fn compare_page_joins_shared_sets_and_ranks_across_jobs() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let (status, _, body) = get(&router, "/compare?a=job-a&b=job-b", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Sets 0.7..1.2 are shared: 6 sets × 2 targets.
+    assert!(body.contains("12 shared rows"), "{body}");
+    assert!(body.contains("<figure class=\"compare\">") && body.contains("id=\"largest\""));
+    assert!(body.contains("id=\"best-across\""), "{body}");
+    let (status, _, best) = get(&router, &format!("/compare?best_target={DEATHS}&n=3"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let table = &best[best.find("id=\"best-across\"").unwrap()..];
+    assert_eq!(table.matches("<tr>").count(), 4, "header + 3 rows: {table}");
+    let (status, _, _) = get(&router, "/compare?a=job-a&b=..", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_job_changes() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let after = fixture.registry.hub().last_seq();
+    let response = router
+        .clone()
+        .oneshot(Request::get(format!("/jobs/events?after={after}")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let id = JobId::new("job-c").unwrap();
+    fixture
+        .registry
+        .register(Registration {
+            job_id: Some(id.clone()),
+            k8s_name: None,
+            k8s_namespace: None,
+            metadata: meta(),
+            spec: None,
+        })
+        .await
+        .unwrap();
+    fixture.registry.update_status(&id, StatusUpdate::to(JobStatus::Submitting)).await.unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    use futures::StreamExt;
+    while !text.contains("\"status\":\"submitting\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("an event within 5 s").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: job") && text.contains("\"job_id\":\"job-c\"") && text.contains("\"status\":\"pending\""), "{text}");
+    assert!(text.contains(&format!("id: {}", after + 1)), "{text}");
+}
+
+#[tokio::test]
+async fn pages_require_the_token_when_the_server_has_one() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(BearerAuth::new(Some("s3cret".into())));
+    let (status, headers, _) = get(&router, "/jobs/job-a", &[("accept", "text/html")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/login?next=/jobs/job-a");
+    let (status, _, _) = get(&router, "/jobs/job-a/losses.parquet", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = get(&router, "/jobs/events", &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = get(&router, "/jobs", &[("authorization", "Bearer s3cret")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, login) = get(&router, "/login?next=/jobs/job-a", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(login.contains("name=\"next\" value=\"/jobs/job-a\""), "{login}");
+    let (status, _, _) = get(&router, "/assets/dashboard.css", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let post = |form: &str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap()
+    };
+    let refused = router.clone().oneshot(post("token=nope&next=%2Fjobs")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.headers().get(header::SET_COOKIE).is_none());
+    let accepted = router.clone().oneshot(post("token=s3cret&next=%2F%2Fevil.example")).await.unwrap();
+    assert_eq!(accepted.status(), StatusCode::SEE_OTHER);
+    assert_eq!(accepted.headers()[header::LOCATION], "/jobs", "never off this server");
+    let cookie = accepted.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let (status, _, body) = get(&router, "/jobs/job-a", &[("cookie", &cookie)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn a_large_table_is_sampled_for_plots_but_counted_whole() {
+    use arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let rows = 100_000;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("job_id", DataType::Utf8, false),
+        Field::new("param_id", DataType::Utf8, false),
+        Field::new("param_beta", DataType::Float64, true),
+        Field::new("param_label", DataType::Utf8, true),
+        Field::new("loss", DataType::Float64, true),
+        Field::new("n_replicates", DataType::Int64, true),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("cache_hit", DataType::Boolean, false),
+        Field::new("status", DataType::Utf8, false),
+    ]));
+    // Loss (beta - 0.3)², lowest at row 30,000; every 1,000th row failed.
+    let beta: Vec<f64> = (0..rows).map(|i| i as f64 / rows as f64).collect();
+    let loss: Vec<Option<f64>> = (0..rows).map(|i| (i % 1000 != 999).then(|| (beta[i] - 0.3).powi(2))).collect();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["job"; rows])),
+            Arc::new(StringArray::from((0..rows).map(|i| format!("p{i:06}")).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(beta.clone())),
+            Arc::new(StringArray::from(vec!["ü"; rows])),
+            Arc::new(Float64Array::from(loss.clone())),
+            Arc::new(Int64Array::from(vec![3; rows])),
+            Arc::new(StringArray::from(vec!["t"; rows])),
+            Arc::new(BooleanArray::from(vec![false; rows])),
+            Arc::new(StringArray::from((0..rows).map(|i| if i % 1000 == 999 { "failed" } else { "ok" }).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    let halves = [batch.slice(0, rows / 2), batch.slice(rows / 2, rows / 2)];
+    let landscape = crate::landscape::reduce(&halves).unwrap();
+    assert_eq!(landscape.rows, rows);
+    assert_eq!(landscape.ok_rows, rows - 100);
+    assert_eq!(landscape.plotted, crate::landscape::MAX_POINTS);
+    assert_eq!(landscape.plots.len(), 1);
+    assert_eq!(landscape.unplotted, ["label"]);
+    // Points drawn: the sample and the ring on the best (no legend for a single target).
+    assert_eq!(landscape.plots[0].svg.matches("<circle").count(), crate::landscape::MAX_POINTS + 1);
+    assert_eq!(landscape.best.len(), crate::landscape::BEST_PER_TARGET);
+    assert_eq!(landscape.best[0].param_id, "p030000");
+    assert_eq!(landscape.best[0].params, ["0.3", "ü"]);
+    assert!(landscape.best.windows(2).all(|w| w[0].loss <= w[1].loss));
+}
