@@ -207,6 +207,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.overlap {
         println!("\nCache hits of the second study: mops attribution show {}", jobs[1].0);
     }
+    let dashboard = if args.endpoint.is_some() { "the server's --metrics-listen address" } else { "http://127.0.0.1:9464" };
+    println!("\nIts loss landscape in the dashboard (same server): {dashboard}/jobs/{first}");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use modelops_core::store::Store;
 use modelops_attribution::Attribution;
 use modelops_attribution::service::AttributionService;
+use modelops_dashboard::Dashboard;
 use modelops_indexer::indexer::Indexer;
 use modelops_indexer::service::IndexerService;
 use modelops_query::{Catalog, Engine, QueryService};
@@ -273,7 +274,12 @@ pub async fn serve(
     }
 
     let http_stop = tokio_util::sync::CancellationToken::new();
-    let router = runtime_serve::metrics_router(state.metrics.clone());
+    let engine = match &state.catalog {
+        Some(catalog) => Some(Engine::new(catalog.clone())?),
+        None => None,
+    };
+    let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution.clone(), engine);
+    let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.grpc.auth.clone()));
     let http_task = tokio::spawn(runtime_serve::serve_http(http, router, http_stop.clone().cancelled_owned()));
 
     let grace = state.shutdown_grace;
