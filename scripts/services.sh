@@ -67,3 +67,5 @@ start_moto() {
 
 export MOPS_TEST_GRPCURL="$TOOLS/venv/bin/grpcurl"
 export MOPS_TEST_PYTHON="$TOOLS/venv/bin/python"
+export MOPS_TEST_NODE_MODULES="$TOOLS/node/node_modules"
+export MOPS_TEST_CHROMIUM="$(command -v chromium)"

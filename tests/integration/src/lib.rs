@@ -212,6 +212,8 @@ pub struct MopsProcess {
     pub child: Child,
     /// Its gRPC port.
     pub port: u16,
+    /// Its HTTP port (metrics and the dashboard).
+    pub http_port: u16,
 }
 
 impl MopsProcess {
@@ -238,7 +240,11 @@ impl MopsProcess {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn mops");
-        let process = Self { child, port };
+        let process = Self {
+            child,
+            port,
+            http_port: metrics_port,
+        };
         process.wait_listening(Duration::from_secs(20));
         process
     }

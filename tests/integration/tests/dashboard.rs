@@ -1,0 +1,145 @@
+//! The web dashboard in a real browser: Playwright (`tests/browser/dashboard.cjs`) drives
+//! Debian's Chromium against `mops serve` with a token, while this test runs `mops demo`
+//! against the same server and then checks what the browser saw against the CLI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use modelops_integration_tests::{MopsProcess, mops_binary, required_env};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The header and first row of a CSV the CLI printed, as (column → value).
+fn first_csv_row(csv: &str) -> std::collections::HashMap<String, String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    header.into_iter().map(str::to_owned).zip(row.into_iter().map(str::to_owned)).collect()
+}
+
+#[test]
+fn browser_watches_the_demo_job_succeed_live_and_finds_its_landscape_and_best_row() {
+    let home = tempfile::tempdir().unwrap();
+    let token = home.path().join("token");
+    std::fs::write(&token, "dashboard-s3cret\n").unwrap();
+    let token_arg = token.to_str().unwrap();
+    let server = MopsProcess::serve(home.path(), &["--auth-token-file", token_arg]);
+    let screenshot = std::env::var("MOPS_DASHBOARD_SCREENSHOT").unwrap_or_else(|_| home.path().join("job-page.png").display().to_string());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser/dashboard.cjs");
+
+    let browser_log = home.path().join("browser.log");
+    let mut browser = Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", required_env("MOPS_TEST_NODE_MODULES"))
+        .env("MOPS_TEST_CHROMIUM", required_env("MOPS_TEST_CHROMIUM"))
+        .env("MOPS_DASHBOARD_URL", format!("http://127.0.0.1:{}", server.http_port))
+        .env("MOPS_DASHBOARD_TOKEN", "dashboard-s3cret")
+        .env("MOPS_DASHBOARD_SCREENSHOT", &screenshot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&browser_log).unwrap()))
+        .spawn()
+        .expect("node (installed by scripts/install-test-tools.sh)");
+    let mut stdin = browser.stdin.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = browser.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut wait_for = |prefix: &str| -> String {
+        loop {
+            match lines.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].trim().to_owned(),
+                Ok(_) => {}
+                Err(error) => {
+                    let _ = browser.kill();
+                    let _ = browser.wait();
+                    panic!("no {prefix:?} from the browser ({error}); its log:\n{}", std::fs::read_to_string(&browser_log).unwrap_or_default());
+                }
+            }
+        }
+    };
+    wait_for("READY");
+
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let home_arg = home.path().to_str().unwrap();
+    let demo = Command::new(mops_binary())
+        .args(["demo", "--endpoint", &endpoint, "--auth-token-file", token_arg, "--home", home_arg, "--n-samples", "16", "--n-replicates", "2"])
+        .output()
+        .unwrap();
+    let demo_out = text(&demo.stdout);
+    assert!(demo.status.success(), "{demo_out}\n{}", text(&demo.stderr));
+    let job = demo_out
+        .lines()
+        .find(|l| l.starts_with("demo-") && l.contains(" simulations ("))
+        .and_then(|l| l.split_once(':'))
+        .map(|(job, _)| job.to_owned())
+        .unwrap_or_else(|| panic!("no job line in {demo_out}"));
+    writeln!(stdin, "{job}").unwrap();
+    stdin.flush().unwrap();
+    let result = wait_for("RESULT ");
+    let status = browser.wait().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&browser_log).unwrap_or_default());
+    let seen: serde_json::Value = serde_json::from_str(&result).unwrap();
+
+    // Watched live: the job was not on the page at load, the page was never reloaded, and its
+    // row went through at least one other status before succeeded.
+    assert_eq!(seen["job"], job.as_str());
+    assert_eq!(seen["mark"], "loaded-once", "{result}");
+    assert!(!seen["before"].as_array().unwrap().iter().any(|j| j == job.as_str()), "{result}");
+    let statuses: Vec<&str> = seen["seen"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    assert_eq!(statuses.last(), Some(&"succeeded"), "{result}");
+    assert!(statuses.len() >= 2 && statuses[0] != "succeeded", "{result}");
+    assert!(seen["problems"].as_array().unwrap().is_empty(), "{result}");
+
+    let mops = |args: &[&str]| {
+        let out = Command::new(mops_binary())
+            .args(args)
+            .env("MOPS_ENDPOINT", &endpoint)
+            .env("MOPS_AUTH_TOKEN_FILE", token_arg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // One landscape per parameter of the table, each with points.
+    let table = mops(&["results", "losses", &job, "--format", "csv", "--max-rows", "1"]);
+    let params: Vec<String> = table
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .filter_map(|c| c.strip_prefix("param_"))
+        .filter(|c| *c != "id")
+        .map(str::to_owned)
+        .collect();
+    let plotted: Vec<String> = seen["landscapes"].as_array().unwrap().iter().map(|l| l["param"].as_str().unwrap().to_owned()).collect();
+    assert!(!params.is_empty());
+    assert_eq!(plotted, params, "{result}");
+    assert!(seen["landscapes"].as_array().unwrap().iter().all(|l| l["points"].as_u64() > Some(0)), "{result}");
+    assert!(seen["histogram"].as_u64() > Some(0) && seen["computed"].as_u64() > Some(0), "{result}");
+    let downloads = seen["downloads"].to_string();
+    assert!(downloads.contains(&format!("/jobs/{job}/losses.parquet")) && downloads.contains(&format!("/jobs/{job}/losses.csv")));
+
+    // The best row the CLI reports is the first row of its target on the page.
+    let best = first_csv_row(&mops(&["results", "best", "--target", "prevalence_target", "-n", "1", "--format", "csv"]));
+    let on_page = seen["best"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["target"] == best["target"].as_str())
+        .unwrap_or_else(|| panic!("no best row of {} on the page: {result}", best["target"]));
+    assert_eq!(on_page["param_id"], best["param_id"].as_str(), "{result}");
+    let cli_loss: f64 = best["loss"].parse().unwrap();
+    assert!((on_page["loss"].as_f64().unwrap() - cli_loss).abs() <= 1e-9 * cli_loss.abs().max(1.0));
+
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    assert!(server.terminate().success());
+}
