@@ -3,6 +3,7 @@
 //! area's section of BENCHMARKS.md, with the machine they ran on.
 
 pub mod attribution;
+pub mod dashboard;
 pub mod indexer;
 pub mod query;
 pub mod registry;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 #[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
 pub struct Args {
     /// Which areas to run.
-    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query])]
+    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query, Area::Dashboard])]
     pub areas: Vec<Area>,
 
     /// The file to update.
@@ -46,6 +47,8 @@ pub enum Area {
     Indexer,
     /// The query service against pyarrow Flight and DuckDB.
     Query,
+    /// The dashboard's job page on large jobs.
+    Dashboard,
 }
 
 /// Runs the requested areas and updates the report.
@@ -77,6 +80,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .as_deref()
                     .ok_or_else(|| anyhow::anyhow!("the query benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
                 ("query", "Query", query::run(args.scale, python).await?)
+            }
+            Area::Dashboard => {
+                let python = args
+                    .python
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("the dashboard benchmark needs --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
+                ("dashboard", "Dashboard", dashboard::run(args.scale, python).await?)
             }
         };
         for row in &rows {
