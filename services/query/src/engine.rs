@@ -128,7 +128,7 @@ impl Engine {
         let schema = Arc::clone(&job.schema);
         let groups = job.footer.metadata().num_row_groups();
         let batches = futures::stream::iter(0..groups)
-            .map(move |group| decode(Arc::clone(&store), Arc::clone(&job), Some(vec![group])))
+            .map(move |group| decode(Arc::clone(&store), Arc::clone(&job), Some(vec![group]), None))
             .buffered(2)
             .flat_map(batches_of)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
@@ -144,7 +144,8 @@ impl Engine {
         let filter = Arc::new(query.clone());
         let target_schema = Arc::clone(&schema);
         let read = move |job: Arc<JobEntry>| {
-            let (decoded, filter, schema) = (decode(Arc::clone(&store), job, None), Arc::clone(&filter), Arc::clone(&target_schema));
+            let loss_range = Some((filter.min_loss, filter.max_loss));
+            let (decoded, filter, schema) = (decode(Arc::clone(&store), job, None, loss_range), Arc::clone(&filter), Arc::clone(&target_schema));
             async move {
                 decoded
                     .await?
@@ -385,16 +386,56 @@ fn timestamp(micros: i64) -> Expr {
 
 /// Decodes `row_groups` (all when `None`) of `job`'s table in a task of its own, starting from
 /// the footer the catalog read.
-async fn decode(store: Arc<dyn object_store::ObjectStore>, job: Arc<JobEntry>, row_groups: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, QueryError> {
+async fn decode(
+    store: Arc<dyn object_store::ObjectStore>,
+    job: Arc<JobEntry>,
+    row_groups: Option<Vec<usize>>,
+    loss_range: Option<(Option<f64>, Option<f64>)>,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let task = tokio::spawn(async move {
         let reader = TableReader::new(store, job.table.location.clone(), job.table.size);
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, job.footer.clone()).with_batch_size(BATCH_ROWS);
         if let Some(row_groups) = row_groups {
             builder = builder.with_row_groups(row_groups);
         }
+        if let Some(filter) = loss_range.and_then(|(lo, hi)| loss_row_filter(&job, lo, hi)) {
+            builder = builder.with_row_filter(filter);
+        }
         Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
     });
     task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
+}
+
+/// A Parquet row filter keeping rows whose loss is within `[lo, hi]`: the loss column is
+/// decoded first, and the other columns only for the rows it keeps (late materialization).
+/// The caller still applies every filter to what comes out; this one only saves decoding.
+fn loss_row_filter(job: &JobEntry, lo: Option<f64>, hi: Option<f64>) -> Option<parquet::arrow::arrow_reader::RowFilter> {
+    use arrow::array::Array as _;
+    use arrow::compute::kernels::{boolean, cmp};
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+    if lo.is_none() && hi.is_none() {
+        return None;
+    }
+    let schema = job.footer.metadata().file_metadata().schema_descr();
+    let leaf = schema.columns().iter().position(|column| column.path().string() == "loss")?;
+    let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
+        let loss = batch.column(0);
+        let mut mask: Option<arrow::array::BooleanArray> = None;
+        if let Some(lo) = lo {
+            mask = Some(cmp::gt_eq(loss, &Float64Array::new_scalar(lo))?);
+        }
+        if let Some(hi) = hi {
+            let below = cmp::lt_eq(loss, &Float64Array::new_scalar(hi))?;
+            mask = Some(match mask {
+                Some(above) => boolean::and(&above, &below)?,
+                None => below,
+            });
+        }
+        let mask = mask.expect("a bound is set");
+        Ok(if mask.nulls().is_some() { arrow::compute::prep_null_mask_filter(&mask) } else { mask })
+    });
+    Some(RowFilter::new(vec![Box::new(predicate)]))
 }
 
 /// A decoded piece of a table as a stream of its batches (or its error).
