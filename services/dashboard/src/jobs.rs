@@ -120,9 +120,10 @@ fn registry(dashboard: &Dashboard) -> Result<&modelops_registry::JobRegistry, Da
 #[tracing::instrument(name = "dashboard_jobs", skip(dashboard))]
 pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFilter>) -> Result<Markup, DashboardError> {
     let registry = registry(&dashboard)?;
+    let since = filter.since(Utc::now())?;
     let query = ListQuery {
         statuses: filter.statuses()?,
-        since: filter.since(Utc::now())?,
+        since,
         limit: MAX_PAGE_SIZE,
         page_token: None,
     };
@@ -158,7 +159,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
                 span.live data-live-indicator { "live" }
             }
             table id="jobs" class="jobs" data-events={ "/jobs/events?after=" (seq) }
-                data-filter-statuses=(query_statuses(&filter)) data-filter-since=(filter.since(Utc::now())?.map(|t| t.to_rfc3339()).unwrap_or_default()) {
+                data-filter-statuses=(query_statuses(&filter)) data-filter-since=(since.map(|t| t.to_rfc3339()).unwrap_or_default()) {
                 thead { tr { th { "Job" } th { "Status" } th { "Progress" } th { "Created" } th { "Updated" } th { "Index" } th { "Error" } } }
                 tbody {
                     @for row in &rows { (row.markup()) }
@@ -206,7 +207,7 @@ pub async fn events(
         .and_then(|v| v.parse().ok())
         .unwrap_or(query.after);
     tracing::debug!(after = resume, "dashboard job stream opened");
-    let stream = async_stream(registry, resume);
+    let stream = job_events(registry, resume);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -222,7 +223,8 @@ async fn snapshot(registry: &modelops_registry::JobRegistry) -> Vec<Event> {
     }
 }
 
-fn async_stream(registry: modelops_registry::JobRegistry, after: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The events after `after`, then live ones, fed by a task that ends when the client goes.
+fn job_events(registry: modelops_registry::JobRegistry, after: u64) -> impl Stream<Item = Result<Event, Infallible>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let (backlog, mut live) = match registry.hub().subscribe(after) {
