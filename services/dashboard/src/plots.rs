@@ -68,6 +68,17 @@ fn failed(error: impl std::fmt::Display) -> String {
     error.to_string()
 }
 
+/// Draws the legend of a chart with several targets.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, DB, CT>, position: SeriesLabelPosition) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(failed)
+}
+
 /// A scatter of loss against one parameter, one colour per target, each target's lowest loss
 /// ringed.
 pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<String, String> {
@@ -110,13 +121,7 @@ pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<Strin
             }
         }
         if series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(failed)?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         root.present().map_err(failed)?;
     }
@@ -179,12 +184,7 @@ pub fn histogram(series: &[(&str, Vec<f64>)], log_loss: bool) -> Result<String, 
                 .legend(move |(x, y)| Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], colour.filled()));
         }
         if series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(failed)?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         root.present().map_err(failed)?;
     }
@@ -228,13 +228,7 @@ pub fn comparison(job_a: &str, job_b: &str, series: &[Series], log_loss: bool) -
                 .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
         }
         if series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(failed)?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
         root.present().map_err(failed)?;
     }
