@@ -4,6 +4,11 @@
 
 use clap::Parser;
 
+/// mimalloc reuses freed memory for the next large buffer instead of mapping and zeroing fresh
+/// pages each time, which glibc's malloc does for every multi-megabyte Flight message.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = mops::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
