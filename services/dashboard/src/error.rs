@@ -35,33 +35,50 @@ pub enum DashboardError {
     Arrow(#[from] arrow::error::ArrowError),
 }
 
+/// The HTTP status for a gRPC code: how the services' own mappings carry over to the web.
+fn http_status(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::AlreadyExists | tonic::Code::Aborted | tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        tonic::Code::Ok | tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::DataLoss => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 impl DashboardError {
-    /// The HTTP status of this error: the caller's mistakes are 4xx, a missing service 503,
-    /// failures of what the dashboard reads 500.
-    pub fn status(&self) -> StatusCode {
-        use modelops_query::QueryError;
-        use modelops_registry::RegistryError;
+    /// The HTTP status and message of this error. Errors of the registry, attribution and query
+    /// services go through those services' own gRPC mappings, so a page and an RPC agree on
+    /// whose fault a failure is.
+    pub fn into_parts(self) -> (StatusCode, String) {
+        let grpc = |status: tonic::Status| (http_status(status.code()), status.message().to_owned());
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::ServiceNotRunning(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Registry(RegistryError::NotFound(_)) | Self::Query(QueryError::JobNotFound(_)) => StatusCode::NOT_FOUND,
-            Self::Registry(RegistryError::InvalidJobId(_) | RegistryError::InvalidArgument(_)) | Self::Query(QueryError::InvalidArgument { .. }) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::Registry(_) | Self::Query(_) | Self::Attribution(_) | Self::Store(_) | Self::Plot(_) | Self::Arrow(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            Self::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            error @ Self::ServiceNotRunning(_) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            Self::Registry(error) => grpc(error.into()),
+            Self::Attribution(error) => grpc(error.into()),
+            Self::Query(error) => grpc(error.into()),
+            error @ (Self::Store(_) | Self::Plot(_) | Self::Arrow(_)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
         }
     }
 }
 
 impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let (status, message) = self.into_parts();
         if status.is_server_error() {
-            tracing::warn!(error = %self, %status, "dashboard request failed");
+            tracing::warn!(error = %message, %status, "dashboard request failed");
         } else {
-            tracing::debug!(error = %self, %status, "dashboard request refused");
+            tracing::debug!(error = %message, %status, "dashboard request refused");
         }
-        (status, crate::layout::error_page(status, &self.to_string())).into_response()
+        (status, crate::layout::error_page(status, &message)).into_response()
     }
 }
