@@ -2,6 +2,9 @@
 //! invocation on the same machine and reports the ratio; [`report`] writes the rows into the
 //! area's section of BENCHMARKS.md, with the machine they ran on.
 
+// The binary's global allocator; declared in `main.rs`, a dependency of the package.
+use mimalloc as _;
+
 pub mod attribution;
 pub mod dashboard;
 pub mod indexer;

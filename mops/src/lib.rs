@@ -4,6 +4,9 @@
 //! in Kubernetes); `mops demo` runs a study through them end to end; the other commands are
 //! clients of a running server.
 
+// The binary's global allocator; declared in `main.rs`, a dependency of the package.
+use mimalloc as _;
+
 pub mod attribution;
 pub mod client;
 pub mod demo;
