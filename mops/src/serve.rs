@@ -92,6 +92,9 @@ pub struct ServerState {
     pub job_reader: Option<JobRegistry>,
     /// Attribution (when this process serves it).
     pub attribution: Option<Attribution>,
+    /// Attribution as the dashboard reads it (edges in the results store), whichever services
+    /// this process serves.
+    pub attribution_view: Option<Attribution>,
     /// The indexer (when this process runs it).
     pub indexer: Option<Indexer>,
     /// The query service's catalog (when this process serves queries).
@@ -128,8 +131,10 @@ impl ServerState {
         let serves_registry = args.service.includes(ServiceSelection::Registry);
         let serves_attribution = args.service.includes(ServiceSelection::Attribution);
         let serves_indexer = args.service.includes(ServiceSelection::Indexer);
-        // Attribution and the indexer read jobs through the registry's storage even alone.
-        let jobs_view = if serves_registry || serves_attribution || serves_indexer {
+        let serves_query = args.service.includes(ServiceSelection::Query);
+        // Attribution, the indexer and the dashboard (beside the query service) read jobs through
+        // the registry's storage even alone.
+        let jobs_view = if serves_registry || serves_attribution || serves_indexer || serves_query {
             let url = args.stores.registry_url();
             let store = modelops_registry::store::open(&url)
                 .await
@@ -163,7 +168,7 @@ impl ServerState {
             .service
             .includes(ServiceSelection::Query)
             .then(|| Catalog::new(std::sync::Arc::clone(&results.object_store)));
-        let attribution = edges.filter(|_| serves_attribution);
+        let attribution = edges.clone().filter(|_| serves_attribution);
         let registry = jobs_view.clone().filter(|_| serves_registry);
         Ok(Self {
             selection: args.service,
@@ -173,6 +178,7 @@ impl ServerState {
             registry,
             job_reader: jobs_view,
             attribution,
+            attribution_view: edges,
             indexer,
             catalog,
             catalog_refresh: Duration::from_millis(args.catalog_refresh_ms.max(10)),
@@ -241,13 +247,14 @@ pub async fn serve(
         routes = routes.add_service(AttributionService::new(attribution.clone()).into_server());
         tracing::info!(results = %state.results.url, provenance = %state.provenance.url, "attribution ready");
     }
-    if let Some(indexer) = &state.indexer {
-        if state.registry.is_none() {
-            // Alone, the indexer learns of finished jobs from the store's change feed.
-            if let Some(jobs) = state.job_reader.as_ref() {
-                jobs.follow(background.token(), background.tracker());
-            }
+    if state.registry.is_none() && (state.indexer.is_some() || state.catalog.is_some()) {
+        // Without the registry in this process, the indexer learns of finished jobs, and the
+        // dashboard of every change, from the registry store's change feed.
+        if let Some(jobs) = state.job_reader.as_ref() {
+            jobs.follow(background.token(), background.tracker());
         }
+    }
+    if let Some(indexer) = &state.indexer {
         indexer.start(state.index_workers, background.token(), background.tracker());
         routes = routes.add_service(IndexerService::new(indexer.clone()).into_server());
         tracing::info!(results = %state.results.url, "indexer ready");
@@ -278,7 +285,7 @@ pub async fn serve(
         Some(catalog) => Some(Engine::new(catalog.clone())?),
         None => None,
     };
-    let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution.clone(), engine);
+    let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution_view.clone(), engine).with_shutdown(background.token());
     let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.grpc.auth.clone()));
     let http_task = tokio::spawn(runtime_serve::serve_http(http, router, http_stop.clone().cancelled_owned()));
 
@@ -308,9 +315,17 @@ pub async fn serve(
             Ok(())
         }
     };
-    // Stop the metrics listener however the gRPC server ended, so a failure there never hangs.
+    // Stop the HTTP listener however the gRPC server ended, so a failure there never hangs; a
+    // client that keeps a connection open gets one grace period.
     http_stop.cancel();
-    http_task.await.context("metrics server task")??;
+    let mut http_task = http_task;
+    match tokio::time::timeout(grace, &mut http_task).await {
+        Ok(finished) => finished.context("HTTP server task")??,
+        Err(_) => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "HTTP connections still open after the grace period; closing them");
+            http_task.abort();
+        }
+    }
     served?;
     tracing::info!("stopped");
     Ok(())

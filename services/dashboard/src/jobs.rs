@@ -207,7 +207,7 @@ pub async fn events(
         .and_then(|v| v.parse().ok())
         .unwrap_or(query.after);
     tracing::debug!(after = resume, "dashboard job stream opened");
-    let stream = job_events(registry, resume);
+    let stream = job_events(registry, resume, dashboard.shutdown.clone());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -223,8 +223,9 @@ async fn snapshot(registry: &modelops_registry::JobRegistry) -> Vec<Event> {
     }
 }
 
-/// The events after `after`, then live ones, fed by a task that ends when the client goes.
-fn job_events(registry: modelops_registry::JobRegistry, after: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The events after `after`, then live ones, fed by a task that ends when the client goes or
+/// the server shuts down.
+fn job_events(registry: modelops_registry::JobRegistry, after: u64, shutdown: tokio_util::sync::CancellationToken) -> impl Stream<Item = Result<Event, Infallible>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let (backlog, mut live) = match registry.hub().subscribe(after) {
@@ -243,6 +244,7 @@ fn job_events(registry: modelops_registry::JobRegistry, after: u64) -> impl Stre
         loop {
             let events = tokio::select! {
                 () = sender.closed() => return,
+                () = shutdown.cancelled() => return,
                 received = live.recv() => match received {
                     Ok(event) => vec![job_event(event.seq, &JobRow::of(&event.state))],
                     Err(RecvError::Lagged(skipped)) => {

@@ -28,6 +28,7 @@ use modelops_attribution::Attribution;
 use modelops_query::Engine;
 use modelops_registry::JobRegistry;
 use modelops_runtime::auth::BearerAuth;
+use tokio_util::sync::CancellationToken;
 
 pub use error::DashboardError;
 
@@ -43,6 +44,9 @@ pub struct Dashboard {
     pub engine: Option<Engine>,
     /// Rendered landscapes of recently viewed jobs.
     pub landscapes: Arc<landscape::LandscapeCache>,
+    /// Cancelled when the server shuts down: open event streams end then, so no browser keeps
+    /// the server from stopping.
+    pub shutdown: CancellationToken,
 }
 
 impl Dashboard {
@@ -53,7 +57,14 @@ impl Dashboard {
             attribution,
             engine,
             landscapes: Arc::new(landscape::LandscapeCache::new(8)),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// This dashboard ending its event streams when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// The dashboard's routes; every page but the login page and the static assets requires

@@ -244,9 +244,10 @@ async fn compare_page_joins_shared_sets_and_ranks_across_jobs() {
 }
 
 #[tokio::test]
-async fn the_event_stream_sends_job_changes() {
+async fn the_event_stream_sends_job_changes_and_ends_at_shutdown() {
     let fixture = fixture().await;
-    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let router = fixture.dashboard.clone().with_shutdown(shutdown.clone()).router(BearerAuth::new(None));
     let after = fixture.registry.hub().last_seq();
     let response = router
         .clone()
@@ -277,6 +278,15 @@ async fn the_event_stream_sends_job_changes() {
     }
     assert!(text.contains("event: job") && text.contains("\"job_id\":\"job-c\"") && text.contains("\"status\":\"pending\""), "{text}");
     assert!(text.contains(&format!("id: {}", after + 1)), "{text}");
+    // A server shutting down ends the stream, so an open page never holds it up.
+    shutdown.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after shutdown");
 }
 
 #[tokio::test]

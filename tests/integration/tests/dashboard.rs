@@ -143,3 +143,59 @@ fn browser_watches_the_demo_job_succeed_live_and_finds_its_landscape_and_best_ro
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
     assert!(server.terminate().success());
 }
+
+/// A plain HTTP/1.1 GET on 127.0.0.1 (the dashboard needs no client library to be checked).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test]
+async fn a_query_only_server_shows_the_jobs_of_a_registry_in_another_process_live() {
+    use modelops_integration_tests::{channel, etcd_url, move_through, register_study, unique};
+    use modelops_proto::registry::v1 as registry_pb;
+    use std::io::Read;
+
+    let store = etcd_url(&unique("dashboard-split"));
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let registry = MopsProcess::serve(home_a.path(), &["registry", "--registry-store", &store]);
+    let query = MopsProcess::serve(home_b.path(), &["query", "--registry-store", &store]);
+    let channel = channel(&format!("http://127.0.0.1:{}", registry.port)).await;
+    let job = unique("job-split");
+    let study = include_str!("../../../crates/core/tests/fixtures/upstream/study_plain.json");
+    register_study(&channel, &job, study, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").await;
+
+    // The query pod's dashboard lists the job (its registry view reads the shared store).
+    let page = http_get(query.http_port, "/jobs");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains(&format!("<tr data-job=\"{job}\" data-status=\"pending\"")), "{page}");
+    let events_path = page
+        .split("data-events=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page names its event stream")
+        .to_owned();
+
+    // A change made through the registry process reaches the query process's event stream
+    // through the store's change feed.
+    let mut events = std::net::TcpStream::connect(("127.0.0.1", query.http_port)).unwrap();
+    write!(events, "GET {events_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    move_through(&channel, &job, &[registry_pb::JobStatus::Submitting]).await;
+    events.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    let wanted = format!("\"job_id\":\"{job}\",\"status\":\"submitting\"");
+    while !seen.contains(&wanted) {
+        assert!(std::time::Instant::now() < deadline, "no submitting event within 20 s:\n{seen}");
+        let mut chunk = [0u8; 8192];
+        if let Ok(n) = events.read(&mut chunk) {
+            seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(registry.terminate().success() && query.terminate().success());
+}
