@@ -194,7 +194,8 @@ fn job_event(seq: u64, row: &JobRow) -> Event {
 
 /// `GET /jobs/events`: every job change as a `job` event with the job's row as JSON and the hub's
 /// sequence number as id (a reconnecting browser resumes from `Last-Event-ID`). When the hub no
-/// longer holds the changes asked for, or this stream falls behind, it sends every job once.
+/// longer holds the changes asked for (or never did: a position from before a restart), or this
+/// stream falls behind, it sends every job once.
 pub async fn events(
     State(dashboard): State<Dashboard>,
     Query(query): Query<EventsQuery>,
@@ -228,9 +229,12 @@ async fn snapshot(registry: &modelops_registry::JobRegistry) -> Vec<Event> {
 fn job_events(registry: modelops_registry::JobRegistry, after: u64, shutdown: tokio_util::sync::CancellationToken) -> impl Stream<Item = Result<Event, Infallible>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
-        let (backlog, mut live) = match registry.hub().subscribe(after) {
-            Ok((backlog, live)) => (backlog.iter().map(|e| job_event(e.seq, &JobRow::of(&e.state))).collect(), live),
-            Err(_) => {
+        // A position past the hub's end comes from before a restart of this server: like one
+        // too old for the hub, it gets every job.
+        let subscribed = if after > registry.hub().last_seq() { None } else { registry.hub().subscribe(after).ok() };
+        let (backlog, mut live) = match subscribed {
+            Some((backlog, live)) => (backlog.iter().map(|e| job_event(e.seq, &JobRow::of(&e.state))).collect(), live),
+            None => {
                 let live = registry.hub().subscribe(0).map(|(_, live)| live);
                 let Ok(live) = live else { return };
                 (snapshot(&registry).await, live)

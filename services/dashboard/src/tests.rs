@@ -287,6 +287,20 @@ async fn the_event_stream_sends_job_changes_and_ends_at_shutdown() {
     })
     .await;
     assert!(ended.is_ok(), "the stream ended after shutdown");
+
+    // A position this server never reached (a browser reconnecting after a restart) gets every job.
+    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let stale = fixture.registry.hub().last_seq() + 1000;
+    let response = router
+        .oneshot(Request::get("/jobs/events").header("last-event-id", stale.to_string()).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    while ["job-a", "job-b", "job-c"].iter().any(|job| !text.contains(&format!("\"job_id\":\"{job}\""))) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("every job within 5 s").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
 
 #[tokio::test]
