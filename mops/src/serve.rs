@@ -259,6 +259,11 @@ pub async fn serve(
         routes = routes.add_service(IndexerService::new(indexer.clone()).into_server());
         tracing::info!(results = %state.results.url, "indexer ready");
     }
+    // One engine for the query service and the dashboard.
+    let engine = match &state.catalog {
+        Some(catalog) => Some(Engine::new(catalog.clone())?),
+        None => None,
+    };
     if let Some(catalog) = &state.catalog {
         if let Some(indexer) = &state.indexer {
             // Tables this process commits are in the catalog before their jobs read as indexed.
@@ -275,16 +280,12 @@ pub async fn serve(
             Err(error) => tracing::warn!(%error, "query catalog: first listing failed; retrying in the background"),
         }
         catalog.start(state.catalog_refresh, background.token(), background.tracker());
-        let service = QueryService::new(Engine::new(catalog.clone())?)?;
+        let service = QueryService::new(engine.clone().ok_or_else(|| anyhow::anyhow!("no query engine beside the catalog"))?)?;
         routes = routes.add_service(service.into_server());
         tracing::info!(results = %state.results.url, "query service ready");
     }
 
     let http_stop = tokio_util::sync::CancellationToken::new();
-    let engine = match &state.catalog {
-        Some(catalog) => Some(Engine::new(catalog.clone())?),
-        None => None,
-    };
     let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution_view.clone(), engine).with_shutdown(background.token());
     let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.grpc.auth.clone()));
     let http_task = tokio::spawn(runtime_serve::serve_http(http, router, http_stop.clone().cancelled_owned()));
