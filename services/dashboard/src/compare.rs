@@ -7,9 +7,8 @@ use std::collections::BTreeSet;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float64Type;
 use axum::extract::{Query, State};
-use futures::StreamExt;
 use maud::{Markup, html};
-use modelops_query::{Command, QueryError};
+use modelops_query::Command;
 use serde::Deserialize;
 
 use crate::error::DashboardError;
@@ -39,12 +38,7 @@ pub struct CompareQuery {
 }
 
 async fn collect(engine: &modelops_query::Engine, command: &Command) -> Result<Vec<RecordBatch>, DashboardError> {
-    let mut stream = engine.execute(command).await?;
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(batch.map_err(QueryError::from)?);
-    }
-    Ok(batches)
+    Ok(modelops_query::engine::collect(engine.execute(command).await?).await?)
 }
 
 /// Columns the best-across-jobs table leaves out: one value for the whole table (target) or

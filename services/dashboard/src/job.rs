@@ -191,14 +191,14 @@ fn ranked(rows: &[crate::landscape::BestRow]) -> impl Iterator<Item = (usize, &c
     })
 }
 
-async fn require_entry(dashboard: &Dashboard, raw: &str) -> Result<Arc<JobEntry>, DashboardError> {
-    if dashboard.engine.is_none() {
-        return Err(DashboardError::ServiceNotRunning("query service"));
-    }
+/// The query engine and the catalog entry of the indexed job `raw`, for the downloads.
+async fn require_entry<'a>(dashboard: &'a Dashboard, raw: &str) -> Result<(&'a modelops_query::Engine, Arc<JobEntry>), DashboardError> {
+    let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
     let job = job_id(raw)?;
-    indexed(dashboard, &job)
+    let entry = indexed(dashboard, &job)
         .await?
-        .ok_or_else(|| DashboardError::NotFound(format!("job {:?} has no loss table", job.as_str())))
+        .ok_or_else(|| DashboardError::NotFound(format!("job {:?} has no loss table", job.as_str())))?;
+    Ok((engine, entry))
 }
 
 fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body) -> Response {
@@ -209,8 +209,7 @@ fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body
 /// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.
 #[tracing::instrument(name = "dashboard_download_parquet", skip(dashboard))]
 pub async fn download_parquet(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Response, DashboardError> {
-    let entry = require_entry(&dashboard, &raw).await?;
-    let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
+    let (engine, entry) = require_entry(&dashboard, &raw).await?;
     let object = engine.catalog().store().get(&entry.table.location).await?;
     let body = Body::from_stream(object.into_stream());
     Ok(attachment(&entry.job_id, "parquet", "application/vnd.apache.parquet", body))
@@ -219,8 +218,7 @@ pub async fn download_parquet(State(dashboard): State<Dashboard>, Path(raw): Pat
 /// `GET /jobs/{job_id}/losses.csv`: the table as CSV with a header row, streamed.
 #[tracing::instrument(name = "dashboard_download_csv", skip(dashboard))]
 pub async fn download_csv(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Response, DashboardError> {
-    let entry = require_entry(&dashboard, &raw).await?;
-    let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
+    let (engine, entry) = require_entry(&dashboard, &raw).await?;
     let stream = engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?;
     let mut first = true;
     let body = stream.map_err(QueryError::from).map(move |batch| {

@@ -121,8 +121,11 @@ fn registry(dashboard: &Dashboard) -> Result<&modelops_registry::JobRegistry, Da
 pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFilter>) -> Result<Markup, DashboardError> {
     let registry = registry(&dashboard)?;
     let since = filter.since(Utc::now())?;
+    let statuses = filter.statuses()?;
+    // The statuses the filter keeps, comma-separated, for the script (empty: all).
+    let kept_statuses = statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
     let query = ListQuery {
-        statuses: filter.statuses()?,
+        statuses,
         since,
         limit: MAX_PAGE_SIZE,
         page_token: None,
@@ -159,7 +162,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
                 span.live data-live-indicator { "live" }
             }
             table id="jobs" class="jobs" data-events={ "/jobs/events?after=" (seq) }
-                data-filter-statuses=(query_statuses(&filter)) data-filter-since=(since.map(|t| t.to_rfc3339()).unwrap_or_default()) {
+                data-filter-statuses=(kept_statuses) data-filter-since=(since.map(|t| t.to_rfc3339()).unwrap_or_default()) {
                 thead { tr { th { "Job" } th { "Status" } th { "Progress" } th { "Created" } th { "Updated" } th { "Index" } th { "Error" } } }
                 tbody {
                     @for row in &rows { (row.markup()) }
@@ -170,11 +173,6 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
             template id="job-row" { (JobRow { job_id: String::new(), status: "pending", terminal: false, completed: 0, total: 0, created_at: String::new(), updated_at: String::new(), error: None, index_state: "none" }.markup()) }
         },
     ))
-}
-
-/// The statuses the filter keeps, comma-separated, for the script (empty: all).
-fn query_statuses(filter: &JobFilter) -> String {
-    filter.statuses().unwrap_or_default().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
 /// Query of the event stream.

@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
-use futures::StreamExt;
 use modelops_query::catalog::JobEntry;
 use modelops_query::command::LossesQuery;
-use modelops_query::{Command, Engine, QueryError};
+use modelops_query::{Command, Engine};
 
 use crate::error::DashboardError;
 use crate::plots::{self, Series};
@@ -147,11 +146,7 @@ fn sample(points: &[Point]) -> Vec<usize> {
 /// Reduces and renders the loss landscape of `entry`'s table.
 #[tracing::instrument(name = "dashboard_landscape", skip_all, fields(job = %entry.job_id))]
 pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, DashboardError> {
-    let mut stream = engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?;
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(batch.map_err(QueryError::from)?);
-    }
+    let batches = modelops_query::engine::collect(engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?).await?;
     tokio::task::spawn_blocking(move || reduce(&batches))
         .await
         .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))?
