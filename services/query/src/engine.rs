@@ -410,8 +410,6 @@ async fn decode(
 /// decoded first, and the other columns only for the rows it keeps (late materialization).
 /// The caller still applies every filter to what comes out; this one only saves decoding.
 fn loss_row_filter(job: &JobEntry, lo: Option<f64>, hi: Option<f64>) -> Option<parquet::arrow::arrow_reader::RowFilter> {
-    use arrow::array::Array as _;
-    use arrow::compute::kernels::{boolean, cmp};
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
     if lo.is_none() && hi.is_none() {
@@ -420,20 +418,8 @@ fn loss_row_filter(job: &JobEntry, lo: Option<f64>, hi: Option<f64>) -> Option<p
     let schema = job.footer.metadata().file_metadata().schema_descr();
     let leaf = schema.columns().iter().position(|column| column.path().string() == "loss")?;
     let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
-        let loss = batch.column(0);
-        let mut mask: Option<arrow::array::BooleanArray> = None;
-        if let Some(lo) = lo {
-            mask = Some(cmp::gt_eq(loss, &Float64Array::new_scalar(lo))?);
-        }
-        if let Some(hi) = hi {
-            let below = cmp::lt_eq(loss, &Float64Array::new_scalar(hi))?;
-            mask = Some(match mask {
-                Some(above) => boolean::and(&above, &below)?,
-                None => below,
-            });
-        }
-        let mask = mask.expect("a bound is set");
-        Ok(if mask.nulls().is_some() { arrow::compute::prep_null_mask_filter(&mask) } else { mask })
+        let mask = loss_in_range(batch.column(0), lo, hi)?.expect("a bound is set");
+        Ok(nulls_never_match(mask))
     });
     Some(RowFilter::new(vec![Box::new(predicate)]))
 }
@@ -449,7 +435,7 @@ fn batches_of(decoded: Result<Vec<RecordBatch>, QueryError>) -> futures::stream:
 
 /// The rows of `batch` (one job's table) that `query`'s row filters select.
 fn select_rows(batch: &RecordBatch, query: &LossesQuery) -> Result<RecordBatch, QueryError> {
-    use arrow::array::{Array as _, BooleanArray, Scalar};
+    use arrow::array::{BooleanArray, Scalar};
     use arrow::array::AsArray as _;
     use arrow::compute::kernels::{boolean, cmp};
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| QueryError::Catalog(format!("table without a {name} column")));
@@ -461,12 +447,8 @@ fn select_rows(batch: &RecordBatch, query: &LossesQuery) -> Result<RecordBatch, 
     if let Some(status) = query.status {
         masks.push(cmp::eq(column("status")?, &Scalar::new(arrow::array::StringArray::from(vec![status.as_str()])))?);
     }
-    let loss = || column("loss");
-    if let Some(lo) = query.min_loss {
-        masks.push(cmp::gt_eq(loss()?, &Float64Array::new_scalar(lo))?);
-    }
-    if let Some(hi) = query.max_loss {
-        masks.push(cmp::lt_eq(loss()?, &Float64Array::new_scalar(hi))?);
+    if query.min_loss.is_some() || query.max_loss.is_some() {
+        masks.extend(loss_in_range(column("loss")?, query.min_loss, query.max_loss)?);
     }
     let micros = |t: chrono::DateTime<chrono::Utc>| TimestampMicrosecondArray::new_scalar(t.timestamp_micros());
     if let Some(since) = query.since {
@@ -480,10 +462,25 @@ fn select_rows(batch: &RecordBatch, query: &LossesQuery) -> Result<RecordBatch, 
     let Some(mask) = masks.into_iter().map(Ok).reduce(|a: Result<BooleanArray, QueryError>, b| Ok(boolean::and(&a?, &b?)?)) else {
         return Ok(batch.clone());
     };
-    // Nulls (a missing row's loss) never match.
-    let mask = mask?;
-    let mask = if mask.nulls().is_some() { arrow::compute::prep_null_mask_filter(&mask) } else { mask };
-    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+    Ok(arrow::compute::filter_record_batch(batch, &nulls_never_match(mask?))?)
+}
+
+/// Where `loss` is within `[lo, hi]` (either bound optional; `None` without any). A null loss
+/// (a missing row) compares as null.
+fn loss_in_range(loss: &dyn arrow::array::Array, lo: Option<f64>, hi: Option<f64>) -> Result<Option<arrow::array::BooleanArray>, arrow::error::ArrowError> {
+    use arrow::compute::kernels::{boolean, cmp};
+    let above = lo.map(|lo| cmp::gt_eq(&loss, &Float64Array::new_scalar(lo))).transpose()?;
+    let below = hi.map(|hi| cmp::lt_eq(&loss, &Float64Array::new_scalar(hi))).transpose()?;
+    Ok(match (above, below) {
+        (Some(above), Some(below)) => Some(boolean::and(&above, &below)?),
+        (one, other) => one.or(other),
+    })
+}
+
+/// `mask` with its nulls as false: a row whose value is missing never matches.
+fn nulls_never_match(mask: arrow::array::BooleanArray) -> arrow::array::BooleanArray {
+    use arrow::array::Array as _;
+    if mask.nulls().is_some() { arrow::compute::prep_null_mask_filter(&mask) } else { mask }
 }
 
 /// `batch` in `schema`: its columns cast where the schema widened them, absent ones null.
