@@ -54,6 +54,15 @@ pub enum Area {
     Dashboard,
 }
 
+impl Args {
+    /// The Python interpreter the `area` benchmarks run their baselines with.
+    fn python_for(&self, area: &str) -> anyhow::Result<&str> {
+        self.python
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the {area} benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))
+    }
+}
+
 /// Runs the requested areas and updates the report.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     for area in &args.areas {
@@ -67,10 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Area::Attribution => ("attribution", "Attribution", attribution::run(args.scale).await?),
             Area::Indexer => {
-                let python = args
-                    .python
-                    .as_deref()
-                    .ok_or_else(|| anyhow::anyhow!("the indexer benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
+                let python = args.python_for("indexer")?;
                 let mut rows = indexer::run(args.scale, python).await?;
                 if std::env::var_os("AZURE_STORAGE_CONNECTION_STRING").is_some() {
                     rows.push(indexer::run_azurite(args.scale, python).await?);
@@ -78,17 +84,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ("indexer", "Indexer", rows)
             }
             Area::Query => {
-                let python = args
-                    .python
-                    .as_deref()
-                    .ok_or_else(|| anyhow::anyhow!("the query benchmarks need --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
+                let python = args.python_for("query")?;
                 ("query", "Query", query::run(args.scale, python).await?)
             }
             Area::Dashboard => {
-                let python = args
-                    .python
-                    .as_deref()
-                    .ok_or_else(|| anyhow::anyhow!("the dashboard benchmark needs --python (scripts/bench sets MOPS_TEST_PYTHON)"))?;
+                let python = args.python_for("dashboard")?;
                 ("dashboard", "Dashboard", dashboard::run(args.scale, python).await?)
             }
         };

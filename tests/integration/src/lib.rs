@@ -197,6 +197,11 @@ pub fn mops_binary() -> PathBuf {
     binary
 }
 
+/// A child process's output as text (lossy), for assertions and failure messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a child process).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,11 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use modelops_integration_tests::{MopsProcess, mops_binary, required_env};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use modelops_integration_tests::{MopsProcess, mops_binary, required_env, text};
 
 /// The header and first row of a CSV the CLI printed, as (column → value).
 fn first_csv_row(csv: &str) -> std::collections::HashMap<String, String> {

@@ -4,11 +4,7 @@
 
 use std::process::Command;
 
-use modelops_integration_tests::{MopsProcess, mops_binary, required_env};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use modelops_integration_tests::{MopsProcess, mops_binary, required_env, text};
 
 /// The line of the demo's output about `job` (`{job}: N simulations (…)`).
 fn job_lines(stdout: &str) -> Vec<(String, String)> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
 use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{TestServer, channel, mops_binary, move_through, register_study, required_env, tool, wait_indexed};
+use modelops_integration_tests::{TestServer, channel, mops_binary, move_through, register_study, required_env, text, tool, wait_indexed};
 use modelops_proto::registry::v1 as registry_pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 
@@ -84,10 +84,6 @@ async fn python_client_pyarrow_flight_and_adbc_against_mops_serve() {
     assert!(!stdout.contains("skipped"), "no test may be skipped:\n{stdout}");
     assert!(stdout.contains(" passed"), "{stdout}");
     server.stop().await.unwrap();
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]

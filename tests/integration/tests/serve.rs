@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use modelops_integration_tests::{MopsProcess, TestServer, channel, tool};
+use modelops_integration_tests::{MopsProcess, TestServer, channel, text, tool};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -18,10 +18,6 @@ async fn grpcurl(args: &[&str]) -> std::process::Output {
 
 fn grpcurl_blocking(args: &[&str]) -> std::process::Output {
     Command::new(tool("MOPS_TEST_GRPCURL")).args(args).output().expect("run grpcurl")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]
