@@ -10,6 +10,8 @@ use crate::ids::{self, ParamIdError};
 use crate::job::{JobId, JobIdError};
 use crate::pyjson::{self, PyObject, PyValue};
 
+pub mod scan;
+
 /// Why a study or a job spec is not usable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
@@ -30,6 +32,18 @@ pub enum SpecError {
     /// The job id is invalid.
     #[error(transparent)]
     JobId(#[from] JobIdError),
+    /// The blob could not be read (streamed reads).
+    #[error("cannot read the spec: {0}")]
+    Read(String),
+}
+
+impl From<scan::ScanError> for SpecError {
+    fn from(error: scan::ScanError) -> Self {
+        match error {
+            scan::ScanError::Json(e) => Self::Json(e),
+            scan::ScanError::Read(e) => Self::Read(e.to_string()),
+        }
+    }
 }
 
 fn field_error(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
@@ -291,6 +305,24 @@ pub struct SimTaskSpec {
     pub outputs: Option<Vec<String>>,
 }
 
+impl SimTaskSpec {
+    /// A task from its spec value; `at` names it in errors (`tasks[3]`), and `job_bundle_ref`
+    /// stands in for a task without its own `bundle_ref`.
+    pub fn from_value(task: &PyValue, at: &str, job_bundle_ref: &str) -> Result<Self, SpecError> {
+        let task = as_object(task, at)?;
+        let params = as_object(required(task, "params", &format!("{at}."))?, &format!("{at}.params"))?;
+        let values = as_object(required(params, "values", &format!("{at}.params."))?, &format!("{at}.params.values"))?;
+        Ok(Self {
+            entrypoint: required_str(task, "entrypoint", &format!("{at}."))?,
+            bundle_ref: task.get("bundle_ref").and_then(PyValue::as_str).unwrap_or(job_bundle_ref).to_owned(),
+            param_id: required_str(params, "param_id", &format!("{at}.params."))?,
+            values: values.clone(),
+            seed: seed_value(required(task, "seed", &format!("{at}."))?, &format!("{at}.seed"))?,
+            outputs: optional_strings(task.get("outputs"), &format!("{at}.outputs"))?,
+        })
+    }
+}
+
 /// The tasks of one parameter set, in first-seen order (upstream `get_task_groups`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamGroup<'a> {
@@ -416,19 +448,7 @@ impl SimJobSpec {
         }
         let tasks = raw_tasks
             .into_iter()
-            .map(|(at, task)| {
-                let task = as_object(task, &at)?;
-                let params = as_object(required(task, "params", &format!("{at}."))?, &format!("{at}.params"))?;
-                let values = as_object(required(params, "values", &format!("{at}.params."))?, &format!("{at}.params.values"))?;
-                Ok(SimTaskSpec {
-                    entrypoint: required_str(task, "entrypoint", &format!("{at}."))?,
-                    bundle_ref: task.get("bundle_ref").and_then(PyValue::as_str).unwrap_or(&bundle_ref).to_owned(),
-                    param_id: required_str(params, "param_id", &format!("{at}.params."))?,
-                    values: values.clone(),
-                    seed: seed_value(required(task, "seed", &format!("{at}."))?, &format!("{at}.seed"))?,
-                    outputs: optional_strings(task.get("outputs"), &format!("{at}.outputs"))?,
-                })
-            })
+            .map(|(at, task)| SimTaskSpec::from_value(task, &at, &bundle_ref))
             .collect::<Result<Vec<_>, SpecError>>()?;
         Ok(Self {
             job_id,
@@ -438,6 +458,15 @@ impl SimJobSpec {
             target_spec,
             tasks,
         })
+    }
+}
+
+/// A failure of [`JobSpec::scan`]: the caller's error, or a read or parse error made into one.
+struct ScanFailure<E>(E);
+
+impl<E: From<SpecError>> From<scan::ScanError> for ScanFailure<E> {
+    fn from(error: scan::ScanError) -> Self {
+        Self(E::from(SpecError::from(error)))
     }
 }
 
@@ -459,7 +488,10 @@ impl JobSpec {
     /// Parses a spec blob.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
         let value = pyjson::parse(bytes)?;
-        let object = as_object(&value, "job spec")?;
+        Self::from_object(as_object(&value, "job spec")?)
+    }
+
+    fn from_object(object: &PyObject) -> Result<Self, SpecError> {
         match required_str(object, "job_type", "")?.as_str() {
             "simulation" => Ok(Self::Simulation(SimJobSpec::from_object(object)?)),
             "calibration" => Ok(Self::Calibration {
@@ -468,6 +500,31 @@ impl JobSpec {
             }),
             other => Err(field_error("job_type", format!("must be simulation or calibration, found {other:?}"))),
         }
+    }
+
+    /// Reads a spec blob from `reader` without holding its tasks: each task of a simulation
+    /// job's `tasks` list is parsed and handed to `on_task(index, task)` as it is read, and the
+    /// spec is returned without them (tasks in the old `batches[].tasks[]` form are not
+    /// streamed: they stay in the returned spec). A task without its own `bundle_ref` takes the
+    /// job's, which upstream writes before the tasks; one that comes first is an error.
+    pub fn scan<E: From<SpecError>>(reader: impl std::io::BufRead, mut on_task: impl FnMut(usize, SimTaskSpec) -> Result<(), E>) -> Result<Self, E> {
+        let header = scan::scan_object(reader, "tasks", |index, task, members: &PyObject| {
+            let at = format!("tasks[{index}]");
+            let job_bundle_ref = match members.get("bundle_ref").and_then(PyValue::as_str) {
+                Some(bundle_ref) => bundle_ref,
+                None if task.as_object().is_some_and(|t| t.get("bundle_ref").is_none()) => {
+                    return Err(ScanFailure(E::from(field_error(
+                        format!("{at}.bundle_ref"),
+                        "is missing and the job's bundle_ref comes after the tasks",
+                    ))));
+                }
+                None => "",
+            };
+            let task = SimTaskSpec::from_value(&task, &at, job_bundle_ref).map_err(|e| ScanFailure(E::from(e)))?;
+            on_task(index, task).map_err(ScanFailure)
+        })
+        .map_err(|e| e.0)?;
+        Ok(Self::from_object(&header)?)
     }
 
     /// The job id.
@@ -498,6 +555,63 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scanned(blob: &str) -> Result<(JobSpec, Vec<SimTaskSpec>), SpecError> {
+        let mut tasks = Vec::new();
+        let spec = JobSpec::scan(std::io::BufReader::with_capacity(7, blob.as_bytes()), |index, task| {
+            assert_eq!(index, tasks.len());
+            tasks.push(task);
+            Ok::<(), SpecError>(())
+        })?;
+        Ok((spec, tasks))
+    }
+
+    #[test]
+    fn a_scanned_spec_is_the_parsed_spec() {
+        let study = r#"{"model": "m.x", "scenario": "s", "n_replicates": 2, "targets": ["t.a:f", "t.b/g"],
+            "parameter_sets": [{"params": {"beta": 1e-05, "name": "S\u00e3o \"x]}\""}}, {"params": {"beta": 2}}]}"#;
+        let job = SimulationStudy::from_json(study.as_bytes())
+            .unwrap()
+            .to_sim_job(&format!("sha256:{}", "ab".repeat(32)), Some(JobId::new("job-scan").unwrap()))
+            .unwrap();
+        let blob = JobSpec::Simulation(job.clone()).to_json();
+        let (JobSpec::Simulation(header), tasks) = scanned(&blob).unwrap() else {
+            panic!("a SimJob")
+        };
+        assert_eq!(tasks, job.tasks);
+        assert_eq!(SimJobSpec { tasks, ..header }, job);
+
+        // The old batches form keeps its tasks in the spec; a calibration spec has none.
+        let mut old = job.to_object();
+        let mut batch = PyObject::new();
+        batch.insert("tasks", old.remove("tasks").unwrap());
+        old.insert("batches", PyValue::List(vec![PyValue::Object(batch)]));
+        let old = pyjson::to_indent2(&PyValue::Object(old));
+        let (JobSpec::Simulation(header), streamed) = scanned(&old).unwrap() else {
+            panic!("a SimJob")
+        };
+        assert!(streamed.is_empty());
+        assert_eq!(header.tasks, job.tasks);
+        let calibration = r#"{"job_type": "calibration", "job_id": "calib-1", "algorithm": "optuna"}"#;
+        assert_eq!(scanned(calibration).unwrap().0, JobSpec::from_json(calibration.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn scanned_specs_report_errors_as_parsed_ones_do() {
+        let task = r#"{"entrypoint": "m.x/s", "params": {"param_id": "p", "values": {}}, "seed": 1}"#;
+        let bad_seed = format!(
+            r#"{{"job_type": "simulation", "job_id": "job-1", "bundle_ref": "b", "tasks": [{task}, {}]}}"#,
+            task.replace("\"seed\": 1", "\"seed\": -1")
+        );
+        assert_eq!(scanned(&bad_seed).unwrap_err(), JobSpec::from_json(bad_seed.as_bytes()).unwrap_err());
+        assert!(matches!(scanned(&bad_seed).unwrap_err(), SpecError::Field { field, .. } if field == "tasks[1].seed"));
+        let truncated = &bad_seed[..bad_seed.len() - 20];
+        assert!(matches!(scanned(truncated).unwrap_err(), SpecError::Json(_)));
+        let late_bundle = format!(r#"{{"job_type": "simulation", "job_id": "job-1", "tasks": [{task}], "bundle_ref": "b"}}"#);
+        assert!(matches!(scanned(&late_bundle).unwrap_err(), SpecError::Field { field, .. } if field == "tasks[0].bundle_ref"));
+        let own_bundle = late_bundle.replace("\"seed\": 1", "\"seed\": 1, \"bundle_ref\": \"own\"");
+        assert_eq!(scanned(&own_bundle).unwrap().1[0].bundle_ref, "own");
+    }
 
     #[test]
     fn grammar_checks() {
