@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueryError;
-use crate::reader::TableReader;
+use modelops_core::parquet_file::ParquetObject;
 
 /// The prefix every job's results live under.
 pub const RESULTS_PREFIX: &str = "results";
@@ -249,7 +249,7 @@ impl Catalog {
         let table_name = manifest.pointer("/files/losses").and_then(Value::as_str).unwrap_or("losses.parquet");
         let table_path = Path::from(format!("{dir}/{table_name}"));
         let table = self.store.head(&table_path).await?;
-        let reader = TableReader::new(Arc::clone(&self.store), table_path, table.size);
+        let reader = ParquetObject::new(Arc::clone(&self.store), table_path, table.size);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let schema = Arc::clone(builder.schema());
         let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), Default::default())?;

@@ -24,7 +24,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use crate::catalog::{Catalog, JobEntry, target_matches};
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
 use crate::error::QueryError;
-use crate::reader::TableReader;
+use modelops_core::parquet_file::ParquetObject;
 
 /// The URL under which DataFusion sees the results store.
 const RESULTS_URL: &str = "mops://results";
@@ -393,7 +393,7 @@ async fn decode(
     loss_range: Option<(Option<f64>, Option<f64>)>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
     let task = tokio::spawn(async move {
-        let reader = TableReader::new(store, job.table.location.clone(), job.table.size);
+        let reader = ParquetObject::new(store, job.table.location.clone(), job.table.size);
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, job.footer.clone()).with_batch_size(BATCH_ROWS);
         if let Some(row_groups) = row_groups {
             builder = builder.with_row_groups(row_groups);

@@ -3,15 +3,14 @@
 //! [`catalog`] knows every indexed job from its manifest, summary and table footer and keeps
 //! itself current; [`command`] parses the JSON commands of
 //! `proto/modelops/query/v1/FLIGHT_COMMANDS.md`; [`engine`] prunes jobs on the catalog and
-//! streams the answer (one table straight from Parquet through [`reader`], everything else
-//! through DataFusion);
+//! streams the answer (one table straight from Parquet through
+//! [`modelops_core::parquet_file`], everything else through DataFusion);
 //! [`service`] serves it all as `arrow.flight.protocol.FlightService`, Flight SQL included.
 
 pub mod catalog;
 pub mod command;
 pub mod engine;
 pub mod error;
-pub mod reader;
 pub mod service;
 
 pub use catalog::Catalog;
