@@ -115,6 +115,26 @@ impl Attribution {
         }
     }
 
+    /// Hands every aggregation edge of `job` that names a target to `visit`: streamed from the
+    /// sealed file, or from the recorded batches merged.
+    pub async fn visit_agg_edges(&self, job: &JobId, mut visit: impl FnMut(crate::codec::AggEdgeRef<'_>)) -> Result<(), AttributionError> {
+        self.created_at(job).await?;
+        if let Some(seal) = self.edges.seal(job).await? {
+            return self.edges.visit_sealed_agg_edges(job, &seal, visit).await;
+        }
+        for edge in self.edges.merged_batches(job).await?.0 {
+            if let (edge::Kind::Agg, Some(target)) = (edge.kind, edge.target.as_deref()) {
+                visit(crate::codec::AggEdgeRef {
+                    param_id: &edge.param_id,
+                    target,
+                    path: &edge.path,
+                    role: edge.role,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The jobs owning the result at `path`.
     pub async fn owners(&self, path: &str) -> Result<Vec<Owner>, AttributionError> {
         if edge::check_path(path, edge::Kind::Sim).is_err() {

@@ -86,6 +86,46 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::S
         .ok_or_else(|| CodecError::Malformed(format!("missing utf8 column {name}")))
 }
 
+/// An aggregation edge as a table builder needs it, borrowed from a decoded batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggEdgeRef<'a> {
+    /// The parameter-set id.
+    pub param_id: &'a str,
+    /// The target entrypoint.
+    pub target: &'a str,
+    /// The aggregation directory.
+    pub path: &'a str,
+    /// Computed, cache hit or unknown.
+    pub role: Role,
+}
+
+/// The columns [`visit_agg_edges`] reads.
+pub const AGG_EDGE_COLUMNS: [&str; 5] = ["kind", "path", "param_id", "target", "role"];
+
+/// Hands every aggregation edge with a target in `batch` (which needs at least
+/// [`AGG_EDGE_COLUMNS`]) to `visit`, in row order.
+pub fn visit_agg_edges(batch: &RecordBatch, mut visit: impl FnMut(AggEdgeRef<'_>)) -> Result<(), CodecError> {
+    let (kind, path, param_id, target, role) = (
+        strings(batch, "kind")?,
+        strings(batch, "path")?,
+        strings(batch, "param_id")?,
+        strings(batch, "target")?,
+        strings(batch, "role")?,
+    );
+    for row in 0..batch.num_rows() {
+        if kind.value(row) != Kind::Agg.as_str() || target.is_null(row) {
+            continue;
+        }
+        visit(AggEdgeRef {
+            param_id: param_id.value(row),
+            target: target.value(row),
+            path: path.value(row),
+            role: Role::parse(role.value(row)).ok_or_else(|| CodecError::Malformed(format!("row {row}: invalid role")))?,
+        });
+    }
+    Ok(())
+}
+
 /// Reads a Parquet edge file.
 pub fn from_parquet(bytes: Bytes) -> Result<Vec<Edge>, CodecError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;

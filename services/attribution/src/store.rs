@@ -277,6 +277,45 @@ impl EdgeStore {
 
     /// A job's sealed edges.
     pub async fn sealed_edges(&self, job: &JobId, seal: &Seal) -> Result<Vec<Edge>, AttributionError> {
+        let key = self.sealed_key(job, seal)?;
+        let bytes = self.read(&key).await?.ok_or_else(|| AttributionError::Corrupt {
+            key: key.clone(),
+            reason: "sealed edge file is missing".into(),
+        })?;
+        Ok(codec::from_parquet(bytes)?)
+    }
+
+    /// Hands a job's sealed aggregation edges to `visit` in file order, reading the sealed file
+    /// by byte ranges, only the columns needed and one batch at a time: a job of a million
+    /// edges costs a row group in memory, not the file.
+    pub async fn visit_sealed_agg_edges(&self, job: &JobId, seal: &Seal, mut visit: impl FnMut(codec::AggEdgeRef<'_>)) -> Result<(), AttributionError> {
+        use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+        let key = self.sealed_key(job, seal)?;
+        let missing = || AttributionError::Corrupt {
+            key: key.clone(),
+            reason: "sealed edge file is missing".into(),
+        };
+        let meta = match self.store.object_store.head(&path(&key)).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Err(missing()),
+            Err(e) => return Err(e.into()),
+        };
+        let reader = modelops_core::parquet_file::ParquetObject::new(std::sync::Arc::clone(&self.store.object_store), meta.location, meta.size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(codec::CodecError::from)?;
+        let columns = ProjectionMask::columns(builder.parquet_schema(), codec::AGG_EDGE_COLUMNS);
+        let mut batches = builder
+            .with_projection(columns)
+            .with_batch_size(8192)
+            .build()
+            .map_err(codec::CodecError::from)?;
+        while let Some(batch) = batches.try_next().await.map_err(codec::CodecError::from)? {
+            codec::visit_agg_edges(&batch, &mut visit)?;
+        }
+        Ok(())
+    }
+
+    /// The key of a job's sealed edge file, checked to be inside the job's directory.
+    fn sealed_key(&self, job: &JobId, seal: &Seal) -> Result<String, AttributionError> {
         let expected = format!("{}/sealed/", job_dir(job));
         if !seal.edges_file.starts_with(&expected) || seal.edges_file.contains("..") {
             return Err(AttributionError::Corrupt {
@@ -284,11 +323,7 @@ impl EdgeStore {
                 reason: format!("edges_file {:?} is outside {expected}", seal.edges_file),
             });
         }
-        let bytes = self.read(&seal.edges_file).await?.ok_or_else(|| AttributionError::Corrupt {
-            key: seal.edges_file.clone(),
-            reason: "sealed edge file is missing".into(),
-        })?;
-        Ok(codec::from_parquet(bytes)?)
+        Ok(seal.edges_file.clone())
     }
 
     /// Seals a job with `edges` (already deduplicated). Returns the seal in force and whether
