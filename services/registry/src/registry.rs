@@ -412,11 +412,11 @@ impl JobRegistry {
         }
     }
 
-    /// Reads a job's spec blob: from the key in its `blob_key` metadata, else the simulation and
-    /// calibration keys. Returns `(job_type, json)`.
-    pub async fn get_spec(&self, job_id: &JobId) -> Result<(String, String), RegistryError> {
+    /// The keys a job's spec blob may be at, in the order to try them: the key in its
+    /// `blob_key` metadata, then the simulation and calibration keys. Only the two well-formed
+    /// keys of this job are ever tried, whatever `blob_key` says.
+    async fn spec_keys(&self, job_id: &JobId) -> Result<Vec<Path>, RegistryError> {
         let state = self.require(job_id).await?;
-        // Only the two well-formed keys of this job are ever read, whatever `blob_key` says.
         let allowed = [paths::job_spec_key("simulation", job_id), paths::job_spec_key("calibration", job_id)];
         let preferred = state.metadata().get("blob_key").and_then(PyValue::as_str).map(str::to_owned);
         let mut keys: Vec<String> = preferred.into_iter().filter(|k| allowed.contains(k)).collect();
@@ -425,23 +425,50 @@ impl JobRegistry {
                 keys.push(key);
             }
         }
-        for key in keys {
-            let Ok(path) = Path::parse(&key) else { continue };
-            match self.inner.specs.object_store.get(&path).await {
+        Ok(keys.iter().filter_map(|key| Path::parse(key).ok()).collect())
+    }
+
+    /// The job type of a spec key (`jobs/{job_type}/{job_id}.json`).
+    fn spec_job_type(key: &Path) -> String {
+        key.as_ref().split('/').nth(1).unwrap_or("simulation").to_owned()
+    }
+
+    /// Reads a job's spec blob: from the key in its `blob_key` metadata, else the simulation and
+    /// calibration keys. Returns `(job_type, json)`.
+    pub async fn get_spec(&self, job_id: &JobId) -> Result<(String, String), RegistryError> {
+        for key in self.spec_keys(job_id).await? {
+            match self.inner.specs.object_store.get(&key).await {
                 Ok(result) => {
                     let bytes = result.bytes().await?;
                     let text = String::from_utf8(bytes.to_vec()).map_err(|_| RegistryError::CorruptState {
-                        key: key.clone(),
+                        key: key.to_string(),
                         reason: "spec is not UTF-8".into(),
                     })?;
-                    let job_type = key.split('/').nth(1).unwrap_or("simulation").to_owned();
-                    return Ok((job_type, text));
+                    return Ok((Self::spec_job_type(&key), text));
                 }
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
+    }
+
+    /// Where a job's spec blob is, for readers that stream it: `(job_type, key)` in
+    /// [`JobRegistry::specs_store`].
+    pub async fn spec_location(&self, job_id: &JobId) -> Result<(String, Path), RegistryError> {
+        for key in self.spec_keys(job_id).await? {
+            match self.inner.specs.object_store.head(&key).await {
+                Ok(_) => return Ok((Self::spec_job_type(&key), key)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
+    }
+
+    /// The store job specs are kept in (`jobs/{job_type}/{job_id}.json`).
+    pub fn specs_store(&self) -> &Store {
+        &self.inner.specs
     }
 
     /// Reads and parses a job's spec.
