@@ -14,7 +14,7 @@ use modelops_core::job::JobId;
 use modelops_core::pyjson::{self, PyObject, PyValue};
 use modelops_core::records::{self, RecordError};
 use modelops_core::store::Store;
-use modelops_core::study::{ParamGroup, SimJobSpec};
+use modelops_core::study::SimJobSpec;
 use modelops_core::time::{now_iso, parse_iso};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -176,7 +176,7 @@ fn input_digest(param_id: &str, location: &AggLocation, result: Option<&Bytes>, 
 }
 
 /// The row of one aggregation from its files' bytes (`None`: the file does not exist).
-fn row_from(param_id: String, values: modelops_core::pyjson::PyObject, location: &AggLocation, result: Option<Bytes>, metadata: Option<Bytes>) -> ReadRow {
+fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: Option<Bytes>, metadata: Option<Bytes>) -> ReadRow {
     let inputs = input_digest(&param_id, location, result.as_ref(), metadata.as_ref());
     let mut row = Row {
         param_id,
@@ -215,9 +215,20 @@ fn check_dir(dir: &str) -> Result<Path, IndexError> {
     Path::parse(dir).map_err(|e| IndexError::Invalid(format!("aggregation path {dir:?}: {e}")))
 }
 
+/// One row to read: a parameter set × target and where its aggregation is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowSource {
+    /// The parameter-set id.
+    pub param_id: String,
+    /// Its parameter values.
+    pub values: PyObject,
+    /// Where its aggregation for the row's target is.
+    pub location: AggLocation,
+}
+
 /// Reads one aggregation through the object store.
-async fn read_remote(provenance: &dyn ObjectStore, group: &ParamGroup<'_>, location: &AggLocation) -> Result<ReadRow, IndexError> {
-    let (result, metadata) = match location.path.as_deref() {
+async fn read_remote(provenance: &dyn ObjectStore, source: RowSource) -> Result<ReadRow, IndexError> {
+    let (result, metadata) = match source.location.path.as_deref() {
         Some(dir) => {
             let dir = check_dir(dir)?;
             (
@@ -227,12 +238,12 @@ async fn read_remote(provenance: &dyn ObjectStore, group: &ParamGroup<'_>, locat
         }
         None => (None, None),
     };
-    Ok(row_from(group.param_id.to_owned(), group.values.clone(), location, result, metadata))
+    Ok(row_from(source.param_id, source.values, &source.location, result, metadata))
 }
 
 /// Reads a chunk of aggregations from a local directory with plain file I/O, in one blocking
 /// task (object_store's local backend spends two blocking-pool round trips per file).
-async fn read_local(root: std::path::PathBuf, chunk: Vec<(String, modelops_core::pyjson::PyObject, AggLocation)>) -> Result<Vec<ReadRow>, IndexError> {
+async fn read_local(root: std::path::PathBuf, chunk: Vec<RowSource>) -> Result<Vec<ReadRow>, IndexError> {
     tokio::task::spawn_blocking(move || {
         let read = |path: std::path::PathBuf| match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
@@ -241,8 +252,8 @@ async fn read_local(root: std::path::PathBuf, chunk: Vec<(String, modelops_core:
         };
         chunk
             .into_iter()
-            .map(|(param_id, values, location)| {
-                let (result, metadata) = match location.path.as_deref() {
+            .map(|source| {
+                let (result, metadata) = match source.location.path.as_deref() {
                     Some(dir) => {
                         let dir = check_dir(dir)?;
                         let base = root.join(dir.as_ref());
@@ -250,7 +261,7 @@ async fn read_local(root: std::path::PathBuf, chunk: Vec<(String, modelops_core:
                     }
                     None => (None, None),
                 };
-                Ok(row_from(param_id, values, &location, result, metadata))
+                Ok(row_from(source.param_id, source.values, &source.location, result, metadata))
             })
             .collect()
     })
@@ -261,47 +272,93 @@ async fn read_local(root: std::path::PathBuf, chunk: Vec<(String, modelops_core:
 /// Rows per blocking read task on local stores, at most.
 const LOCAL_CHUNK: usize = 512;
 
+/// What a job's table takes from its spec: identity, bundle, targets (in spec order) and the
+/// typed parameter columns.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// The job.
+    pub job_id: JobId,
+    /// The job's bundle ref.
+    pub bundle_ref: String,
+    /// The target entrypoints, in spec order.
+    pub targets: Vec<String>,
+    /// The parameter columns.
+    pub columns: Vec<ParamColumn>,
+}
+
+impl TableSpec {
+    /// The table of an in-memory spec.
+    pub fn of(job: &SimJobSpec) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            bundle_ref: job.bundle_ref.clone(),
+            targets: job.target_entrypoints(),
+            columns: param_columns(job),
+        }
+    }
+}
+
 /// Builds the table of `job` from the aggregations at `locations` (in table order), reading
 /// from `provenance` and writing under `results/{job_id}/` in `results`. `progress(done, total)`
-/// follows the rows.
+/// follows the rows. The spec and locations are in memory; [`index_rows`] takes any stream.
 pub async fn index_job(
     provenance: &Store,
     results: Arc<dyn ObjectStore>,
     job: &SimJobSpec,
     locations: &[AggLocation],
     options: IndexOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<IndexOutcome, IndexError> {
+    let groups = job.task_groups();
+    if let Some(bad) = locations.iter().find(|l| l.group >= groups.len()) {
+        return Err(IndexError::Invalid(format!(
+            "location of parameter set {} beyond the job's {}",
+            bad.group,
+            groups.len()
+        )));
+    }
+    let rows = futures::stream::iter(locations.iter().map(|location| {
+        let group = &groups[location.group];
+        Ok(RowSource {
+            param_id: group.param_id.to_owned(),
+            values: group.values.clone(),
+            location: location.clone(),
+        })
+    }));
+    index_rows(provenance, results, TableSpec::of(job), rows.boxed(), locations.len(), options, progress).await
+}
+
+/// Builds a job's table from `rows` (in table order, `total` of them), reading each row's
+/// aggregation from `provenance` with bounded concurrency and writing under
+/// `results/{job_id}/` in `results`. Nothing but a bounded window of rows is in memory.
+pub async fn index_rows(
+    provenance: &Store,
+    results: Arc<dyn ObjectStore>,
+    spec: TableSpec,
+    rows: futures::stream::BoxStream<'_, Result<RowSource, IndexError>>,
+    total: usize,
+    options: IndexOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<IndexOutcome, IndexError> {
-    let mut table = TableWriter::new(results, &job.job_id, &job.bundle_ref, job.target_entrypoints(), param_columns(job), options)?;
+    let mut table = TableWriter::new(results, &spec.job_id, &spec.bundle_ref, spec.targets.clone(), spec.columns, options)?;
     let mut fingerprint = blake2b_simd::Params::new().hash_length(32).to_state();
     // What the table takes from the spec: identity, bundle, targets and typed columns; each row's
     // parameter-set id (the hash of its values) goes into the row digests.
-    fingerprint.update(format!("losses-v{SCHEMA_VERSION}\n{}\n{}\n", job.job_id, job.bundle_ref).as_bytes());
-    for target in job.target_entrypoints() {
+    fingerprint.update(format!("losses-v{SCHEMA_VERSION}\n{}\n{}\n", spec.job_id, spec.bundle_ref).as_bytes());
+    for target in &spec.targets {
         fingerprint.update(format!("target {target}\n").as_bytes());
     }
     for field in table.schema().fields() {
         fingerprint.update(format!("column {} {}\n", field.name(), field.data_type()).as_bytes());
     }
-    let total = locations.len();
-    let groups = job.task_groups();
-    if let Some(bad) = locations.iter().find(|l| l.group >= groups.len()) {
-        return Err(IndexError::Invalid(format!("location of parameter set {} beyond the job's {}", bad.group, groups.len())));
-    }
     let concurrency = options.concurrency.max(1);
-    let groups = &groups;
-    // Indices, not references, so the closures have no lifetime to be general over (a future
-    // holding them must be Send), and nothing but a bounded window of reads is in memory.
-    let mut rows: futures::stream::BoxStream<'_, Result<ReadRow, IndexError>> = match provenance.local_root() {
+    let mut reads: futures::stream::BoxStream<'_, Result<ReadRow, IndexError>> = match provenance.local_root() {
         // `concurrency` reads at once: chunks of up to 512 rows, up to 4 chunks in flight.
-        Some(root) => futures::stream::iter((0..locations.len()).step_by((concurrency * 8).clamp(8, LOCAL_CHUNK)))
-            .map(move |start| {
-                let size = (concurrency * 8).clamp(8, LOCAL_CHUNK);
-                let chunk = locations[start..(start + size).min(locations.len())]
-                    .iter()
-                    .map(|l| (groups[l.group].param_id.to_owned(), groups[l.group].values.clone(), l.clone()))
-                    .collect();
-                read_local(root.clone(), chunk)
+        Some(root) => rows
+            .chunks((concurrency * 8).clamp(8, LOCAL_CHUNK))
+            .map(move |chunk| {
+                let root = root.clone();
+                async move { read_local(root, chunk.into_iter().collect::<Result<Vec<_>, _>>()?).await }
             })
             .buffered((concurrency / 16).clamp(1, 4))
             .flat_map(|chunk| {
@@ -314,19 +371,21 @@ pub async fn index_job(
             .boxed(),
         None => {
             let store = provenance.object_store.as_ref();
-            futures::stream::iter(0..locations.len())
-                .map(|i| read_remote(store, &groups[locations[i].group], &locations[i]))
+            rows.map(move |source| async move { read_remote(store, source?).await })
                 .buffered(concurrency)
                 .boxed()
         }
     };
     let mut done = 0;
-    while let Some(read) = rows.next().await {
+    while let Some(read) = reads.next().await {
         let (row, error, inputs) = read?;
         fingerprint.update(&inputs);
         table.push(row, error).await?;
         done += 1;
         progress(done, total);
+    }
+    if done != total {
+        return Err(IndexError::Invalid(format!("{done} rows read where {total} were expected")));
     }
     table.commit(fingerprint.finalize().to_hex().to_string()).await
 }

@@ -2,7 +2,7 @@
 //! parameter name, in first-seen order. Ints and floats of one name widen to float64; any other
 //! mix of types falls back to utf8 holding the JSON text of each value.
 
-use modelops_core::pyjson::{self, PyValue};
+use modelops_core::pyjson::{self, PyObject, PyValue};
 use modelops_core::study::SimJobSpec;
 
 /// The Arrow type of a parameter column.
@@ -57,19 +57,37 @@ fn unify(a: ParamType, b: ParamType) -> ParamType {
     }
 }
 
-/// The parameter columns of `job`.
-pub fn param_columns(job: &SimJobSpec) -> Vec<ParamColumn> {
-    let mut columns: Vec<ParamColumn> = Vec::new();
-    for group in job.task_groups() {
-        for (name, value) in group.values.iter() {
+/// Parameter columns typed as parameter sets are seen, for specs read as a stream.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnTypes {
+    columns: Vec<ParamColumn>,
+}
+
+impl ColumnTypes {
+    /// Takes in the values of one parameter set.
+    pub fn add(&mut self, values: &PyObject) {
+        for (name, value) in values.iter() {
             let kind = type_of(value);
-            match columns.iter_mut().find(|c| c.name == name) {
+            match self.columns.iter_mut().find(|c| c.name == name) {
                 Some(column) => column.kind = unify(column.kind, kind),
-                None => columns.push(ParamColumn { name: name.to_owned(), kind }),
+                None => self.columns.push(ParamColumn { name: name.to_owned(), kind }),
             }
         }
     }
-    columns
+
+    /// The columns, in first-seen order.
+    pub fn finish(self) -> Vec<ParamColumn> {
+        self.columns
+    }
+}
+
+/// The parameter columns of `job`.
+pub fn param_columns(job: &SimJobSpec) -> Vec<ParamColumn> {
+    let mut types = ColumnTypes::default();
+    for group in job.task_groups() {
+        types.add(group.values);
+    }
+    types.finish()
 }
 
 #[cfg(test)]

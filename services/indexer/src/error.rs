@@ -17,6 +17,9 @@ pub enum IndexError {
     /// A provenance record could not be read because the store failed.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The job's spec is unreadable or invalid.
+    #[error("job spec: {0}")]
+    Spec(#[from] modelops_core::study::SpecError),
     /// The job cannot be indexed as asked.
     #[error("{0}")]
     Invalid(String),

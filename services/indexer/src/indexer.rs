@@ -1,7 +1,8 @@
 //! The indexer's work loop, independent of gRPC: which jobs to index and when (a job reaching
 //! succeeded, partial or failed; a catch-up scan at start; on demand), one claim per job in the
 //! registry so replicas never index the same job at once, edges from attribution (derived when a
-//! job has none), and the index state recorded back in the registry.
+//! job has none), inputs streamed from the stores ([`crate::source`]), and the index state
+//! recorded back in the registry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,20 +10,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use modelops_attribution::Attribution;
-use modelops_attribution::edge::Kind;
+use modelops_attribution::edge::Role;
 use modelops_core::job::{JobId, JobStatus};
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::study::JobSpec;
 use modelops_registry::JobRegistry;
 use modelops_registry::registry::IndexState;
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{IndexOptions, RowCounts, index_job};
+use crate::build::{IndexOptions, RowCounts, index_rows};
 use crate::error::IndexError;
-use crate::locate::locate;
+use crate::locate::EdgeIndex;
+use crate::source::{self, SpecBlob};
 
 /// The purpose under which indexers claim a job in the registry.
 pub const CLAIM_PURPOSE: &str = "index";
@@ -349,30 +350,40 @@ impl Indexer {
         status
     }
 
+    /// Builds `job`'s table from its stored inputs, streamed (see [`crate::source`]).
     async fn build(&self, job: &JobId, status: &mut Status) -> Result<crate::build::IndexOutcome, IndexError> {
         let registry = &self.inner.registry;
         let invalid = |e: &dyn std::fmt::Display| IndexError::Invalid(e.to_string());
         registry.set_index_state(job, IndexState::Running, None, None).await.map_err(|e| invalid(&e))?;
-        let spec = match registry.get_parsed_spec(job).await.map_err(|e| invalid(&e))? {
-            JobSpec::Simulation(spec) => spec,
-            JobSpec::Calibration { .. } => return Err(IndexError::Invalid(format!("job {job} is a calibration job; only simulation jobs have loss tables"))),
-        };
-        let mut edges = self.inner.attribution.job_edges(job).await.map_err(|e| invalid(&e))?;
-        if !edges.iter().any(|e| e.kind == Kind::Agg) {
-            // A job without reported edges (it ran before attribution): derive them.
-            self.inner.attribution.derive(job, &ProvenanceSchema::ALL, |_, _| {}).await.map_err(|e| invalid(&e))?;
-            edges = self.inner.attribution.job_edges(job).await.map_err(|e| invalid(&e))?;
+        let (job_type, key) = registry.spec_location(job).await.map_err(|e| invalid(&e))?;
+        if job_type != "simulation" {
+            return Err(IndexError::Invalid(format!(
+                "job {job} is a {job_type} job; only simulation jobs have loss tables"
+            )));
         }
-        let locations = locate(&spec, &edges);
-        status.expected = locations.len() as u64;
+        let blob = SpecBlob::new(registry.specs_store().clone(), key);
+        let mut edges = self.edge_index(job).await?;
+        if edges.is_empty() {
+            // A job without reported edges (it ran before attribution): derive them.
+            self.inner
+                .attribution
+                .derive(job, &ProvenanceSchema::ALL, |_, _| {})
+                .await
+                .map_err(|e| invalid(&e))?;
+            edges = self.edge_index(job).await?;
+        }
+        let outline = source::outline(&blob).await?;
+        status.expected = outline.rows() as u64;
         self.set_status(status.clone());
         let mut last_report = std::time::Instant::now();
         let report = status.clone();
-        let outcome = index_job(
+        let rows = source::rows(blob, &outline, Arc::new(edges));
+        let outcome = index_rows(
             &self.inner.provenance,
             Arc::clone(&self.inner.results.object_store),
-            &spec,
-            &locations,
+            outline.table.clone(),
+            rows,
+            outline.rows(),
             self.inner.options,
             |done, _| {
                 if last_report.elapsed() > Duration::from_millis(200) {
@@ -386,6 +397,28 @@ impl Indexer {
         .await?;
         status.processed = status.expected;
         Ok(outcome)
+    }
+
+    /// The job's aggregation edges, streamed into an index.
+    async fn edge_index(&self, job: &JobId) -> Result<EdgeIndex, IndexError> {
+        let mut edges = EdgeIndex::default();
+        let mut refused = None;
+        self.inner
+            .attribution
+            .visit_agg_edges(job, |edge| {
+                if refused.is_none()
+                    && let Err(e) = edges.insert(edge.param_id, edge.target, edge.path, edge.role == Role::CacheHit)
+                {
+                    refused = Some(e);
+                }
+            })
+            .await
+            .map_err(|e| IndexError::Invalid(e.to_string()))?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        edges.finish();
+        Ok(edges)
     }
 
     /// Starts the work loop: a catch-up scan of finished jobs without a current table, then every

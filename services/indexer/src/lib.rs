@@ -1,7 +1,8 @@
 //! The indexer: every job's losses as one Parquet table.
 //!
 //! [`columns`] types the parameter columns from the job spec; [`locate`] finds each parameter
-//! set's aggregation per target from the job's attribution edges; [`table`] builds the rows and
+//! set's aggregation per target from the job's attribution edges; [`source`] streams a job's
+//! rows from the spec blob and edges in bounded memory; [`table`] builds the rows and
 //! their Arrow schema; [`build`] streams them into `results/{job_id}/losses.parquet` with
 //! `summary.json` and, last, `manifest.json`, doing nothing when the inputs are unchanged;
 //! [`indexer`] decides when (jobs finishing, a catch-up scan, requests) under a registry claim,
@@ -14,6 +15,7 @@ pub mod error;
 pub mod indexer;
 pub mod locate;
 pub mod service;
+pub mod source;
 pub mod table;
 
 pub use build::{IndexOutcome, index_job};

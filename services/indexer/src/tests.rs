@@ -224,3 +224,112 @@ async fn cached_results_are_flagged_per_job() {
     assert_eq!(flags(&table(&stores, "job-b").await), [true, true, true, true, false, false], "job B reused sets 0 and 1");
 }
 
+/// The streamed build of the indexer (spec read from the jobs store, edges from attribution)
+/// writes the bytes the in-memory build writes, over file and object-store inputs, sealed
+/// and unsealed edges.
+#[tokio::test]
+async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
+    use modelops_attribution::Attribution;
+    use modelops_core::job::JobStatus;
+    use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
+    use modelops_registry::store::memory::MemoryStore;
+    use modelops_registry::{JobRegistry, RegistryConfig};
+
+    for (round, local) in [true, false].into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            if local {
+                Store::open(&format!("file://{}/{name}", dir.path().display())).unwrap()
+            } else {
+                Store::in_memory()
+            }
+        };
+        let (provenance, results, jobs, reference) = (open("provenance"), open("results"), open("jobs"), open("reference"));
+        let registry = JobRegistry::new(Arc::new(MemoryStore::new()), jobs, RegistryConfig::default(), &prometheus::Registry::new());
+        let attribution = Attribution::new(results.clone(), provenance.clone(), registry.clone());
+        let id = JobId::new(&format!("job-streamed-{round}")).unwrap();
+        let registration = Registration {
+            job_id: Some(id.clone()),
+            spec: Some(SpecInput::Study {
+                study_json: STUDY.into(),
+                bundle_ref: BUNDLE.into(),
+            }),
+            ..Registration::default()
+        };
+        registry.register(registration).await.unwrap();
+        let modelops_core::study::JobSpec::Simulation(spec) = registry.get_parsed_spec(&id).await.unwrap() else {
+            panic!("a SimJob")
+        };
+        let run = SyntheticRun {
+            schema: ProvenanceSchema::Token,
+            timestamp: EARLY,
+            param_sets: Some(&[0, 2]),
+            failed_aggregations: &[2],
+        };
+        synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+        for status in [
+            JobStatus::Submitting,
+            JobStatus::Scheduled,
+            JobStatus::Running,
+            JobStatus::Validating,
+            JobStatus::Partial,
+        ] {
+            registry.update_status(&id, StatusUpdate::to(status)).await.unwrap();
+        }
+        let derived = derive(provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {})
+            .await
+            .unwrap();
+        attribution.record(&id, None, derived.edges.clone()).await.unwrap();
+        if local {
+            attribution.seal(&id, false).await.unwrap();
+        }
+
+        let indexer = crate::indexer::Indexer::new(
+            registry,
+            attribution,
+            provenance.clone(),
+            results.clone(),
+            "test".into(),
+            IndexOptions::default(),
+            std::time::Duration::from_secs(60),
+        );
+        let status = indexer.run(&id).await;
+        assert_eq!(status.phase, crate::indexer::Phase::Done, "{status:?}");
+
+        let locations = locate(&spec, &derived.edges);
+        let in_memory = index_job(
+            &provenance,
+            Arc::clone(&reference.object_store),
+            &spec,
+            &locations,
+            IndexOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!((in_memory.fingerprint, in_memory.counts), (status.fingerprint, status.counts));
+        assert!(status.counts.ok > 0 && status.counts.missing > 0, "{:?}", status.counts);
+        for file in ["losses.parquet", "summary.json"] {
+            let path = Path::from(format!("results/{id}/{file}"));
+            let streamed = results.object_store.get(&path).await.unwrap().bytes().await.unwrap();
+            let expected = reference.object_store.get(&path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(streamed, expected, "{file}, local stores: {local}");
+        }
+    }
+}
+
+#[test]
+fn the_edge_index_keeps_the_last_edge_of_a_key_and_whole_paths() {
+    let mut edges = crate::locate::EdgeIndex::default();
+    edges.insert("p1", "t:a", "token/v1/aggs/b12/target_t:a/agg_1", false).unwrap();
+    edges.insert("p2", "t:a", "token/v1/aggs/b12/target_t:a/agg_2", true).unwrap();
+    edges.insert("p1", "t:a", "bundle/v1/aggs/b12/target_t:a/agg_3", true).unwrap();
+    edges.insert("p1", "t/b", "flat", false).unwrap();
+    edges.finish();
+    assert_eq!(edges.len(), 3);
+    assert_eq!(edges.get("p1", "t:a"), Some(("bundle/v1/aggs/b12/target_t:a/agg_3".into(), true)));
+    assert_eq!(edges.get("p2", "t:a"), Some(("token/v1/aggs/b12/target_t:a/agg_2".into(), true)));
+    assert_eq!(edges.get("p1", "t/b"), Some(("flat".into(), false)));
+    assert_eq!(edges.get("p2", "t/b"), None);
+    assert_eq!(edges.get("p1t", ":a"), None, "the key separates param_id from target");
+}

@@ -1,0 +1,221 @@
+//! A job's rows streamed from its stored inputs, so an index run's memory does not grow with
+//! the job: the spec blob is read twice from the jobs store, never held whole (first for the
+//! parameter columns and which task opens each parameter set, then for the rows), and the
+//! aggregation edges are held in an [`EdgeIndex`] of about 50 bytes an edge.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use modelops_core::store::Store;
+use modelops_core::study::{JobSpec, SimJobSpec, SimTaskSpec};
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path;
+use tokio::runtime::Handle;
+
+use crate::build::{RowSource, TableSpec};
+use crate::columns::ColumnTypes;
+use crate::error::IndexError;
+use crate::locate::{AggLocation, EdgeIndex};
+
+/// Bytes read from the blob at a time.
+const READ_BUFFER: usize = 256 * 1024;
+/// Rows handed from the spec reader to the table builder at a time.
+const ROW_CHUNK: usize = 512;
+/// Row chunks waiting for the table builder, at most.
+const CHUNKS_AHEAD: usize = 4;
+
+/// A job's spec blob in the jobs store.
+#[derive(Debug, Clone)]
+pub struct SpecBlob {
+    store: Store,
+    key: Path,
+}
+
+/// A blocking reader over an object's byte stream (for the spec reader's thread).
+struct BlockingObjectRead {
+    handle: Handle,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for BlockingObjectRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+impl SpecBlob {
+    /// The blob at `key` in `store`.
+    pub fn new(store: Store, key: Path) -> Self {
+        Self { store, key }
+    }
+
+    /// Opens the blob; runs on a blocking thread (`handle` drives remote reads).
+    fn open(&self, handle: &Handle) -> Result<Box<dyn BufRead + Send>, IndexError> {
+        match self.store.local_root() {
+            Some(root) => {
+                let path = root.join(self.key.as_ref());
+                let file = std::fs::File::open(&path).map_err(|e| IndexError::Invalid(format!("cannot open the job spec {}: {e}", path.display())))?;
+                Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
+            }
+            None => {
+                let result = handle.block_on(self.store.object_store.get(&self.key))?;
+                let read = BlockingObjectRead {
+                    handle: handle.clone(),
+                    stream: result.into_stream(),
+                    current: Bytes::new(),
+                };
+                Ok(Box::new(BufReader::with_capacity(READ_BUFFER, read)))
+            }
+        }
+    }
+
+    /// Reads the blob once, handing every task to `on_task(index, task)` (also those of the old
+    /// `batches[].tasks[]` form, which the scan keeps in the spec); returns the spec without them.
+    fn for_each_task(&self, handle: &Handle, mut on_task: impl FnMut(usize, SimTaskSpec) -> Result<(), IndexError>) -> Result<SimJobSpec, IndexError> {
+        let mut count = 0;
+        let spec = JobSpec::scan(self.open(handle)?, |index, task| {
+            count = index + 1;
+            on_task(index, task)
+        })?;
+        let mut job = match spec {
+            JobSpec::Simulation(job) => job,
+            JobSpec::Calibration { job_id, .. } => {
+                return Err(IndexError::Invalid(format!(
+                    "job {job_id} is a calibration job; only simulation jobs have loss tables"
+                )));
+            }
+        };
+        for (offset, task) in std::mem::take(&mut job.tasks).into_iter().enumerate() {
+            on_task(count + offset, task)?;
+        }
+        Ok(job)
+    }
+}
+
+/// What the first read of a spec finds: the table's columns and the parameter sets.
+#[derive(Debug)]
+pub struct SpecOutline {
+    /// The table the job's rows go into.
+    pub table: TableSpec,
+    /// How many parameter sets the job has.
+    pub groups: usize,
+    /// For each task in spec order, whether it is the first of its parameter set.
+    opens_group: Vec<bool>,
+}
+
+impl SpecOutline {
+    /// How many rows the table has: parameter sets × targets.
+    pub fn rows(&self) -> usize {
+        self.groups * self.table.targets.len()
+    }
+}
+
+/// Reads `blob` once for its outline: the columns typed from every parameter set (tasks
+/// grouped by param_id in first-seen order, as upstream's `get_task_groups`).
+pub async fn outline(blob: &SpecBlob) -> Result<SpecOutline, IndexError> {
+    let blob = blob.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut seen = std::collections::HashSet::new();
+        let mut opens_group = Vec::new();
+        let mut types = ColumnTypes::default();
+        let job = blob.for_each_task(&handle, |_, task| {
+            let first = seen.insert(param_key(&task.param_id));
+            if first {
+                types.add(&task.values);
+            }
+            opens_group.push(first);
+            Ok(())
+        })?;
+        Ok(SpecOutline {
+            groups: seen.len(),
+            table: TableSpec {
+                targets: job.target_entrypoints(),
+                job_id: job.job_id,
+                bundle_ref: job.bundle_ref,
+                columns: types.finish(),
+            },
+            opens_group,
+        })
+    })
+    .await
+    .map_err(|e| IndexError::Invalid(format!("spec reader failed: {e}")))?
+}
+
+/// 128 bits of BLAKE2b of a param_id, for telling parameter sets apart without keeping ids.
+fn param_key(param_id: &str) -> u128 {
+    let hash = blake2b_simd::Params::new().hash_length(16).hash(param_id.as_bytes());
+    u128::from_le_bytes(hash.as_bytes().try_into().expect("16-byte digest"))
+}
+
+/// The rows of the job in table order (parameter sets in task order, targets in spec order),
+/// located by `edges`: `blob` is read a second time on a blocking thread, a few chunks of rows
+/// ahead of the consumer.
+pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> BoxStream<'static, Result<RowSource, IndexError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<RowSource>, IndexError>>(CHUNKS_AHEAD);
+    let opens_group = outline.opens_group.clone();
+    let targets = outline.table.targets.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(ROW_CHUNK);
+        let mut group = 0;
+        let stopped = || IndexError::Invalid("the table builder stopped".into());
+        let read = blob.for_each_task(&handle, |index, task| {
+            if !*opens_group
+                .get(index)
+                .ok_or_else(|| IndexError::Invalid("the job spec changed between reads".into()))?
+            {
+                return Ok(());
+            }
+            for target in &targets {
+                let edge = edges.get(&task.param_id, target);
+                chunk.push(RowSource {
+                    param_id: task.param_id.clone(),
+                    values: task.values.clone(),
+                    location: AggLocation {
+                        group,
+                        target: target.clone(),
+                        cache_hit: edge.as_ref().is_some_and(|(_, cache_hit)| *cache_hit),
+                        path: edge.map(|(path, _)| path),
+                    },
+                });
+                if chunk.len() >= ROW_CHUNK {
+                    sender
+                        .blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(ROW_CHUNK))))
+                        .map_err(|_| stopped())?;
+                }
+            }
+            group += 1;
+            Ok(())
+        });
+        let last = match read {
+            Ok(_) => Ok(chunk),
+            Err(e) => Err(e),
+        };
+        // A consumer that stopped has its own error.
+        let _ = sender.blocking_send(last);
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .flat_map(|chunk| {
+            let rows: Vec<Result<RowSource, IndexError>> = match chunk {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(rows)
+        })
+        .boxed()
+}
