@@ -3,7 +3,9 @@
 //!
 //! - the indexer (library, 64 reads at once) against a Python indexer with orjson and pyarrow on
 //!   8 threads that writes the same table: ≥ 3× faster;
-//! - the indexer against `cat` of the same files (`xargs -P2`), the I/O floor: ≤ 1.5× its time.
+//! - the indexer against `cat` of the same files (`xargs -P2`), the I/O floor: ≤ 1.5× its time;
+//! - the peak RSS of a `mops serve indexer` process indexing one job of 1M aggregations (and,
+//!   in a fresh process, one of 100k, to show memory not growing with the job): ≤ 300 MB.
 //!
 //! Only aggregations are written: with a job's edges at hand the indexer reads nothing else, so
 //! simulation directories would not change either side's work.
@@ -264,5 +266,171 @@ pub async fn run_azurite(scale: f64, python: &str) -> anyhow::Result<Row> {
         ratio: Some(baseline / ours),
         target: "≥ 3× faster".into(),
         met: baseline / ours >= 3.0,
+    })
+}
+
+/// The job of the RSS row: `n` parameter sets, registered in the registry on etcd with its spec
+/// blob in the jobs store, its aggregations in the provenance store, its edges (a simulation
+/// and an aggregation edge per set, as the runners report them) recorded and sealed, and
+/// its status succeeded.
+async fn stage_scale_job(
+    n: usize,
+    job_id: &str,
+    registry: &modelops_registry::JobRegistry,
+    attribution: &modelops_attribution::Attribution,
+    provenance: &Store,
+) -> anyhow::Result<()> {
+    use modelops_attribution::edge::{Edge, Kind, Role, Source};
+    use modelops_core::job::JobStatus;
+    use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
+    let started = Instant::now();
+    let (job, records) = bench_job(n, job_id)?;
+    let blob = modelops_core::study::JobSpec::Simulation(job.clone()).to_json();
+    let blob_bytes = blob.len();
+    let id = job.job_id.clone();
+    registry
+        .register(Registration {
+            job_id: Some(id.clone()),
+            spec: Some(SpecInput::JobSpecJson(blob)),
+            ..Registration::default()
+        })
+        .await?;
+    write_records(provenance, &records).await?;
+    let now = chrono::Utc::now();
+    let mut edges = Vec::with_capacity(2 * n);
+    for (record, group) in records.iter().zip(job.task_groups()) {
+        let task = group.tasks[0];
+        let edge = |kind, path: String| Edge {
+            job_id: id.clone(),
+            kind,
+            path,
+            param_id: group.param_id.to_owned(),
+            seed: None,
+            target: None,
+            aggregation_id: None,
+            role: Role::Computed,
+            source: Source::Reported,
+            recorded_at: now,
+        };
+        edges.push(Edge {
+            seed: Some(task.seed),
+            ..edge(
+                Kind::Sim,
+                modelops_core::paths::sim_dir(ProvenanceSchema::Token, BUNDLE, group.param_id, task.seed),
+            )
+        });
+        edges.push(Edge {
+            target: Some(TARGET.into()),
+            aggregation_id: Some(record.aggregation_id()),
+            ..edge(Kind::Agg, record.dir(ProvenanceSchema::Token))
+        });
+    }
+    drop((job, records));
+    for batch in edges.chunks(100_000) {
+        attribution.record(&id, None, batch.to_vec()).await?;
+    }
+    drop(edges);
+    attribution.seal(&id, false).await?;
+    for status in [JobStatus::Submitting, JobStatus::Scheduled, JobStatus::Running, JobStatus::Succeeded] {
+        registry.update_status(&id, StatusUpdate::to(status)).await?;
+    }
+    eprintln!(
+        "staged {n} aggregations ({} MB spec) in {:.1} s",
+        blob_bytes / 1_000_000,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The peak resident set of process `pid` (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse()?;
+    Ok(kib * 1024)
+}
+
+/// Starts `mops serve indexer` on the stores under `home` and the registry at `registry_url`;
+/// its catch-up scan finds `job` succeeded and indexes it. Waits for the index to be done and
+/// returns the process's peak RSS and the seconds from start to done.
+async fn index_in_child(
+    mops: &std::path::Path,
+    home: &std::path::Path,
+    registry_url: &str,
+    registry: &modelops_registry::JobRegistry,
+    job: &JobId,
+) -> anyhow::Result<(u64, f64)> {
+    use modelops_registry::registry::IndexState;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(mops)
+        .args(["serve", "indexer", "--home"])
+        .arg(home)
+        .args(["--registry-store", registry_url, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let pid = child.id();
+    let outcome = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("mops serve indexer exited with {status}");
+            }
+            let state = registry.require(job).await?;
+            match IndexState::of(&state) {
+                IndexState::Done => return Ok((peak_rss(pid)?, started.elapsed().as_secs_f64())),
+                IndexState::Failed => anyhow::bail!("indexing {job} failed: {:?}", state.get_str(modelops_registry::registry::INDEX_ERROR_KEY)),
+                IndexState::None | IndexState::Running => {}
+            }
+            anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(1800), "indexing {job} took over 30 minutes");
+        }
+    }
+    .await;
+    // Whatever happened, the child does not outlive the measurement.
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+/// The 1M-aggregation row (TARGETS.md): the peak RSS of a `mops serve indexer` process (the
+/// binary `mops` beside this one) indexing one job of 1M aggregations, and of a fresh one
+/// indexing 100k, on file stores under `scratch` and the registry on `etcd`.
+pub async fn run_scale(scale: f64, etcd: &str, scratch: &std::path::Path) -> anyhow::Result<Row> {
+    let mops = std::env::current_exe()?.with_file_name("mops");
+    anyhow::ensure!(mops.exists(), "{} is missing (scripts/bench builds it)", mops.display());
+    let home = tempfile::tempdir_in(scratch)?;
+    let prefix = format!("bench-index-scale-{}", std::process::id());
+    let registry_url = format!("etcd://{}/{prefix}", etcd.trim_start_matches("http://"));
+    let registry = modelops_registry::JobRegistry::new(
+        modelops_registry::store::open(&registry_url).await?,
+        Store::open(&format!("file://{}/jobs", home.path().display()))?,
+        modelops_registry::RegistryConfig::default(),
+        &prometheus::Registry::new(),
+    );
+    let provenance = Store::open(&format!("file://{}/provenance", home.path().display()))?;
+    let results = Store::open(&format!("file://{}/results", home.path().display()))?;
+    let attribution = modelops_attribution::Attribution::new(results, provenance.clone(), registry.clone());
+    let large = ((1_000_000.0 * scale) as usize).max(10_000);
+    let mut peaks = Vec::new();
+    for (n, job) in [(large / 10, "job-rss-small"), (large, "job-rss-large")] {
+        stage_scale_job(n, job, &registry, &attribution, &provenance).await?;
+        let (peak, seconds) = index_in_child(&mops, home.path(), &registry_url, &registry, &JobId::new(job)?).await?;
+        eprintln!("indexed {n} aggregations in {seconds:.1} s with a peak RSS of {} MB", peak / 1_000_000);
+        peaks.push((n, peak, seconds));
+    }
+    let (small, large) = (peaks[0], peaks[1]);
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    Ok(Row {
+        workload: format!(
+            "index one job of {} aggregations in a `mops serve indexer` process (spec blob, sealed edges and results on file stores), peak RSS",
+            large.0
+        ),
+        measured: format!("{:.0} MB ({:.1} s to done)", mb(large.1), large.2),
+        baseline: format!("{:.0} MB for a job of {} in a fresh process", mb(small.1), small.0),
+        ratio: None,
+        target: "peak RSS ≤ 300 MB, not growing with the job".into(),
+        met: mb(large.1) <= 300.0,
     })
 }

@@ -34,6 +34,11 @@ pub struct Args {
     #[arg(long, env = "MOPS_TEST_PYTHON")]
     pub python: Option<String>,
 
+    /// Where the indexer's 1M-aggregation job is written (about 10 GB in 3.3M small files and
+    /// directories; the system's temporary directory by default).
+    #[arg(long, env = "MOPS_BENCH_SCRATCH")]
+    pub scratch: Option<PathBuf>,
+
     /// Scale every workload by this factor (1.0 = the sizes of TARGETS.md).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
@@ -55,6 +60,13 @@ pub enum Area {
 }
 
 impl Args {
+    /// The etcd endpoint the `area` benchmarks use.
+    fn etcd_for(&self, area: &str) -> anyhow::Result<&str> {
+        self.etcd
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the {area} benchmarks need --etcd (scripts/bench starts one)"))
+    }
+
     /// The Python interpreter the `area` benchmarks run their baselines with.
     fn python_for(&self, area: &str) -> anyhow::Result<&str> {
         self.python
@@ -67,13 +79,7 @@ impl Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     for area in &args.areas {
         let (key, title, rows) = match area {
-            Area::Registry => {
-                let etcd = args
-                    .etcd
-                    .as_deref()
-                    .ok_or_else(|| anyhow::anyhow!("the registry benchmarks need --etcd (scripts/bench starts one)"))?;
-                ("registry", "Registry", registry::run(etcd, args.scale).await?)
-            }
+            Area::Registry => ("registry", "Registry", registry::run(args.etcd_for("registry")?, args.scale).await?),
             Area::Attribution => ("attribution", "Attribution", attribution::run(args.scale).await?),
             Area::Indexer => {
                 let python = args.python_for("indexer")?;
@@ -81,6 +87,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 if std::env::var_os("AZURE_STORAGE_CONNECTION_STRING").is_some() {
                     rows.push(indexer::run_azurite(args.scale, python).await?);
                 }
+                let etcd = args.etcd_for("indexer")?;
+                let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+                rows.push(indexer::run_scale(args.scale, etcd, &scratch).await?);
                 ("indexer", "Indexer", rows)
             }
             Area::Query => {
