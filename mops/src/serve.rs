@@ -195,6 +195,8 @@ impl ServerState {
 
 /// Runs `mops serve` until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Before the listeners exist, so a SIGTERM sent as soon as the port answers is handled.
+    let signal = shutdown_signal();
     let state = ServerState::open(&args).await?;
     let grpc = TcpListener::bind(args.server.listen)
         .await
@@ -210,7 +212,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         auth = state.grpc.auth.is_enabled(),
         "serving"
     );
-    serve(grpc, http, state, shutdown_signal()).await
+    serve(grpc, http, state, signal).await
 }
 
 /// Serves on pre-bound listeners until `shutdown` resolves: the gRPC services on `grpc`, and
