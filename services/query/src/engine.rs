@@ -136,8 +136,8 @@ impl Engine {
     }
 
     /// The rows of `jobs` that `query` selects, job after job, in the unified schema: each
-    /// table is decoded in a task of its own, two at a time, and filtered with Arrow kernels.
-    /// Stops reading once `limit` rows are sent.
+    /// table is decoded in a task of its own and filtered with Arrow kernels, as many at once as
+    /// [`SCAN_ROWS_IN_FLIGHT`] allows (at least two). Stops reading once `limit` rows are sent.
     fn scan(&self, jobs: Vec<Arc<JobEntry>>, query: &LossesQuery) -> BatchStream {
         let schema = unified_schema(&jobs);
         let store = Arc::clone(self.catalog.store());
@@ -155,9 +155,11 @@ impl Engine {
                     .collect::<Result<Vec<_>, QueryError>>()
             }
         };
+        let largest = jobs.iter().map(|job| job.counts[0]).max().unwrap_or(0).max(1);
+        let at_once = usize::try_from(SCAN_ROWS_IN_FLIGHT / largest).unwrap_or(usize::MAX).clamp(2, SCAN_TABLES_IN_FLIGHT);
         let batches = futures::stream::iter(jobs)
             .map(read)
-            .buffered(2)
+            .buffered(at_once)
             .flat_map(batches_of)
             .scan(query.limit.unwrap_or(usize::MAX), |left, batch| {
                 if *left == 0 {
@@ -383,6 +385,12 @@ impl Engine {
 fn timestamp(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
 }
+
+/// Rows of tables a multi-job scan decodes at once, at most (small tables are read several at
+/// a time, so their reads overlap; large ones two at a time).
+const SCAN_ROWS_IN_FLIGHT: u64 = 256 * 1024;
+/// Tables a multi-job scan decodes at once, at most.
+const SCAN_TABLES_IN_FLIGHT: usize = 8;
 
 /// Decodes `row_groups` (all when `None`) of `job`'s table in a task of its own, starting from
 /// the footer the catalog read.
