@@ -79,20 +79,28 @@ fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(chart: &mut ChartCont
         .map_err(failed)
 }
 
+/// One plot of `size` as SVG: a white frame with `caption` and the margins and label areas
+/// every plot shares; `draw` builds the chart's coordinates on the builder and draws.
+fn render(size: (u32, u32), caption: &str, draw: impl FnOnce(&mut ChartBuilder<'_, '_, SVGBackend<'_>>) -> Result<(), String>) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(failed)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.caption(caption, ("sans-serif", 15)).margin(8).x_label_area_size(32).y_label_area_size(56);
+        draw(&mut builder)?;
+        root.present().map_err(failed)?;
+    }
+    Ok(svg)
+}
+
 /// A scatter of loss against one parameter, one colour per target, each target's lowest loss
 /// ringed.
 pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<String, String> {
     let xs = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| &p.0)));
     let ys = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| &p.1)));
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SMALL).into_drawing_area();
-        root.fill(&WHITE).map_err(failed)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(param, ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
+    render(SMALL, param, |builder| {
+        let mut chart = builder
             .build_cartesian_2d(padded(xs.0, xs.1), padded(ys.0, ys.1))
             .map_err(failed)?;
         chart
@@ -123,9 +131,8 @@ pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<Strin
         if series.len() > 1 {
             legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
-        root.present().map_err(failed)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Bins of a histogram: 40 equal bins over all values; each series' counts per bin.
@@ -152,15 +159,8 @@ pub fn histogram(series: &[(&str, Vec<f64>)], log_loss: bool) -> Result<String, 
     let (lo, width, counts) = bin(series);
     let bins = counts.first().map_or(0, Vec::len);
     let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, WIDE).into_drawing_area();
-        root.fill(&WHITE).map_err(failed)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Loss distribution", ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
+    render(WIDE, "Loss distribution", |builder| {
+        let mut chart = builder
             .build_cartesian_2d(lo..(lo + width * bins as f64), 0.0..top * 1.05)
             .map_err(failed)?;
         chart
@@ -186,9 +186,8 @@ pub fn histogram(series: &[(&str, Vec<f64>)], log_loss: bool) -> Result<String, 
         if series.len() > 1 {
             legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
-        root.present().map_err(failed)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Two jobs' losses on shared parameter sets: loss_a across, loss_b up, with the diagonal
@@ -196,15 +195,8 @@ pub fn histogram(series: &[(&str, Vec<f64>)], log_loss: bool) -> Result<String, 
 pub fn comparison(job_a: &str, job_b: &str, series: &[Series], log_loss: bool) -> Result<String, String> {
     let all = bounds(series.iter().flat_map(|s| s.points.iter().flat_map(|p| [&p.0, &p.1])));
     let range = padded(all.0, all.1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, WIDE).into_drawing_area();
-        root.fill(&WHITE).map_err(failed)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Loss of B against loss of A", ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
+    render(WIDE, "Loss of B against loss of A", |builder| {
+        let mut chart = builder
             .build_cartesian_2d(range.clone(), range.clone())
             .map_err(failed)?;
         chart
@@ -230,9 +222,8 @@ pub fn comparison(job_a: &str, job_b: &str, series: &[Series], log_loss: bool) -
         if series.len() > 1 {
             legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
-        root.present().map_err(failed)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 #[cfg(test)]
