@@ -65,6 +65,32 @@ impl<R: BufRead> Input<R> {
         }
     }
 
+    /// Right after an opening bracket: consumes `close` and returns true when the container is
+    /// empty.
+    fn closes(&mut self, close: u8) -> Result<bool, ScanError> {
+        let empty = self.skip_ws()? == Some(close);
+        if empty {
+            self.bump();
+        }
+        Ok(empty)
+    }
+
+    /// After an item: consumes the `,` and returns true when another item follows, consumes
+    /// `close` and returns false at the end.
+    fn another(&mut self, close: u8, message: &'static str) -> Result<bool, ScanError> {
+        match self.skip_ws()? {
+            Some(b',') => {
+                self.bump();
+                Ok(true)
+            }
+            Some(byte) if byte == close => {
+                self.bump();
+                Ok(false)
+            }
+            _ => Err(syntax(message, self.offset)),
+        }
+    }
+
     /// Copies one JSON value into `out` (cleared first) and returns its offset; the value is
     /// not checked beyond its extent, which [`pyjson::parse`] does next.
     fn capture(&mut self, out: &mut Vec<u8>) -> Result<u64, ScanError> {
@@ -157,49 +183,29 @@ pub fn scan_object<E: From<ScanError>>(
     let mut members = PyObject::new();
     let mut buffer = Vec::new();
     input.expect(b'{', "expected an object")?;
-    if input.skip_ws()? == Some(b'}') {
-        input.bump();
-    } else {
-        loop {
-            let start = input.capture(&mut buffer)?;
-            let PyValue::Str(key) = parse_at(&buffer, start)? else {
-                return Err(syntax("expected a string key", start).into());
-            };
-            input.expect(b':', "expected ':'")?;
-            if key == streamed && input.skip_ws()? == Some(b'[') {
-                input.bump();
-                let mut index = 0;
-                if input.skip_ws()? == Some(b']') {
-                    input.bump();
-                } else {
-                    loop {
-                        let start = input.capture(&mut buffer)?;
-                        on_element(index, parse_at(&buffer, start)?, &members)?;
-                        index += 1;
-                        match input.skip_ws()? {
-                            Some(b',') => input.bump(),
-                            Some(b']') => {
-                                input.bump();
-                                break;
-                            }
-                            _ => return Err(syntax("expected ',' or ']'", input.offset).into()),
-                        }
-                    }
-                }
-                members.insert(key, PyValue::List(Vec::new()));
-            } else {
+    let mut more = !input.closes(b'}')?;
+    while more {
+        let start = input.capture(&mut buffer)?;
+        let PyValue::Str(key) = parse_at(&buffer, start)? else {
+            return Err(syntax("expected a string key", start).into());
+        };
+        input.expect(b':', "expected ':'")?;
+        if key == streamed && input.skip_ws()? == Some(b'[') {
+            input.bump();
+            let mut index = 0;
+            let mut more_elements = !input.closes(b']')?;
+            while more_elements {
                 let start = input.capture(&mut buffer)?;
-                members.insert(key, parse_at(&buffer, start)?);
+                on_element(index, parse_at(&buffer, start)?, &members)?;
+                index += 1;
+                more_elements = input.another(b']', "expected ',' or ']'")?;
             }
-            match input.skip_ws()? {
-                Some(b',') => input.bump(),
-                Some(b'}') => {
-                    input.bump();
-                    break;
-                }
-                _ => return Err(syntax("expected ',' or '}'", input.offset).into()),
-            }
+            members.insert(key, PyValue::List(Vec::new()));
+        } else {
+            let start = input.capture(&mut buffer)?;
+            members.insert(key, parse_at(&buffer, start)?);
         }
+        more = input.another(b'}', "expected ',' or '}'")?;
     }
     if input.skip_ws()?.is_some() {
         return Err(syntax("unexpected data after the value", input.offset).into());
