@@ -47,16 +47,15 @@ pub fn locate(job: &SimJobSpec, edges: &[Edge]) -> Vec<AggLocation> {
     rows
 }
 
-/// The key of a parameter set × target: 128 bits of BLAKE2b over both.
-fn row_key(param_id: &str, target: &str) -> u128 {
-    let hash = blake2b_simd::Params::new()
-        .hash_length(16)
-        .to_state()
-        .update(param_id.as_bytes())
-        .update(&[0])
-        .update(target.as_bytes())
-        .finalize();
-    u128::from_le_bytes(hash.as_bytes().try_into().expect("16-byte digest"))
+/// 128 bits of BLAKE2b over `parts`, each followed by a zero byte (so `["ab", "c"]` and
+/// `["a", "bc"]` differ): keys for parameter sets and parameter set × target pairs without
+/// keeping their strings.
+pub(crate) fn key128(parts: &[&str]) -> u128 {
+    let mut state = blake2b_simd::Params::new().hash_length(16).to_state();
+    for part in parts {
+        state.update(part.as_bytes()).update(&[0]);
+    }
+    u128::from_le_bytes(state.finalize().as_bytes().try_into().expect("16-byte digest"))
 }
 
 /// Where one edge points: its directory's parent with the `/` (interned) and last segment (in
@@ -102,7 +101,7 @@ impl EdgeIndex {
         self.leaves.push_str(leaf);
         let leaf_len = u32::try_from(leaf.len()).map_err(|_| too_many())?;
         self.entries.push((
-            row_key(param_id, target),
+            key128(&[param_id, target]),
             Slot {
                 parent,
                 leaf_start,
@@ -138,7 +137,7 @@ impl EdgeIndex {
     /// it in the cache.
     pub fn get(&self, param_id: &str, target: &str) -> Option<(String, bool)> {
         debug_assert!(self.finished, "EdgeIndex::get before finish");
-        let key = row_key(param_id, target);
+        let key = key128(&[param_id, target]);
         let slot = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok().map(|i| self.entries[i].1)?;
         let parent = &self.parents[slot.parent as usize];
         let leaf = &self.leaves[slot.leaf_start as usize..(slot.leaf_start + slot.leaf_len) as usize];

@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 use crate::build::{RowSource, TableSpec};
 use crate::columns::ColumnTypes;
 use crate::error::IndexError;
-use crate::locate::{AggLocation, EdgeIndex};
+use crate::locate::{AggLocation, EdgeIndex, key128};
 
 /// Bytes read from the blob at a time.
 const READ_BUFFER: usize = 256 * 1024;
@@ -134,7 +134,7 @@ pub async fn outline(blob: &SpecBlob) -> Result<SpecOutline, IndexError> {
         let mut opens_group = Vec::new();
         let mut types = ColumnTypes::default();
         let job = blob.for_each_task(&handle, |_, task| {
-            let first = seen.insert(param_key(&task.param_id));
+            let first = seen.insert(key128(&[&task.param_id]));
             if first {
                 types.add(&task.values);
             }
@@ -154,12 +154,6 @@ pub async fn outline(blob: &SpecBlob) -> Result<SpecOutline, IndexError> {
     })
     .await
     .map_err(|e| IndexError::Invalid(format!("spec reader failed: {e}")))?
-}
-
-/// 128 bits of BLAKE2b of a param_id, for telling parameter sets apart without keeping ids.
-fn param_key(param_id: &str) -> u128 {
-    let hash = blake2b_simd::Params::new().hash_length(16).hash(param_id.as_bytes());
-    u128::from_le_bytes(hash.as_bytes().try_into().expect("16-byte digest"))
 }
 
 /// The rows of the job in table order (parameter sets in task order, targets in spec order),
