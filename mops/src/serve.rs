@@ -11,7 +11,7 @@ use modelops_attribution::service::AttributionService;
 use modelops_dashboard::Dashboard;
 use modelops_indexer::indexer::Indexer;
 use modelops_indexer::service::IndexerService;
-use modelops_query::{Catalog, Engine, QueryService};
+use modelops_query::{Catalog, Engine, QueryService, TableCache};
 use modelops_registry::service::RegistryService;
 use modelops_registry::{JobRegistry, RegistryConfig};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// milliseconds (a job asked for by id is looked up at once regardless).
     #[arg(long, env = "MOPS_CATALOG_REFRESH_MS", default_value_t = 2000)]
     pub catalog_refresh_ms: u64,
+
+    /// How many MiB of decoded tables the query service keeps, so a table read whole again
+    /// (`get_losses`, the dashboard's job page) is not decoded again; 0 keeps none.
+    #[arg(long, env = "MOPS_TABLE_CACHE_MB", default_value_t = 1024)]
+    pub table_cache_mb: usize,
 }
 
 /// Everything a running server holds: the opened stores and the process's metrics.
@@ -101,6 +106,8 @@ pub struct ServerState {
     pub catalog: Option<Catalog>,
     /// How often the catalog refreshes itself.
     pub catalog_refresh: Duration,
+    /// The query service's decoded tables, shared with the dashboard.
+    pub table_cache: TableCache,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Transport options.
@@ -182,6 +189,7 @@ impl ServerState {
             indexer,
             catalog,
             catalog_refresh: Duration::from_millis(args.catalog_refresh_ms.max(10)),
+            table_cache: TableCache::new(args.table_cache_mb.saturating_mul(1024 * 1024)),
             metrics,
             grpc: GrpcOptions {
                 tls,
@@ -263,7 +271,7 @@ pub async fn serve(
     }
     // One engine for the query service and the dashboard.
     let engine = match &state.catalog {
-        Some(catalog) => Some(Engine::new(catalog.clone())?),
+        Some(catalog) => Some(Engine::new(catalog.clone())?.with_table_cache(state.table_cache.clone())),
         None => None,
     };
     if let Some(catalog) = &state.catalog {

@@ -24,6 +24,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use crate::catalog::{Catalog, JobEntry, target_matches};
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
 use crate::error::QueryError;
+use crate::table_cache::TableCache;
 use modelops_core::parquet_file::ParquetObject;
 
 /// The URL under which DataFusion sees the results store.
@@ -43,15 +44,27 @@ pub type BatchStream = SendableRecordBatchStream;
 pub struct Engine {
     catalog: Catalog,
     runtime: Arc<RuntimeEnv>,
+    tables: TableCache,
 }
 
 impl Engine {
-    /// An engine over `catalog`'s results store.
+    /// An engine over `catalog`'s results store, keeping no table decoded (see
+    /// [`Self::with_table_cache`]).
     pub fn new(catalog: Catalog) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new().build_arc()?;
         let url = url::Url::parse(RESULTS_URL).expect("a valid URL");
         runtime.register_object_store(&url, Arc::clone(catalog.store()));
-        Ok(Self { catalog, runtime })
+        Ok(Self {
+            catalog,
+            runtime,
+            tables: TableCache::new(0),
+        })
+    }
+
+    /// The same engine, keeping the tables it reads whole in `tables`.
+    pub fn with_table_cache(mut self, tables: TableCache) -> Self {
+        self.tables = tables;
+        self
     }
 
     /// The catalog.
@@ -120,18 +133,30 @@ impl Engine {
         Ok((-1, -1))
     }
 
-    /// One job's table as stored, in order. Row groups are decoded in tasks of their own, two
-    /// at a time, so decoding uses both cores and overlaps sending; at most two decoded row
-    /// groups are held.
+    /// One job's table as stored, in order: from the table cache when it holds this version of
+    /// the table, else from Parquet. Row groups are decoded in tasks of their own, two at a
+    /// time, so decoding uses both cores and overlaps sending; at most two decoded row groups
+    /// are held beyond what the cache keeps. A read that runs to the end fills the cache.
     fn table_stream(&self, job: Arc<JobEntry>) -> BatchStream {
-        let store = Arc::clone(self.catalog.store());
         let schema = Arc::clone(&job.schema);
+        if let Some(batches) = self.tables.get(&job) {
+            tracing::debug!(job = %job.job_id, "table read from the table cache");
+            let batches: Vec<_> = batches.iter().cloned().map(Ok).collect();
+            return Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches)));
+        }
+        let store = Arc::clone(self.catalog.store());
         let groups = job.footer.metadata().num_row_groups();
-        let batches = futures::stream::iter(0..groups)
-            .map(move |group| decode(Arc::clone(&store), Arc::clone(&job), Some(vec![group]), None))
+        let reading = Arc::clone(&job);
+        let decoded = futures::stream::iter(0..groups)
+            .map(move |group| decode(Arc::clone(&store), Arc::clone(&reading), Some(vec![group]), None))
             .buffered(2)
-            .flat_map(batches_of)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+            .flat_map(batches_of);
+        let decoded = if self.tables.could_hold(&job) {
+            filling(self.tables.clone(), job, decoded).boxed()
+        } else {
+            decoded.boxed()
+        };
+        let batches = decoded.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
         Box::pin(RecordBatchStreamAdapter::new(schema, batches))
     }
 
@@ -430,6 +455,35 @@ fn loss_row_filter(job: &JobEntry, lo: Option<f64>, hi: Option<f64>) -> Option<p
         Ok(nulls_never_match(mask))
     });
     Some(RowFilter::new(vec![Box::new(predicate)]))
+}
+
+/// `batches` as they come, keeping a copy of each (the arrays are shared, not copied) to hold
+/// in `cache` as `job`'s table once the stream has ended without an error.
+fn filling(
+    cache: TableCache,
+    job: Arc<JobEntry>,
+    batches: impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static {
+    futures::stream::unfold((batches.boxed(), Some(Vec::new())), move |(mut batches, mut kept)| {
+        let (cache, job) = (cache.clone(), Arc::clone(&job));
+        async move {
+            match batches.next().await {
+                Some(Ok(batch)) => {
+                    if let Some(kept) = kept.as_mut() {
+                        kept.push(batch.clone());
+                    }
+                    Some((Ok(batch), (batches, kept)))
+                }
+                Some(Err(e)) => Some((Err(e), (batches, None))),
+                None => {
+                    if let Some(kept) = kept {
+                        cache.insert(&job, kept);
+                    }
+                    None
+                }
+            }
+        }
+    })
 }
 
 /// A decoded piece of a table as a stream of its batches (or its error).

@@ -4,7 +4,7 @@
 //! itself current; [`command`] parses the JSON commands of
 //! `proto/modelops/query/v1/FLIGHT_COMMANDS.md`; [`engine`] prunes jobs on the catalog and
 //! streams the answer (one table straight from Parquet through
-//! [`modelops_core::parquet_file`], everything else through DataFusion);
+//! [`modelops_core::parquet_file`] or [`table_cache`], everything else through DataFusion);
 //! [`service`] serves it all as `arrow.flight.protocol.FlightService`, Flight SQL included.
 
 pub mod catalog;
@@ -12,12 +12,14 @@ pub mod command;
 pub mod engine;
 pub mod error;
 pub mod service;
+pub mod table_cache;
 
 pub use catalog::Catalog;
 pub use command::Command;
 pub use engine::Engine;
 pub use error::QueryError;
 pub use service::QueryService;
+pub use table_cache::TableCache;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::Ticket;
 use chrono::Utc;
 use modelops_attribution::derive::derive;
 use modelops_core::job::JobId;
@@ -22,6 +26,8 @@ use crate::catalog::Catalog;
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
 use crate::engine::{Engine, collect};
 use crate::error::QueryError;
+use crate::service::QueryService;
+use crate::table_cache::TableCache;
 
 const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const OTHER_BUNDLE: &str = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
@@ -375,4 +381,113 @@ async fn the_catalog_sees_new_and_removed_jobs_without_a_restart() {
     assert_eq!(entry.bundle_digest, BUNDLE);
     assert!(entry.computed_at_range.is_some());
     assert_eq!(entry.target("prevalence_target").unwrap().ok, 6);
+}
+
+/// The query service served over a real connection, and a client of it.
+async fn served(fixture: &Fixture) -> FlightServiceClient<tonic::transport::Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = QueryService::new(fixture.engine.clone()).unwrap().into_server();
+    tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await.unwrap();
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    FlightServiceClient::new(channel)
+}
+
+/// The batches of a DoGet, or the status it ended with.
+async fn do_get(client: &mut FlightServiceClient<tonic::transport::Channel>, ticket: Ticket) -> Result<Vec<RecordBatch>, tonic::Status> {
+    use futures::TryStreamExt;
+    let stream = client.do_get(ticket).await?.into_inner();
+    FlightRecordBatchStream::new_from_flight_data(stream.map_err(|status| FlightError::Tonic(Box::new(status))))
+        .try_collect()
+        .await
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => tonic::Status::internal(other.to_string()),
+        })
+}
+
+#[tokio::test]
+async fn do_get_over_a_connection_streams_tables_and_ends_failed_reads_with_a_status() {
+    let fixture = fixture().await;
+    let mut client = served(&fixture).await;
+    let whole = |job: &str| Ticket::new(losses(LossesQuery::whole_table(job)).to_json());
+    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    for job in ["job-a", "job-b"] {
+        let got = do_get(&mut client, whole(job)).await.unwrap();
+        assert_eq!(concat(&got), concat(&stored_table(&fixture, job).await), "{job}");
+    }
+    let sql = Ticket::new(r#"{"type": "sql", "query": "SELECT job_id, count(*) AS n FROM losses GROUP BY job_id ORDER BY job_id"}"#);
+    let counts = concat(&do_get(&mut client, sql).await.unwrap());
+    assert_eq!(counts.num_rows(), 3);
+    // Bad tickets get statuses, and the server keeps answering.
+    assert_eq!(do_get(&mut client, Ticket::new(r#"{"type": "nope"}"#)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(do_get(&mut client, Ticket::new("not json")).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(do_get(&mut client, whole("no-such-job")).await.unwrap_err().code(), tonic::Code::NotFound);
+    // A table removed after it was listed (and never held decoded): the stream ends with an
+    // error status, not a short success.
+    fixture.results.object_store.delete(&Path::from("results/job-c/losses.parquet")).await.unwrap();
+    let gone = do_get(&mut client, whole("job-c")).await.unwrap_err();
+    assert_ne!(gone.code(), tonic::Code::Ok);
+    assert!(gone.message().contains("losses.parquet"), "{gone:?}");
+    assert_eq!(do_get(&mut client, whole("job-b")).await.unwrap().iter().map(RecordBatch::num_rows).sum::<usize>(), 12);
+}
+
+#[tokio::test]
+async fn a_table_read_whole_stays_decoded_until_evicted_or_reindexed() {
+    use futures::StreamExt;
+    let fixture = fixture().await;
+    let tables = TableCache::new(64 * 1024 * 1024);
+    let engine = fixture.engine.clone().with_table_cache(tables.clone());
+    let whole = |job: &str| losses(LossesQuery::whole_table(job));
+    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let entry = |job: &'static str| {
+        let catalog = engine.catalog().clone();
+        async move { catalog.job(job).await.unwrap() }
+    };
+
+    // A read stopped before its end keeps nothing.
+    let mut stream = engine.execute(&whole("job-a")).await.unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    drop(stream);
+    assert_eq!(tables.bytes(), 0);
+
+    // A read to the end keeps the table; the next read comes from memory (the file is gone).
+    let first = collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
+    let held = tables.bytes();
+    assert!(held > 0);
+    fixture.results.object_store.delete(&Path::from("results/job-a/losses.parquet")).await.unwrap();
+    let again = collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
+    assert_eq!(concat(&again), concat(&first));
+
+    // Re-indexed: the new table is read, not the held one.
+    write_and_index(&fixture, &job("job-a", BUNDLE, &SETS_A[..2]), &[], "2026-04-01T00:00:00+00:00").await;
+    engine.catalog().reload("job-a").await;
+    let reindexed = collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
+    assert_eq!(reindexed.iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
+    assert_eq!(concat(&reindexed), concat(&stored_table(&fixture, "job-a").await));
+
+    // A budget for either table but not both: reading one evicts the other.
+    let held_alone = |job: &'static str| {
+        let (engine, cache) = (fixture.engine.clone(), TableCache::new(64 * 1024 * 1024));
+        async move {
+            collect(engine.with_table_cache(cache.clone()).execute(&whole(job)).await.unwrap()).await.unwrap();
+            cache.bytes()
+        }
+    };
+    let (b, c) = (held_alone("job-b").await, held_alone("job-c").await);
+    let small = TableCache::new(b + c - 1);
+    let engine = fixture.engine.clone().with_table_cache(small.clone());
+    collect(engine.execute(&whole("job-b")).await.unwrap()).await.unwrap();
+    collect(engine.execute(&whole("job-c")).await.unwrap()).await.unwrap();
+    assert!(small.get(&*entry("job-b").await).is_none(), "job-b evicted");
+    assert!(small.get(&*entry("job-c").await).is_some());
+    assert_eq!(small.bytes(), c);
+    // A budget smaller than any table keeps none.
+    let tiny = TableCache::new(1024);
+    let engine = fixture.engine.clone().with_table_cache(tiny.clone());
+    collect(engine.execute(&whole("job-b")).await.unwrap()).await.unwrap();
+    assert_eq!(tiny.bytes(), 0);
 }

@@ -1,0 +1,140 @@
+//! Whole tables kept decoded in memory, so a table read again is not decoded again.
+//!
+//! The tables read whole are the ones users pull right after a job ends: `get_losses`, the
+//! dashboard's job page, its CSV download, `mops results losses`. Decoding a 1M-row table from
+//! Parquet costs about as much CPU as sending it, so the most recently read tables stay decoded,
+//! up to a byte budget (`--table-cache-mb`), least recently read evicted first. An entry belongs
+//! to one version of a job's table: a re-indexed job (another commit time, size or ETag) is read
+//! from its new file, and the old entry dropped. A read fills the cache only when it ran to the
+//! end, and only with a table whose decoded size fits the budget.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+
+use crate::catalog::JobEntry;
+
+/// Which version of a job's table an entry holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TableVersion {
+    indexed_at: String,
+    size: u64,
+    e_tag: Option<String>,
+}
+
+impl TableVersion {
+    fn of(job: &JobEntry) -> Self {
+        Self {
+            indexed_at: job.indexed_at.clone(),
+            size: job.table.size,
+            e_tag: job.table.e_tag.clone(),
+        }
+    }
+}
+
+/// One cached table.
+#[derive(Debug)]
+struct Entry {
+    version: TableVersion,
+    batches: Arc<[RecordBatch]>,
+    bytes: usize,
+    last_read: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_job: HashMap<String, Entry>,
+    bytes: usize,
+    clock: u64,
+}
+
+/// Decoded tables, least recently read evicted first; cheap to clone (one cache).
+#[derive(Debug, Clone)]
+pub struct TableCache {
+    budget: usize,
+    entries: Arc<Mutex<Entries>>,
+}
+
+impl TableCache {
+    /// A cache holding at most `budget` bytes of decoded batches (0: none).
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            entries: Arc::default(),
+        }
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Decoded bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic elsewhere while holding the lock leaves consistent entries: recover them.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `job`'s table, if this version of it is held.
+    pub fn get(&self, job: &JobEntry) -> Option<Arc<[RecordBatch]>> {
+        let mut entries = self.lock();
+        entries.clock += 1;
+        let clock = entries.clock;
+        let entry = entries.by_job.get_mut(&job.job_id)?;
+        if entry.version != TableVersion::of(job) {
+            let stale = entries.by_job.remove(&job.job_id).expect("just found");
+            entries.bytes -= stale.bytes;
+            tracing::debug!(job = %job.job_id, "table cache: dropped a replaced table");
+            return None;
+        }
+        entry.last_read = clock;
+        Some(Arc::clone(&entry.batches))
+    }
+
+    /// Whether a table of `job`'s uncompressed size could be held at all, so a reader knows
+    /// whether to keep its batches for [`Self::insert`].
+    pub fn could_hold(&self, job: &JobEntry) -> bool {
+        let metadata = job.footer.metadata();
+        let uncompressed: i64 = metadata.row_groups().iter().map(|group| group.total_byte_size()).sum();
+        usize::try_from(uncompressed).is_ok_and(|bytes| bytes <= self.budget)
+    }
+
+    /// Holds `batches` as `job`'s table, evicting the least recently read tables to make room.
+    /// A table larger than the budget is not held.
+    pub fn insert(&self, job: &JobEntry, batches: Vec<RecordBatch>) {
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        if bytes > self.budget {
+            tracing::debug!(job = %job.job_id, bytes, budget = self.budget, "table cache: table larger than the budget");
+            return;
+        }
+        let mut entries = self.lock();
+        if let Some(replaced) = entries.by_job.remove(&job.job_id) {
+            entries.bytes -= replaced.bytes;
+        }
+        while entries.bytes + bytes > self.budget {
+            let Some(oldest) = entries.by_job.iter().min_by_key(|(_, entry)| entry.last_read).map(|(id, _)| id.clone()) else {
+                break;
+            };
+            let evicted = entries.by_job.remove(&oldest).expect("just found");
+            entries.bytes -= evicted.bytes;
+            tracing::debug!(job = %oldest, bytes = evicted.bytes, "table cache: evicted");
+        }
+        entries.clock += 1;
+        let last_read = entries.clock;
+        entries.bytes += bytes;
+        entries.by_job.insert(
+            job.job_id.clone(),
+            Entry {
+                version: TableVersion::of(job),
+                batches: batches.into(),
+                bytes,
+                last_read,
+            },
+        );
+    }
+}
