@@ -136,7 +136,7 @@ impl Engine {
     /// One job's table as stored, in order: from the table cache when it holds this version of
     /// the table, else from Parquet. Row groups are decoded in tasks of their own, two at a
     /// time, so decoding uses both cores and overlaps sending; at most two decoded row groups
-    /// are held beyond what the cache keeps. A read that runs to the end fills the cache.
+    /// are held beyond what the cache keeps. A second read that runs to the end fills the cache.
     fn table_stream(&self, job: Arc<JobEntry>) -> BatchStream {
         let schema = Arc::clone(&job.schema);
         if let Some(batches) = self.tables.get(&job) {
@@ -151,7 +151,7 @@ impl Engine {
             .map(move |group| decode(Arc::clone(&store), Arc::clone(&reading), Some(vec![group]), None))
             .buffered(2)
             .flat_map(batches_of);
-        let decoded = if self.tables.could_hold(&job) {
+        let decoded = if self.tables.should_keep(&job) {
             filling(self.tables.clone(), job, decoded).boxed()
         } else {
             decoded.boxed()

@@ -436,7 +436,7 @@ async fn do_get_over_a_connection_streams_tables_and_ends_failed_reads_with_a_st
 }
 
 #[tokio::test]
-async fn a_table_read_whole_stays_decoded_until_evicted_or_reindexed() {
+async fn a_table_read_whole_again_stays_decoded_until_evicted_or_reindexed() {
     use futures::StreamExt;
     let fixture = fixture().await;
     let tables = TableCache::new(64 * 1024 * 1024);
@@ -448,14 +448,17 @@ async fn a_table_read_whole_stays_decoded_until_evicted_or_reindexed() {
         async move { catalog.job(job).await.unwrap() }
     };
 
-    // A read stopped before its end keeps nothing.
+    // A first read keeps nothing; a second read stopped before its end keeps nothing either.
+    let first = collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
+    assert_eq!(tables.bytes(), 0);
     let mut stream = engine.execute(&whole("job-a")).await.unwrap();
     assert!(stream.next().await.unwrap().is_ok());
     drop(stream);
     assert_eq!(tables.bytes(), 0);
 
-    // A read to the end keeps the table; the next read comes from memory (the file is gone).
-    let first = collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
+    // Read to the end twice, the table is kept; the next read comes from memory (the file is gone).
+    collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
+    collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
     let held = tables.bytes();
     assert!(held > 0);
     fixture.results.object_store.delete(&Path::from("results/job-a/losses.parquet")).await.unwrap();
@@ -470,24 +473,29 @@ async fn a_table_read_whole_stays_decoded_until_evicted_or_reindexed() {
     assert_eq!(concat(&reindexed), concat(&stored_table(&fixture, "job-a").await));
 
     // A budget for either table but not both: reading one evicts the other.
+    let read_twice = |engine: Engine, job: &'static str| async move {
+        for _ in 0..2 {
+            collect(engine.execute(&whole(job)).await.unwrap()).await.unwrap();
+        }
+    };
     let held_alone = |job: &'static str| {
-        let (engine, cache) = (fixture.engine.clone(), TableCache::new(64 * 1024 * 1024));
+        let cache = TableCache::new(64 * 1024 * 1024);
+        let engine = fixture.engine.clone().with_table_cache(cache.clone());
         async move {
-            collect(engine.with_table_cache(cache.clone()).execute(&whole(job)).await.unwrap()).await.unwrap();
+            read_twice(engine, job).await;
             cache.bytes()
         }
     };
     let (b, c) = (held_alone("job-b").await, held_alone("job-c").await);
     let small = TableCache::new(b + c - 1);
     let engine = fixture.engine.clone().with_table_cache(small.clone());
-    collect(engine.execute(&whole("job-b")).await.unwrap()).await.unwrap();
-    collect(engine.execute(&whole("job-c")).await.unwrap()).await.unwrap();
+    read_twice(engine.clone(), "job-b").await;
+    read_twice(engine, "job-c").await;
     assert!(small.get(&*entry("job-b").await).is_none(), "job-b evicted");
     assert!(small.get(&*entry("job-c").await).is_some());
     assert_eq!(small.bytes(), c);
     // A budget smaller than any table keeps none.
     let tiny = TableCache::new(1024);
-    let engine = fixture.engine.clone().with_table_cache(tiny.clone());
-    collect(engine.execute(&whole("job-b")).await.unwrap()).await.unwrap();
+    read_twice(fixture.engine.clone().with_table_cache(tiny.clone()), "job-b").await;
     assert_eq!(tiny.bytes(), 0);
 }
