@@ -74,8 +74,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MOPS_CATALOG_REFRESH_MS", default_value_t = 2000)]
     pub catalog_refresh_ms: u64,
 
-    /// How many MiB of decoded tables the query service keeps, so a table read whole again
-    /// (`get_losses`, the dashboard's job page) is not decoded again; 0 keeps none.
+    /// How many MiB of decoded tables the query service keeps: a table read whole a second time
+    /// (`get_losses`, the dashboard's job page) is kept, and not decoded on later reads; 0 keeps
+    /// none.
     #[arg(long, env = "MOPS_TABLE_CACHE_MB", default_value_t = 1024)]
     pub table_cache_mb: usize,
 }
