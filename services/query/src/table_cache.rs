@@ -45,6 +45,7 @@ struct Entry {
     last_read: u64,
 }
 
+/// What the cache holds, behind its lock.
 #[derive(Debug, Default)]
 struct Entries {
     by_job: HashMap<String, Entry>,
