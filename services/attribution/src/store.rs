@@ -135,6 +135,14 @@ fn job_dir(job: &JobId) -> String {
     format!("{PREFIX}/{job}")
 }
 
+/// The error of a seal whose edge file is not in the store.
+fn sealed_file_missing(key: &str) -> AttributionError {
+    AttributionError::Corrupt {
+        key: key.to_owned(),
+        reason: "sealed edge file is missing".into(),
+    }
+}
+
 fn path(text: &str) -> Path {
     Path::from(text)
 }
@@ -278,10 +286,7 @@ impl EdgeStore {
     /// A job's sealed edges.
     pub async fn sealed_edges(&self, job: &JobId, seal: &Seal) -> Result<Vec<Edge>, AttributionError> {
         let key = self.sealed_key(job, seal)?;
-        let bytes = self.read(&key).await?.ok_or_else(|| AttributionError::Corrupt {
-            key: key.clone(),
-            reason: "sealed edge file is missing".into(),
-        })?;
+        let bytes = self.read(&key).await?.ok_or_else(|| sealed_file_missing(&key))?;
         Ok(codec::from_parquet(bytes)?)
     }
 
@@ -291,13 +296,9 @@ impl EdgeStore {
     pub async fn visit_sealed_agg_edges(&self, job: &JobId, seal: &Seal, mut visit: impl FnMut(codec::AggEdgeRef<'_>)) -> Result<(), AttributionError> {
         use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
         let key = self.sealed_key(job, seal)?;
-        let missing = || AttributionError::Corrupt {
-            key: key.clone(),
-            reason: "sealed edge file is missing".into(),
-        };
         let meta = match self.store.object_store.head(&path(&key)).await {
             Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => return Err(missing()),
+            Err(object_store::Error::NotFound { .. }) => return Err(sealed_file_missing(&key)),
             Err(e) => return Err(e.into()),
         };
         let reader = modelops_core::parquet_file::ParquetObject::new(std::sync::Arc::clone(&self.store.object_store), meta.location, meta.size);
