@@ -196,12 +196,8 @@ pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> Box
             group += 1;
             Ok(())
         });
-        let last = match read {
-            Ok(_) => Ok(chunk),
-            Err(e) => Err(e),
-        };
         // A consumer that stopped has its own error.
-        let _ = sender.blocking_send(last);
+        let _ = sender.blocking_send(read.map(|_| chunk));
     });
     tokio_stream::wrappers::ReceiverStream::new(receiver)
         .flat_map(|chunk| {
