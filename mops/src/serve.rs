@@ -113,6 +113,8 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Transport options.
     pub grpc: GrpcOptions,
+    /// TLS of the HTTP listener (dashboard, downloads, `/metrics`), when set.
+    pub http_tls: Option<runtime_serve::HttpTls>,
     /// How long to wait for background work on shutdown.
     pub shutdown_grace: Duration,
     /// How many jobs the indexer builds at once.
@@ -134,6 +136,7 @@ impl ServerState {
             _ => None,
         };
         let token = args.server.auth_token_file.as_deref().map(read_token_file).transpose()?;
+        let http_tls = runtime_serve::http_tls(&args.server)?;
         let metrics = Metrics::new();
         let jobs = open(args.stores.jobs_url(), "jobs")?;
         let serves_registry = args.service.includes(ServiceSelection::Registry);
@@ -192,6 +195,7 @@ impl ServerState {
             catalog_refresh: Duration::from_millis(args.catalog_refresh_ms.max(10)),
             table_cache: TableCache::new(args.table_cache_mb.saturating_mul(1024 * 1024)),
             metrics,
+            http_tls,
             grpc: GrpcOptions {
                 tls,
                 auth: BearerAuth::new(token),
@@ -218,6 +222,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics = %http.local_addr()?,
         service = ?state.selection,
         tls = state.grpc.tls.is_some(),
+        http_tls = state.http_tls.is_some(),
         auth = state.grpc.auth.is_enabled(),
         "serving"
     );
@@ -299,7 +304,7 @@ pub async fn serve(
     let http_stop = tokio_util::sync::CancellationToken::new();
     let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution_view.clone(), engine).with_shutdown(background.token());
     let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.grpc.auth.clone()));
-    let http_task = tokio::spawn(runtime_serve::serve_http(http, router, http_stop.clone().cancelled_owned()));
+    let http_task = tokio::spawn(runtime_serve::serve_http(http, state.http_tls.clone(), router, http_stop.clone().cancelled_owned()));
 
     let grace = state.shutdown_grace;
     let drain = background.clone();

@@ -46,13 +46,24 @@ pub struct ServerConfig {
     #[arg(long = "metrics-listen", env = "MOPS_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: SocketAddr,
 
-    /// PEM certificate chain for TLS. TLS is on when this and `--tls-key` are set.
+    /// PEM certificate chain for the gRPC listener's TLS. TLS is on when this and `--tls-key`
+    /// are set. The HTTP listener has its own: `--http-tls-cert`.
     #[arg(long = "tls-cert", env = "MOPS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
-    /// PEM private key for TLS.
+    /// PEM private key for the gRPC listener's TLS.
     #[arg(long = "tls-key", env = "MOPS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain for TLS on the HTTP listener (dashboard, downloads, `/metrics`,
+    /// `/healthz`): HTTPS only when this and `--http-tls-key` are set, and the login cookie is
+    /// then `Secure`. Independent of `--tls-cert`; give both the same files to encrypt both.
+    #[arg(long = "http-tls-cert", env = "MOPS_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the HTTP listener's TLS.
+    #[arg(long = "http-tls-key", env = "MOPS_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
 
     /// File holding the bearer token clients must send (`authorization: Bearer <token>`). Health
     /// checks stay open. No authentication when unset.
@@ -151,5 +162,24 @@ mod tests {
         assert_eq!(probe.stores.jobs_url(), "file:///srv/mops/jobs");
         assert_eq!(probe.stores.provenance_url(), "file:///srv/mops/provenance");
         assert_eq!(probe.stores.results_url(), "s3://bucket/r");
+    }
+
+    #[test]
+    fn http_tls_files_come_in_pairs_apart_from_grpc_tls() {
+        #[derive(Debug, Parser)]
+        struct ServerProbe {
+            #[command(flatten)]
+            server: ServerConfig,
+        }
+        let probe = ServerProbe::parse_from(["probe", "--http-tls-cert", "/c.pem", "--http-tls-key", "/k.pem"]);
+        assert_eq!(probe.server.http_tls_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(probe.server.http_tls_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(probe.server.tls_cert, None);
+        let probe = ServerProbe::parse_from(["probe", "--tls-cert", "/c.pem", "--tls-key", "/k.pem"]);
+        assert_eq!(probe.server.http_tls_cert, None, "gRPC TLS leaves the HTTP listener as it is");
+        for alone in [["--http-tls-cert", "/c.pem"], ["--http-tls-key", "/k.pem"]] {
+            let error = ServerProbe::try_parse_from(["probe", alone[0], alone[1]]).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{alone:?}");
+        }
     }
 }
