@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use http::header;
@@ -215,7 +214,8 @@ pub async fn download_parquet(State(dashboard): State<Dashboard>, Path(raw): Pat
     Ok(attachment(&entry.job_id, "parquet", "application/vnd.apache.parquet", body))
 }
 
-/// `GET /jobs/{job_id}/losses.csv`: the table as CSV with a header row, streamed.
+/// `GET /jobs/{job_id}/losses.csv`: the table as CSV with a header row, streamed, text cells
+/// that look like formulas neutralised ([`crate::csv`]).
 #[tracing::instrument(name = "dashboard_download_csv", skip(dashboard))]
 pub async fn download_csv(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Response, DashboardError> {
     let (engine, entry) = require_entry(&dashboard, &raw).await?;
@@ -223,13 +223,9 @@ pub async fn download_csv(State(dashboard): State<Dashboard>, Path(raw): Path<St
     let mut first = true;
     let body = stream.map_err(QueryError::from).map(move |batch| {
         let batch = batch.map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut out = Vec::new();
-        {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(first).build(&mut out);
-            writer.write(&batch).map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
+        let out = crate::csv::encode(&batch, first).map_err(|e| std::io::Error::other(e.to_string()))?;
         first = false;
-        Ok::<_, std::io::Error>(Bytes::from(out))
+        Ok::<_, std::io::Error>(out)
     });
     Ok(attachment(&entry.job_id, "csv", "text/csv; charset=utf-8", Body::from_stream(body)))
 }

@@ -10,11 +10,13 @@
 //! Plots are SVG rendered on the server by `plotters` from a bounded sample of each table (see
 //! [`landscape`]), so a page costs the same for a 100k-row job as for a small one. Everything the
 //! pages need (stylesheet, script) is compiled into the binary; nothing is fetched at run time.
-//! When the server has a token, every page asks for it (bearer header or a login cookie).
+//! When the server has a token, every page asks for it (bearer header or a login cookie). CSV
+//! downloads neutralise text that spreadsheets would run as formulas (see [`csv`]).
 
 pub mod assets;
 pub mod auth;
 pub mod compare;
+pub mod csv;
 pub mod error;
 pub mod job;
 pub mod jobs;
