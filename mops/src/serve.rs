@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use modelops_core::store::Store;
 use modelops_attribution::Attribution;
 use modelops_attribution::service::AttributionService;
-use modelops_dashboard::Dashboard;
+use modelops_dashboard::{Dashboard, WebAuth};
 use modelops_indexer::indexer::Indexer;
 use modelops_indexer::service::IndexerService;
 use modelops_query::{Catalog, Engine, QueryService, TableCache};
@@ -115,6 +115,8 @@ pub struct ServerState {
     pub grpc: GrpcOptions,
     /// TLS of the HTTP listener (dashboard, downloads, `/metrics`), when set.
     pub http_tls: Option<runtime_serve::HttpTls>,
+    /// The dashboard's login: the token, its cookie (`Secure` with `http_tls`), the limit on wrong tokens.
+    pub web_auth: WebAuth,
     /// How long to wait for background work on shutdown.
     pub shutdown_grace: Duration,
     /// How many jobs the indexer builds at once.
@@ -195,6 +197,7 @@ impl ServerState {
             catalog_refresh: Duration::from_millis(args.catalog_refresh_ms.max(10)),
             table_cache: TableCache::new(args.table_cache_mb.saturating_mul(1024 * 1024)),
             metrics,
+            web_auth: WebAuth::new(token.clone()).with_secure_cookie(http_tls.is_some()),
             http_tls,
             grpc: GrpcOptions {
                 tls,
@@ -303,7 +306,7 @@ pub async fn serve(
 
     let http_stop = tokio_util::sync::CancellationToken::new();
     let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution_view.clone(), engine).with_shutdown(background.token());
-    let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.grpc.auth.clone()));
+    let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.web_auth.clone()));
     let http_task = tokio::spawn(runtime_serve::serve_http(http, state.http_tls.clone(), router, http_stop.clone().cancelled_owned()));
 
     let grace = state.shutdown_grace;

@@ -10,8 +10,9 @@
 //! Plots are SVG rendered on the server by `plotters` from a bounded sample of each table (see
 //! [`landscape`]), so a page costs the same for a 100k-row job as for a small one. Everything the
 //! pages need (stylesheet, script) is compiled into the binary; nothing is fetched at run time.
-//! When the server has a token, every page asks for it (bearer header or a login cookie). CSV
-//! downloads neutralise text that spreadsheets would run as formulas (see [`csv`]).
+//! When the server has a token, every page asks for it (bearer header or a login cookie derived
+//! from it), and wrong tokens are limited per client (see [`auth`] and [`limit`]). CSV downloads
+//! neutralise text that spreadsheets would run as formulas (see [`csv`]).
 
 pub mod assets;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod job;
 pub mod jobs;
 pub mod landscape;
 pub mod layout;
+pub mod limit;
 pub mod plots;
 
 use std::sync::Arc;
@@ -29,9 +31,9 @@ use std::sync::Arc;
 use modelops_attribution::Attribution;
 use modelops_query::Engine;
 use modelops_registry::JobRegistry;
-use modelops_runtime::auth::BearerAuth;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::WebAuth;
 pub use error::DashboardError;
 
 /// What the dashboard reads: each part is optional, as `mops serve` may run only some services;
@@ -71,7 +73,7 @@ impl Dashboard {
 
     /// The dashboard's routes; every page but the login page and the static assets requires
     /// `auth`'s token when it has one.
-    pub fn router(self, auth: BearerAuth) -> axum::Router {
+    pub fn router(self, auth: WebAuth) -> axum::Router {
         use axum::routing::get;
         let pages = axum::Router::new()
             .route("/", get(|| async { axum::response::Redirect::to("/jobs") }))

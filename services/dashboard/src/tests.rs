@@ -1,11 +1,13 @@
 //! The dashboard's routes over a real registry (in memory), attribution and loss tables the
 //! indexer built from upstream-layout trees.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use chrono::Utc;
 use http::{Request, StatusCode, header};
 use modelops_attribution::Attribution;
@@ -21,11 +23,10 @@ use modelops_query::{Catalog, Engine};
 use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
 use modelops_registry::store::memory::MemoryStore;
 use modelops_registry::{JobRegistry, RegistryConfig};
-use modelops_runtime::auth::BearerAuth;
 use object_store::ObjectStoreExt;
 use tower::ServiceExt;
 
-use crate::Dashboard;
+use crate::{Dashboard, WebAuth};
 
 const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const PREV: &str = "targets.prev:prevalence_target";
@@ -41,6 +42,7 @@ fn study(sets: &[(f64, i64)]) -> String {
 
 struct Fixture {
     registry: JobRegistry,
+    provenance: Store,
     results: Store,
     dashboard: Dashboard,
     _dir: tempfile::TempDir,
@@ -52,6 +54,11 @@ fn meta() -> PyObject {
 
 /// Registers `job`, writes its results, moves it to succeeded and indexes it.
 async fn run_job(fixture: &Fixture, provenance: &Store, job: &str, sets: &[(f64, i64)]) {
+    run_study(fixture, provenance, job, study(sets)).await;
+}
+
+/// [`run_job`] with the study as JSON.
+async fn run_study(fixture: &Fixture, provenance: &Store, job: &str, study_json: String) {
     let id = JobId::new(job).unwrap();
     fixture
         .registry
@@ -61,7 +68,7 @@ async fn run_job(fixture: &Fixture, provenance: &Store, job: &str, sets: &[(f64,
             k8s_namespace: None,
             metadata: meta(),
             spec: Some(SpecInput::Study {
-                study_json: study(sets),
+                study_json,
                 bundle_ref: BUNDLE.into(),
             }),
         })
@@ -100,6 +107,7 @@ async fn fixture() -> Fixture {
     let dashboard = Dashboard::new(Some(registry.clone()), Some(attribution), Some(engine.clone()));
     let fixture = Fixture {
         registry,
+        provenance: provenance.clone(),
         results,
         dashboard,
         _dir: dir,
@@ -145,7 +153,7 @@ async fn stored_table(fixture: &Fixture, job: &str) -> (bytes::Bytes, Vec<Record
 #[tokio::test]
 async fn jobs_page_lists_and_filters_jobs() {
     let fixture = fixture().await;
-    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
     let (status, headers, body) = get(&router, "/jobs", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self'"));
@@ -166,7 +174,7 @@ async fn jobs_page_lists_and_filters_jobs() {
 #[tokio::test]
 async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
     let fixture = fixture().await;
-    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
     let (status, _, body) = get(&router, "/jobs/job-a", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body.matches("<figure class=\"landscape\"").count(), 2, "{body}");
@@ -205,7 +213,7 @@ async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
 #[tokio::test]
 async fn downloads_are_the_stored_table() {
     let fixture = fixture().await;
-    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
     let (stored, batches) = stored_table(&fixture, "job-b").await;
     let response = router
         .clone()
@@ -228,7 +236,7 @@ async fn downloads_are_the_stored_table() {
 #[tokio::test]
 async fn compare_page_joins_shared_sets_and_ranks_across_jobs() {
     let fixture = fixture().await;
-    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
     let (status, _, body) = get(&router, "/compare?a=job-a&b=job-b", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Sets 0.7..1.2 are shared: 6 sets × 2 targets.
@@ -247,7 +255,7 @@ async fn compare_page_joins_shared_sets_and_ranks_across_jobs() {
 async fn the_event_stream_sends_job_changes_and_ends_at_shutdown() {
     let fixture = fixture().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let router = fixture.dashboard.clone().with_shutdown(shutdown.clone()).router(BearerAuth::new(None));
+    let router = fixture.dashboard.clone().with_shutdown(shutdown.clone()).router(WebAuth::new(None));
     let after = fixture.registry.hub().last_seq();
     let response = router
         .clone()
@@ -289,7 +297,7 @@ async fn the_event_stream_sends_job_changes_and_ends_at_shutdown() {
     assert!(ended.is_ok(), "the stream ended after shutdown");
 
     // A position this server never reached (a browser reconnecting after a restart) gets every job.
-    let router = fixture.dashboard.clone().router(BearerAuth::new(None));
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
     let stale = fixture.registry.hub().last_seq() + 1000;
     let response = router
         .oneshot(Request::get("/jobs/events").header("last-event-id", stale.to_string()).body(Body::empty()).unwrap())
@@ -306,7 +314,7 @@ async fn the_event_stream_sends_job_changes_and_ends_at_shutdown() {
 #[tokio::test]
 async fn pages_require_the_token_when_the_server_has_one() {
     let fixture = fixture().await;
-    let router = fixture.dashboard.clone().router(BearerAuth::new(Some("s3cret".into())));
+    let router = fixture.dashboard.clone().router(WebAuth::new(Some("s3cret".into())));
     let (status, headers, _) = get(&router, "/jobs/job-a", &[("accept", "text/html")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/login?next=/jobs/job-a");
@@ -339,6 +347,229 @@ async fn pages_require_the_token_when_the_server_has_one() {
     let cookie = cookie.split(';').next().unwrap().to_owned();
     let (status, _, body) = get(&router, "/jobs/job-a", &[("cookie", &cookie)]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A form post to `/login` from the client at `ip`.
+fn login_post(form: &str, ip: [u8; 4]) -> Request<Body> {
+    let mut request = Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap();
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+    request
+}
+
+/// A GET of `uri` from the client at `ip` with `headers`.
+async fn get_from(router: &axum::Router, uri: &str, ip: [u8; 4], headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap) {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+    let response = router.clone().oneshot(request).await.unwrap();
+    (response.status(), response.headers().clone())
+}
+
+#[tokio::test]
+async fn login_follows_only_paths_on_this_server_and_never_fails() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(Some("s3cret".into())));
+    let long = format!("/jobs/{}", "a".repeat(5000));
+    // `next` as the form carries it (percent-encoded once), and where the login must go.
+    let cases = [
+        ("%2Fjobs%2Fjob-a%3Fstatus%3Dactive", "/jobs/job-a?status=active"),
+        ("%2Fcompare%3Fbest_target%3Dtargets.deaths%252Fdeaths_target", "/compare?best_target=targets.deaths%2Fdeaths_target"),
+        ("%2F%2Fevil.example", "/jobs"),
+        ("%2F%5Cevil.example", "/jobs"),
+        ("%2F%09%2Fevil.example", "/jobs"),
+        ("%2F%2509%2Fevil.example", "/jobs"),
+        ("%2F%250A%2Fevil.example", "/jobs"),
+        ("https%3A%2F%2Fevil.example", "/jobs"),
+        ("%2Fjobs%0D%0ASet-Cookie%3A%20x%3D1", "/jobs"),
+        ("%2Fjobs%0D%0A%0D%0A%3Chtml%3E", "/jobs"),
+        ("javascript%3Aalert(1)", "/jobs"),
+        ("%2F%E2%80%A8%2Fevil.example", "/jobs"),
+        ("", "/jobs"),
+        (long.as_str(), "/jobs"),
+    ];
+    for (next, expected) in cases {
+        let response = router.clone().oneshot(login_post(&format!("token=s3cret&next={next}"), [10, 0, 0, 1])).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()[header::LOCATION], expected, "{next}");
+        let (status, _, page) = get(&router, &format!("/login?next={next}"), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{next}");
+        assert!(page.contains(&format!("name=\"next\" value=\"{expected}\"")), "{next}: {page}");
+    }
+    let response = router.clone().oneshot(login_post("token=s3cret", [10, 0, 0, 1])).await.unwrap();
+    assert_eq!(response.headers()[header::LOCATION], "/jobs", "no next");
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_limited_per_client() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(Some("s3cret".into())));
+    let attacker = [192, 0, 2, 1];
+    let mut refused = 0;
+    let mut limited = Vec::new();
+    for attempt in 0..300 {
+        let response = router.clone().oneshot(login_post(&format!("token=guess{attempt}"), attacker)).await.unwrap();
+        match response.status() {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited.push(response.headers()[header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap()),
+            status => panic!("attempt {attempt}: {status}"),
+        }
+    }
+    assert_eq!(refused, crate::limit::MAX_FAILURES);
+    assert_eq!(limited.len(), 300 - refused as usize);
+    assert!(limited.iter().all(|seconds| (1..=crate::limit::WINDOW.as_secs()).contains(seconds)), "{limited:?}");
+    // The limited client is refused even with the right token: no oracle while limited.
+    let response = router.clone().oneshot(login_post("token=s3cret", attacker)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get(header::SET_COOKIE).is_none());
+    // Another client logs in.
+    let response = router.clone().oneshot(login_post("token=s3cret&next=%2Fjobs", [198, 51, 100, 7])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(response.headers().contains_key(header::SET_COOKIE));
+
+    // Wrong bearer tokens count the same way; requests without one do not.
+    let limits = crate::limit::LoginLimits {
+        max_failures: 3,
+        ..Default::default()
+    };
+    let router = fixture.dashboard.clone().router(WebAuth::new(Some("s3cret".into())).with_limits(limits));
+    let script = [203, 0, 113, 5];
+    for _ in 0..5 {
+        assert_eq!(get_from(&router, "/jobs", script, &[]).await.0, StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..3 {
+        assert_eq!(get_from(&router, "/jobs", script, &[("authorization", "Bearer nope")]).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers) = get_from(&router, "/jobs", script, &[("authorization", "Bearer s3cret")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(get_from(&router, "/jobs", [203, 0, 113, 6], &[("authorization", "Bearer s3cret")]).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_login_cookie_is_derived_from_the_token_and_authenticates() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(Some("s3cret".into())));
+    let response = router.clone().oneshot(login_post("token=s3cret&next=%2Fjobs", [10, 0, 0, 2])).await.unwrap();
+    let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(!set_cookie.contains("s3cret"), "{set_cookie}");
+    let attributes: Vec<&str> = set_cookie.split("; ").collect();
+    assert_eq!(attributes[0], format!("mops_token={}", crate::auth::cookie_value("s3cret").to_hex()));
+    assert_eq!(attributes[1..], ["Path=/", "HttpOnly", "SameSite=Strict"], "no Secure over plain HTTP");
+    let (status, _, body) = get(&router, "/jobs", &[("cookie", attributes[0])]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A cookie holding the raw token (as before) no longer passes.
+    let (status, headers, _) = get(&router, "/jobs", &[("cookie", "mops_token=s3cret"), ("accept", "text/html")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/login?next=/jobs");
+    // Behind a TLS-terminating proxy the cookie is Secure, and so is its removal.
+    let mut request = login_post("token=s3cret", [10, 0, 0, 2]);
+    request.headers_mut().insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert!(response.headers()[header::SET_COOKIE].to_str().unwrap().ends_with("; Secure"));
+    let (_, headers, _) = get(&router, "/logout", &[("x-forwarded-proto", "https")]).await;
+    let removal = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(removal.starts_with("mops_token=;") && removal.contains("Secure") && removal.contains("Max-Age=0"), "{removal}");
+}
+
+#[tokio::test]
+async fn csv_downloads_keep_formula_like_text_as_text() {
+    let fixture = fixture().await;
+    let hostile = r#"=HYPERLINK("http://x","y")"#;
+    let study = format!(
+        r#"{{"model": "models.seir.SEIR", "scenario": "baseline", "parameter_sets": [{{"params": {{"beta": -0.5, "label": {}}}}}, {{"params": {{"beta": 0.25, "label": "plain"}}}}], "n_replicates": 1, "targets": ["{PREV}"]}}"#,
+        serde_json::to_string(hostile).unwrap()
+    );
+    run_study(&fixture, &fixture.provenance, "job-csv", study).await;
+    fixture.dashboard.engine.as_ref().unwrap().catalog().refresh().await.unwrap();
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (status, _, csv) = get(&router, "/jobs/job-csv/losses.csv", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{csv}");
+    assert!(csv.contains(r#""'=HYPERLINK(""http://x"",""y"")""#), "{csv}");
+    // Read back, the text is the prefixed text, and the numbers are numbers (a negative one too).
+    let (schema, _) = arrow::csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(std::io::Cursor::new(csv.as_bytes()), None)
+        .unwrap();
+    let schema = Arc::new(schema);
+    assert_eq!(schema.field_with_name("param_beta").unwrap().data_type(), &arrow::datatypes::DataType::Float64, "{csv}");
+    assert_eq!(schema.field_with_name("loss").unwrap().data_type(), &arrow::datatypes::DataType::Float64, "{csv}");
+    let batches: Vec<RecordBatch> = arrow::csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .build(std::io::Cursor::new(csv.as_bytes()))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    use arrow::array::{Array, AsArray};
+    let labels = batches[0].column_by_name("param_label").unwrap().as_string::<i32>();
+    let betas = batches[0].column_by_name("param_beta").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+    let mut rows: Vec<(String, f64)> = (0..labels.len()).map(|i| (labels.value(i).to_owned(), betas.value(i))).collect();
+    rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+    assert_eq!(rows, [(format!("'{hostile}"), -0.5), ("plain".to_owned(), 0.25)]);
+}
+
+#[tokio::test]
+async fn https_serves_the_dashboard_with_a_secure_cookie_and_refuses_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let openssl = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command");
+    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let tls = modelops_runtime::serve::load_http_tls(&cert, &key).unwrap();
+
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(Some("s3cret".into())).with_secure_cookie(true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(modelops_runtime::serve::serve_http(listener, Some(tls), router, stop.clone().cancelled_owned()));
+
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap())
+        .resolve("localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+    let login = client.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let response = client
+        .post(format!("{base}/login"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("token=s3cret&next=%2Fjobs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set_cookie.ends_with("; Secure") && !set_cookie.contains("s3cret"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap();
+    let jobs = client.get(format!("{base}/jobs")).header(header::COOKIE, cookie).send().await.unwrap();
+    assert_eq!(jobs.status(), StatusCode::OK);
+    assert!(jobs.text().await.unwrap().contains("job-a"));
+
+    let plain = reqwest::Client::new().get(format!("http://{addr}/login")).send().await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let untrusted = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).resolve("localhost", addr).build().unwrap();
+    assert!(untrusted.get(format!("{base}/login")).send().await.is_err(), "a client not trusting the certificate");
+
+    drop(client);
+    stop.cancel();
+    server.await.unwrap().unwrap();
 }
 
 #[test]
