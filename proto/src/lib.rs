@@ -39,7 +39,7 @@ pub mod indexer {
 
 /// The subset of etcd v3's API the registry's etcd backend speaks (`proto/etcd/`).
 pub mod etcd {
-    /// `etcdserverpb`: the KV and Watch services.
+    /// `etcdserverpb`: the KV and Watch services, and the Auth service's `Authenticate`.
     pub mod etcdserverpb {
         #![expect(missing_docs, clippy::all, reason = "generated code")]
         tonic::include_proto!("etcdserverpb");
