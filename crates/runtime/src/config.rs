@@ -76,7 +76,8 @@ pub struct ServerConfig {
 }
 
 /// The four stores, each a URL (`file://`, `memory://`, `az://`, `s3://`, `gs://`, and for the
-/// registry also `etcd://`). Unset stores default to directories under `--home`.
+/// registry also `etcd://` or `etcds://`, with the `--etcd-*` TLS and user/password settings).
+/// Unset stores default to directories under `--home`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreConfig {
     /// Home of the embedded defaults.
@@ -98,6 +99,28 @@ pub struct StoreConfig {
     /// Results store, holding `results/{job_id}/…` (default: `file://{home}/results`).
     #[arg(long = "results", env = "MOPS_RESULTS")]
     pub results: Option<String>,
+
+    /// PEM CA bundle trusted for an etcd registry store's server certificates. Turns TLS on (as
+    /// does an `etcds://` URL, which otherwise trusts the system's roots).
+    #[arg(long = "etcd-ca-file", env = "MOPS_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with etcd (with `--etcd-key-file`). Turns TLS on.
+    #[arg(long = "etcd-cert-file", env = "MOPS_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--etcd-cert-file`.
+    #[arg(long = "etcd-key-file", env = "MOPS_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+
+    /// etcd user the registry store authenticates as (with `--etcd-password-file`).
+    #[arg(long = "etcd-user", env = "MOPS_ETCD_USER", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the etcd user's password (a trailing newline is ignored). There is no
+    /// password flag, so the password never shows in a process listing.
+    #[arg(long = "etcd-password-file", env = "MOPS_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -179,6 +202,17 @@ mod tests {
         assert_eq!(probe.server.http_tls_cert, None, "gRPC TLS leaves the HTTP listener as it is");
         for alone in [["--http-tls-cert", "/c.pem"], ["--http-tls-key", "/k.pem"]] {
             let error = ServerProbe::try_parse_from(["probe", alone[0], alone[1]]).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{alone:?}");
+        }
+    }
+
+    #[test]
+    fn etcd_credentials_come_in_pairs() {
+        let probe = Probe::parse_from(["probe", "--etcd-user", "mops", "--etcd-password-file", "/run/secrets/etcd"]);
+        assert_eq!(probe.stores.etcd_user.as_deref(), Some("mops"));
+        assert_eq!(probe.stores.etcd_password_file, Some(PathBuf::from("/run/secrets/etcd")));
+        for alone in [["--etcd-user", "mops"], ["--etcd-password-file", "/p"], ["--etcd-cert-file", "/c"], ["--etcd-key-file", "/k"]] {
+            let error = Probe::try_parse_from(["probe", alone[0], alone[1]]).unwrap_err();
             assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{alone:?}");
         }
     }
