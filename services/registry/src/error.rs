@@ -135,7 +135,8 @@ impl RegistryError {
             Self::ShuttingDown => tonic::Code::Unavailable,
             Self::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
             Self::Store(StoreError::InvalidKey { .. }) => tonic::Code::InvalidArgument,
-            Self::Store(StoreError::InvalidUrl { .. } | StoreError::Backend(_)) => tonic::Code::Internal,
+            // The store refusing the server's own credentials is a server misconfiguration.
+            Self::Store(StoreError::InvalidUrl { .. } | StoreError::Unauthenticated(_) | StoreError::Backend(_)) => tonic::Code::Internal,
             Self::SpecStore { unavailable: true, .. } => tonic::Code::Unavailable,
             Self::SpecStore { unavailable: false, .. } => tonic::Code::Internal,
             Self::CorruptState { .. } => tonic::Code::DataLoss,

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `memory://` | [`memory::MemoryStore`] | one global counter, as upstream's in-memory store |
 //! | `embedded:///dir` or `file:///dir` | [`embedded::EmbeddedStore`] (redb, durable, one process) | a global sequence |
-//! | `etcd://host:2379[,host:2379]/prefix` | [`etcd::EtcdStore`] | the key's `mod_revision` |
+//! | `etcd://host:2379[,host:2379]/prefix` (`etcds://` for TLS) | [`etcd::EtcdStore`] | the key's `mod_revision` |
 //! | `az://`, `s3://`, `gs://` | [`object::ObjectStoreBackend`] | ETag (+ generation on GCS) |
 //!
 //! S3 ETags are content hashes, so a key that goes A → B → A has A's ETag again and a writer still
@@ -92,6 +92,11 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The backend and this store do not accept each other's credentials: a wrong password, a
+    /// user without the right, or a server certificate this store does not trust. Not transient:
+    /// retrying does not help until the configuration changes.
+    #[error("store refused the credentials: {0}")]
+    Unauthenticated(String),
     /// Any other backend failure.
     #[error("store error: {0}")]
     Backend(String),
@@ -141,13 +146,22 @@ pub trait VersionedStore: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// Opens the registry store named by `url`.
+/// Opens the registry store named by `url` (an etcd store without TLS files or credentials).
 pub async fn open(url: &str) -> Result<Arc<dyn VersionedStore>, StoreError> {
+    open_with(url, &etcd::EtcdOptions::default()).await
+}
+
+/// Opens the registry store named by `url`; an `etcd://` or `etcds://` store uses the TLS files
+/// and credentials in `etcd`, which other backends ignore.
+pub async fn open_with(url: &str, etcd: &etcd::EtcdOptions) -> Result<Arc<dyn VersionedStore>, StoreError> {
     let invalid = |reason: &str| StoreError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
     let scheme = url.split_once("://").map(|(s, _)| s).ok_or_else(|| invalid("expected scheme://…"))?;
+    if !matches!(scheme, "etcd" | "etcds") && *etcd != etcd::EtcdOptions::default() {
+        tracing::warn!(scheme, "the etcd TLS and credential settings are ignored: the registry store is not etcd");
+    }
     match scheme {
         "memory" => Ok(Arc::new(memory::MemoryStore::new())),
         "embedded" | "file" => {
@@ -157,13 +171,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn VersionedStore>, StoreError> {
             }
             Ok(Arc::new(embedded::EmbeddedStore::open(std::path::Path::new(path)).await?))
         }
-        "etcd" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        "etcd" | "etcds" => Ok(Arc::new(etcd::EtcdStore::connect_with(url, etcd).await?)),
         "az" | "azure" | "abfs" | "s3" | "gs" => {
             let store = modelops_core::store::Store::open(url).map_err(|e| invalid(&e.to_string()))?;
             Ok(Arc::new(object::ObjectStoreBackend::new(store)))
         }
         other => Err(invalid(&format!(
-            "unsupported scheme {other:?}; use memory, embedded, file, etcd, az, s3 or gs"
+            "unsupported scheme {other:?}; use memory, embedded, file, etcd, etcds, az, s3 or gs"
         ))),
     }
 }
