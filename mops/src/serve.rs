@@ -149,7 +149,8 @@ impl ServerState {
         // the registry's storage even alone.
         let jobs_view = if serves_registry || serves_attribution || serves_indexer || serves_query {
             let url = args.stores.registry_url();
-            let store = modelops_registry::store::open(&url)
+            let etcd = modelops_registry::store::etcd::EtcdOptions::from(&args.stores);
+            let store = modelops_registry::store::open_with(&url, &etcd)
                 .await
                 .with_context(|| format!("opening the registry store {url}"))?;
             let config = RegistryConfig {
