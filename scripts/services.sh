@@ -1,5 +1,6 @@
-# Sourced by scripts/test and scripts/bench: starts etcd, Azurite and moto on free 127.0.0.1
-# ports, exports their addresses, and stops them (and removes their data) when the shell exits.
+# Sourced by scripts/test and scripts/bench: starts etcd (plain, and with TLS and auth), Azurite
+# and moto on free 127.0.0.1 ports, exports their addresses, and stops them (and removes their
+# data) when the shell exits.
 # Needs scripts/install-test-tools.sh to have run.
 
 TOOLS="${MODELOPS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops-tools}"
@@ -39,6 +40,49 @@ start_etcd() {
   wait_port etcd "$port"
   export MOPS_TEST_ETCD_ENDPOINT="http://127.0.0.1:$port"
   services_log "etcd on :$port"
+}
+
+# A second etcd as a real deployment runs it: TLS with a throwaway CA, client certificates
+# required, and authentication on (user root). The client certificate's CN is not an etcd user, so
+# requests need the token from the password. Exports MOPS_TEST_ETCD_TLS_ENDPOINT and
+# MOPS_TEST_ETCD_TLS_DIR, holding ca.pem, client.pem, client-key.pem and password.
+start_etcd_secure() {
+  local port peer dir password
+  port=$(free_port); peer=$(free_port)
+  dir="$services_dir/etcd-tls-certs"
+  mkdir -p "$dir"
+  (
+    set -e
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=mops test CA" -keyout ca-key.pem -out ca.pem
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=localhost" -keyout server-key.pem -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=mops-client" -keyout client-key.pem -out client.csr
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile client.ext -out client.pem
+  ) >"$services_dir/etcd-tls-openssl.log" 2>&1
+  password=$(openssl rand -hex 16)
+  printf '%s\n' "$password" >"$dir/password"
+  etcd --name mops-test-tls --data-dir "$services_dir/etcd-tls" \
+    --listen-client-urls "https://127.0.0.1:$port" --advertise-client-urls "https://127.0.0.1:$port" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "mops-test-tls=http://127.0.0.1:$peer" \
+    --cert-file "$dir/server.pem" --key-file "$dir/server-key.pem" \
+    --trusted-ca-file "$dir/ca.pem" --client-cert-auth >"$services_dir/etcd-tls.log" 2>&1 &
+  services_pids+=($!)
+  wait_port etcd-tls "$port"
+  local ctl=(etcdctl --endpoints "https://127.0.0.1:$port" --cacert "$dir/ca.pem" --cert "$dir/client.pem" --key "$dir/client-key.pem")
+  printf '%s\n' "$password" | ETCDCTL_API=3 "${ctl[@]}" user add root --interactive=false >>"$services_dir/etcdctl.log" 2>&1
+  ETCDCTL_API=3 "${ctl[@]}" auth enable >>"$services_dir/etcdctl.log" 2>&1
+  export MOPS_TEST_ETCD_TLS_ENDPOINT="https://127.0.0.1:$port"
+  export MOPS_TEST_ETCD_TLS_DIR="$dir"
+  services_log "etcd with TLS, client certificates and auth on :$port"
 }
 
 start_azurite() {

@@ -1,6 +1,7 @@
 //! The registry against every real backend (etcd, Azurite, moto, embedded), through the domain
 //! API and through gRPC: conformance, races, A→B→A on S3, a state.json written by upstream
-//! Python, coalesced progress, watches, a backend going away, and the CLI.
+//! Python, coalesced progress, watches, a backend going away, etcd with TLS and authentication,
+//! and the CLI.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,11 +10,15 @@ use bytes::Bytes;
 use futures::future::join_all;
 use modelops_core::job::{JobId, JobStatus};
 use modelops_core::store::Store;
-use modelops_integration_tests::{MopsProcess, TestServer, azurite_container, channel, etcd_url, free_port, mops_binary, s3_bucket, unique};
+use futures::StreamExt;
+use modelops_integration_tests::{
+    MopsProcess, TestServer, azurite_container, channel, etcd_url, free_port, mops_binary, required_env, s3_bucket, unique,
+};
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use modelops_registry::registry::{Registration, StatusUpdate, revision};
-use modelops_registry::store::{self, VersionedStore, conformance};
+use modelops_registry::store::etcd::EtcdOptions;
+use modelops_registry::store::{self, StoreError, VersionedStore, conformance};
 use modelops_registry::{JobRegistry, RegistryConfig, RegistryError};
 
 /// The backends every registry guarantee is checked on, as registry-store URLs.
@@ -377,6 +382,105 @@ async fn etcd_going_away_gives_unavailable_and_work_resumes_when_it_returns() {
     server.stop().await.unwrap();
     etcd.kill().unwrap();
     let _ = etcd.wait();
+}
+
+/// The test etcd with TLS, required client certificates and authentication (`start_etcd_secure`
+/// in scripts/services.sh): an `etcds://` URL under `prefix`, and options naming its CA, a client
+/// certificate and user root's password file.
+fn secure_etcd(prefix: &str) -> (String, EtcdOptions) {
+    let endpoint = required_env("MOPS_TEST_ETCD_TLS_ENDPOINT");
+    let dir = std::path::PathBuf::from(required_env("MOPS_TEST_ETCD_TLS_DIR"));
+    let url = format!("etcds://{}/{prefix}", endpoint.trim_start_matches("https://"));
+    let options = EtcdOptions {
+        ca_file: Some(dir.join("ca.pem")),
+        cert_file: Some(dir.join("client.pem")),
+        key_file: Some(dir.join("client-key.pem")),
+        user: Some("root".into()),
+        password_file: Some(dir.join("password")),
+    };
+    (url, options)
+}
+
+#[tokio::test]
+async fn conformance_and_watch_on_etcd_with_tls_client_certificates_and_auth() {
+    let (url, options) = secure_etcd(&unique("secure"));
+    let store = store::open_with(&url, &options).await.unwrap();
+    let password = std::fs::read_to_string(options.password_file.as_ref().unwrap()).unwrap();
+    let shown = format!("{store:?} {}", store.describe());
+    assert!(shown.contains("root") && !shown.contains(password.trim()), "{shown}");
+
+    let ns = format!("{}/", unique("ns"));
+    conformance::run_all(store.as_ref(), &ns).await;
+
+    // The watch is opened in the background, so a write may precede it: write until one is seen.
+    let key = format!("{ns}watched/state.json");
+    let mut feed = store.changes(&ns).expect("etcd has a change feed");
+    let first = Bytes::from_static(b"0");
+    let mut written = vec![(store.create_if_absent(&key, first.clone()).await.unwrap().unwrap(), first)];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let seen = loop {
+        match tokio::time::timeout(Duration::from_millis(200), feed.next()).await {
+            Ok(Some(change)) => break change.unwrap(),
+            Ok(None) => panic!("the change feed ended"),
+            Err(_) => {
+                assert!(Instant::now() < deadline, "no change arrived through the watch");
+                let next = Bytes::from(written.len().to_string());
+                let version = store.put_if_version(&key, next.clone(), &written.last().unwrap().0).await.unwrap().unwrap();
+                written.push((version, next));
+            }
+        }
+    };
+    assert_eq!(seen.key, key);
+    let value = seen.value.expect("a write, not a delete");
+    assert!(written.contains(&(value.version.clone(), value.value.clone())), "{value:?} is not one of {written:?}");
+}
+
+#[tokio::test]
+async fn etcd_refuses_a_wrong_password_at_open_without_showing_it() {
+    let (url, mut options) = secure_etcd(&unique("wrong-password"));
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    options.password_file = Some(wrong);
+    let error = store::open_with(&url, &options).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unauthenticated(_)), "{error:?}");
+    assert!(!format!("{error} {error:?}").contains("not-the-password"), "{error}");
+}
+
+#[tokio::test]
+async fn etcd_over_tls_fails_at_open_without_the_ca() {
+    let (url, options) = secure_etcd(&unique("untrusted"));
+    let without_ca = EtcdOptions { ca_file: None, ..options };
+    let error = store::open_with(&url, &without_ca).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unauthenticated(_)), "the system's roots do not know the test CA: {error:?}");
+}
+
+#[tokio::test]
+async fn mops_serve_keeps_jobs_in_etcd_with_tls_and_auth_set_by_its_flags() {
+    let (url, options) = secure_etcd(&unique("serve-secure"));
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().display().to_string();
+    let (ca, cert, key, password) = (path(&options.ca_file), path(&options.cert_file), path(&options.key_file), path(&options.password_file));
+    let server = TestServer::start(&[
+        "--registry-store",
+        &url,
+        "--etcd-ca-file",
+        &ca,
+        "--etcd-cert-file",
+        &cert,
+        "--etcd-key-file",
+        &key,
+        "--etcd-user",
+        "root",
+        "--etcd-password-file",
+        &password,
+    ])
+    .await;
+    let mut client = JobRegistryClient::new(channel(&server.endpoint()).await);
+    register_bare(&mut client, "job-secure").await;
+    server.stop().await.unwrap();
+
+    let stored = store::open_with(&url, &options).await.unwrap();
+    assert!(stored.get("jobs/job-secure/state.json").await.unwrap().is_some(), "the job is in the secured etcd");
 }
 
 #[tokio::test]
