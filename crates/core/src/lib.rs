@@ -6,11 +6,13 @@
 //! - [`records`]: simulation and aggregation records through `object_store`;
 //! - [`job`]: job ids, statuses, transitions and `state.json`;
 //! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
+//! - [`flight_command`]: the JSON commands and tickets of the query service's Flight API;
 //! - [`parquet_file`]: Parquet files read from a store by byte ranges;
 //! - [`store`]: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores;
 //! - [`time`]: Python `isoformat()` timestamps;
 //! - [`synthetic`]: upstream-layout results for a job, for tests, benchmarks and examples.
 
+pub mod flight_command;
 pub mod ids;
 pub mod job;
 pub mod parquet_file;
