@@ -7,6 +7,7 @@
 //! - [`job`]: job ids, statuses, transitions and `state.json`;
 //! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
 //! - [`flight_command`]: the JSON commands and tickets of the query service's Flight API;
+//! - [`page_token`]: the registry's `ListJobs` page token;
 //! - [`parquet_file`]: Parquet files read from a store by byte ranges;
 //! - [`store`]: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores;
 //! - [`time`]: Python `isoformat()` timestamps;
@@ -15,6 +16,7 @@
 pub mod flight_command;
 pub mod ids;
 pub mod job;
+pub mod page_token;
 pub mod parquet_file;
 pub mod paths;
 pub mod pyjson;

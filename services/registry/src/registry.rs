@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use modelops_core::job::{JobId, JobState, JobStatus};
+use modelops_core::page_token::PageToken;
 use modelops_core::paths;
 use modelops_core::pyjson::{self, PyObject, PyValue};
 use modelops_core::store::Store;
@@ -725,7 +726,12 @@ impl JobRegistry {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let after = query.page_token.as_deref().map(decode_page_token).transpose()?;
+        let after = query
+            .page_token
+            .as_deref()
+            .map(PageToken::decode)
+            .transpose()
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
         let mut jobs: Vec<JobState> = self
             .all_jobs()
             .await?
@@ -737,13 +743,13 @@ impl JobRegistry {
             })
             .collect();
         jobs.sort_by(|a, b| b.created_at().cmp(a.created_at()).then_with(|| a.job_id().cmp(b.job_id())));
-        if let Some((created_at, job_id)) = after {
+        if let Some(PageToken { created_at, job_id }) = after {
             // Strictly after the token in (created_at descending, job_id ascending) order.
             jobs.retain(|job| job.created_at() < created_at.as_str() || (job.created_at() == created_at && job.job_id() > &job_id));
         }
         let more = jobs.len() > limit;
         jobs.truncate(limit);
-        let next_page_token = more.then(|| jobs.last().map(|j| encode_page_token(j.created_at(), j.job_id().as_str()))).flatten();
+        let next_page_token = more.then(|| jobs.last().map(|j| PageToken::encode(j.created_at(), j.job_id()))).flatten();
         Ok(JobPage { jobs, next_page_token })
     }
 
@@ -901,25 +907,6 @@ async fn refresh_job_gauge(registry: JobRegistry, token: tokio_util::sync::Cance
             }
         }
     }
-}
-
-fn encode_page_token(created_at: &str, job_id: &str) -> String {
-    format!("{created_at}\n{job_id}").bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_page_token(token: &str) -> Result<(String, JobId), RegistryError> {
-    let invalid = || RegistryError::InvalidArgument("invalid page_token".into());
-    if token.len() % 2 != 0 || token.len() > 1024 {
-        return Err(invalid());
-    }
-    let bytes: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (created_at, job_id) = text.split_once('\n').ok_or_else(invalid)?;
-    Ok((created_at.to_owned(), JobId::new(job_id).map_err(|_| invalid())?))
 }
 
 #[cfg(test)]
