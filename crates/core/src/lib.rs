@@ -8,19 +8,25 @@
 //! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
 //! - [`flight_command`]: the JSON commands and tickets of the query service's Flight API;
 //! - [`page_token`]: the registry's `ListJobs` page token;
-//! - [`parquet_file`]: Parquet files read from a store by byte ranges;
-//! - [`store`]: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores;
+//! - `parquet_file`: Parquet files read from a store by byte ranges (feature `stores`);
+//! - `store`: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores
+//!   (feature `stores`);
 //! - [`time`]: Python `isoformat()` timestamps;
 //! - [`synthetic`]: upstream-layout results for a job, for tests, benchmarks and examples.
+//!
+//! The `stores` feature (on by default) brings the object store backends and Parquet; without
+//! it the crate is its parsers and formats alone, which is what the fuzz targets in `fuzz/` build.
 
 pub mod flight_command;
 pub mod ids;
 pub mod job;
 pub mod page_token;
+#[cfg(feature = "stores")]
 pub mod parquet_file;
 pub mod paths;
 pub mod pyjson;
 pub mod records;
+#[cfg(feature = "stores")]
 pub mod store;
 pub mod study;
 pub mod synthetic;
