@@ -10,7 +10,7 @@
 //! Tickets are commands too, so any replica can serve any ticket: [`Command::to_json`] writes
 //! one, as a `#[serde(tag = "type")]` enum, and [`Command::parse`] reads it back.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::de::{DeserializeOwned, Error as _, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -305,7 +305,8 @@ fn variant_or_default<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
     variant_by_name(deserializer).map(Option::unwrap_or_default)
 }
 
-/// Optional RFC 3339 times (`2026-11-22T20:05:11Z`), written in UTC.
+/// Optional RFC 3339 times (`2026-11-22T20:05:11Z`), written in UTC. A time whose UTC year is
+/// outside 0000 to 9999 is refused: RFC 3339 cannot write it, so its ticket would not read back.
 mod rfc3339 {
     use super::*;
 
@@ -323,6 +324,9 @@ mod rfc3339 {
         let time = DateTime::parse_from_rfc3339(&text)
             .map_err(|e| D::Error::custom(format!("expected an RFC 3339 time like 2026-11-22T20:05:11Z, got {text:?}: {e}")))?
             .with_timezone(&Utc);
+        if !(0..=9999).contains(&time.year()) {
+            return Err(D::Error::custom(format!("{text:?} is outside the years 0000 to 9999 in UTC")));
+        }
         Ok(Some(time))
     }
 }
@@ -403,6 +407,20 @@ mod tests {
         assert_eq!(field_of(br#"{"type":"best_parameters","target":"t","n":100001}"#), "n");
         assert_eq!(field_of(br#"{"type":"compare","job_a":"a"}"#), "job_b");
         assert_eq!(field_of(br#"{"type":"sql"}"#), "query");
+    }
+
+    #[test]
+    fn times_a_ticket_cannot_write_are_refused() {
+        // The flight_command fuzz target's property (a command's ticket reads back as the command)
+        // failed here: the UTC time is in year -1, written as "-0001-12-31T23:00:00Z", which
+        // RFC 3339 does not allow, so GetFlightInfo answered with a ticket DoGet refused.
+        assert_eq!(field_of(br#"{"type":"losses","since":"0000-01-01T00:00:00+01:00"}"#), "since");
+        assert_eq!(field_of(br#"{"type":"losses","until":"9999-12-31T23:00:00-01:00"}"#), "until");
+        for edge in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z", "0000-01-01T00:30:00+00:30"] {
+            let bytes = format!(r#"{{"type":"losses","since":"{edge}"}}"#);
+            let command = parse(bytes.as_bytes()).unwrap();
+            assert_eq!(parse(&command.to_json()).unwrap(), command, "{edge}");
+        }
     }
 
     #[test]

@@ -489,9 +489,16 @@ const MAX_DEPTH: usize = 128;
 /// repeated key keeps its first position and takes the last value. Surrounding whitespace is
 /// allowed, anything else after the value is an error.
 pub fn parse(input: &[u8]) -> Result<PyValue, ParseError> {
+    parse_nested(input, 0)
+}
+
+/// [`parse`] for a value that sits `depth` containers deep in a larger document (the spec
+/// scanner reads one member at a time), so the nesting limit counts from that document's root
+/// and the value reads as it would in a whole parse.
+pub fn parse_nested(input: &[u8], depth: usize) -> Result<PyValue, ParseError> {
     let mut parser = Parser { input, pos: 0 };
     parser.skip_ws();
-    let value = parser.value(0)?;
+    let value = parser.value(depth)?;
     parser.skip_ws();
     if parser.pos != input.len() {
         return Err(parser.error("unexpected data after the value"));

@@ -160,9 +160,10 @@ impl<R: BufRead> Input<R> {
     }
 }
 
-/// Parses captured bytes, with errors at their offset in the whole blob.
-fn parse_at(bytes: &[u8], start: u64) -> Result<PyValue, ScanError> {
-    pyjson::parse(bytes).map_err(|e| {
+/// Parses captured bytes found `depth` containers deep, with errors at their offset in the
+/// whole blob.
+fn parse_at(bytes: &[u8], start: u64, depth: usize) -> Result<PyValue, ScanError> {
+    pyjson::parse_nested(bytes, depth).map_err(|e| {
         ScanError::Json(ParseError {
             message: e.message,
             offset: usize::try_from(start).unwrap_or(usize::MAX).saturating_add(e.offset),
@@ -173,7 +174,9 @@ fn parse_at(bytes: &[u8], start: u64) -> Result<PyValue, ScanError> {
 /// Reads a JSON object from `reader`. The elements of the list member named `streamed` are
 /// handed to `on_element(index, element, members_so_far)` in order and that member is kept as
 /// an empty list; every other member is returned. A `streamed` member that is not a list is
-/// returned like the others.
+/// returned like the others. A value reads as in a whole parse of the blob, except that a
+/// `streamed` key repeated after its list was streamed is an error (a whole parse would keep the
+/// last, but the first list's elements are already handed out).
 pub fn scan_object<E: From<ScanError>>(
     reader: impl BufRead,
     streamed: &str,
@@ -182,28 +185,33 @@ pub fn scan_object<E: From<ScanError>>(
     let mut input = Input { reader, offset: 0 };
     let mut members = PyObject::new();
     let mut buffer = Vec::new();
+    let mut streamed_once = false;
     input.expect(b'{', "expected an object")?;
     let mut more = !input.closes(b'}')?;
     while more {
         let start = input.capture(&mut buffer)?;
-        let PyValue::Str(key) = parse_at(&buffer, start)? else {
+        let PyValue::Str(key) = parse_at(&buffer, start, 1)? else {
             return Err(syntax("expected a string key", start).into());
         };
+        if key == streamed && streamed_once {
+            return Err(syntax("a repeated key whose list was already streamed", start).into());
+        }
         input.expect(b':', "expected ':'")?;
         if key == streamed && input.skip_ws()? == Some(b'[') {
             input.bump();
+            streamed_once = true;
             let mut index = 0;
             let mut more_elements = !input.closes(b']')?;
             while more_elements {
                 let start = input.capture(&mut buffer)?;
-                on_element(index, parse_at(&buffer, start)?, &members)?;
+                on_element(index, parse_at(&buffer, start, 2)?, &members)?;
                 index += 1;
                 more_elements = input.another(b']', "expected ',' or ']'")?;
             }
             members.insert(key, PyValue::List(Vec::new()));
         } else {
             let start = input.capture(&mut buffer)?;
-            members.insert(key, parse_at(&buffer, start)?);
+            members.insert(key, parse_at(&buffer, start, 1)?);
         }
         more = input.another(b'}', "expected ',' or '}'")?;
     }
@@ -284,6 +292,33 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn values_nest_as_deep_as_in_a_whole_parse() {
+        // The job_spec fuzz target's property (the scanner reads what a whole parse reads) failed
+        // here: each value was parsed as a document of its own, so it could nest one level (a
+        // task: two) deeper than the whole blob may.
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        for (text, whole_ok) in [
+            (format!(r#"{{"a": {}}}"#, nested(128)), true),
+            (format!(r#"{{"a": {}}}"#, nested(129)), false),
+            (format!(r#"{{"tasks": [{}]}}"#, nested(127)), true),
+            (format!(r#"{{"tasks": [{}]}}"#, nested(128)), false),
+        ] {
+            assert_eq!(pyjson::parse(text.as_bytes()).is_ok(), whole_ok);
+            assert_eq!(scan(&text).is_ok(), whole_ok, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_streamed_key_repeated_after_its_list_is_an_error() {
+        // The job_spec fuzz target's property failed here: the second list was streamed too, its
+        // indexes starting again at 0, where a whole parse keeps only the last list.
+        assert!(matches!(scan(r#"{"tasks": [1], "tasks": [2, 3]}"#), Err(ScanError::Json(e)) if e.offset == 15));
+        assert!(scan(r#"{"tasks": [1], "tasks": 5}"#).is_err());
+        let (members, elements) = scan(r#"{"tasks": 5, "tasks": [1]}"#).unwrap();
+        assert_eq!((members.get("tasks"), elements), (Some(&PyValue::List(Vec::new())), vec![PyValue::Int(1)]));
     }
 
     #[test]
