@@ -9,6 +9,8 @@
 //! - [`flight_command`]: the JSON commands and tickets of the query service's Flight API;
 //! - [`page_token`]: the registry's `ListJobs` page token;
 //! - `parquet_file`: Parquet files read from a store by byte ranges (feature `stores`);
+//! - `confined_fs`: `file://` stores that read only regular files beneath their root (feature
+//!   `stores`);
 //! - `store`: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores
 //!   (feature `stores`);
 //! - [`time`]: Python `isoformat()` timestamps;
@@ -17,6 +19,8 @@
 //! The `stores` feature (on by default) brings the object store backends and Parquet; without
 //! it the crate is its parsers and formats alone, which is what the fuzz targets in `fuzz/` build.
 
+#[cfg(feature = "stores")]
+pub mod confined_fs;
 pub mod flight_command;
 pub mod ids;
 pub mod job;

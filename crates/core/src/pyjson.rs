@@ -678,9 +678,10 @@ impl Parser<'_> {
                             } else {
                                 unit
                             };
-                            // Python keeps lone surrogates; Rust strings cannot, so they become
-                            // U+FFFD. No upstream writer produces them.
-                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                            // Python keeps lone surrogates; Rust strings cannot hold them, and
+                            // replacing them would change the value (and every id hashed from
+                            // it), so they are refused. No upstream writer produces them.
+                            out.push(char::from_u32(code).ok_or_else(|| self.error("lone UTF-16 surrogate in a \\u escape"))?);
                         }
                         _ => return Err(self.error("invalid escape")),
                     }
@@ -752,6 +753,15 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lone_surrogates_are_refused_and_pairs_decode() {
+        assert_eq!(parse(br#""\ud83d\ude00""#).unwrap(), PyValue::Str("\u{1f600}".into()));
+        for lone in [r#""\ud83d""#, r#""\ude00""#, r#""\ud83dx""#, r#""\ud83d\u0041""#, r#"{"k\udc00": 1}"#] {
+            let err = parse(lone.as_bytes()).unwrap_err();
+            assert!(err.message.contains("surrogate"), "{lone}: {err:?}");
+        }
+    }
 
     #[test]
     fn float_repr_matches_python() {

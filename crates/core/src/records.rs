@@ -94,6 +94,10 @@ pub async fn read_file(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, Re
         Err(object_store::Error::NotFound { .. }) => {
             return Err(RecordError::NotFound { path: path.to_string() });
         }
+        // A file the store refuses to read (a link out of it, a FIFO): there, but not a record.
+        Err(object_store::Error::PermissionDenied { source, .. }) => {
+            return Err(RecordError::malformed(path, format!("not readable: {source}")));
+        }
         Err(source) => {
             return Err(RecordError::Store {
                 path: path.to_string(),

@@ -130,8 +130,9 @@ impl Store {
                     source,
                 })?;
                 let local = LocalFileSystem::new_with_prefix(&dir).map_err(backend)?;
+                let confined = crate::confined_fs::ConfinedFileSystem::new(dir, local.with_automatic_cleanup(false));
                 return Ok(Self {
-                    object_store: Arc::new(local.with_automatic_cleanup(false)),
+                    object_store: Arc::new(confined),
                     url: url.to_owned(),
                     kind: StoreKind::File,
                 });

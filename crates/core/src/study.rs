@@ -207,6 +207,15 @@ impl SimulationStudy {
         })
     }
 
+    /// How many tasks [`SimulationStudy::to_sim_job`] would make: one per entry with a seed,
+    /// `n_replicates` per entry without. `None` when the count overflows a `u64`. Cheap, so a
+    /// server can refuse a study before expanding it.
+    pub fn task_count(&self) -> Option<u64> {
+        self.parameter_sets.iter().try_fold(0u64, |sum, entry| {
+            sum.checked_add(if entry.seed.is_some() { 1 } else { self.n_replicates })
+        })
+    }
+
     /// Expands the study into a SimJob bound to `bundle_ref`, as `to_simjob` does. Without a
     /// job id one is made as upstream makes it: `job-` and 8 hex characters of a UUIDv4.
     pub fn to_sim_job(&self, bundle_ref: &str, job_id: Option<JobId>) -> Result<SimJobSpec, SpecError> {
@@ -641,5 +650,20 @@ mod tests {
         let job = study.to_sim_job(&bundle, None).unwrap();
         assert!(job.job_id.as_str().starts_with("job-") && job.job_id.as_str().len() == 12);
         assert!(JobSpec::from_json(br#"{"job_type": "simulation", "job_id": "../x", "bundle_ref": "b", "tasks": []}"#).is_err());
+    }
+
+    #[test]
+    fn task_counts_are_known_before_expansion_and_never_overflow() {
+        let study = |sets: &str, n: &str| {
+            SimulationStudy::from_json(format!(r#"{{"model": "m.x", "scenario": "s", "n_replicates": {n}, "parameter_sets": [{sets}]}}"#).as_bytes())
+                .unwrap()
+        };
+        let bundle = format!("sha256:{}", "ab".repeat(32));
+        let mixed = study(r#"{"params": {"a": 1}}, {"params": {"a": 2}, "seed": 7}"#, "3");
+        assert_eq!(mixed.task_count(), Some(4));
+        assert_eq!(mixed.to_sim_job(&bundle, None).unwrap().tasks.len(), 4);
+        assert_eq!(study(r#"{"a": 1}"#, "1000000000000").task_count(), Some(1_000_000_000_000));
+        let sets = vec![r#"{"a": 1}"#; 3].join(", ");
+        assert_eq!(study(&sets, &u64::MAX.to_string()).task_count(), None);
     }
 }
