@@ -318,7 +318,9 @@ impl EdgeStore {
     /// The key of a job's sealed edge file, checked to be inside the job's directory.
     fn sealed_key(&self, job: &JobId, seal: &Seal) -> Result<String, AttributionError> {
         let expected = format!("{}/sealed/", job_dir(job));
-        if !seal.edges_file.starts_with(&expected) || seal.edges_file.contains("..") {
+        // Checked by segments: a job id may hold `..` (`v1..2`), a segment may not be `..`.
+        let escapes = |key: &str| key.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..");
+        if !seal.edges_file.starts_with(&expected) || escapes(&seal.edges_file) {
             return Err(AttributionError::Corrupt {
                 key: format!("{}/seal.json", job_dir(job)),
                 reason: format!("edges_file {:?} is outside {expected}", seal.edges_file),

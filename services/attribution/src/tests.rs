@@ -306,3 +306,22 @@ async fn sealed_edge_files_are_parquet_with_identical_bytes_for_identical_input(
     assert_eq!(&a[..4], b"PAR1");
     assert_eq!(crate::codec::from_parquet(a).unwrap(), edges);
 }
+
+#[tokio::test]
+async fn job_ids_holding_two_dots_seal_and_read_back() {
+    // `v1..2` and `a..` are legal ids (no segment is `..`); their sealed files must read back.
+    let world = World::new();
+    let attribution = world.attribution();
+    for job in ["v1..2", "a.."] {
+        let spec = world.register(job, "0.25").await;
+        pause().await;
+        world.run(&spec, &[0, 1, 2], &[], ProvenanceSchema::Token).await;
+        let (seal, _) = attribution.seal(&id(job), true).await.unwrap();
+        assert!(seal.edges_file.starts_with(&format!("attribution/{job}/sealed/")), "{}", seal.edges_file);
+        let edges = attribution.job_edges(&id(job)).await.unwrap();
+        assert_eq!(edges.len(), 12, "{job}: 9 sims and 3 aggregations");
+        let mut aggs = 0;
+        attribution.visit_agg_edges(&id(job), |_| aggs += 1).await.unwrap();
+        assert_eq!(aggs, 3, "{job}");
+    }
+}
