@@ -6,11 +6,16 @@
 //! | `mops_grpc_requests_total` | counter | `method`, `code` |
 //! | `mops_grpc_request_duration_seconds` | histogram | `method` |
 //!
+//! The `method` label is the request path only for the methods a server registered with
+//! [`Metrics::set_rpc_methods`]; any other path (junk sent by anyone, before authentication) is
+//! counted as [`UNKNOWN_METHOD`], so no client can grow the label set.
+//!
 //! The code is the `grpc-status` of the response headers, which is where tonic puts it for every
 //! error returned before a response stream starts; an error in the middle of a stream is
 //! counted as OK here (its status arrives in the trailers).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -23,10 +28,22 @@ pub struct Metrics {
     rpc: Arc<RpcMetrics>,
 }
 
+/// The `method` label of requests to any path that is not a registered method.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
 #[derive(Debug)]
 struct RpcMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    /// The paths (`/package.Service/Method`) that get a label of their own.
+    methods: RwLock<HashSet<String>>,
+}
+
+impl RpcMetrics {
+    fn label<'a>(&self, path: &'a str) -> &'a str {
+        let known = self.methods.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(path);
+        if known { path } else { UNKNOWN_METHOD }
+    }
 }
 
 impl Metrics {
@@ -48,8 +65,18 @@ impl Metrics {
         registry.register(Box::new(duration.clone())).expect("unique metric");
         Self {
             registry,
-            rpc: Arc::new(RpcMetrics { requests, duration }),
+            rpc: Arc::new(RpcMetrics {
+                requests,
+                duration,
+                methods: RwLock::default(),
+            }),
         }
+    }
+
+    /// Registers the paths of the methods served (`/package.Service/Method`): each gets its own
+    /// `method` label; every other path is counted as [`UNKNOWN_METHOD`].
+    pub fn set_rpc_methods(&self, methods: impl IntoIterator<Item = String>) {
+        self.rpc.methods.write().unwrap_or_else(std::sync::PoisonError::into_inner).extend(methods);
     }
 
     /// The registry, for services to register their own metrics in.
@@ -118,7 +145,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = self.rpc.label(request.uri().path()).to_owned();
         let rpc = Arc::clone(&self.rpc);
         let started = Instant::now();
         let future = self.inner.call(request);

@@ -117,6 +117,36 @@ pub async fn base_routes(descriptor_sets: &[&[u8]], served: &[&str]) -> Result<(
     Ok((routes, reporter))
 }
 
+/// The paths (`/package.Service/Method`) of every method of the `served` services and of
+/// [`BASE_SERVICES`], read from the encoded descriptor sets: what
+/// [`Metrics::set_rpc_methods`] takes.
+pub fn method_paths(descriptor_sets: &[&[u8]], served: &[&str]) -> Vec<String> {
+    use prost::Message as _;
+    let mut paths = Vec::new();
+    let sets = descriptor_sets
+        .iter()
+        .chain([&tonic_health::pb::FILE_DESCRIPTOR_SET, &tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET, &tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET]);
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+            tracing::warn!("an encoded descriptor set does not decode; its methods are counted as unknown");
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                let name = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                if !served.contains(&name.as_str()) && !BASE_SERVICES.contains(&name.as_str()) {
+                    continue;
+                }
+                paths.extend(service.method.iter().map(|method| format!("/{name}/{}", method.name())));
+            }
+        }
+    }
+    paths
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then finishes in-flight requests.
 pub async fn serve_grpc(
     listener: TcpListener,
@@ -131,6 +161,7 @@ pub async fn serve_grpc(
     }
     let layers = tower::ServiceBuilder::new()
         .layer(metrics.rpc_layer())
+        .layer(DecodeErrorLayer)
         .layer(options.auth)
         .into_inner();
     builder
@@ -141,6 +172,59 @@ pub async fn serve_grpc(
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     Ok(())
+}
+
+/// Answers a request message that does not decode (invalid UTF-8 in a string field, a
+/// truncated message) with INVALID_ARGUMENT: tonic answers INTERNAL, which tells a client the
+/// server is at fault and is worth retrying.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeErrorLayer;
+
+impl<S> tower::Layer<S> for DecodeErrorLayer {
+    type Service = DecodeErrorService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeErrorService { inner }
+    }
+}
+
+/// The service [`DecodeErrorLayer`] wraps around a server.
+#[derive(Debug, Clone)]
+pub struct DecodeErrorService<S> {
+    inner: S,
+}
+
+/// The start of tonic's message for a request that does not decode, as sent (percent-encoded).
+const DECODE_ERROR_PREFIX: &str = "failed%20to%20decode%20Protobuf%20message";
+
+impl<S, B, R> tower::Service<http::Request<B>> for DecodeErrorService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            let headers = response.headers_mut();
+            let internal = headers.get("grpc-status").is_some_and(|code| code.as_bytes() == b"13");
+            let undecodable = headers
+                .get("grpc-message")
+                .is_some_and(|message| message.as_bytes().starts_with(DECODE_ERROR_PREFIX.as_bytes()));
+            if internal && undecodable {
+                headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// The HTTP routes of the metrics listener: `/metrics` and `/healthz`.
