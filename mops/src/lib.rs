@@ -11,6 +11,7 @@ pub mod attribution;
 pub mod client;
 pub mod demo;
 pub mod jobs;
+pub mod limits;
 pub mod output;
 pub mod query;
 pub mod results;

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// none.
     #[arg(long, env = "MOPS_TABLE_CACHE_MB", default_value_t = 1024)]
     pub table_cache_mb: usize,
+
+    /// What one request may make the server hold, read or store.
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 /// Everything a running server holds: the opened stores and the process's metrics.
@@ -121,6 +125,10 @@ pub struct ServerState {
     pub shutdown_grace: Duration,
     /// How many jobs the indexer builds at once.
     pub index_workers: usize,
+    /// The largest gRPC message the services take or send.
+    pub max_message_bytes: usize,
+    /// What the query service's queries may use.
+    pub sql_limits: modelops_query::engine::SqlLimits,
 }
 
 impl ServiceSelection {
@@ -155,6 +163,7 @@ impl ServerState {
                 .with_context(|| format!("opening the registry store {url}"))?;
             let config = RegistryConfig {
                 progress_flush_interval: Duration::from_millis(args.progress_flush_ms.max(1)),
+                limits: args.limits.registry(),
                 ..RegistryConfig::default()
             };
             Some(JobRegistry::new(store, jobs.clone(), config, metrics.registry()))
@@ -171,6 +180,7 @@ impl ServerState {
                 let holder = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "mops".into()), std::process::id());
                 let options = modelops_indexer::build::IndexOptions {
                     concurrency: args.index_concurrency.max(1),
+                    max_record_bytes: args.limits.max_record_bytes,
                     ..Default::default()
                 };
                 let ttl = Duration::from_secs(args.index_claim_ttl_seconds.max(1));
@@ -206,6 +216,8 @@ impl ServerState {
             },
             shutdown_grace: Duration::from_secs(args.server.shutdown_grace_seconds),
             index_workers: args.index_workers.max(1),
+            max_message_bytes: args.limits.max_message_bytes,
+            sql_limits: args.limits.sql(),
         })
     }
 }
@@ -258,13 +270,14 @@ pub async fn serve(
         served.push(modelops_query::service::SERVICE_NAME);
     }
     let (mut routes, health) = runtime_serve::base_routes(&descriptor_sets, &served).await?;
+    state.metrics.set_rpc_methods(runtime_serve::method_paths(&descriptor_sets, &served));
     if let Some(registry) = &state.registry {
         registry.start(background.token(), background.tracker());
-        routes = routes.add_service(RegistryService::new(registry.clone(), background.token()).into_server());
+        routes = routes.add_service(RegistryService::new(registry.clone(), background.token()).into_server(state.max_message_bytes));
         tracing::info!(store = %registry.describe_store(), "job registry ready");
     }
     if let Some(attribution) = &state.attribution {
-        routes = routes.add_service(AttributionService::new(attribution.clone()).into_server());
+        routes = routes.add_service(AttributionService::new(attribution.clone()).into_server(state.max_message_bytes));
         tracing::info!(results = %state.results.url, provenance = %state.provenance.url, "attribution ready");
     }
     if state.registry.is_none() && (state.indexer.is_some() || state.catalog.is_some()) {
@@ -281,7 +294,7 @@ pub async fn serve(
     }
     // One engine for the query service and the dashboard.
     let engine = match &state.catalog {
-        Some(catalog) => Some(Engine::new(catalog.clone())?.with_table_cache(state.table_cache.clone())),
+        Some(catalog) => Some(Engine::with_limits(catalog.clone(), state.sql_limits)?.with_table_cache(state.table_cache.clone())),
         None => None,
     };
     if let Some(catalog) = &state.catalog {

@@ -33,11 +33,12 @@ impl AttributionService {
         Self { attribution }
     }
 
-    /// The tonic server for this service.
-    pub fn into_server(self) -> AttributionServer<Self> {
+    /// The tonic server for this service, taking and sending messages of up to
+    /// `max_message_bytes` (edge batches).
+    pub fn into_server(self, max_message_bytes: usize) -> AttributionServer<Self> {
         AttributionServer::new(self)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 }
 

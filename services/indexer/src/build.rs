@@ -37,7 +37,13 @@ pub struct IndexOptions {
     pub batch_rows: usize,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// The largest record file read (`result.json`, `metadata.json`); a larger one is a failed
+    /// row.
+    pub max_record_bytes: u64,
 }
+
+/// Default of [`IndexOptions::max_record_bytes`]: upstream's records are a few KiB.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for IndexOptions {
     fn default() -> Self {
@@ -45,6 +51,7 @@ impl Default for IndexOptions {
             concurrency: 64,
             batch_rows: 8192,
             row_group_rows: 128 * 1024,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -149,11 +156,53 @@ async fn read_optional(store: &dyn ObjectStore, path: &Path) -> Result<Option<By
     }
 }
 
+/// One record file of an aggregation as read: absent, its bytes, or why it cannot be used (a
+/// failed row, never a failed job: one bad aggregation does not stop the others).
+#[derive(Debug, Clone, PartialEq)]
+enum RecordRead {
+    /// The file does not exist.
+    Absent,
+    /// The file's bytes.
+    Bytes(Bytes),
+    /// The file exists but is not a record to read, and why (paths relative to the store).
+    Unusable(String),
+}
+
+impl RecordRead {
+    fn too_large(path: &Path, size: u64, max: u64) -> Self {
+        Self::Unusable(format!("{path}: {size} bytes, over the limit of {max} (--max-record-bytes)"))
+    }
+}
+
+/// Reads a record through the object store, refusing one over `max_bytes` before its body.
+async fn read_remote_record(store: &dyn ObjectStore, path: &Path, max_bytes: u64) -> Result<RecordRead, IndexError> {
+    let result = match store.get(path).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Ok(RecordRead::Absent),
+        Err(object_store::Error::PermissionDenied { source, .. }) => return Ok(RecordRead::Unusable(source.to_string())),
+        Err(source) => {
+            return Err(RecordError::Store {
+                path: path.to_string(),
+                source,
+            }
+            .into());
+        }
+    };
+    if result.meta.size > max_bytes {
+        return Ok(RecordRead::too_large(path, result.meta.size, max_bytes));
+    }
+    let bytes = result.bytes().await.map_err(|source| RecordError::Store {
+        path: path.to_string(),
+        source,
+    })?;
+    Ok(RecordRead::Bytes(bytes))
+}
+
 /// A row read: the row, its error (failed rows), and the digest of its inputs (location and
 /// every byte read), computed by the reader so the fingerprint costs the writer 32 bytes a row.
 type ReadRow = (Row, Option<String>, [u8; 32]);
 
-fn input_digest(param_id: &str, location: &AggLocation, result: Option<&Bytes>, metadata: Option<&Bytes>) -> [u8; 32] {
+fn input_digest(param_id: &str, location: &AggLocation, result: &RecordRead, metadata: &RecordRead) -> [u8; 32] {
     let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
     state.update(param_id.as_bytes());
     state.update(b"|");
@@ -161,23 +210,27 @@ fn input_digest(param_id: &str, location: &AggLocation, result: Option<&Bytes>, 
     state.update(b"|");
     state.update(location.path.as_deref().unwrap_or("-").as_bytes());
     state.update(if location.cache_hit { b"|1|" } else { b"|0|" });
-    for bytes in [result, metadata] {
-        match bytes {
-            Some(bytes) => {
+    for read in [result, metadata] {
+        match read {
+            RecordRead::Bytes(bytes) => {
                 state.update(&(bytes.len() as u64).to_le_bytes());
                 state.update(bytes);
             }
-            None => {
+            RecordRead::Absent => {
                 state.update(&u64::MAX.to_le_bytes());
+            }
+            RecordRead::Unusable(reason) => {
+                state.update(&(u64::MAX - 1).to_le_bytes());
+                state.update(reason.as_bytes());
             }
         }
     }
     state.finalize().as_bytes().try_into().expect("32-byte digest")
 }
 
-/// The row of one aggregation from its files' bytes (`None`: the file does not exist).
-fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: Option<Bytes>, metadata: Option<Bytes>) -> ReadRow {
-    let inputs = input_digest(&param_id, location, result.as_ref(), metadata.as_ref());
+/// The row of one aggregation from what was read of its two files.
+fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: RecordRead, metadata: RecordRead) -> ReadRow {
+    let inputs = input_digest(&param_id, location, &result, &metadata);
     let mut row = Row {
         param_id,
         values,
@@ -189,15 +242,24 @@ fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: 
         status: RowStatus::Missing,
     };
     let Some(dir) = location.path.as_deref() else { return (row, None, inputs) };
-    let Some(result) = result else { return (row, None, inputs) };
+    let result = match result {
+        RecordRead::Absent => return (row, None, inputs),
+        RecordRead::Unusable(reason) => {
+            row.status = RowStatus::Failed;
+            return (row, Some(reason), inputs);
+        }
+        RecordRead::Bytes(bytes) => bytes,
+    };
     let result_path = Path::from(format!("{dir}/{}", records::RESULT_FILE));
     let metadata_path = Path::from(format!("{dir}/{}", records::METADATA_FILE));
     row.status = RowStatus::Failed;
-    if let Some(metadata) = &metadata {
-        match records::parse_agg_metadata(&metadata_path, metadata) {
+    match &metadata {
+        RecordRead::Absent => {}
+        RecordRead::Unusable(reason) => return (row, Some(reason.clone()), inputs),
+        RecordRead::Bytes(metadata) => match records::parse_agg_metadata(&metadata_path, metadata) {
             Ok(m) => row.computed_at = parse_iso(&m.timestamp).map(|t| t.timestamp_micros()),
             Err(e) => return (row, Some(e.to_string()), inputs),
-        }
+        },
     }
     match records::parse_agg_result(&result_path, &result) {
         Ok(parsed) if parsed.loss.is_finite() => {
@@ -227,39 +289,102 @@ pub struct RowSource {
 }
 
 /// Reads one aggregation through the object store.
-async fn read_remote(provenance: &dyn ObjectStore, source: RowSource) -> Result<ReadRow, IndexError> {
+async fn read_remote(provenance: &dyn ObjectStore, source: RowSource, max_bytes: u64) -> Result<ReadRow, IndexError> {
     let (result, metadata) = match source.location.path.as_deref() {
         Some(dir) => {
             let dir = check_dir(dir)?;
             (
-                read_optional(provenance, &dir.clone().join(records::RESULT_FILE)).await?,
-                read_optional(provenance, &dir.join(records::METADATA_FILE)).await?,
+                read_remote_record(provenance, &dir.clone().join(records::RESULT_FILE), max_bytes).await?,
+                read_remote_record(provenance, &dir.join(records::METADATA_FILE), max_bytes).await?,
             )
         }
-        None => (None, None),
+        None => (RecordRead::Absent, RecordRead::Absent),
     };
     Ok(row_from(source.param_id, source.values, &source.location, result, metadata))
 }
 
+/// A local provenance root, resolved once: records are read only from beneath it.
+#[derive(Debug, Clone)]
+struct LocalRoot {
+    /// The root as configured.
+    root: std::path::PathBuf,
+    /// The root with every symbolic link resolved.
+    canonical: std::path::PathBuf,
+}
+
+impl LocalRoot {
+    fn new(root: std::path::PathBuf) -> Self {
+        let canonical = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+        Self { root, canonical }
+    }
+
+    /// Reads the two record files of the aggregation directory `dir`. A directory that resolves
+    /// outside the root (through a symbolic link), a file that is itself a link, not a regular
+    /// file (a directory, a FIFO: opened without blocking), over `max_bytes`, or unreadable is
+    /// [`RecordRead::Unusable`]; messages name paths relative to the store.
+    fn read_aggregation(&self, dir: &Path, max_bytes: u64) -> (RecordRead, RecordRead) {
+        let local = self.root.join(dir.as_ref());
+        match std::fs::canonicalize(&local) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (RecordRead::Absent, RecordRead::Absent),
+            Err(e) => {
+                let reason = RecordRead::Unusable(format!("{dir}: cannot be resolved ({})", e.kind()));
+                return (reason.clone(), reason);
+            }
+            Ok(resolved) if !resolved.starts_with(&self.canonical) => {
+                let reason = RecordRead::Unusable(format!("{dir}: leads outside the provenance store through a symbolic link"));
+                return (reason.clone(), reason);
+            }
+            Ok(_) => {}
+        }
+        let read = |name: &str| read_local_record(&local.join(name), &dir.clone().join(name), max_bytes);
+        (read(records::RESULT_FILE), read(records::METADATA_FILE))
+    }
+}
+
+/// Reads one record file at `local` (named `key` in messages) without following a final
+/// symbolic link and without blocking on a FIFO.
+fn read_local_record(local: &std::path::Path, key: &Path, max_bytes: u64) -> RecordRead {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(local);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return RecordRead::Absent,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return RecordRead::Unusable(format!("{key}: is a symbolic link; records are read only inside the provenance store"));
+        }
+        Err(e) => return RecordRead::Unusable(format!("{key}: cannot be opened ({})", e.kind())),
+    };
+    let size = match file.metadata() {
+        Ok(meta) if !meta.is_file() => return RecordRead::Unusable(format!("{key}: is not a regular file")),
+        Ok(meta) => meta.len(),
+        Err(e) => return RecordRead::Unusable(format!("{key}: cannot be read ({})", e.kind())),
+    };
+    if size > max_bytes {
+        return RecordRead::too_large(key, size, max_bytes);
+    }
+    // The file may grow after the check: never read more than the limit.
+    let mut bytes = Vec::with_capacity(size as usize);
+    match file.take(max_bytes + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 > max_bytes => RecordRead::too_large(key, bytes.len() as u64, max_bytes),
+        Ok(_) => RecordRead::Bytes(Bytes::from(bytes)),
+        Err(e) => RecordRead::Unusable(format!("{key}: cannot be read ({})", e.kind())),
+    }
+}
+
 /// Reads a chunk of aggregations from a local directory with plain file I/O, in one blocking
 /// task (object_store's local backend spends two blocking-pool round trips per file).
-async fn read_local(root: std::path::PathBuf, chunk: Vec<RowSource>) -> Result<Vec<ReadRow>, IndexError> {
+async fn read_local(root: LocalRoot, chunk: Vec<RowSource>, max_bytes: u64) -> Result<Vec<ReadRow>, IndexError> {
     tokio::task::spawn_blocking(move || {
-        let read = |path: std::path::PathBuf| match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IndexError::Invalid(format!("cannot read {}: {e}", path.display()))),
-        };
         chunk
             .into_iter()
             .map(|source| {
                 let (result, metadata) = match source.location.path.as_deref() {
-                    Some(dir) => {
-                        let dir = check_dir(dir)?;
-                        let base = root.join(dir.as_ref());
-                        (read(base.join(records::RESULT_FILE))?, read(base.join(records::METADATA_FILE))?)
-                    }
-                    None => (None, None),
+                    Some(dir) => root.read_aggregation(&check_dir(dir)?, max_bytes),
+                    None => (RecordRead::Absent, RecordRead::Absent),
                 };
                 Ok(row_from(source.param_id, source.values, &source.location, result, metadata))
             })
@@ -352,13 +477,15 @@ pub async fn index_rows(
         fingerprint.update(format!("column {} {}\n", field.name(), field.data_type()).as_bytes());
     }
     let concurrency = options.concurrency.max(1);
+    let max_bytes = options.max_record_bytes;
     let mut reads: futures::stream::BoxStream<'_, Result<ReadRow, IndexError>> = match provenance.local_root() {
         // `concurrency` reads at once: chunks of up to 512 rows, up to 4 chunks in flight.
-        Some(root) => rows
-            .chunks((concurrency * 8).clamp(8, LOCAL_CHUNK))
+        Some(root) => {
+            let root = LocalRoot::new(root);
+            rows.chunks((concurrency * 8).clamp(8, LOCAL_CHUNK))
             .map(move |chunk| {
                 let root = root.clone();
-                async move { read_local(root, chunk.into_iter().collect::<Result<Vec<_>, _>>()?).await }
+                async move { read_local(root, chunk.into_iter().collect::<Result<Vec<_>, _>>()?, max_bytes).await }
             })
             .buffered((concurrency / 16).clamp(1, 4))
             .flat_map(|chunk| {
@@ -368,10 +495,11 @@ pub async fn index_rows(
                 };
                 futures::stream::iter(rows)
             })
-            .boxed(),
+            .boxed()
+        }
         None => {
             let store = provenance.object_store.as_ref();
-            rows.map(move |source| async move { read_remote(store, source?).await })
+            rows.map(move |source| async move { read_remote(store, source?, max_bytes).await })
                 .buffered(concurrency)
                 .boxed()
         }

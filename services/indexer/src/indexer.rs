@@ -294,7 +294,7 @@ impl Indexer {
             }
             Err(e) => {
                 status.phase = Phase::Failed;
-                status.error = Some(e.to_string());
+                status.error = Some(modelops_runtime::messages::scrubbed(&e.to_string()));
                 self.set_status(status.clone());
                 return status;
             }
@@ -337,8 +337,8 @@ impl Indexer {
             Err(e) => {
                 tracing::warn!(%job, error = %e, "indexing failed");
                 status.phase = Phase::Failed;
-                status.error = Some(e.to_string());
-                if let Err(e) = registry.set_index_state(job, IndexState::Failed, None, Some(e.to_string())).await {
+                status.error = Some(modelops_runtime::messages::scrubbed(&e.to_string()));
+                if let Err(e) = registry.set_index_state(job, IndexState::Failed, None, Some(modelops_runtime::messages::scrubbed(&e.to_string()))).await {
                     tracing::warn!(%job, error = %e, "cannot record the index state");
                 }
             }

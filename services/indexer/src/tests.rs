@@ -333,3 +333,57 @@ fn the_edge_index_keeps_the_last_edge_of_a_key_and_whole_paths() {
     assert_eq!(edges.get("p2", "t/b"), None);
     assert_eq!(edges.get("p1t", ":a"), None, "the key separates param_id from target");
 }
+
+#[tokio::test]
+async fn unreadable_aggregations_are_failed_rows_and_nothing_outside_the_store_is_read() {
+    let stores = stores();
+    let job = job("job-hostile", STUDY);
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp: EARLY,
+        param_sets: Some(&[0, 1, 2]),
+        failed_aggregations: &[],
+    };
+    let written = synthetic::write_job_results(stores.provenance.object_store.as_ref(), &job, &run).await.unwrap();
+    assert_eq!(written.aggs.len(), 6);
+    let root = stores.provenance.local_root().unwrap();
+    let outside = stores._dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let agg = |i: usize| root.join(&written.aggs[i]);
+    // 0: result.json is a link to a valid record outside the store.
+    std::fs::copy(agg(0).join("result.json"), outside.join("result.json")).unwrap();
+    std::fs::remove_file(agg(0).join("result.json")).unwrap();
+    std::os::unix::fs::symlink(outside.join("result.json"), agg(0).join("result.json")).unwrap();
+    // 1: the aggregation directory is a link to a valid one outside the store.
+    let moved = outside.join("agg1");
+    std::fs::rename(agg(1), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, agg(1)).unwrap();
+    // 2: result.json is a directory; 3: a FIFO no one writes (opening it must not block).
+    std::fs::remove_file(agg(2).join("result.json")).unwrap();
+    std::fs::create_dir(agg(2).join("result.json")).unwrap();
+    std::fs::remove_file(agg(3).join("result.json")).unwrap();
+    let fifo = std::process::Command::new("mkfifo").arg(agg(3).join("result.json")).status().unwrap();
+    assert!(fifo.success());
+    // 4: result.json over the record size limit.
+    std::fs::write(agg(4).join("result.json"), format!(r#"{{"loss": 1.0, "pad": "{}"}}"#, "x".repeat(8192))).unwrap();
+
+    let derived = derive(stores.provenance.object_store.as_ref(), &job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let locations = locate(&job, &derived.edges);
+    let options = IndexOptions {
+        max_record_bytes: 4096,
+        ..IndexOptions::default()
+    };
+    let build = index_job(&stores.provenance, Arc::clone(&stores.results.object_store), &job, &locations, options, |_, _| {});
+    // A guard, not a synchronisation: a reader blocked on the FIFO would never finish.
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), build).await.expect("the build finishes").unwrap();
+    assert_eq!((outcome.counts.total, outcome.counts.ok, outcome.counts.failed, outcome.counts.missing), (6, 1, 5, 0));
+    let manifest = String::from_utf8(read(&stores, "job-hostile", "manifest.json").await.to_vec()).unwrap();
+    let base = stores._dir.path().display().to_string();
+    assert!(!manifest.contains(&base), "no absolute path in the reasons: {manifest}");
+    for reason in ["symbolic link", "not a regular file", "over the limit of 4096 (--max-record-bytes)"] {
+        assert!(manifest.contains(reason), "{reason}: {manifest}");
+    }
+    // The one readable row is ok; the table is readable.
+    let statuses = strings(&table(&stores, "job-hostile").await, "status");
+    assert_eq!(statuses.iter().filter(|s| s.as_deref() == Some("ok")).count(), 1);
+}

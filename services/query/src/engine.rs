@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -14,6 +15,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions::expr_fn::ends_with;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -36,8 +39,79 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// The columns every loss table ends with, after its `param_*` columns.
 const TAIL_COLUMNS: [&str; 7] = ["loss", "n_replicates", "target", "bundle_digest", "computed_at", "cache_hit", "status"];
 
+/// `stream`, ended with a [`QueryTimeout`] error once `timeout` has passed; the query's own
+/// stream is dropped then, which cancels its work.
+fn with_deadline(stream: BatchStream, timeout: Duration) -> BatchStream {
+    let schema = stream.schema();
+    let limited = Deadline {
+        inner: Some(stream),
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        timeout,
+    };
+    Box::pin(RecordBatchStreamAdapter::new(schema, limited))
+}
+
+/// See [`with_deadline`].
+struct Deadline {
+    /// The query's stream, until it ends or the deadline passes.
+    inner: Option<BatchStream>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl futures::Stream for Deadline {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future as _;
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else { return std::task::Poll::Ready(None) };
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.inner = None;
+            let timeout = QueryTimeout(this.timeout);
+            return std::task::Poll::Ready(Some(Err(datafusion::error::DataFusionError::External(Box::new(timeout)))));
+        }
+        let next = inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            this.inner = None;
+        }
+        next
+    }
+}
+
+/// The error a query past its deadline ends with.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the query ran longer than its limit of {} s (set by --sql-timeout-seconds)", .0.as_secs())]
+pub struct QueryTimeout(pub Duration);
+
 /// A stream of record batches with its schema.
 pub type BatchStream = SendableRecordBatchStream;
+
+/// What the queries DataFusion runs (SQL, best parameters, comparisons, cross-job filters) may
+/// use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Memory for sorts, joins and aggregations, shared by the queries running at once; a query
+    /// that needs more fails with RESOURCE_EXHAUSTED (nothing spills to disk).
+    pub memory_bytes: usize,
+    /// How long one query may run, its result stream included; then it ends with
+    /// DEADLINE_EXCEEDED.
+    pub timeout: Duration,
+}
+
+/// Default of [`SqlLimits::memory_bytes`].
+pub const DEFAULT_SQL_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+/// Default of [`SqlLimits::timeout`].
+pub const DEFAULT_SQL_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_SQL_MEMORY_BYTES,
+            timeout: DEFAULT_SQL_TIMEOUT,
+        }
+    }
+}
 
 /// Plans and runs commands over the catalog.
 #[derive(Debug, Clone)]
@@ -45,19 +119,30 @@ pub struct Engine {
     catalog: Catalog,
     runtime: Arc<RuntimeEnv>,
     tables: TableCache,
+    limits: SqlLimits,
 }
 
 impl Engine {
-    /// An engine over `catalog`'s results store, keeping no table decoded (see
-    /// [`Self::with_table_cache`]).
+    /// An engine over `catalog`'s results store with the default [`SqlLimits`], keeping no table
+    /// decoded (see [`Self::with_table_cache`]).
     pub fn new(catalog: Catalog) -> Result<Self, QueryError> {
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        Self::with_limits(catalog, SqlLimits::default())
+    }
+
+    /// An engine over `catalog`'s results store whose queries stay within `limits`.
+    pub fn with_limits(catalog: Catalog, limits: SqlLimits) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes)))
+            // A query over its memory fails instead of writing the excess to disk.
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()?;
         let url = url::Url::parse(RESULTS_URL).expect("a valid URL");
         runtime.register_object_store(&url, Arc::clone(catalog.store()));
         Ok(Self {
             catalog,
             runtime,
             tables: TableCache::new(0),
+            limits,
         })
     }
 
@@ -115,7 +200,11 @@ impl Engine {
                 let schema = batch.schema();
                 Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(async { Ok(batch) }))))
             }
-            _ => Ok(self.dataframe(command).await?.execute_stream().await?),
+            _ => {
+                let planned = tokio::time::timeout(self.limits.timeout, async { self.dataframe(command).await?.execute_stream().await.map_err(QueryError::from) });
+                let stream = planned.await.map_err(|_| QueryError::Timeout(self.limits.timeout))??;
+                Ok(with_deadline(stream, self.limits.timeout))
+            }
         }
     }
 

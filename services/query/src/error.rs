@@ -35,6 +35,9 @@ pub enum QueryError {
     /// Planning or running a query failed.
     #[error("query: {0}")]
     DataFusion(#[from] DataFusionError),
+    /// Planning a query took longer than the query time limit.
+    #[error("{}", crate::engine::QueryTimeout(*.0))]
+    Timeout(std::time::Duration),
 }
 
 impl QueryError {
@@ -47,36 +50,101 @@ impl QueryError {
     }
 }
 
-/// True when a DataFusion error is the user's (SQL that does not parse or plan), not the
-/// service's.
+use modelops_runtime::messages::scrubbed;
+
+/// True when a DataFusion error is the user's: SQL that does not parse or plan, or that fails on
+/// the data it reads (a division by zero, a cast that overflows, a bad regular expression).
 fn is_user_error(error: &DataFusionError) -> bool {
+    use arrow::error::ArrowError;
     match error {
-        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => true,
-        DataFusionError::Context(_, inner) => is_user_error(inner),
-        DataFusionError::Diagnostic(_, inner) => is_user_error(inner),
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Execution(_)
+        // A function's own error, e.g. a regular expression that does not compile (timeouts and
+        // store errors, also external, are told apart before this is asked).
+        | DataFusionError::External(_) => true,
+        DataFusionError::ArrowError(arrow, _) => matches!(
+            **arrow,
+            ArrowError::DivideByZero
+                | ArrowError::CastError(_)
+                | ArrowError::ComputeError(_)
+                | ArrowError::ArithmeticOverflow(_)
+                | ArrowError::InvalidArgumentError(_)
+                | ArrowError::ParseError(_)
+                // A kernel's own error, e.g. a regular expression that does not compile.
+                | ArrowError::ExternalError(_)
+        ),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => is_user_error(inner),
+        DataFusionError::Shared(inner) => is_user_error(inner),
         _ => false,
     }
 }
 
 fn store_status(error: &object_store::Error) -> Status {
     match error {
-        object_store::Error::NotFound { .. } => Status::not_found(error.to_string()),
-        _ => Status::unavailable(error.to_string()),
+        object_store::Error::NotFound { path, .. } => {
+            // The key inside the results store (`results/{job}/…`), never where the store is.
+            let key = match path.rfind("/results/") {
+                _ if path.starts_with("results/") => path.as_str(),
+                Some(at) => &path[at + 1..],
+                None => "a table",
+            };
+            Status::not_found(scrubbed(&format!(
+                "{key}: removed from the results store while it was read (re-indexed or deleted); retry"
+            )))
+        }
+        _ => Status::unavailable(format!("the results store is unavailable: {}", scrubbed(&error.to_string()))),
+    }
+}
+
+/// The status of a DataFusion error (planning, running, or a query's stream).
+fn datafusion_status(error: &DataFusionError, whole: &QueryError) -> Status {
+    match error.find_root() {
+        DataFusionError::ObjectStore(store) => store_status(store),
+        DataFusionError::ResourcesExhausted(message) => Status::resource_exhausted(format!(
+            "the query needs more memory than its limit (set by --sql-memory-mb): {}",
+            scrubbed(message)
+        )),
+        DataFusionError::External(inner) if inner.downcast_ref::<crate::engine::QueryTimeout>().is_some() => {
+            Status::deadline_exceeded(inner.to_string())
+        }
+        DataFusionError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
+            store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
+        }
+        DataFusionError::ParquetError(parquet) => match parquet.as_ref() {
+            parquet::errors::ParquetError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
+                store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
+            }
+            _ => Status::internal(scrubbed(&whole.to_string())),
+        },
+        root if is_user_error(error) => Status::invalid_argument(format!("sql: {}", scrubbed(&root.to_string()))),
+        _ => Status::internal(scrubbed(&whole.to_string())),
     }
 }
 
 impl From<QueryError> for Status {
     fn from(error: QueryError) -> Self {
-        match &error {
-            QueryError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
-            QueryError::JobNotFound(_) => Status::not_found(error.to_string()),
+        let status = match &error {
+            QueryError::InvalidArgument { .. } => Status::invalid_argument(scrubbed(&error.to_string())),
+            QueryError::JobNotFound(_) => Status::not_found(scrubbed(&error.to_string())),
             QueryError::Store(e) => store_status(e),
-            QueryError::Parquet(_) | QueryError::Arrow(_) | QueryError::Catalog(_) | QueryError::Flight(_) => Status::internal(error.to_string()),
-            QueryError::DataFusion(e) => match e.find_root() {
-                DataFusionError::ObjectStore(store) => store_status(store),
-                _ if is_user_error(e) => Status::invalid_argument(format!("sql: {}", e.find_root())),
-                _ => Status::internal(error.to_string()),
-            },
+            QueryError::Parquet(parquet::errors::ParquetError::External(inner)) if inner.downcast_ref::<object_store::Error>().is_some() => {
+                store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
+            }
+            QueryError::Parquet(_) | QueryError::Arrow(_) | QueryError::Catalog(_) | QueryError::Flight(_) => {
+                Status::internal(scrubbed(&error.to_string()))
+            }
+            QueryError::DataFusion(e) => datafusion_status(e, &error),
+            QueryError::Timeout(_) => Status::deadline_exceeded(error.to_string()),
+        };
+        match status.code() {
+            tonic::Code::Internal => tracing::error!(%error, "query fault"),
+            tonic::Code::Unavailable => tracing::warn!(%error, "results store unavailable"),
+            _ => tracing::debug!(%error, code = ?status.code(), "query refused"),
         }
+        status
     }
 }
+

@@ -499,3 +499,39 @@ async fn a_table_read_whole_again_stays_decoded_until_evicted_or_reindexed() {
     read_twice(fixture.engine.clone().with_table_cache(tiny.clone()), "job-b").await;
     assert_eq!(tiny.bytes(), 0);
 }
+
+#[tokio::test]
+async fn queries_over_their_memory_or_time_fail_with_statuses_naming_the_limit() {
+    use futures::TryStreamExt as _;
+    let fixture = fixture().await;
+    let limits = crate::engine::SqlLimits {
+        memory_bytes: 16 * 1024 * 1024,
+        timeout: std::time::Duration::from_millis(500),
+    };
+    let engine = Engine::with_limits(fixture.engine.catalog().clone(), limits).unwrap();
+    let run_to_end = |query: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let stream = engine.execute(&Command::Sql { query: query.into() }).await?;
+            stream.try_collect::<Vec<_>>().await.map_err(QueryError::from)
+        }
+    };
+    // A sort of 10^8 rows needs ~800 MB: over 16 MiB, it fails instead of growing or spilling.
+    let sort = run_to_end("SELECT value FROM generate_series(1, 100000000) ORDER BY value DESC").await.unwrap_err();
+    let status = tonic::Status::from(sort);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("--sql-memory-mb"), "{status:?}");
+    // Counting 10^12 rows takes hours: the deadline ends it with DEADLINE_EXCEEDED.
+    let long = run_to_end("SELECT count(*) FROM generate_series(1, 1000000000000)").await.unwrap_err();
+    let status = tonic::Status::from(long);
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("--sql-timeout-seconds"), "{status:?}");
+    // Runtime errors of the query's own making are the caller's.
+    for query in ["SELECT 1/0", "SELECT CAST(300 AS TINYINT)", "SELECT regexp_like('a', '(')"] {
+        let error = run_to_end(query).await.unwrap_err();
+        assert_eq!(tonic::Status::from(error).code(), tonic::Code::InvalidArgument, "{query}");
+    }
+    // The engine still answers.
+    let counts = run_to_end("SELECT count(*) FROM losses").await.unwrap();
+    assert_eq!(counts.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+}

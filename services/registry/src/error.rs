@@ -5,9 +5,6 @@ use modelops_core::study::SpecError;
 
 use crate::store::StoreError;
 
-/// Longest error message sent to clients.
-const MAX_MESSAGE_LEN: usize = 1024;
-
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -91,6 +88,18 @@ pub enum RegistryError {
         /// The oldest retained.
         oldest: u64,
     },
+    /// A request asked for more than one of the server's limits allows (docs/LIMITS.md).
+    #[error("{what} is {}, over the limit of {max} (set by --{flag})", value.map_or_else(|| "too large to count".to_owned(), |v| v.to_string()))]
+    LimitExceeded {
+        /// What is limited.
+        what: &'static str,
+        /// The value asked for (`None` when it overflows a count).
+        value: Option<u64>,
+        /// The limit.
+        max: u64,
+        /// The `mops serve` flag setting the limit.
+        flag: &'static str,
+    },
     /// The server is stopping.
     #[error("the registry is shutting down")]
     ShuttingDown,
@@ -109,16 +118,10 @@ impl From<object_store::Error> for RegistryError {
     }
 }
 
-/// `message` cut to a length fit for a gRPC status.
+/// `message` fit for a gRPC status: no server path or store URL, cut to a length
+/// ([`modelops_runtime::messages::scrubbed`]).
 pub fn capped(message: String) -> String {
-    if message.len() <= MAX_MESSAGE_LEN {
-        return message;
-    }
-    let mut end = MAX_MESSAGE_LEN;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    modelops_runtime::messages::scrubbed(&message)
 }
 
 impl RegistryError {
@@ -132,6 +135,7 @@ impl RegistryError {
             Self::InvalidTransition { .. } | Self::TerminalState { .. } => tonic::Code::FailedPrecondition,
             Self::Conflict { .. } | Self::RevisionMismatch { .. } => tonic::Code::Aborted,
             Self::WatchTooOld { .. } => tonic::Code::OutOfRange,
+            Self::LimitExceeded { .. } => tonic::Code::ResourceExhausted,
             Self::ShuttingDown => tonic::Code::Unavailable,
             Self::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
             Self::Store(StoreError::InvalidKey { .. }) => tonic::Code::InvalidArgument,

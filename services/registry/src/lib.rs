@@ -15,4 +15,4 @@ pub mod store;
 pub mod watch;
 
 pub use error::RegistryError;
-pub use registry::{JobRegistry, RegistryConfig};
+pub use registry::{JobRegistry, RegistryConfig, RegistryLimits};

@@ -69,8 +69,8 @@ impl ProgressQueue {
             match waiter {
                 Some(waiter) => entry.waiting.push(((completed, total), waiter)),
                 None => {
-                    entry.queued.0 += completed;
-                    entry.queued.1 += total;
+                    entry.queued.0 = entry.queued.0.saturating_add(completed);
+                    entry.queued.1 = entry.queued.1.saturating_add(total);
                 }
             }
         }
@@ -95,8 +95,9 @@ pub(crate) async fn flush(registry: &JobRegistry, close: bool) {
 }
 
 async fn flush_job(registry: &JobRegistry, job: JobId, pending: Pending) {
-    let completed = pending.queued.0 + pending.waiting.iter().map(|((c, _), _)| c).sum::<i64>();
-    let total = pending.queued.1 + pending.waiting.iter().map(|((_, t), _)| t).sum::<i64>();
+    // Saturating: increments near i64::MAX must not wrap a counter negative.
+    let completed = pending.waiting.iter().fold(pending.queued.0, |sum, ((c, _), _)| sum.saturating_add(*c));
+    let total = pending.waiting.iter().fold(pending.queued.1, |sum, ((_, t), _)| sum.saturating_add(*t));
     match registry.apply_progress_delta(&job, completed, total).await {
         Ok(state) => {
             registry.inner.progress.remember(job);

@@ -193,6 +193,8 @@ pub struct RegistryConfig {
     pub progress_flush_interval: Duration,
     /// How many past changes a watch can resume from.
     pub watch_retention: usize,
+    /// What one request may ask of the registry.
+    pub limits: RegistryLimits,
 }
 
 impl Default for RegistryConfig {
@@ -201,6 +203,37 @@ impl Default for RegistryConfig {
             retry: RetryPolicy::default(),
             progress_flush_interval: Duration::from_millis(200),
             watch_retention: 4096,
+            limits: RegistryLimits::default(),
+        }
+    }
+}
+
+/// The registry's bounds on what a request may store (docs/LIMITS.md lists them with their flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// The most tasks one job may have: a study's parameter sets × replicates, or a spec's tasks
+    /// (`--max-job-tasks`).
+    pub max_job_tasks: u64,
+    /// The largest `state.json` a write may leave, in bytes, metadata included
+    /// (`--max-state-bytes`).
+    pub max_state_bytes: usize,
+    /// The longest claim (`--max-claim-ttl-seconds`).
+    pub max_claim_ttl: Duration,
+}
+
+/// Default of [`RegistryLimits::max_job_tasks`]: eight times the seeds' 128,000-task study.
+pub const DEFAULT_MAX_JOB_TASKS: u64 = 1_000_000;
+/// Default of [`RegistryLimits::max_state_bytes`]: upstream's states are a few KiB.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 256 * 1024;
+/// Default of [`RegistryLimits::max_claim_ttl`].
+pub const DEFAULT_MAX_CLAIM_TTL: Duration = Duration::from_secs(3600);
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self {
+            max_job_tasks: DEFAULT_MAX_JOB_TASKS,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            max_claim_ttl: DEFAULT_MAX_CLAIM_TTL,
         }
     }
 }
@@ -258,6 +291,14 @@ fn generated_job_id() -> JobId {
 fn uuid_hex8() -> String {
     use rand::Rng;
     format!("{:08x}", rand::rng().random::<u32>())
+}
+
+/// Refuses negative task counters (upstream's counters count tasks).
+fn check_counters(values: [Option<i64>; 2]) -> Result<(), RegistryError> {
+    if values.into_iter().flatten().any(|v| v < 0) {
+        return Err(RegistryError::InvalidArgument("task counters cannot be negative".into()));
+    }
+    Ok(())
 }
 
 /// Why an update function refused: mapped to [`RegistryError`] by the caller.
@@ -336,11 +377,32 @@ impl JobRegistry {
             mut metadata,
             spec,
         } = registration;
+        let limits = self.inner.config.limits;
+        let too_many_tasks = |value: Option<u64>| RegistryError::LimitExceeded {
+            what: "the job's task count",
+            value,
+            max: limits.max_job_tasks,
+            flag: "max-job-tasks",
+        };
         let spec = match spec {
             None => None,
-            Some(SpecInput::JobSpecJson(json)) => Some(JobSpec::from_json(json.as_bytes())?),
+            Some(SpecInput::JobSpecJson(json)) => {
+                let spec = JobSpec::from_json(json.as_bytes())?;
+                if let JobSpec::Simulation(job) = &spec {
+                    let tasks = job.tasks.len() as u64;
+                    if tasks > limits.max_job_tasks {
+                        return Err(too_many_tasks(Some(tasks)));
+                    }
+                }
+                Some(spec)
+            }
             Some(SpecInput::Study { study_json, bundle_ref }) => {
                 let study = SimulationStudy::from_json(study_json.as_bytes())?;
+                // Counted before the expansion, which holds every task in memory.
+                match study.task_count() {
+                    Some(tasks) if tasks <= limits.max_job_tasks => {}
+                    tasks => return Err(too_many_tasks(tasks)),
+                }
                 let id = job_id.clone().unwrap_or_else(generated_job_id);
                 Some(JobSpec::Simulation(study.to_sim_job(&bundle_ref, Some(id))?))
             }
@@ -357,6 +419,16 @@ impl JobRegistry {
             (None, None) => generated_job_id(),
         };
         let key = state_key(&job_id);
+        // The metadata is most of a state: refuse an oversized one before the spec is stored.
+        let metadata_bytes = pyjson::to_canonical(&PyValue::Object(metadata.clone())).len();
+        if metadata_bytes > limits.max_state_bytes {
+            return Err(RegistryError::LimitExceeded {
+                what: "the job's metadata",
+                value: Some(metadata_bytes as u64),
+                max: limits.max_state_bytes as u64,
+                flag: "max-state-bytes",
+            });
+        }
         if self.inner.store.get(&key).await?.is_some() {
             return Err(RegistryError::AlreadyExists(job_id.to_string()));
         }
@@ -383,7 +455,9 @@ impl JobRegistry {
         let mut state = JobState::registered(job_id.clone(), &now, k8s_name.as_deref(), k8s_namespace.as_deref(), metadata);
         state.set("tasks_total", tasks_total.into());
         state.set(REVISION_KEY, 1u64.into());
-        let created = retry::create_with_retry(self.inner.store.as_ref(), &key, encode(&state), self.policy()).await?;
+        let encoded = encode(&state);
+        self.check_state_size(&encoded)?;
+        let created = retry::create_with_retry(self.inner.store.as_ref(), &key, encoded, self.policy()).await?;
         if !created {
             return Err(RegistryError::AlreadyExists(job_id.to_string()));
         }
@@ -525,6 +599,20 @@ impl JobRegistry {
         }
     }
 
+    /// Refuses a state larger than [`RegistryLimits::max_state_bytes`].
+    fn check_state_size(&self, encoded: &[u8]) -> Result<(), RegistryError> {
+        let max = self.inner.config.limits.max_state_bytes;
+        if encoded.len() > max {
+            return Err(RegistryError::LimitExceeded {
+                what: "the job's state.json",
+                value: Some(encoded.len() as u64),
+                max: max as u64,
+                flag: "max-state-bytes",
+            });
+        }
+        Ok(())
+    }
+
     fn last_written(&self, key: &str) -> Option<Versioned> {
         self.inner.last_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
     }
@@ -544,6 +632,7 @@ impl JobRegistry {
     /// to its own status again is a no-op (`changed == false`); fields outside upstream's
     /// whitelist cannot be set; metadata is shallow-merged.
     pub async fn update_status(&self, job_id: &JobId, update: StatusUpdate) -> Result<(JobState, bool), RegistryError> {
+        check_counters([update.tasks_completed, update.tasks_total])?;
         let policy = self.policy();
         let job = job_id.to_string();
         self.update(job_id, "status", policy, |state| {
@@ -597,6 +686,8 @@ impl JobRegistry {
                 state.set("metadata", PyValue::Object(metadata));
             }
             stamp(state, true);
+            // Only status updates carry caller-sized fields (messages, metadata).
+            self.check_state_size(&encode(state))?;
             Ok(true)
         })
         .await
@@ -605,11 +696,7 @@ impl JobRegistry {
     /// Sets the task counters to absolute values (upstream `update_progress`: allowed in any
     /// status, no monotonicity check).
     pub async fn set_progress(&self, job_id: &JobId, completed: Option<i64>, total: Option<i64>) -> Result<JobState, RegistryError> {
-        for value in [completed, total].into_iter().flatten() {
-            if value < 0 {
-                return Err(RegistryError::InvalidArgument("task counters cannot be negative".into()));
-            }
-        }
+        check_counters([completed, total])?;
         let (state, _) = self
             .update(job_id, "progress", self.policy(), |state| {
                 if let Some(completed) = completed {
@@ -639,7 +726,7 @@ impl JobRegistry {
             if !self.inner.progress.enqueue(job_id.clone(), completed, total, None) {
                 return Err(RegistryError::ShuttingDown);
             }
-            return Ok((state.tasks_completed() + completed, state.tasks_total() + total));
+            return Ok((state.tasks_completed().saturating_add(completed), state.tasks_total().saturating_add(total)));
         }
         if ack_when_queued {
             if !self.inner.progress.enqueue(job_id.clone(), completed, total, None) {
@@ -663,8 +750,9 @@ impl JobRegistry {
         };
         let (state, _) = self
             .update(job_id, "progress", policy, |state| {
-                state.set("tasks_completed", (state.tasks_completed() + completed).into());
-                state.set("tasks_total", (state.tasks_total() + total).into());
+                // Saturating: counters stop at i64::MAX instead of wrapping to negative.
+                state.set("tasks_completed", state.tasks_completed().saturating_add(completed).into());
+                state.set("tasks_total", state.tasks_total().saturating_add(total).into());
                 stamp(state, true);
                 Ok(true)
             })
@@ -796,6 +884,15 @@ impl JobRegistry {
         let purpose = JobId::new(purpose).map_err(|e| RegistryError::InvalidArgument(format!("claim purpose: {e}")))?;
         if holder.is_empty() || holder.len() > 256 {
             return Err(RegistryError::InvalidArgument("claim holder must be 1 to 256 characters".into()));
+        }
+        let max_ttl = self.inner.config.limits.max_claim_ttl;
+        if ttl > max_ttl {
+            return Err(RegistryError::LimitExceeded {
+                what: "the claim's TTL in seconds",
+                value: Some(ttl.as_secs()),
+                max: max_ttl.as_secs(),
+                flag: "max-claim-ttl-seconds",
+            });
         }
         self.require(job_id).await?;
         let key = format!("{CLAIMS_PREFIX}{purpose}/{job_id}.json");

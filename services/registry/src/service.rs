@@ -16,9 +16,6 @@ use tonic::{Request, Response, Status};
 use crate::error::RegistryError;
 use crate::registry::{self, IndexState, JobRegistry, ListQuery, Registration, SpecInput, StatusUpdate};
 
-/// Largest message the registry accepts (job specs of 100k+ tasks are large).
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-
 /// The gRPC face of a registry.
 #[derive(Debug, Clone)]
 pub struct RegistryService {
@@ -32,11 +29,12 @@ impl RegistryService {
         Self { registry, shutdown }
     }
 
-    /// The tonic server for this service.
-    pub fn into_server(self) -> JobRegistryServer<Self> {
+    /// The tonic server for this service, taking and sending messages of up to
+    /// `max_message_bytes` (job specs of 100k+ tasks are tens of MB).
+    pub fn into_server(self, max_message_bytes: usize) -> JobRegistryServer<Self> {
         JobRegistryServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 }
 
@@ -371,6 +369,7 @@ impl JobRegistryApi for RegistryService {
 
     async fn claim_job(&self, request: Request<pb::ClaimJobRequest>) -> Result<Response<pb::ClaimJobResponse>, Status> {
         let request = request.into_inner();
+        // 0 asks for the default; the registry refuses a TTL over its limit.
         let ttl = Duration::from_secs(if request.ttl_seconds == 0 { 60 } else { u64::from(request.ttl_seconds) });
         let claim = self
             .registry

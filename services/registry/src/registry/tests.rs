@@ -556,3 +556,101 @@ async fn watchers_see_changes_in_order() {
     let event = live.recv().await.unwrap();
     assert_eq!(IndexState::of(&event.state), IndexState::Done);
 }
+
+// Hardening: what one request may make the registry hold or store.
+
+#[tokio::test]
+async fn a_study_over_the_task_limit_is_refused_before_it_is_expanded() {
+    let registry = new_registry();
+    let bundle = format!("sha256:{}", "ab".repeat(32));
+    let study = |n_replicates: &str| {
+        format!(r#"{{"model": "m.x", "scenario": "s", "n_replicates": {n_replicates}, "parameter_sets": [{{"a": 1}}, {{"a": 2}}]}}"#)
+    };
+    let register_study = |job: &str, study_json: String| {
+        registry.register(Registration {
+            job_id: Some(id(job)),
+            spec: Some(SpecInput::Study {
+                study_json,
+                bundle_ref: bundle.clone(),
+            }),
+            ..Registration::default()
+        })
+    };
+    // 2 × 10^12 tasks would need 8 TB to expand: refused at once, naming the limit.
+    let err = register_study("job-huge", study("1000000000000")).await.unwrap_err();
+    assert!(matches!(err, RegistryError::LimitExceeded { flag: "max-job-tasks", value: Some(2_000_000_000_000), .. }), "{err}");
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::ResourceExhausted);
+    // A count that overflows u64 is refused too.
+    let err = register_study("job-overflow", study(&u64::MAX.to_string())).await.unwrap_err();
+    assert!(matches!(err, RegistryError::LimitExceeded { value: None, .. }), "{err}");
+    // Nothing of either was stored; a study within the limit registers.
+    assert!(registry.get(&id("job-huge")).await.unwrap().is_none());
+    assert!(registry.get_spec(&id("job-huge")).await.is_err());
+    let (state, _) = register_study("job-ok", study("3")).await.unwrap();
+    assert_eq!(state.tasks_total(), 6);
+}
+
+#[tokio::test]
+async fn states_over_the_size_limit_are_refused_and_nothing_changes() {
+    let registry = new_registry();
+    let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(DEFAULT_MAX_STATE_BYTES));
+    let err = registry
+        .register(Registration {
+            job_id: Some(id("job-big")),
+            metadata: meta(&big),
+            ..Registration::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::LimitExceeded { flag: "max-state-bytes", .. }), "{err}");
+    assert!(registry.get(&id("job-big")).await.unwrap().is_none());
+    // A status update that would grow a state past the limit leaves it as it was.
+    let before = register(&registry, "job-1").await;
+    let update = StatusUpdate {
+        metadata: Some(meta(&big)),
+        ..StatusUpdate::to(Submitting)
+    };
+    let err = registry.update_status(&id("job-1"), update).await.unwrap_err();
+    assert!(matches!(err, RegistryError::LimitExceeded { .. }), "{err}");
+    assert_eq!(registry.require(&id("job-1")).await.unwrap().to_json(), before.to_json());
+}
+
+#[tokio::test]
+async fn task_counters_saturate_instead_of_wrapping_and_are_never_negative() {
+    let registry = new_registry();
+    let token = started(&registry);
+    register(&registry, "job-1").await;
+    registry.set_progress(&id("job-1"), Some(i64::MAX), Some(i64::MAX)).await.unwrap();
+    assert_eq!(registry.add_progress(&id("job-1"), 1, 1, false).await.unwrap(), (i64::MAX, i64::MAX));
+    register(&registry, "job-2").await;
+    // Two increments of i64::MAX, coalesced into one write or not, stop at i64::MAX.
+    let job2 = id("job-2");
+    let (a, b) = tokio::join!(
+        registry.add_progress(&job2, i64::MAX, 0, false),
+        registry.add_progress(&job2, i64::MAX, 0, false)
+    );
+    assert_eq!(a.unwrap().0.max(b.unwrap().0), i64::MAX);
+    assert_eq!(registry.require(&id("job-2")).await.unwrap().tasks_completed(), i64::MAX);
+    // UpdateStatus refuses negative counts as SetProgress does.
+    let update = StatusUpdate {
+        tasks_completed: Some(-1),
+        ..StatusUpdate::to(Submitting)
+    };
+    let err = registry.update_status(&id("job-2"), update).await.unwrap_err();
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+    assert_eq!(registry.require(&id("job-2")).await.unwrap().status(), Pending);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn claims_longer_than_the_limit_are_refused() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    let err = registry
+        .claim(&id("job-1"), "index", "a", Duration::from_secs(u64::from(u32::MAX)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::LimitExceeded { flag: "max-claim-ttl-seconds", .. }), "{err}");
+    // Nothing was claimed: another holder gets it at once.
+    assert!(registry.claim(&id("job-1"), "index", "b", DEFAULT_MAX_CLAIM_TTL).await.unwrap().granted);
+}
