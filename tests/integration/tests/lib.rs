@@ -4,6 +4,7 @@
 #![expect(unused_crate_dependencies, reason = "the fixture library's dependencies are linked into this binary too")]
 
 mod attribution;
+mod corpus;
 mod dashboard;
 mod demo;
 mod indexer;

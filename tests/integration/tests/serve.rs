@@ -146,3 +146,25 @@ fn bad_configuration_is_a_clear_cli_error() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot read token file"), "{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn junk_paths_without_a_token_do_not_grow_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token.txt");
+    std::fs::write(&token_file, "metrics-token").unwrap();
+    let server = TestServer::start(&["--auth-token-file", token_file.to_str().unwrap()]).await;
+    let mut grpc = tonic::client::Grpc::new(channel(&server.endpoint()).await);
+    let junk = 500;
+    for i in 0..junk {
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::try_from(format!("/junk{i}.Service/Method{i}")).unwrap();
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, tonic_health::pb::HealthCheckResponse>::default();
+        let status = grpc.unary(tonic::Request::new(HealthCheckRequest::default()), path, codec).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    let body = http_get(server.http, "/metrics").await;
+    assert!(!body.contains("junk"), "junk paths became labels");
+    let expected = format!(r#"mops_grpc_requests_total{{code="Unauthenticated",method="unknown"}} {junk}"#);
+    assert!(body.contains(&expected), "{body}");
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,249 @@
+//! The bad-input corpus (`tests/corpus/bad-input.json`) replayed against the real `mops serve`
+//! binary under a 2 GiB address-space cap: gRPC methods of every service through grpcurl,
+//! Flight commands and SQL as tickets, raw protobuf bytes that do not decode, and the HTTP
+//! routes. Each entry must get its expected status; after each one the server must still be
+//! up; at the end its peak RSS must be under a bound and nothing in its stores may have changed.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use modelops_integration_tests::{MopsProcess, channel, text, tool};
+
+/// The address-space cap the server runs under (the robustness target of TARGETS.md).
+const ADDRESS_SPACE_CAP: u64 = 2 << 30;
+/// The peak RSS the server must stay under through the whole corpus.
+const PEAK_RSS_BOUND: u64 = 1536 << 20;
+const TOKEN: &str = "corpus-token-0123456789";
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    kind: String,
+    method: String,
+    #[serde(default)]
+    request: Option<serde_json::Value>,
+    #[serde(default)]
+    hex: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    location_not_prefix: Option<Vec<String>>,
+    expect: serde_json::Value,
+}
+
+/// Every file under `dir` but the server's log, with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|n| n != "mops.log") {
+                let key = path.strip_prefix(dir).unwrap().display().to_string();
+                files.insert(key, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The gRPC code grpcurl reports (`OK` when it printed a response).
+fn grpcurl_code(port: u16, method: &str, request: &serde_json::Value) -> (String, String) {
+    let mut child = Command::new(tool("MOPS_TEST_GRPCURL"))
+        .args(["-plaintext", "-max-time", "60", "-H", &format!("authorization: Bearer {TOKEN}"), "-d", "@"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(method)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run grpcurl");
+    let body = serde_json::to_vec(request).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Written from a thread: grpcurl may answer (and stop reading) before the whole body is in.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = text(&out.stderr);
+    if out.status.success() {
+        return ("OK".into(), stderr);
+    }
+    let code = stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Code: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("no code in: {stderr}"));
+    (code, stderr)
+}
+
+/// A codec sending and receiving raw message bytes, to send what no generated client would.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src));
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+async fn raw_code(endpoint: &str, method: &str, hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let mut grpc = tonic::client::Grpc::new(channel(endpoint).await);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(bytes);
+    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let path = http::uri::PathAndQuery::try_from(method).unwrap();
+    match grpc.unary::<Vec<u8>, Vec<u8>, RawCodec>(request, path, RawCodec).await {
+        Ok(_) => "OK".into(),
+        Err(status) => format!("{:?}", status.code()),
+    }
+}
+
+/// Sends one HTTP/1.1 request; returns the status code and the response head.
+async fn http_request(port: u16, entry: &Entry) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let body = entry.body.clone().unwrap_or_default().replace("TOKEN", TOKEN);
+    let mut request = format!("{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", entry.method, entry.path.as_deref().unwrap());
+    if entry.body.is_some() {
+        request.push_str(&format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len()));
+    } else {
+        request.push_str(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    }
+    for (name, value) in entry.headers.iter().flatten() {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = text(&response);
+    let head = response.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head)
+}
+
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bad_input_corpus_gets_its_statuses_and_changes_nothing() {
+    let corpus: Vec<Entry> = serde_json::from_str(include_str!("../../corpus/bad-input.json")).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("token.txt");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let mut server = MopsProcess::serve(home.path(), &["--auth-token-file", token_file.to_str().unwrap()]);
+    let pid = server.child.id();
+    let capped = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--as={ADDRESS_SPACE_CAP}:{ADDRESS_SPACE_CAP}"))
+        .status()
+        .unwrap();
+    assert!(capped.success(), "prlimit");
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+
+    // One job to aim at; its state is part of what must not change.
+    let (code, err) = grpcurl_code(server.port, "modelops.registry.v1.JobRegistry/RegisterJob", &serde_json::json!({"job_id": "corpus-job"}));
+    assert_eq!(code, "OK", "{err}");
+    let before = snapshot(home.path());
+
+    let mut failures = Vec::new();
+    for entry in &corpus {
+        let got = match entry.kind.as_str() {
+            "grpc" => grpcurl_code(server.port, &entry.method, entry.request.as_ref().unwrap()).0,
+            "grpc_raw" => raw_code(&endpoint, &entry.method, entry.hex.as_deref().unwrap()).await,
+            "http" => {
+                let (code, head) = http_request(server.http_port, entry).await;
+                let location = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+                    .unwrap_or_default()
+                    .to_owned();
+                for prefix in entry.location_not_prefix.iter().flatten() {
+                    if location.starts_with(prefix.as_str()) {
+                        failures.push(format!("{}: Location {location:?} starts with {prefix:?}", entry.name));
+                    }
+                }
+                code.to_string()
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        let expected = match &entry.expect {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if got != expected {
+            failures.push(format!("{}: expected {expected}, got {got}", entry.name));
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("the server died at {:?} ({status}); failures so far: {failures:#?}", entry.name);
+        }
+    }
+    let peak = peak_rss(pid);
+    let after = snapshot(home.path());
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|key| before.get(*key) != after.get(*key))
+        .collect();
+    println!(
+        "corpus: {} entries, server peak RSS {} MiB under a {} MiB address-space cap",
+        corpus.len(),
+        peak >> 20,
+        ADDRESS_SPACE_CAP >> 20
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(changed.is_empty(), "stored files changed: {changed:?}");
+    assert!(peak < PEAK_RSS_BOUND, "peak RSS {} MiB", peak >> 20);
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}
