@@ -50,10 +50,11 @@ pub enum AttributionError {
     Store(#[from] object_store::Error),
 }
 
-impl From<AttributionError> for tonic::Status {
-    fn from(error: AttributionError) -> Self {
-        let message = modelops_registry::error::capped(error.to_string());
-        let code = match &error {
+impl AttributionError {
+    /// The gRPC status code of this error (the one mapping, also used by services that call
+    /// attribution in-process to tell a backend that is down from bad data).
+    pub fn code(&self) -> tonic::Code {
+        match self {
             AttributionError::InvalidJobId(_) | AttributionError::InvalidArgument(_) | AttributionError::InvalidEdge(_) => tonic::Code::InvalidArgument,
             AttributionError::NotFound(_) => tonic::Code::NotFound,
             AttributionError::Sealed(_) | AttributionError::NoSpec(_) => tonic::Code::FailedPrecondition,
@@ -63,7 +64,14 @@ impl From<AttributionError> for tonic::Status {
             AttributionError::Record(RecordError::NotFound { .. } | RecordError::Malformed { .. }) | AttributionError::Codec(_) | AttributionError::Corrupt { .. } => {
                 tonic::Code::DataLoss
             }
-        };
+        }
+    }
+}
+
+impl From<AttributionError> for tonic::Status {
+    fn from(error: AttributionError) -> Self {
+        let message = modelops_registry::error::capped(error.to_string());
+        let code = error.code();
         match code {
             tonic::Code::DataLoss | tonic::Code::Internal => tracing::error!(%message, "attribution fault"),
             tonic::Code::Unavailable => tracing::warn!(%message, "attribution backend unavailable"),

@@ -40,6 +40,9 @@ pub struct IndexOptions {
     /// The largest record file read (`result.json`, `metadata.json`); a larger one is a failed
     /// row.
     pub max_record_bytes: u64,
+    /// The first wait before a job whose backends were unavailable is built again (doubling
+    /// with each failure in a row, up to a minute).
+    pub retry_backoff: std::time::Duration,
 }
 
 /// Default of [`IndexOptions::max_record_bytes`]: upstream's records are a few KiB.
@@ -52,6 +55,7 @@ impl Default for IndexOptions {
             batch_rows: 8192,
             row_group_rows: 128 * 1024,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            retry_backoff: std::time::Duration::from_secs(1),
         }
     }
 }

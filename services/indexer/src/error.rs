@@ -23,4 +23,56 @@ pub enum IndexError {
     /// The job cannot be indexed as asked.
     #[error("{0}")]
     Invalid(String),
+    /// A backend (the registry, attribution, a store) is unavailable: the build is retried.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IndexError {
+    /// Whether the build failed because a backend was unavailable (retried with backoff), not
+    /// because of the job's own data (which stays failed with its reason).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Store(e) | Self::Record(RecordError::Store { source: e, .. }) => store_unavailable(e),
+            Self::Parquet(parquet::errors::ParquetError::External(inner)) => {
+                inner.downcast_ref::<object_store::Error>().is_some_and(store_unavailable)
+            }
+            Self::Arrow(_) | Self::Parquet(_) | Self::Record(_) | Self::Spec(_) | Self::Invalid(_) => false,
+        }
+    }
+
+    /// A registry error: unavailable (retried) or a refusal.
+    pub fn registry(error: &modelops_registry::RegistryError) -> Self {
+        match error.code() {
+            tonic::Code::Unavailable => Self::Unavailable(format!("registry: {error}")),
+            _ => Self::Invalid(error.to_string()),
+        }
+    }
+
+    /// An attribution error: unavailable (retried) or a refusal.
+    pub fn attribution(error: &modelops_attribution::error::AttributionError) -> Self {
+        match error.code() {
+            tonic::Code::Unavailable => Self::Unavailable(format!("attribution: {error}")),
+            _ => Self::Invalid(error.to_string()),
+        }
+    }
+}
+
+/// Whether an object store error says the store could not be reached (as opposed to a refusal
+/// or a missing object, which retrying does not change).
+fn store_unavailable(error: &object_store::Error) -> bool {
+    !matches!(
+        error,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
 }

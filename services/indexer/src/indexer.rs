@@ -27,6 +27,8 @@ use crate::source::{self, SpecBlob};
 
 /// The purpose under which indexers claim a job in the registry.
 pub const CLAIM_PURPOSE: &str = "index";
+/// The longest wait between two builds of a job whose backends are unavailable.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a claim lasts without renewal, by default.
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(60);
 
@@ -131,6 +133,8 @@ struct Inner {
     options: IndexOptions,
     claim_ttl: Duration,
     statuses: Mutex<HashMap<JobId, Status>>,
+    /// Transient failures in a row, per job being retried.
+    retries: Mutex<HashMap<JobId, u32>>,
     updates: broadcast::Sender<Status>,
     /// Jobs to index, each with the `traceparent` of what asked for it.
     queue: tokio::sync::mpsc::UnboundedSender<(JobId, Option<String>)>,
@@ -167,12 +171,27 @@ impl Indexer {
                 options,
                 claim_ttl,
                 statuses: Mutex::default(),
+                retries: Mutex::default(),
                 updates,
                 queue,
                 queue_rx: Mutex::new(Some(queue_rx)),
                 on_commit: CommitHooks::default(),
             }),
         }
+    }
+
+    /// How long to wait before building `job` again after a transient failure: doubling from
+    /// [`IndexOptions::retry_backoff`] with each failure in a row, up to [`MAX_RETRY_BACKOFF`].
+    fn retry_delay(&self, job: &JobId) -> Duration {
+        let mut retries = self.inner.retries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let attempt = retries.entry(job.clone()).or_insert(0);
+        let delay = self.inner.options.retry_backoff.saturating_mul(1 << (*attempt).min(16)).min(MAX_RETRY_BACKOFF);
+        *attempt += 1;
+        delay
+    }
+
+    fn forget_retries(&self, job: &JobId) {
+        self.inner.retries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(job);
     }
 
     fn set_status(&self, status: Status) {
@@ -322,6 +341,7 @@ impl Indexer {
         status.finished_at = Some(Utc::now());
         match result {
             Ok(outcome) => {
+                self.forget_retries(job);
                 let hooks = self.inner.on_commit.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 for hook in hooks {
                     hook(job.clone()).await;
@@ -334,8 +354,27 @@ impl Indexer {
                     tracing::warn!(%job, error = %e, "cannot record the index state");
                 }
             }
+            Err(e) if e.is_transient() => {
+                // A backend is down: the job stays queued and is built again after a backoff
+                // (its index state stays running, so a restarted indexer takes it up too).
+                let delay = self.retry_delay(job);
+                let reason = modelops_runtime::messages::scrubbed(&format!("{e}; retrying in {} ms", delay.as_millis()));
+                tracing::warn!(%job, error = %e, retry_ms = delay.as_millis() as u64, "indexing failed on an unavailable backend; retrying");
+                status.phase = Phase::Queued;
+                status.error = Some(reason.clone());
+                if let Err(e) = registry.set_index_state(job, IndexState::Running, None, Some(reason)).await {
+                    tracing::debug!(%job, error = %e, "cannot record the index state");
+                }
+                let indexer = self.clone();
+                let job = job.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = indexer.inner.queue.send((job, None));
+                });
+            }
             Err(e) => {
                 tracing::warn!(%job, error = %e, "indexing failed");
+                self.forget_retries(job);
                 status.phase = Phase::Failed;
                 status.error = Some(modelops_runtime::messages::scrubbed(&e.to_string()));
                 if let Err(e) = registry.set_index_state(job, IndexState::Failed, None, Some(modelops_runtime::messages::scrubbed(&e.to_string()))).await {
@@ -353,9 +392,8 @@ impl Indexer {
     /// Builds `job`'s table from its stored inputs, streamed (see [`crate::source`]).
     async fn build(&self, job: &JobId, status: &mut Status) -> Result<crate::build::IndexOutcome, IndexError> {
         let registry = &self.inner.registry;
-        let invalid = |e: &dyn std::fmt::Display| IndexError::Invalid(e.to_string());
-        registry.set_index_state(job, IndexState::Running, None, None).await.map_err(|e| invalid(&e))?;
-        let (job_type, key) = registry.spec_location(job).await.map_err(|e| invalid(&e))?;
+        registry.set_index_state(job, IndexState::Running, None, None).await.map_err(|e| IndexError::registry(&e))?;
+        let (job_type, key) = registry.spec_location(job).await.map_err(|e| IndexError::registry(&e))?;
         if job_type != "simulation" {
             return Err(IndexError::Invalid(format!(
                 "job {job} is a {job_type} job; only simulation jobs have loss tables"
@@ -369,7 +407,7 @@ impl Indexer {
                 .attribution
                 .derive(job, &ProvenanceSchema::ALL, |_, _| {})
                 .await
-                .map_err(|e| invalid(&e))?;
+                .map_err(|e| IndexError::attribution(&e))?;
             edges = self.edge_index(job).await?;
         }
         let outline = source::outline(&blob).await?;
@@ -413,7 +451,7 @@ impl Indexer {
                 }
             })
             .await
-            .map_err(|e| IndexError::Invalid(e.to_string()))?;
+            .map_err(|e| IndexError::attribution(&e))?;
         if let Some(e) = refused {
             return Err(e);
         }
@@ -474,17 +512,25 @@ impl Indexer {
                 };
                 match event {
                     Ok(event) => {
-                        let state = &event.state;
-                        let finished_now = event.previous.is_some_and(|p| !indexable(p)) && indexable(state.status());
-                        if finished_now && IndexState::of(state) == IndexState::None {
-                            let _ = indexer.request_traced(state.job_id(), false, event.traceparent.clone()).await;
-                        }
+                        indexer.on_job_event(&event).await;
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => indexer.catch_up().await,
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
+    }
+
+    /// Queues the job of a registry event if it is finished and has never been indexed, however
+    /// it was first seen: a transition, or a state already terminal when this process first hears
+    /// of it (written straight to the store by another writer between two polls of its change
+    /// feed, replayed, or resynchronised). Returns whether the job was queued.
+    pub async fn on_job_event(&self, event: &modelops_registry::watch::JobEvent) -> bool {
+        let state = &event.state;
+        if !indexable(state.status()) || IndexState::of(state) != IndexState::None {
+            return false;
+        }
+        self.request_traced(state.job_id(), false, event.traceparent.clone()).await.is_ok()
     }
 
     /// Queues every finished job whose table is not done (never built, failed, or interrupted).

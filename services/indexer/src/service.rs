@@ -109,7 +109,16 @@ impl IndexerApi for IndexerService {
                         status: Some(status_to_proto(&status)),
                     }));
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Ok(_) => {}
+                // Updates were dropped, this job's last one maybe: ask for its status now.
+                Err(RecvError::Lagged(_)) => {
+                    let status = self.indexer.status(&job).await?;
+                    if finished(status.phase) {
+                        return Ok(Response::new(pb::IndexJobResponse {
+                            status: Some(status_to_proto(&status)),
+                        }));
+                    }
+                }
                 Err(RecvError::Closed) => return Err(Status::unavailable("the indexer is shutting down")),
             }
         }
@@ -129,6 +138,7 @@ impl IndexerApi for IndexerService {
         let mut updates = self.indexer.subscribe();
         let current = self.indexer.status(&job).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let indexer = self.indexer.clone();
         tokio::spawn(async move {
             let done = finished(current.phase);
             if tx.send(Ok(pb::GetIndexStatusResponse { status: Some(status_to_proto(&current)) })).await.is_err() || done {
@@ -146,7 +156,15 @@ impl IndexerApi for IndexerService {
                             return;
                         }
                     }
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Ok(_) => {}
+                    // Updates were dropped: send this job's status as it is now.
+                    Err(RecvError::Lagged(_)) => {
+                        let Ok(status) = indexer.status(&job).await else { return };
+                        let done = finished(status.phase);
+                        if tx.send(Ok(pb::GetIndexStatusResponse { status: Some(status_to_proto(&status)) })).await.is_err() || done {
+                            return;
+                        }
+                    }
                     Err(RecvError::Closed) => return,
                 }
             }

@@ -387,3 +387,173 @@ async fn unreadable_aggregations_are_failed_rows_and_nothing_outside_the_store_i
     let statuses = strings(&table(&stores, "job-hostile").await, "status");
     assert_eq!(statuses.iter().filter(|s| s.as_deref() == Some("ok")).count(), 1);
 }
+
+/// A registry, attribution and stores for one job registered from `STUDY` and finished as
+/// succeeded, its results written; `provenance` is the store the indexer reads results from.
+struct FinishedJob {
+    registry: modelops_registry::JobRegistry,
+    attribution: modelops_attribution::Attribution,
+    results: Store,
+    id: JobId,
+}
+
+async fn finished_job(name: &str, registry_store: Arc<dyn modelops_registry::store::VersionedStore>, jobs: Store, provenance: &Store) -> FinishedJob {
+    use modelops_core::job::JobStatus;
+    use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
+    use modelops_registry::{JobRegistry, RegistryConfig};
+    let results = Store::in_memory();
+    let registry = JobRegistry::new(registry_store, jobs, RegistryConfig::default(), &prometheus::Registry::new());
+    let attribution = modelops_attribution::Attribution::new(results.clone(), provenance.clone(), registry.clone());
+    let id = JobId::new(name).unwrap();
+    let registration = Registration {
+        job_id: Some(id.clone()),
+        spec: Some(SpecInput::Study {
+            study_json: STUDY.into(),
+            bundle_ref: BUNDLE.into(),
+        }),
+        ..Registration::default()
+    };
+    registry.register(registration).await.unwrap();
+    let modelops_core::study::JobSpec::Simulation(spec) = registry.get_parsed_spec(&id).await.unwrap() else { panic!("a SimJob") };
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp: EARLY,
+        param_sets: Some(&[0, 1, 2]),
+        failed_aggregations: &[],
+    };
+    synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    for status in [JobStatus::Submitting, JobStatus::Scheduled, JobStatus::Running, JobStatus::Succeeded] {
+        registry.update_status(&id, StatusUpdate::to(status)).await.unwrap();
+    }
+    FinishedJob { registry, attribution, results, id }
+}
+
+#[tokio::test]
+async fn a_job_first_seen_already_finished_is_indexed() {
+    use modelops_registry::JobRegistry;
+    use modelops_registry::store::memory::MemoryStore;
+    // The writer (another process, or the Python ModelOps) takes the job from registration to
+    // succeeded; this indexer's registry shares the store but has never seen the job, as when
+    // the whole life of a job falls between two polls of a change feed.
+    let store: Arc<dyn modelops_registry::store::VersionedStore> = Arc::new(MemoryStore::new());
+    let (jobs, provenance) = (Store::in_memory(), Store::in_memory());
+    let writer = finished_job("job-seen-late", Arc::clone(&store), jobs.clone(), &provenance).await;
+    let reader = JobRegistry::new(store, jobs, modelops_registry::RegistryConfig::default(), &prometheus::Registry::new());
+    let state = reader.require(&writer.id).await.unwrap();
+    let event = reader.hub().publish(state).expect("a new job is published");
+    assert_eq!(event.previous, None, "first seen, already succeeded");
+    let attribution = modelops_attribution::Attribution::new(writer.results.clone(), provenance.clone(), reader.clone());
+    let indexer = crate::indexer::Indexer::new(reader.clone(), attribution, provenance, writer.results.clone(), "test".into(), IndexOptions::default(), std::time::Duration::from_secs(60));
+    assert!(indexer.on_job_event(&event).await, "a finished job without a table is queued");
+    assert_eq!(indexer.status(&writer.id).await.unwrap().phase, crate::indexer::Phase::Queued);
+    assert_eq!(indexer.run(&writer.id).await.phase, crate::indexer::Phase::Done);
+    // Once indexed, the same state seen again queues nothing.
+    let again = modelops_registry::watch::JobEvent {
+        state: Arc::new(reader.require(&writer.id).await.unwrap()),
+        ..event
+    };
+    assert!(!indexer.on_job_event(&again).await);
+}
+
+/// An object store whose reads fail as an unreachable backend does while `down` is set.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn ObjectStore>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlakyStore({})", self.inner)
+    }
+}
+
+impl FlakyStore {
+    fn check(&self) -> object_store::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "connection refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(&self, location: &Path, payload: object_store::PutPayload, opts: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+        self.check()?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(&self, locations: futures::stream::BoxStream<'static, object_store::Result<Path>>) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+        self.check()?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: object_store::CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn a_build_failed_by_an_unavailable_store_is_retried_until_it_succeeds() {
+    use modelops_registry::store::memory::MemoryStore;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let memory = Store::in_memory();
+    let provenance = Store {
+        object_store: Arc::new(FlakyStore {
+            inner: Arc::clone(&memory.object_store),
+            down: Arc::clone(&down),
+        }),
+        ..memory.clone()
+    };
+    let job = finished_job("job-retried", Arc::new(MemoryStore::new()), Store::in_memory(), &provenance).await;
+    let options = IndexOptions {
+        retry_backoff: std::time::Duration::from_millis(20),
+        ..IndexOptions::default()
+    };
+    let indexer = crate::indexer::Indexer::new(job.registry.clone(), job.attribution.clone(), provenance, job.results.clone(), "test".into(), options, std::time::Duration::from_secs(60));
+    let mut updates = indexer.subscribe();
+    let token = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    indexer.start(1, token.clone(), &tracker);
+    indexer.request(&job.id, false).await.unwrap();
+    // Failed twice on the store being down, the job stays queued, never failed.
+    let mut retries = 0;
+    while retries < 2 {
+        let status = updates.recv().await.unwrap();
+        assert_ne!(status.phase, crate::indexer::Phase::Failed, "{status:?}");
+        if status.phase == crate::indexer::Phase::Queued && status.error.as_deref().is_some_and(|e| e.contains("retrying")) {
+            retries += 1;
+        }
+    }
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let done = loop {
+        let status = updates.recv().await.unwrap();
+        if matches!(status.phase, crate::indexer::Phase::Done | crate::indexer::Phase::Failed) {
+            break status;
+        }
+    };
+    assert_eq!(done.phase, crate::indexer::Phase::Done, "{done:?}");
+    assert_eq!(done.counts.ok, 6);
+    token.cancel();
+}
