@@ -43,7 +43,15 @@ pub struct IndexOptions {
     /// The first wait before a job whose backends were unavailable is built again (doubling
     /// with each failure in a row, up to a minute).
     pub retry_backoff: std::time::Duration,
+    /// How long a replaced table version stays readable (a stream that started on it finishes)
+    /// before it is collected.
+    pub table_grace: std::time::Duration,
 }
+
+/// Where a job's table versions are, under its results directory.
+pub const TABLES_DIR: &str = "tables";
+/// Default of [`IndexOptions::table_grace`].
+pub const DEFAULT_TABLE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Default of [`IndexOptions::max_record_bytes`]: upstream's records are a few KiB.
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
@@ -56,6 +64,7 @@ impl Default for IndexOptions {
             row_group_rows: 128 * 1024,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             retry_backoff: std::time::Duration::from_secs(1),
+            table_grace: DEFAULT_TABLE_GRACE,
         }
     }
 }
@@ -522,6 +531,49 @@ pub async fn index_rows(
     table.commit(fingerprint.finalize().to_hex().to_string()).await
 }
 
+/// Copies the committed versions named in a manifest's `files` to the seed's paths,
+/// `losses.parquet` and `summary.json`, unless they are there already (the table by its size).
+async fn restore_seed_copies(results: &dyn ObjectStore, dir: &str, files: &PyObject) -> Result<(), IndexError> {
+    let name = |key: &str| files.get(key).and_then(PyValue::as_str).filter(|n| n.starts_with(TABLES_DIR)).map(str::to_owned);
+    let (Some(table), Some(summary)) = (name("losses"), name("summary")) else { return Ok(()) };
+    let seed_table = Path::from(format!("{dir}/losses.parquet"));
+    let current = match results.head(&seed_table).await {
+        Ok(meta) => Some(meta.size),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if current != files.get("losses_bytes").and_then(PyValue::as_u64) {
+        results.copy(&Path::from(format!("{dir}/{table}")), &seed_table).await?;
+    }
+    results.copy(&Path::from(format!("{dir}/{summary}")), &Path::from(format!("{dir}/summary.json"))).await?;
+    Ok(())
+}
+
+/// Deletes the table versions (and abandoned staging files) of a job other than `keep` that are
+/// older than `grace`. Failures only leave files for the next build to collect.
+async fn collect_old_versions(results: &dyn ObjectStore, dir: &str, keep: &[&str], grace: std::time::Duration) {
+    use futures::TryStreamExt as _;
+    let prefix = Path::from(format!("{dir}/{TABLES_DIR}"));
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let listed: Vec<object_store::ObjectMeta> = match results.list(Some(&prefix)).try_collect().await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::debug!(%dir, error = %e, "cannot list old table versions");
+            return;
+        }
+    };
+    for meta in listed {
+        let name = meta.location.as_ref().strip_prefix(dir).unwrap_or_default().trim_start_matches('/');
+        if keep.contains(&name) || meta.last_modified > cutoff {
+            continue;
+        }
+        match results.delete(&meta.location).await {
+            Ok(()) => tracing::debug!(file = %meta.location, "old table version collected"),
+            Err(e) => tracing::debug!(file = %meta.location, error = %e, "cannot collect an old table version"),
+        }
+    }
+}
+
 /// Streams the rows of a job's table into Parquet at a staging key, gathering the counts and
 /// per-target statistics, then commits: unless the committed manifest already has this input
 /// fingerprint, it moves the table to `results/{job_id}/losses.parquet` and writes
@@ -541,6 +593,8 @@ pub struct TableWriter {
     errors: Vec<(String, String, String)>,
     pending: Vec<Row>,
     batch_rows: usize,
+    /// How long replaced table versions stay readable.
+    grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -554,7 +608,9 @@ impl TableWriter {
     pub fn new(results: Arc<dyn ObjectStore>, job: &JobId, bundle_ref: &str, targets: Vec<String>, columns: Vec<ParamColumn>, options: IndexOptions) -> Result<Self, IndexError> {
         let schema = table::schema(&columns);
         let dir = results_dir(job);
-        let staging = Path::from(format!("{dir}/.staging/{}/losses.parquet", uuid::Uuid::new_v4().simple()));
+        // Beside the versions it becomes one of (a rename within one directory leaves no empty
+        // directory behind); an abandoned one is collected with the old versions.
+        let staging = Path::from(format!("{dir}/{TABLES_DIR}/staging-{}.parquet", uuid::Uuid::new_v4().simple()));
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_row_count(Some(options.row_group_rows))
@@ -575,6 +631,7 @@ impl TableWriter {
             errors: Vec::new(),
             pending: Vec::with_capacity(options.batch_rows),
             batch_rows: options.batch_rows.max(1),
+            grace: options.table_grace,
         })
     }
 
@@ -630,6 +687,7 @@ impl TableWriter {
             stats,
             counts,
             errors,
+            grace,
             ..
         } = self;
         writer.close().await?;
@@ -640,6 +698,10 @@ impl TableWriter {
             && manifest.get("input_fingerprint").and_then(PyValue::as_str) == Some(fingerprint.as_str())
         {
             results.delete(&staging).await?;
+            // A crash between the commit and the copies leaves the seed's paths behind: redo them.
+            if let Some(files) = manifest.get("files").and_then(PyValue::as_object) {
+                restore_seed_copies(results.as_ref(), &dir, files).await?;
+            }
             tracing::info!(job = %job_id, %fingerprint, "inputs unchanged; table kept");
             return Ok(IndexOutcome {
                 counts,
@@ -649,7 +711,15 @@ impl TableWriter {
             });
         }
 
-        results.rename(&staging, &Path::from(format!("{dir}/losses.parquet"))).await?;
+        // The table and summary are immutable files named by their inputs; the manifest, written
+        // last, names them (the commit point). A reader that read a manifest reads the files it
+        // names, which stay for `table_grace` after a newer manifest replaces it.
+        let version = &fingerprint[..fingerprint.len().min(16)];
+        let table_name = format!("{TABLES_DIR}/losses-{version}.parquet");
+        let summary_name = format!("{TABLES_DIR}/summary-{version}.json");
+        let table_path = Path::from(format!("{dir}/{table_name}"));
+        results.rename(&staging, &table_path).await?;
+        let table_bytes = results.head(&table_path).await?.size;
         let mut summary = PyObject::new();
         summary.insert("job_id", job_id.as_str().into());
         summary.insert("schema_version", SCHEMA_VERSION.into());
@@ -658,8 +728,9 @@ impl TableWriter {
             targets.insert(target.as_str(), PyValue::Object(target_stats.to_object()));
         }
         summary.insert("targets", PyValue::Object(targets));
+        let summary_bytes = bytes::Bytes::from(pyjson::to_indent2(&PyValue::Object(summary)));
         results
-            .put(&Path::from(format!("{dir}/summary.json")), PutPayload::from(pyjson::to_indent2(&PyValue::Object(summary))))
+            .put(&Path::from(format!("{dir}/{summary_name}")), PutPayload::from_bytes(summary_bytes.clone()))
             .await?;
 
         let mut manifest = PyObject::new();
@@ -680,9 +751,10 @@ impl TableWriter {
         manifest.insert("max_loss", max.into());
         manifest.insert("columns", PyValue::List(schema.fields().iter().map(|f| f.name().as_str().into()).collect()));
         let mut files = PyObject::new();
-        files.insert("losses", "losses.parquet".into());
-        files.insert("summary", "summary.json".into());
-        manifest.insert("files", PyValue::Object(files));
+        files.insert("losses", table_name.as_str().into());
+        files.insert("losses_bytes", table_bytes.into());
+        files.insert("summary", summary_name.as_str().into());
+        manifest.insert("files", PyValue::Object(files.clone()));
         let errors = errors
             .into_iter()
             .map(|(param_id, target, error)| {
@@ -695,6 +767,9 @@ impl TableWriter {
             .collect();
         manifest.insert("errors", PyValue::List(errors));
         results.put(&manifest_path, PutPayload::from(pyjson::to_indent2(&PyValue::Object(manifest)))).await?;
+        // Committed. The seed's paths, for readers that open them without the manifest.
+        restore_seed_copies(results.as_ref(), &dir, &files).await?;
+        collect_old_versions(results.as_ref(), &dir, &[table_name.as_str(), summary_name.as_str()], grace).await;
         tracing::info!(job = %job_id, rows = counts.total, ok = counts.ok, missing = counts.missing, failed = counts.failed, "job indexed");
         Ok(IndexOutcome {
             counts,

@@ -186,8 +186,15 @@ async fn rerunning_with_the_same_inputs_writes_nothing_and_new_inputs_rewrite() 
     assert!(second.unchanged);
     assert_eq!(second.fingerprint, first.fingerprint);
     assert_eq!(read(&stores, "job-rerun", "manifest.json").await, manifest1, "nothing rewritten");
-    let staging = stores.results.object_store.list(Some(&Path::from("results/job-rerun/.staging"))).next().await;
-    assert!(staging.is_none(), "no staging file left behind");
+    let versions: Vec<String> = stores
+        .results
+        .object_store
+        .list(Some(&Path::from("results/job-rerun/tables")))
+        .map(|meta| meta.unwrap().location.to_string())
+        .collect()
+        .await;
+    assert!(versions.iter().all(|v| !v.contains("staging")), "no staging file left behind: {versions:?}");
+    assert_eq!(versions.len(), 2, "one table and one summary version: {versions:?}");
 
     // A rebuild from scratch gives the same bytes.
     stores.results.object_store.delete(&Path::from("results/job-rerun/manifest.json")).await.unwrap();
@@ -556,4 +563,56 @@ async fn a_build_failed_by_an_unavailable_store_is_retried_until_it_succeeds() {
     assert_eq!(done.phase, crate::indexer::Phase::Done, "{done:?}");
     assert_eq!(done.counts.ok, 6);
     token.cancel();
+}
+
+#[tokio::test]
+async fn a_manifest_names_immutable_table_versions_and_replaced_ones_outlive_it_for_a_grace() {
+    let stores = stores();
+    let spec = job("job-versions", STUDY);
+    let build = |grace_secs: u64, sets: &'static [usize]| {
+        let (stores, spec) = (&stores, &spec);
+        async move {
+            write(stores, spec, ProvenanceSchema::Token, sets, &[], EARLY).await;
+            let derived = derive(stores.provenance.object_store.as_ref(), spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+            let options = IndexOptions {
+                table_grace: std::time::Duration::from_secs(grace_secs),
+                ..IndexOptions::default()
+            };
+            index_job(&stores.provenance, Arc::clone(&stores.results.object_store), spec, &locate(spec, &derived.edges), options, |_, _| {})
+                .await
+                .unwrap()
+        }
+    };
+    let manifest_files = |bytes: Bytes| {
+        let manifest = pyjson::parse(&bytes).unwrap();
+        let files = manifest.as_object().unwrap().get("files").unwrap().as_object().unwrap().clone();
+        let name = |key: &str| files.get(key).unwrap().as_str().unwrap().to_owned();
+        (name("losses"), name("summary"))
+    };
+    build(3600, &[0]).await;
+    let (first_table, first_summary) = manifest_files(read(&stores, "job-versions", "manifest.json").await);
+    assert!(first_table.starts_with("tables/losses-") && first_summary.starts_with("tables/summary-"), "{first_table} {first_summary}");
+    let first_bytes = read(&stores, "job-versions", &first_table).await;
+    assert_eq!(read(&stores, "job-versions", "losses.parquet").await, first_bytes, "the seed's path holds the committed table");
+
+    // Re-indexed with more results: a new version; the replaced one stays readable for the grace.
+    build(3600, &[0, 1]).await;
+    let (second_table, second_summary) = manifest_files(read(&stores, "job-versions", "manifest.json").await);
+    assert_ne!(second_table, first_table);
+    assert_eq!(read(&stores, "job-versions", &first_table).await, first_bytes, "a stream on the old version can finish");
+    assert_eq!(read(&stores, "job-versions", "losses.parquet").await, read(&stores, "job-versions", &second_table).await);
+    assert_eq!(read(&stores, "job-versions", "summary.json").await, read(&stores, "job-versions", &second_summary).await);
+
+    // With no grace, the next build collects every version but its own, and leaves no staging.
+    build(0, &[0, 1, 2]).await;
+    let (third_table, third_summary) = manifest_files(read(&stores, "job-versions", "manifest.json").await);
+    let root = stores.results.local_root().unwrap().join("results/job-versions");
+    let mut left: Vec<String> = std::fs::read_dir(root.join("tables")).unwrap().map(|e| format!("tables/{}", e.unwrap().file_name().to_string_lossy())).collect();
+    left.sort();
+    let mut expected = vec![third_table, third_summary];
+    expected.sort();
+    assert_eq!(left, expected);
+    let mut top: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    top.sort();
+    assert_eq!(top, ["losses.parquet", "manifest.json", "summary.json", "tables"]);
 }

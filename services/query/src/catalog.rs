@@ -245,7 +245,10 @@ impl Catalog {
     async fn load(&self, job: &str, manifest_meta: &ObjectMeta) -> Result<JobEntry, QueryError> {
         let dir = job_dir(job);
         let manifest = read_json(self.store.as_ref(), &Path::from(format!("{dir}/manifest.json"))).await?;
-        let summary = read_json(self.store.as_ref(), &Path::from(format!("{dir}/summary.json"))).await?;
+        // The files the manifest names are the ones committed with it (immutable versions);
+        // manifests from before versions name the seed's paths.
+        let summary_name = manifest.pointer("/files/summary").and_then(Value::as_str).unwrap_or("summary.json");
+        let summary = read_json(self.store.as_ref(), &Path::from(format!("{dir}/{summary_name}"))).await?;
         let table_name = manifest.pointer("/files/losses").and_then(Value::as_str).unwrap_or("losses.parquet");
         let table_path = Path::from(format!("{dir}/{table_name}"));
         let table = self.store.head(&table_path).await?;

@@ -61,10 +61,16 @@ fn is_user_error(error: &DataFusionError) -> bool {
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
-        | DataFusionError::Execution(_)
-        // A function's own error, e.g. a regular expression that does not compile (timeouts and
-        // store errors, also external, are told apart before this is asked).
-        | DataFusionError::External(_) => true,
+        | DataFusionError::Execution(_) => true,
+        // A function's own error, e.g. a regular expression that does not compile; not a read
+        // that failed (Parquet, a store, I/O).
+        DataFusionError::External(inner) => {
+            inner.downcast_ref::<parquet::errors::ParquetError>().is_none()
+                && inner.downcast_ref::<object_store::Error>().is_none()
+                && inner.downcast_ref::<std::io::Error>().is_none()
+                && inner.downcast_ref::<crate::engine::QueryTimeout>().is_none()
+                && inner.downcast_ref::<QueryError>().is_none()
+        }
         DataFusionError::ArrowError(arrow, _) => matches!(
             **arrow,
             ArrowError::DivideByZero
@@ -113,6 +119,16 @@ fn datafusion_status(error: &DataFusionError, whole: &QueryError) -> Status {
         DataFusionError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
             store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
         }
+        // The engine's own reads (a table streamed from its file) carry a QueryError.
+        DataFusionError::External(inner) if inner.downcast_ref::<QueryError>().is_some() => status_of(inner.downcast_ref::<QueryError>().expect("checked")),
+        DataFusionError::External(inner) if inner.downcast_ref::<parquet::errors::ParquetError>().is_some() => {
+            match inner.downcast_ref::<parquet::errors::ParquetError>().expect("checked") {
+                parquet::errors::ParquetError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
+                    store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
+                }
+                _ => Status::internal(scrubbed(&whole.to_string())),
+            }
+        }
         DataFusionError::ParquetError(parquet) => match parquet.as_ref() {
             parquet::errors::ParquetError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
                 store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
@@ -126,25 +142,30 @@ fn datafusion_status(error: &DataFusionError, whole: &QueryError) -> Status {
 
 impl From<QueryError> for Status {
     fn from(error: QueryError) -> Self {
-        let status = match &error {
-            QueryError::InvalidArgument { .. } => Status::invalid_argument(scrubbed(&error.to_string())),
-            QueryError::JobNotFound(_) => Status::not_found(scrubbed(&error.to_string())),
-            QueryError::Store(e) => store_status(e),
-            QueryError::Parquet(parquet::errors::ParquetError::External(inner)) if inner.downcast_ref::<object_store::Error>().is_some() => {
-                store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
-            }
-            QueryError::Parquet(_) | QueryError::Arrow(_) | QueryError::Catalog(_) | QueryError::Flight(_) => {
-                Status::internal(scrubbed(&error.to_string()))
-            }
-            QueryError::DataFusion(e) => datafusion_status(e, &error),
-            QueryError::Timeout(_) => Status::deadline_exceeded(error.to_string()),
-        };
+        let status = status_of(&error);
         match status.code() {
             tonic::Code::Internal => tracing::error!(%error, "query fault"),
             tonic::Code::Unavailable => tracing::warn!(%error, "results store unavailable"),
             _ => tracing::debug!(%error, code = ?status.code(), "query refused"),
         }
         status
+    }
+}
+
+/// The status of `error` (the one mapping).
+fn status_of(error: &QueryError) -> Status {
+    match error {
+        QueryError::InvalidArgument { .. } => Status::invalid_argument(scrubbed(&error.to_string())),
+        QueryError::JobNotFound(_) => Status::not_found(scrubbed(&error.to_string())),
+        QueryError::Store(e) => store_status(e),
+        QueryError::Parquet(parquet::errors::ParquetError::External(inner)) if inner.downcast_ref::<object_store::Error>().is_some() => {
+            store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
+        }
+        QueryError::Parquet(_) | QueryError::Arrow(_) | QueryError::Catalog(_) | QueryError::Flight(_) => {
+            Status::internal(scrubbed(&error.to_string()))
+        }
+        QueryError::DataFusion(e) => datafusion_status(e, error),
+        QueryError::Timeout(_) => Status::deadline_exceeded(error.to_string()),
     }
 }
 

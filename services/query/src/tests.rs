@@ -428,10 +428,11 @@ async fn do_get_over_a_connection_streams_tables_and_ends_failed_reads_with_a_st
     assert_eq!(do_get(&mut client, whole("no-such-job")).await.unwrap_err().code(), tonic::Code::NotFound);
     // A table removed after it was listed (and never held decoded): the stream ends with an
     // error status, not a short success.
-    fixture.results.object_store.delete(&Path::from("results/job-c/losses.parquet")).await.unwrap();
+    let table = fixture.engine.catalog().job("job-c").await.unwrap().table.location.clone();
+    fixture.results.object_store.delete(&table).await.unwrap();
     let gone = do_get(&mut client, whole("job-c")).await.unwrap_err();
     assert_ne!(gone.code(), tonic::Code::Ok);
-    assert!(gone.message().contains("losses.parquet"), "{gone:?}");
+    assert!(gone.message().contains("results/job-c/tables/losses-"), "{gone:?}");
     assert_eq!(do_get(&mut client, whole("job-b")).await.unwrap().iter().map(RecordBatch::num_rows).sum::<usize>(), 12);
 }
 
@@ -461,7 +462,8 @@ async fn a_table_read_whole_again_stays_decoded_until_evicted_or_reindexed() {
     collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
     let held = tables.bytes();
     assert!(held > 0);
-    fixture.results.object_store.delete(&Path::from("results/job-a/losses.parquet")).await.unwrap();
+    let table = engine.catalog().job("job-a").await.unwrap().table.location.clone();
+    fixture.results.object_store.delete(&table).await.unwrap();
     let again = collect(engine.execute(&whole("job-a")).await.unwrap()).await.unwrap();
     assert_eq!(concat(&again), concat(&first));
 
