@@ -88,6 +88,13 @@ pub enum RegistryError {
         /// The oldest retained.
         oldest: u64,
     },
+    /// A watch asked to resume from a position of another server (another replica, or this one
+    /// before a restart).
+    #[error("watch revision {requested} is from another registry server or from before a restart; re-list with replay_current")]
+    WatchElsewhere {
+        /// The revision asked for.
+        requested: u64,
+    },
     /// A request asked for more than one of the server's limits allows (docs/LIMITS.md).
     #[error("{what} is {}, over the limit of {max} (set by --{flag})", value.map_or_else(|| "too large to count".to_owned(), |v| v.to_string()))]
     LimitExceeded {
@@ -134,7 +141,7 @@ impl RegistryError {
             Self::AlreadyExists(_) => tonic::Code::AlreadyExists,
             Self::InvalidTransition { .. } | Self::TerminalState { .. } => tonic::Code::FailedPrecondition,
             Self::Conflict { .. } | Self::RevisionMismatch { .. } => tonic::Code::Aborted,
-            Self::WatchTooOld { .. } => tonic::Code::OutOfRange,
+            Self::WatchTooOld { .. } | Self::WatchElsewhere { .. } => tonic::Code::OutOfRange,
             Self::LimitExceeded { .. } => tonic::Code::ResourceExhausted,
             Self::ShuttingDown => tonic::Code::Unavailable,
             Self::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,

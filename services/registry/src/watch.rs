@@ -39,24 +39,39 @@ struct HubState {
 }
 
 /// Sequences and fans out job changes.
+///
+/// A sequence number is this hub's epoch (random, chosen when the process starts) in its high
+/// bits and a counter in its low [`COUNTER_BITS`]: a position handed out by another replica or by
+/// this server before a restart is recognised as not this hub's, and refused with OUT_OF_RANGE
+/// (re-list with `replay_current`), instead of being read as a position in this hub's counter,
+/// which would skip or repeat events.
 #[derive(Debug)]
 pub struct ChangeHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<JobEvent>,
     retention: usize,
+    /// This hub's epoch, already shifted into the high bits.
+    epoch: u64,
 }
+
+/// Bits of a sequence number that count events (a trillion events per process).
+pub const COUNTER_BITS: u32 = 40;
 
 impl ChangeHub {
     /// A hub keeping the last `retention` events for resuming watchers.
     pub fn new(retention: usize) -> Self {
         let (sender, _) = broadcast::channel(retention.max(16));
+        use rand::Rng as _;
+        // 23 bits: the sequence stays below 2^63, exact in any JSON reader's int64.
+        let epoch = u64::from(rand::rng().random_range(1..(1u32 << 23))) << COUNTER_BITS;
         Self {
             state: Mutex::new(HubState {
-                next_seq: 1,
+                next_seq: epoch + 1,
                 ..HubState::default()
             }),
             sender,
             retention: retention.max(1),
+            epoch,
         }
     }
 
@@ -99,9 +114,14 @@ impl ChangeHub {
         Some(event)
     }
 
-    /// The sequence number of the last event (0 before any).
+    /// The sequence number of the last event (the epoch alone before any).
     pub fn last_seq(&self) -> u64 {
         self.lock().next_seq - 1
+    }
+
+    /// Whether `seq` is a position of this hub (its epoch, not past its last event).
+    pub fn owns(&self, seq: u64) -> bool {
+        seq >> COUNTER_BITS == self.epoch >> COUNTER_BITS && seq <= self.last_seq()
     }
 
     /// Subscribes to live events, first returning the retained events after `after` (none for
@@ -109,17 +129,20 @@ impl ChangeHub {
     pub fn subscribe(&self, after: u64) -> Result<(Vec<JobEvent>, broadcast::Receiver<JobEvent>), RegistryError> {
         let hub = self.lock();
         let receiver = self.sender.subscribe();
-        Ok((Self::since_locked(&hub, after)?, receiver))
+        Ok((self.since_locked(&hub, after)?, receiver))
     }
 
     /// The retained events after `after`.
     pub fn since(&self, after: u64) -> Result<Vec<JobEvent>, RegistryError> {
-        Self::since_locked(&self.lock(), after)
+        self.since_locked(&self.lock(), after)
     }
 
-    fn since_locked(hub: &HubState, after: u64) -> Result<Vec<JobEvent>, RegistryError> {
+    fn since_locked(&self, hub: &HubState, after: u64) -> Result<Vec<JobEvent>, RegistryError> {
         if after == 0 {
             return Ok(Vec::new());
+        }
+        if after >> COUNTER_BITS != self.epoch >> COUNTER_BITS || after >= hub.next_seq {
+            return Err(RegistryError::WatchElsewhere { requested: after });
         }
         let oldest = hub.backlog.front().map_or(hub.next_seq, |e| e.seq);
         if after + 1 < oldest {
@@ -201,12 +224,13 @@ mod tests {
     #[test]
     fn duplicates_and_late_echoes_are_dropped() {
         let hub = ChangeHub::new(10);
-        assert_eq!(hub.publish(state("a", 1, JobStatus::Pending)).unwrap().seq, 1);
+        let first = hub.publish(state("a", 1, JobStatus::Pending)).unwrap().seq;
+        assert_eq!(first, hub.epoch + 1);
         assert!(hub.publish(state("a", 1, JobStatus::Pending)).is_none(), "same state twice");
         let next = hub.publish(state("a", 3, JobStatus::Running)).unwrap();
-        assert_eq!((next.seq, next.previous), (2, Some(JobStatus::Pending)));
+        assert_eq!((next.seq, next.previous), (first + 1, Some(JobStatus::Pending)));
         assert!(hub.publish(state("a", 2, JobStatus::Submitting)).is_none(), "older than what was published");
-        assert_eq!(hub.last_seq(), 2);
+        assert_eq!(hub.last_seq(), first + 1);
     }
 
     #[test]
@@ -215,11 +239,31 @@ mod tests {
         for rev in 1..=5 {
             hub.publish(state("a", rev, JobStatus::Running));
         }
-        let (backlog, _rx) = hub.subscribe(3).unwrap();
-        assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
-        assert!(hub.subscribe(2).unwrap().0.len() == 3, "seq 3 is still retained");
-        assert!(matches!(hub.subscribe(1), Err(RegistryError::WatchTooOld { requested: 1, oldest: 3 })));
+        let at = |n: u64| hub.epoch + n;
+        let (backlog, _rx) = hub.subscribe(at(3)).unwrap();
+        assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [at(4), at(5)]);
+        assert!(hub.subscribe(at(2)).unwrap().0.len() == 3, "seq 3 is still retained");
+        assert!(matches!(hub.subscribe(at(1)), Err(RegistryError::WatchTooOld { requested, oldest }) if requested == at(1) && oldest == at(3)));
         assert!(hub.subscribe(0).unwrap().0.is_empty(), "0 means from now");
+    }
+
+    #[test]
+    fn positions_of_another_hub_or_past_the_end_are_refused_not_misread() {
+        let (a, b) = (ChangeHub::new(8), ChangeHub::new(8));
+        assert_ne!(a.epoch, b.epoch, "two processes (23 random bits each)");
+        for rev in 1..=3 {
+            a.publish(state("a", rev, JobStatus::Running));
+            b.publish(state("b", rev, JobStatus::Running));
+        }
+        // A watcher of replica A resuming on replica B is told to re-list, not handed B's events
+        // after a number that means nothing there.
+        let from_a = a.last_seq() - 1;
+        assert!(a.owns(from_a) && !b.owns(from_a));
+        assert!(matches!(b.subscribe(from_a), Err(RegistryError::WatchElsewhere { .. })));
+        assert_eq!(tonic::Status::from(b.since(from_a).unwrap_err()).code(), tonic::Code::OutOfRange);
+        // Nor is a position this hub never reached (from before a restart in the same epoch).
+        assert!(matches!(a.subscribe(a.last_seq() + 1), Err(RegistryError::WatchElsewhere { .. })));
+        assert_eq!(a.subscribe(from_a).unwrap().0.len(), 1);
     }
 
     #[tokio::test]
