@@ -2,9 +2,7 @@
 //! edges for jobs that ran before attribution existed.
 
 use modelops_proto::attribution::v1 as pb;
-use modelops_proto::attribution::v1::attribution_client::AttributionClient;
 use modelops_proto::registry::v1 as registry_pb;
-use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use modelops_runtime::config::ClientConfig;
 
 use crate::client::{self, AuthedChannel, status_error};
@@ -64,7 +62,7 @@ fn kind_name(kind: i32) -> &'static str {
 /// Runs a `mops attribution` command.
 pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::Result<()> {
     let channel = client::connect(config).await?;
-    let mut client = AttributionClient::new(channel.clone());
+    let mut client = client::attribution(channel.clone());
     match command {
         AttributionCommand::Show { job_id, sample, json } => {
             let response = client
@@ -170,7 +168,7 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
 }
 
 async fn all_jobs(channel: AuthedChannel) -> anyhow::Result<Vec<String>> {
-    let mut registry = JobRegistryClient::new(channel);
+    let mut registry = client::registry(channel);
     let mut jobs = Vec::new();
     let mut page_token = String::new();
     loop {

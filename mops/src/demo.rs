@@ -136,9 +136,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let channel = client::connect(&config).await?;
     let clients = Clients {
-        registry: JobRegistryClient::new(channel.clone()),
-        attribution: AttributionClient::new(channel.clone()),
-        indexer: IndexerClient::new(channel.clone()),
+        registry: client::registry(channel.clone()),
+        attribution: client::attribution(channel.clone()),
+        indexer: client::indexer(channel.clone()),
         channel,
     };
     let provenance = Store::open(&args.stores.provenance_url()).context("opening the provenance store")?;

@@ -177,7 +177,7 @@ fn print_status(job: &pb::JobState) {
 
 /// Runs a `mops jobs` command.
 pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<()> {
-    let mut client = JobRegistryClient::new(client::connect(config).await?);
+    let mut client = client::registry(client::connect(config).await?);
     match command {
         JobsCommand::Submit {
             file,
@@ -367,4 +367,48 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
         anyhow::bail!("no such job");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `mops serve` in this process over a fresh home, and that home (removed by the caller).
+    async fn local_server(name: &str) -> (crate::serve::LocalServer, PathBuf) {
+        let home = std::env::temp_dir().join(format!("mops-jobs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let args = crate::serve_args(&["--home", home.to_str().expect("utf-8 temp dir")]).expect("serve args");
+        (crate::serve::LocalServer::start(&args).await.expect("server starts"), home)
+    }
+
+    #[tokio::test]
+    async fn a_job_spec_over_four_mib_is_read_back_by_the_cli_client() {
+        let (server, home) = local_server("big").await;
+        let sets: Vec<String> = (0..3000).map(|i| format!(r#"{{"params": {{"beta": {i}, "gamma": 0.5, "sigma": 0.25}}}}"#)).collect();
+        let study = format!(
+            r#"{{"model": "models.seir.SEIR", "scenario": "baseline", "parameter_sets": [{}], "n_replicates": 5, "targets": ["targets.prev:prevalence_target"]}}"#,
+            sets.join(", ")
+        );
+        let file = home.join("study.json");
+        std::fs::write(&file, study).unwrap();
+        let config = ClientConfig {
+            endpoint: server.endpoint(),
+            auth_token_file: None,
+        };
+        let submit = JobsCommand::Submit {
+            file,
+            bundle_ref: Some(format!("sha256:{}", "0123456789abcdef".repeat(4))),
+            job_id: Some("job-big".into()),
+            namespace: None,
+            json: false,
+        };
+        run(submit, &config).await.expect("submit");
+        run(JobsCommand::Status { job_id: "job-big".into(), json: false }, &config).await.expect("status");
+        // The spec the demo reads back is over tonic's default 4 MiB decode limit.
+        let mut registry = client::registry(client::connect(&config).await.unwrap());
+        let spec = registry.get_job_spec(pb::GetJobSpecRequest { job_id: "job-big".into() }).await.expect("a spec over 4 MiB is decoded");
+        assert!(spec.into_inner().job_spec_json.len() > 4 * 1024 * 1024);
+        server.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(home);
+    }
 }

@@ -11,7 +11,6 @@ use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::FlightDescriptor;
 use futures::{StreamExt, TryStreamExt};
 use modelops_query::command::{Command, LossesQuery, Order, StatusFilter};
@@ -147,7 +146,7 @@ pub fn query_of(args: &QueryArgs) -> Question {
 
 /// Asks the service and writes every endpoint's batches to `output`.
 pub async fn answer(channel: AuthedChannel, question: Question, output: &OutputArgs) -> anyhow::Result<()> {
-    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = crate::client::flight(channel);
     let descriptor = match question {
         Question::Path(path) => FlightDescriptor::new_path(path),
         Question::Command(command) => FlightDescriptor::new_cmd(command.to_json()),

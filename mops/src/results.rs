@@ -111,7 +111,7 @@ fn print(status: &pb::IndexStatus) {
 pub async fn run(command: ResultsCommand, config: &ClientConfig) -> anyhow::Result<()> {
     let channel = client::connect(config).await?;
     let (question, output) = match command {
-        ResultsCommand::Index { job_id, force, wait } => return index(IndexerClient::new(channel), job_id, force, wait).await,
+        ResultsCommand::Index { job_id, force, wait } => return index(client::indexer(channel), job_id, force, wait).await,
         ResultsCommand::Losses { job_id, output } => (query::losses_of(&job_id), output),
         ResultsCommand::Best { target, n, bundle, output } => (
             Question::Command(Command::BestParameters {
