@@ -126,8 +126,9 @@ class SdistWithProtos(sdist):
 
 
 def runtime_requirements() -> list[str]:
-    """pyarrow, pandas, and grpcio/protobuf at least as new as the generated code needs."""
-    requirements = ["pyarrow>=14", "pandas>=1.5"]
+    """pyarrow, pandas, fsspec, and grpcio/protobuf at least as new as the generated code needs."""
+    # fsspec: the provenance record writer (modelops_results.store); adlfs/s3fs are extras.
+    requirements = ["pyarrow>=14", "pandas>=1.5", "fsspec>=2023.1"]
     grpcio, protobuf = "grpcio>=1.62", "protobuf>=4.25"
     try:
         from importlib.metadata import requires, version
