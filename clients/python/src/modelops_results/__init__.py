@@ -3,6 +3,8 @@
 * :class:`ResultClient` reads job loss tables over Arrow Flight (pandas or pyarrow).
 * :class:`JobClient` talks to the job registry, attribution and indexer over gRPC: the calls the
   submission (Dask) side makes.
+* :mod:`~modelops_results.upstream` (ids and record layout), :class:`ProvenanceWriter` (records in
+  the upstream layout) and the runner kit (:class:`JobHandle`, :func:`run`, :func:`track`).
 
 Both connect to ``$MOPS_ENDPOINT`` (default ``http://127.0.0.1:50051``) and send the bearer
 token from ``$MOPS_AUTH_TOKEN_FILE`` when set. Server errors are :class:`ModelOpsError`
@@ -28,6 +30,9 @@ from .errors import (
 )
 from .jobs import Edge, JobClient
 from .results import JobFlight, ResultClient
+from . import upstream
+from .runner import EdgeRecorder, JobHandle, ProgressReporter, RunningJob, run, track
+from .store import AggWritten, ProvenanceWriter, SimError, SimWritten
 
 try:
     from importlib.metadata import version as _version
@@ -41,6 +46,17 @@ __all__ = [
     "JobClient",
     "JobFlight",
     "Edge",
+    "upstream",
+    "JobHandle",
+    "run",
+    "track",
+    "RunningJob",
+    "ProgressReporter",
+    "EdgeRecorder",
+    "ProvenanceWriter",
+    "SimWritten",
+    "AggWritten",
+    "SimError",
     "ModelOpsError",
     "InvalidArgument",
     "NotFound",
