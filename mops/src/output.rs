@@ -75,6 +75,47 @@ pub fn relative_time(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// How a column of numbers is shown to people: four significant digits, in one notation for the
+/// whole column (machine formats keep full precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notation {
+    /// Positional, `0.001234`, `12.35`, `123457`.
+    Fixed,
+    /// Scientific, `2.600e-6`.
+    Scientific,
+}
+
+/// Significant digits of numbers in tables.
+const SIGNIFICANT_DIGITS: i32 = 4;
+
+impl Notation {
+    /// The notation for a column holding `values`: scientific when a nonzero finite value is
+    /// below 0.001 or at least 1,000,000 in magnitude, positional otherwise.
+    pub fn for_values(values: impl IntoIterator<Item = f64>) -> Self {
+        let scientific = values
+            .into_iter()
+            .filter(|v| v.is_finite() && *v != 0.0)
+            .any(|v| !(1e-3..1e6).contains(&v.abs()));
+        if scientific { Self::Scientific } else { Self::Fixed }
+    }
+
+    /// `value` to four significant digits in this notation.
+    pub fn format(self, value: f64) -> String {
+        if !value.is_finite() {
+            return value.to_string();
+        }
+        match self {
+            Self::Scientific => format!("{value:.prec$e}", prec = (SIGNIFICANT_DIGITS - 1) as usize),
+            Self::Fixed if value == 0.0 => "0".to_owned(),
+            Self::Fixed => {
+                let magnitude = value.abs().log10().floor() as i32;
+                let decimals = (SIGNIFICANT_DIGITS - 1 - magnitude).max(0) as usize;
+                format!("{value:.decimals$}")
+            }
+        }
+    }
+}
+
 /// A duration as `1h 02m 03s`, `2m 03s` or `3s`.
 pub fn duration(seconds: i64) -> String {
     let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
@@ -95,6 +136,21 @@ mod tests {
         table.row(vec!["job-1".into(), "running".into()]);
         table.row(vec!["job-22222".into(), "failed".into()]);
         assert_eq!(table.render(), "Job ID     Status\n---------  -------\njob-1      running\njob-22222  failed");
+    }
+
+    #[test]
+    fn numbers_have_four_significant_digits_and_one_notation_per_column() {
+        let small = [2.6e-6, 0.0000286123456789, 0.5];
+        assert_eq!(Notation::for_values(small), Notation::Scientific);
+        let shown: Vec<String> = small.iter().map(|v| Notation::Scientific.format(*v)).collect();
+        assert_eq!(shown, ["2.600e-6", "2.861e-5", "5.000e-1"]);
+        let plain = [0.123456789012345678, 12.3456789, 0.0, 1234.56789, 0.00123456];
+        assert_eq!(Notation::for_values(plain), Notation::Fixed);
+        let shown: Vec<String> = plain.iter().map(|v| Notation::Fixed.format(*v)).collect();
+        assert_eq!(shown, ["0.1235", "12.35", "0", "1235", "0.001235"]);
+        assert_eq!(Notation::for_values([3.0e7, 1.0]), Notation::Scientific);
+        assert_eq!(Notation::Fixed.format(f64::NAN), "NaN");
+        assert_eq!(Notation::Fixed.format(-0.25), "-0.2500");
     }
 
     #[test]

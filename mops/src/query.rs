@@ -4,10 +4,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -16,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use modelops_query::command::{Command, LossesQuery, Order, StatusFilter};
 
 use crate::client::{AuthedChannel, status_error};
-use crate::output::Table;
+use crate::output::{Notation, Table};
 
 /// Output formats of query answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,7 +146,8 @@ pub fn query_of(args: &QueryArgs) -> Question {
     Question::Command(Command::Losses(args.to_query()))
 }
 
-/// Asks the service and writes every endpoint's batches to `output`.
+/// Asks the service and writes every endpoint's batches to `output`. A reader that goes away
+/// (`mops results … | head`) ends the command quietly and successfully.
 pub async fn answer(channel: AuthedChannel, question: Question, output: &OutputArgs) -> anyhow::Result<()> {
     let mut client = crate::client::flight(channel);
     let descriptor = match question {
@@ -153,59 +156,118 @@ pub async fn answer(channel: AuthedChannel, question: Question, output: &OutputA
     };
     let info = client.get_flight_info(descriptor).await.map_err(status_error)?.into_inner();
     let schema: SchemaRef = std::sync::Arc::new(info.clone().try_decode_schema().context("decoding the answer's schema")?);
-    let mut writer = Writer::open(output, &schema)?;
-    for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.context("the server sent an endpoint without a ticket")?;
-        let response = client.do_get(ticket).await.map_err(status_error)?.into_inner();
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(response.map_err(FlightError::from));
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| match e {
-                FlightError::Tonic(status) => status_error(*status),
-                other => anyhow::anyhow!(other),
-            })?;
-            writer.write(&batch)?;
-        }
+    if output.format == Format::Parquet && output.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        anyhow::bail!("Parquet is binary: give -o FILE or redirect stdout");
     }
-    writer.finish()
+    let destination: Box<dyn Write + Send> = match &output.output {
+        Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let (destination, closed) = Closable::new(destination);
+    let written = async {
+        let mut writer = Writer::new(output.format, output.max_rows, destination, &schema)?;
+        for endpoint in info.endpoint {
+            let ticket = endpoint.ticket.context("the server sent an endpoint without a ticket")?;
+            let response = client.do_get(ticket).await.map_err(status_error)?.into_inner();
+            let mut batches = FlightRecordBatchStream::new_from_flight_data(response.map_err(FlightError::from));
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(|e| match e {
+                    FlightError::Tonic(status) => status_error(*status),
+                    other => anyhow::anyhow!(other),
+                })?;
+                writer.write(&batch)?;
+            }
+        }
+        writer.finish()
+    }
+    .await;
+    match written {
+        Err(_) if closed.load(Ordering::Relaxed) => Ok(()),
+        Err(error) => {
+            if let Some(path) = &output.output {
+                // Leave no half-written (or header-only) file behind.
+                let _ = std::fs::remove_file(path);
+            }
+            Err(error)
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// A writer that notes when its reader went away (a broken pipe), so that a closed stdout ends
+/// the command quietly instead of failing it.
+struct Closable {
+    inner: std::io::BufWriter<Box<dyn Write + Send>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Closable {
+    fn new(inner: Box<dyn Write + Send>) -> (Box<dyn Write + Send>, Arc<AtomicBool>) {
+        let closed = Arc::new(AtomicBool::new(false));
+        let writer = Self {
+            inner: std::io::BufWriter::new(inner),
+            closed: Arc::clone(&closed),
+        };
+        (Box::new(writer), closed)
+    }
+
+    fn note<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(error) = &result
+            && error.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Write for Closable {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.note(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.note(result)
+    }
 }
 
 enum Sink {
-    Table { batches: Vec<RecordBatch>, rows: usize, dropped: usize, max_rows: usize },
-    Csv(arrow::csv::Writer<Box<dyn Write>>),
-    Json(arrow::json::LineDelimitedWriter<Box<dyn Write>>),
+    Table {
+        out: Box<dyn Write + Send>,
+        batches: Vec<RecordBatch>,
+        rows: usize,
+        dropped: usize,
+        max_rows: usize,
+    },
+    Csv(arrow::csv::Writer<Box<dyn Write + Send>>),
+    Json(arrow::json::LineDelimitedWriter<Box<dyn Write + Send>>),
     Parquet(parquet::arrow::ArrowWriter<Box<dyn Write + Send>>),
 }
 
+/// Writes batches in one format to one destination.
 struct Writer {
     sink: Sink,
 }
 
 impl Writer {
-    fn open(output: &OutputArgs, schema: &SchemaRef) -> anyhow::Result<Self> {
-        let file = |path: &PathBuf| std::fs::File::create(path).with_context(|| format!("creating {}", path.display()));
-        let boxed = || -> anyhow::Result<Box<dyn Write + Send>> {
-            Ok(match &output.output {
-                Some(path) => Box::new(std::io::BufWriter::new(file(path)?)),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-            })
-        };
-        let sink = match output.format {
+    fn new(format: Format, max_rows: usize, out: Box<dyn Write + Send>, schema: &SchemaRef) -> anyhow::Result<Self> {
+        let sink = match format {
             Format::Table => Sink::Table {
+                out,
                 batches: Vec::new(),
                 rows: 0,
                 dropped: 0,
-                max_rows: output.max_rows,
+                max_rows,
             },
-            Format::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(boxed()? as Box<dyn Write>)),
-            Format::Json => Sink::Json(arrow::json::LineDelimitedWriter::new(boxed()? as Box<dyn Write>)),
+            Format::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            Format::Json => Sink::Json(arrow::json::LineDelimitedWriter::new(out)),
             Format::Parquet => {
-                if output.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    anyhow::bail!("Parquet is binary: give -o FILE or redirect stdout");
-                }
                 let properties = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(boxed()?, std::sync::Arc::clone(schema), Some(properties))?)
+                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(out, Arc::clone(schema), Some(properties))?)
             }
         };
         Ok(Self { sink })
@@ -214,7 +276,9 @@ impl Writer {
     /// Writes a batch (the table format keeps what it shows and counts the rest).
     fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         match &mut self.sink {
-            Sink::Table { batches, rows, dropped, max_rows } => {
+            Sink::Table {
+                batches, rows, dropped, max_rows, ..
+            } => {
                 let keep = batch.num_rows().min(max_rows.saturating_sub(*rows));
                 if keep > 0 {
                     batches.push(batch.slice(0, keep));
@@ -222,7 +286,7 @@ impl Writer {
                 *rows += keep;
                 *dropped += batch.num_rows() - keep;
             }
-            Sink::Csv(writer) => writer.write(batch)?,
+            Sink::Csv(writer) => writer.write(&flatten_lists(batch)?)?,
             Sink::Json(writer) => writer.write(batch)?,
             Sink::Parquet(writer) => writer.write(batch)?,
         }
@@ -231,13 +295,20 @@ impl Writer {
 
     fn finish(self) -> anyhow::Result<()> {
         match self.sink {
-            Sink::Table { batches, rows, dropped, .. } => {
-                println!("{}", render(&batches)?);
-                if dropped > 0 {
-                    println!("… {dropped} more rows ({} in all); use --max-rows, or --format csv|json|parquet -o FILE", rows + dropped);
+            Sink::Table {
+                mut out, batches, rows, dropped, ..
+            } => {
+                if rows + dropped == 0 {
+                    writeln!(out, "(0 rows)")?;
                 } else {
-                    println!("({rows} rows)");
+                    writeln!(out, "{}", render(&batches)?)?;
+                    if dropped > 0 {
+                        writeln!(out, "… {dropped} more rows ({} in all); use --max-rows, or --format csv|json|parquet -o FILE", rows + dropped)?;
+                    } else {
+                        writeln!(out, "({rows} rows)")?;
+                    }
                 }
+                out.flush()?;
             }
             Sink::Csv(writer) => writer.into_inner().flush()?,
             Sink::Json(mut writer) => {
@@ -252,12 +323,36 @@ impl Writer {
     }
 }
 
+/// `batch` with every nested column (a list, a struct) as text, `[a, b]`: CSV has no lists.
+fn flatten_lists(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let options = FormatOptions::default().with_null("");
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let text: StringArray = (0..column.len()).map(|row| column.is_valid(row).then(|| formatter.value(row).to_string())).collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(Arc::new(text) as ArrayRef);
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(Arc::clone(column));
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
 /// Columns people do not need in a table (constant per job, or too long).
 const HIDDEN_IN_TABLES: [&str; 2] = ["bundle_digest", "computed_at"];
 
-/// Batches as an aligned table: long hex ids shortened to 12 digits, targets to their name.
+/// Batches as an aligned table: long hex ids shortened to 12 digits, targets to their name,
+/// floating-point numbers to four significant digits in one notation per column.
 fn render(batches: &[RecordBatch]) -> anyhow::Result<String> {
-    let Some(first) = batches.first() else { return Ok("(no rows)".to_owned()) };
+    let Some(first) = batches.first() else { return Ok(String::new()) };
     let schema = first.schema();
     let shown: Vec<usize> = (0..schema.fields().len())
         .filter(|i| !HIDDEN_IN_TABLES.contains(&schema.field(*i).name().as_str()))
@@ -265,16 +360,38 @@ fn render(batches: &[RecordBatch]) -> anyhow::Result<String> {
     let header: Vec<String> = shown.iter().map(|i| schema.field(*i).name().clone()).collect();
     let mut table = Table::with_header(header);
     let options = FormatOptions::default().with_null("");
+    let floats = |batch: &RecordBatch, i: usize| -> anyhow::Result<Option<Float64Array>> {
+        if !schema.field(i).data_type().is_floating() {
+            return Ok(None);
+        }
+        let column = arrow::compute::cast(batch.column(i), &DataType::Float64)?;
+        Ok(Some(column.as_any().downcast_ref::<Float64Array>().context("a float column cast to Float64")?.clone()))
+    };
+    let mut notations = Vec::with_capacity(shown.len());
+    for i in &shown {
+        let mut values = Vec::new();
+        for batch in batches {
+            if let Some(column) = floats(batch, *i)? {
+                values.extend(column.iter().flatten());
+            }
+        }
+        notations.push(Notation::for_values(values));
+    }
     for batch in batches {
         let formatters = shown
             .iter()
             .map(|i| ArrayFormatter::try_new(batch.column(*i).as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
+        let numbers = shown.iter().map(|i| floats(batch, *i)).collect::<anyhow::Result<Vec<_>>>()?;
         for row in 0..batch.num_rows() {
             let cells = shown
                 .iter()
-                .zip(&formatters)
-                .map(|(i, formatter)| shorten(schema.field(*i).name(), formatter.value(row).to_string()))
+                .enumerate()
+                .map(|(n, i)| match &numbers[n] {
+                    Some(column) if column.is_valid(row) => notations[n].format(column.value(row)),
+                    Some(_) => String::new(),
+                    None => shorten(schema.field(*i).name(), formatters[n].value(row).to_string()),
+                })
                 .collect();
             table.row(cells);
         }
@@ -287,5 +404,123 @@ fn shorten(column: &str, text: String) -> String {
         "param_id" if text.len() > 12 => text[..12].to_owned(),
         "target" => text.rsplit_once(':').map_or(text.clone(), |(_, name)| name.to_owned()),
         _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use arrow::array::{Float64Array, ListBuilder, StringBuilder};
+
+    use super::*;
+
+    /// A destination tests can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// A reader that went away: every write is a broken pipe.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    /// A `jobs`-like batch: an id, a list of targets, and losses of very different sizes.
+    fn jobs_batch() -> RecordBatch {
+        let mut targets = ListBuilder::new(StringBuilder::new());
+        for names in [vec!["a:prev", "b:deaths"], vec!["a:prev"]] {
+            for name in names {
+                targets.values().append_value(name);
+            }
+            targets.append(true);
+        }
+        let targets = targets.finish();
+        let schema = Schema::new(vec![
+            Field::new("job_id", DataType::Utf8, false),
+            Field::new("targets", targets.data_type().clone(), true),
+            Field::new("loss", DataType::Float64, true),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["job-1", "job-2"])),
+            Arc::new(targets),
+            Arc::new(Float64Array::from(vec![2.6e-6, 0.0000286123456789012])),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    fn write_all(format: Format, out: Box<dyn Write + Send>, batches: &[RecordBatch]) -> anyhow::Result<()> {
+        let mut writer = Writer::new(format, 50, out, &batches[0].schema())?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        writer.finish()
+    }
+
+    #[test]
+    fn csv_writes_list_columns_as_text() {
+        let out = Shared::default();
+        write_all(Format::Csv, Box::new(out.clone()), &[jobs_batch()]).expect("a list column is written");
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "job_id,targets,loss");
+        assert_eq!(lines[1], r#"job-1,"[a:prev, b:deaths]",2.6e-6"#);
+        let loss: f64 = lines[2].strip_prefix("job-2,[a:prev],").unwrap().parse().unwrap();
+        assert_eq!(loss, 0.0000286123456789012, "full precision in csv");
+    }
+
+    #[test]
+    fn the_table_format_writes_to_its_destination_with_readable_numbers() {
+        let out = Shared::default();
+        write_all(Format::Table, Box::new(out.clone()), &[jobs_batch()]).unwrap();
+        let text = out.text();
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[2].ends_with("2.600e-6"), "{text}");
+        assert!(rows[3].ends_with("2.861e-5"), "{text}");
+        assert_eq!(rows[4], "(2 rows)");
+    }
+
+    #[test]
+    fn an_empty_table_says_so_once() {
+        let out = Shared::default();
+        let empty = jobs_batch().slice(0, 0);
+        write_all(Format::Table, Box::new(out.clone()), &[empty]).unwrap();
+        assert_eq!(out.text(), "(0 rows)\n");
+    }
+
+    #[test]
+    fn a_closed_reader_is_noted_so_the_command_ends_quietly() {
+        for format in [Format::Table, Format::Csv, Format::Json] {
+            let (out, closed) = Closable::new(Box::new(ClosedPipe));
+            let written = write_all(format, out, &[jobs_batch()]);
+            assert!(written.is_err(), "{format:?}: nothing can be written");
+            assert!(closed.load(Ordering::Relaxed), "{format:?}: the broken pipe is noted");
+        }
+        let (out, closed) = Closable::new(Box::new(Shared::default()));
+        write_all(Format::Csv, out, &[jobs_batch()]).unwrap();
+        assert!(!closed.load(Ordering::Relaxed));
     }
 }

@@ -203,3 +203,40 @@ async fn mops_results_commands() {
     assert!(text(&unknown.stderr).contains("NotFound"), "{}", text(&unknown.stderr));
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn mops_results_writes_tables_to_files_lists_to_csv_and_ends_quietly_on_a_closed_pipe() {
+    let (server, a, _b) = server_with_two_jobs().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let file = dir.path().join("a.txt");
+    let table = mops(&server, &["losses", &a, "-o", file.to_str().unwrap()]).await;
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    assert_eq!(text(&table.stdout), "", "the table goes to the file, not stdout");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.starts_with("job_id") && written.contains("(12 rows)"), "{written}");
+
+    let file = dir.path().join("jobs.csv");
+    let csv = mops(&server, &["jobs", "--format", "csv", "-o", file.to_str().unwrap()]).await;
+    assert!(csv.status.success(), "{}", text(&csv.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3, "a header and two jobs");
+    let sql = mops(&server, &["sql", "SELECT * FROM jobs", "--format", "csv"]).await;
+    assert!(sql.status.success(), "{}", text(&sql.stderr));
+    assert_eq!(text(&sql.stdout).lines().count(), 3, "{}", text(&sql.stdout));
+
+    let empty = mops(&server, &["sql", "SELECT * FROM losses WHERE loss < -1"]).await;
+    assert_eq!(text(&empty.stdout), "(0 rows)\n");
+
+    // A reader that has gone away before anything is written (`mops … | head -0`).
+    let mut child = tokio::process::Command::new(mops_binary())
+        .args(["results", "--endpoint", &server.endpoint(), "losses", &a, "--format", "csv"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().await.unwrap();
+    assert!(closed.status.success(), "{:?}: {}", closed.status, text(&closed.stderr));
+    assert_eq!(text(&closed.stderr), "");
+    server.stop().await.unwrap();
+}
