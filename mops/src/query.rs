@@ -74,7 +74,7 @@ pub struct QueryArgs {
     #[arg(long = "job")]
     pub jobs: Vec<String>,
     /// Only jobs of this bundle (full ref, digest hex, or ≥ 12 hex digits of it).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_bundle)]
     pub bundle: Option<String>,
     /// Only this target (entrypoint, or the name after its last `:`).
     #[arg(long)]
@@ -88,11 +88,11 @@ pub struct QueryArgs {
     /// Only losses ≤ this.
     #[arg(long)]
     pub max_loss: Option<f64>,
-    /// Only results computed at or after this time (RFC 3339).
-    #[arg(long)]
+    /// Only results computed at or after this time (RFC 3339, or a UTC date `YYYY-MM-DD`).
+    #[arg(long, value_parser = parse_time)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only results computed before this time (RFC 3339).
-    #[arg(long)]
+    /// Only results computed before this time (RFC 3339, or a UTC date `YYYY-MM-DD`).
+    #[arg(long, value_parser = parse_time)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
     /// Row order.
     #[arg(long, value_enum)]
@@ -100,6 +100,37 @@ pub struct QueryArgs {
     /// At most this many rows.
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// Parses a bundle as `--bundle` takes it: a full ref (`sha256:<hex>`, `repo@sha256:<hex>`), its
+/// digest hex, or a prefix of at least 12 hex digits of it; anything else would match no job.
+pub fn parse_bundle(text: &str) -> Result<String, String> {
+    let (algorithm, hex) = text.rsplit_once(':').map_or(("sha256", text), |(algorithm, hex)| (algorithm, hex));
+    let algorithm_ok = algorithm == "sha256" || algorithm.ends_with("@sha256");
+    if algorithm_ok && (12..=64).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} names no bundle: give at least 12 hex digits of its digest, optionally prefixed with `sha256:` \
+             (e.g. 0123456789ab or sha256:0123456789ab…)"
+        ))
+    }
+}
+
+/// Parses a time as `--since`/`--until` take it: RFC 3339 (`2026-11-29T08:00:00Z`), the same
+/// without an offset (UTC), or a date (`2026-11-29`, its midnight UTC).
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone as _, Utc};
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Ok(at) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(Utc.from_utc_datetime(&at));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN)));
+    }
+    Err(format!("{text:?} is not a time: give a date (2026-11-29) or an RFC 3339 time (2026-11-29T08:00:00Z)"))
 }
 
 impl QueryArgs {
@@ -478,6 +509,40 @@ mod tests {
             writer.write(batch)?;
         }
         writer.finish()
+    }
+
+    /// `mops results ARGS…` as the command line parses it.
+    fn parse(args: &[&str]) -> Result<crate::Cli, clap::Error> {
+        use clap::Parser as _;
+        crate::Cli::try_parse_from(["mops", "results"].iter().chain(args))
+    }
+
+    #[test]
+    fn bundles_that_would_match_nothing_are_refused_naming_the_rule() {
+        for bad in ["xyz", "012345678", "sha256:0123456789a", "md5:0123456789abcdef", "0123456789abcdeg"] {
+            for command in [&["query", "--bundle", bad][..], &["best", "--target", "t", "--bundle", bad][..]] {
+                let error = parse(command).expect_err(bad);
+                assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+                assert!(error.to_string().contains("at least 12 hex digits"), "{error}");
+            }
+        }
+        let full = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        for good in ["0123456789ab", "sha256:0123456789AB", full.as_str(), "repo@sha256:0123456789ab"] {
+            assert!(parse(&["query", "--bundle", good]).is_ok(), "{good}");
+            assert!(parse(&["best", "--target", "t", "--bundle", good]).is_ok(), "{good}");
+        }
+        assert_eq!(parse_bundle("sha256:0123456789AB").unwrap(), "sha256:0123456789ab");
+    }
+
+    #[test]
+    fn times_are_dates_or_rfc_3339() {
+        let midnight = parse_time("2026-11-29").unwrap();
+        assert_eq!(midnight.to_rfc3339(), "2026-11-29T00:00:00+00:00");
+        assert_eq!(parse_time("2026-11-29T08:30:00+02:00").unwrap().to_rfc3339(), "2026-11-29T06:30:00+00:00");
+        assert_eq!(parse_time("2026-11-29T08:30:00").unwrap().to_rfc3339(), "2026-11-29T08:30:00+00:00");
+        assert!(parse(&["query", "--since", "2026-11-29", "--until", "2026-11-30T00:00:00Z"]).is_ok());
+        let error = parse(&["query", "--since", "yesterday"]).unwrap_err();
+        assert!(error.to_string().contains("give a date (2026-11-29)"), "{error}");
     }
 
     #[test]

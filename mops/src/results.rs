@@ -40,8 +40,8 @@ pub enum ResultsCommand {
         /// How many.
         #[arg(short = 'n', long = "n-best", default_value_t = 10)]
         n: usize,
-        /// Only jobs of this bundle.
-        #[arg(long)]
+        /// Only jobs of this bundle (full ref, digest hex, or ≥ 12 hex digits of it).
+        #[arg(long, value_parser = query::parse_bundle)]
         bundle: Option<String>,
         /// Output.
         #[command(flatten)]
