@@ -67,11 +67,11 @@ pub struct DemoArgs {
     /// The stores (as `mops serve`).
     #[command(flatten)]
     pub stores: StoreConfig,
-    /// Parameter sets to sample.
-    #[arg(long, env = "MOPS_DEMO_SAMPLES", default_value_t = 64)]
+    /// Parameter sets to sample (at least 1).
+    #[arg(long, env = "MOPS_DEMO_SAMPLES", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub n_samples: usize,
-    /// Stochastic replicates per parameter set.
-    #[arg(long, env = "MOPS_DEMO_REPLICATES", default_value_t = 3)]
+    /// Stochastic replicates per parameter set (at least 1).
+    #[arg(long, env = "MOPS_DEMO_REPLICATES", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub n_replicates: u64,
     /// How to sample.
     #[arg(long, value_enum, default_value = "sobol")]
@@ -518,6 +518,18 @@ fn trajectory_ipc(trajectory: &modelops_seir::Trajectory) -> anyhow::Result<Vec<
 mod tests {
     use super::*;
     use modelops_core::job::JobId;
+
+    #[test]
+    fn a_demo_without_samples_or_replicates_is_refused_naming_the_range() {
+        use clap::Parser as _;
+        for flag in ["--n-samples", "--n-replicates"] {
+            let error = crate::Cli::try_parse_from(["mops", "demo", flag, "0"]).expect_err(flag);
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            assert!(error.to_string().contains("1.."), "{flag}: {error}");
+        }
+        let args = crate::Cli::try_parse_from(["mops", "demo", "--n-samples", "1", "--n-replicates", "1"]).expect("one of each");
+        assert!(matches!(args.command, crate::Command::Demo(DemoArgs { n_samples: 1, n_replicates: 1, .. })));
+    }
 
     #[test]
     fn studies_are_valid_upstream_studies() {
