@@ -282,27 +282,77 @@ async fn submit(
     Ok(())
 }
 
+/// The largest page `ListJobs` serves.
+const LIST_PAGE: u32 = 1000;
+
+/// One `mops jobs list`: the newest jobs, how many match in all, how many are in flight.
+#[derive(Debug)]
+struct Listing {
+    /// The newest `limit` matching jobs, newest first.
+    jobs: Vec<pb::JobState>,
+    /// Every job matching the filters.
+    matching: usize,
+    /// Every active (not terminal) job in the registry.
+    active: u64,
+}
+
+async fn fetch_listing(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<i32>, since: prost_types::Timestamp, limit: u32) -> anyhow::Result<Listing> {
+    let mut jobs = Vec::new();
+    let mut matching = 0;
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListJobsRequest {
+            statuses: statuses.clone(),
+            since: Some(since),
+            limit: LIST_PAGE,
+            page_token,
+        };
+        let page = client.list_jobs(request).await.map_err(status_error)?.into_inner();
+        matching += page.jobs.len();
+        let room = (limit as usize).saturating_sub(jobs.len());
+        jobs.extend(page.jobs.into_iter().take(room));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let counts = client.count_jobs_by_status(pb::CountJobsByStatusRequest {}).await.map_err(status_error)?.into_inner().counts;
+    let active = counts
+        .iter()
+        .filter(|c| status_from_proto(c.status).is_some_and(JobStatus::is_active))
+        .map(|c| c.count)
+        .sum();
+    Ok(Listing { jobs, matching, active })
+}
+
+/// The footer of `mops jobs list`.
+fn footer(listing: &Listing) -> String {
+    format!("Showing {} of {} matching jobs, newest first. Active jobs: {}", listing.jobs.len(), listing.matching, listing.active)
+}
+
 async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<String>, hours: f64, limit: u32, json: bool) -> anyhow::Result<()> {
     let statuses = statuses.iter().map(|s| parse_status(s).map(i32::from)).collect::<anyhow::Result<Vec<_>>>()?;
     let since = Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
-    let request = pb::ListJobsRequest {
-        statuses,
-        since: Some(prost_types::Timestamp {
-            seconds: since.timestamp(),
-            nanos: 0,
-        }),
-        limit,
-        page_token: String::new(),
+    let since = prost_types::Timestamp {
+        seconds: since.timestamp(),
+        nanos: 0,
     };
-    let jobs = client.list_jobs(request).await.map_err(status_error)?.into_inner().jobs;
     if json {
+        let request = pb::ListJobsRequest {
+            statuses,
+            since: Some(since),
+            limit,
+            page_token: String::new(),
+        };
+        let jobs = client.list_jobs(request).await.map_err(status_error)?.into_inner().jobs;
         let states: Vec<PyValue> = jobs.iter().filter_map(|j| pyjson::parse(j.state_json.as_bytes()).ok()).collect();
         println!("{}", pyjson::to_indent2(&PyValue::List(states)));
         return Ok(());
     }
+    let listing = fetch_listing(client, statuses, since, limit).await?;
     let now = Utc::now();
     let mut table = Table::new(["Job ID", "Status", "Progress", "Created", "Updated"]);
-    for job in &jobs {
+    for job in &listing.jobs {
         let at = |t: &str| parse_iso(t).map_or_else(|| t.to_owned(), |at| output::relative_time(at, now));
         let progress = if job.tasks_total > 0 { format!("{}/{}", job.tasks_completed, job.tasks_total) } else { "-".into() };
         table.row(vec![job.job_id.clone(), status_name(job.status).into(), progress, at(&job.created_at), at(&job.updated_at)]);
@@ -313,8 +363,7 @@ async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<Strin
     } else {
         println!("{}", table.render());
     }
-    let active = jobs.iter().filter(|j| status_from_proto(j.status).is_some_and(JobStatus::is_active)).count();
-    println!("Showing {} of {limit} most recent jobs. Active jobs: {active}", jobs.len());
+    println!("{}", footer(&listing));
     Ok(())
 }
 
@@ -379,6 +428,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&home);
         let args = crate::serve_args(&["--home", home.to_str().expect("utf-8 temp dir")]).expect("serve args");
         (crate::serve::LocalServer::start(&args).await.expect("server starts"), home)
+    }
+
+    /// Submits a one-set study as `job`.
+    async fn submit_small(config: &ClientConfig, home: &std::path::Path, job: &str) {
+        let file = home.join(format!("{job}.json"));
+        let study = r#"{"model": "m.M", "scenario": "baseline", "parameter_sets": [{"params": {"beta": 1}}], "n_replicates": 1, "targets": ["t:t"]}"#;
+        std::fs::write(&file, study).unwrap();
+        let submit = JobsCommand::Submit {
+            file,
+            bundle_ref: Some(format!("sha256:{}", "0123456789abcdef".repeat(4))),
+            job_id: Some(job.into()),
+            namespace: None,
+            json: false,
+        };
+        run(submit, config).await.expect("submit");
+    }
+
+    #[tokio::test]
+    async fn the_list_footer_counts_every_matching_job_and_every_active_one() {
+        let (server, home) = local_server("list").await;
+        let config = ClientConfig {
+            endpoint: server.endpoint(),
+            auth_token_file: None,
+        };
+        for n in 0..5 {
+            submit_small(&config, &home, &format!("job-list-{n}")).await;
+        }
+        let mut registry = client::registry(client::connect(&config).await.unwrap());
+        for job in ["job-list-0", "job-list-1"] {
+            registry
+                .cancel_job(pb::CancelJobRequest {
+                    job_id: job.into(),
+                    reason: None,
+                })
+                .await
+                .unwrap();
+        }
+        let since = prost_types::Timestamp { seconds: 0, nanos: 0 };
+        let listing = fetch_listing(&mut registry, Vec::new(), since, 3).await.unwrap();
+        assert_eq!(listing.jobs.len(), 3);
+        assert_eq!(footer(&listing), "Showing 3 of 5 matching jobs, newest first. Active jobs: 3");
+        let pending = vec![i32::from(pb::JobStatus::Pending)];
+        let listing = fetch_listing(&mut registry, pending, since, 50).await.unwrap();
+        assert_eq!(footer(&listing), "Showing 3 of 3 matching jobs, newest first. Active jobs: 3");
+        server.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(home);
     }
 
     #[tokio::test]
