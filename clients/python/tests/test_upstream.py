@@ -125,6 +125,8 @@ def test_task_groups_and_targets():
     assert up.target_entrypoints(spec) == []
     plain = json.loads((FIXTURES / "study_plain.simjob.json").read_text(encoding="utf-8"))
     assert up.target_entrypoints(plain) == ["targets.prev:prevalence_target"]
+    assert up.target_entrypoints({"job_type": "simulation", "spec": plain}) == ["targets.prev:prevalence_target"]
+    assert up.task_groups({"job_type": "simulation", "spec": spec}) == groups
     assert len(up.task_groups(plain)) == 3 and all(len(g.seeds) == 3 for g in up.task_groups(plain))
 
 

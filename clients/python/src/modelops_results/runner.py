@@ -205,7 +205,7 @@ class ProgressReporter:
         n = sum(batch)
         if n:
             handle = self.handle
-            handle.client.add_progress(handle.job_id, completed=n, ack_when_queued=True)
+            handle.client.add_progress(handle.job_id, completed=n)  # returns once stored
         self.sent += n
 
     def done(self, task_id: Any) -> bool:
@@ -387,7 +387,7 @@ def track(
 ) -> Iterator[tuple[Any, Any, Optional[BaseException]]]:
     """Yields ``(future, result, error)`` as futures complete (Dask ``as_completed`` for
     ``distributed`` futures, :mod:`concurrent.futures` otherwise), reporting each as done once
-    by ``task_id(future)`` (default: the Dask key) and queueing the edges its result carries
+    by ``task_id(future)`` (default: the Dask key; ``None`` counts nothing) and queueing the edges its result carries
     (an :class:`Edge`, a written record from :class:`~modelops_results.store.ProvenanceWriter`,
     or a list of them). A failed future is counted as done too (upstream counts finished
     tasks, not successes) and yielded with its exception."""
@@ -400,5 +400,7 @@ def track(
         if record_edges and error is None:
             for edge in _edges_of(result):
                 job.edges.add(edge)
-        job.progress.done(task_id(future))
+        tid = task_id(future)
+        if tid is not None:  # None: a future that is not a counted task (e.g. an aggregation)
+            job.progress.done(tid)
         yield future, result, error

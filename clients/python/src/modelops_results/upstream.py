@@ -315,8 +315,17 @@ class TaskGroup:
     outputs: Optional[tuple]
 
 
+def _unwrap(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Accept what JobClient.get_job_spec returns ({"job_type", "job_spec_json", "spec"}) too.
+    if "tasks" not in spec and isinstance(spec.get("spec"), Mapping):
+        return spec["spec"]
+    return spec
+
+
 def task_groups(spec: Mapping[str, Any]) -> list[TaskGroup]:
-    """A SimJob spec's tasks grouped by param_id, in first-seen order."""
+    """A SimJob spec's tasks grouped by param_id, in first-seen order (the spec dict, or what
+    ``JobClient.get_job_spec`` returns)."""
+    spec = _unwrap(spec)
     groups: dict[str, dict[str, Any]] = {}
     for task in spec.get("tasks", []):
         p = task["params"]
@@ -334,6 +343,7 @@ def task_groups(spec: Mapping[str, Any]) -> list[TaskGroup]:
 
 def target_entrypoints(spec: Mapping[str, Any]) -> list[str]:
     """The target entrypoints of a SimJob spec (``target_spec.data.target_entrypoints``)."""
+    spec = _unwrap(spec)
     ts = spec.get("target_spec") or {}
     data = ts.get("data") or {}
     found = data.get("target_entrypoints") or (ts.get("metadata") or {}).get("targets") or []
