@@ -526,11 +526,18 @@ impl Indexer {
     /// of it (written straight to the store by another writer between two polls of its change
     /// feed, replayed, or resynchronised). Returns whether the job was queued.
     pub async fn on_job_event(&self, event: &modelops_registry::watch::JobEvent) -> bool {
-        let state = &event.state;
-        if !indexable(state.status()) || IndexState::of(state) != IndexState::None {
+        let wanted = |state: &modelops_core::job::JobState| indexable(state.status()) && IndexState::of(state) == IndexState::None;
+        if !wanted(&event.state) {
             return false;
         }
-        self.request_traced(state.job_id(), false, event.traceparent.clone()).await.is_ok()
+        // The event may be late (a change feed, a lagging replica): another indexer may have built
+        // the table since. Its current state decides.
+        match self.inner.registry.get(event.state.job_id()).await {
+            Ok(Some(current)) if wanted(&current) => {}
+            Ok(_) => return false,
+            Err(e) => tracing::debug!(job = %event.state.job_id(), error = %e, "cannot re-read a finished job; queueing it"),
+        }
+        self.request_traced(event.state.job_id(), false, event.traceparent.clone()).await.is_ok()
     }
 
     /// Queues every finished job whose table is not done (never built, failed, or interrupted).

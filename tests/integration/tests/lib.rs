@@ -7,6 +7,7 @@ mod attribution;
 mod corpus;
 mod dashboard;
 mod demo;
+mod deployment;
 mod indexer;
 mod query;
 mod registry;
