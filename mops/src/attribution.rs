@@ -15,8 +15,8 @@ pub enum AttributionCommand {
     Show {
         /// The job id.
         job_id: String,
-        /// How many edges to show.
-        #[arg(long, default_value_t = 10)]
+        /// How many edges to show (0 to 100).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=MAX_SAMPLE))]
         sample: u32,
         /// Print JSON.
         #[arg(long)]
@@ -24,7 +24,7 @@ pub enum AttributionCommand {
     },
     /// The jobs that own a result directory (relative to the provenance root).
     Owners {
-        /// e.g. `token/v1/aggs/0123456789ab/target_targets.prev:prevalence_target/agg_4efec569a17ca9ef`.
+        /// The directory (a trailing `/`, as shells complete it, is ignored), e.g. `token/v1/aggs/0123456789ab/target_targets.prev:prevalence_target/agg_4efec569a17ca9ef`.
         path: String,
     },
     /// Derive edges from job specs and the provenance store, for jobs without reported edges.
@@ -42,6 +42,9 @@ pub enum AttributionCommand {
         seal: bool,
     },
 }
+
+/// The most edges the attribution service samples for one job.
+const MAX_SAMPLE: i64 = 100;
 
 fn role_name(role: i32) -> &'static str {
     match pb::Role::try_from(role) {
@@ -68,7 +71,8 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
             let response = client
                 .get_job_attribution(pb::GetJobAttributionRequest {
                     job_id: job_id.clone(),
-                    sample_size: sample,
+                    // The service reads 0 as "its default"; ask for one and show none.
+                    sample_size: sample.max(1),
                 })
                 .await
                 .map_err(status_error)?
@@ -89,9 +93,9 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
                 println!("Unknown:    {}", counts.unknown);
             }
             println!("Missing:    {}", counts.expected_missing);
-            if !response.sample.is_empty() {
+            if sample > 0 && !response.sample.is_empty() {
                 let mut table = Table::new(["Kind", "Role", "Path"]);
-                for edge in &response.sample {
+                for edge in response.sample.iter().take(sample as usize) {
                     table.row(vec![kind_name(edge.kind).into(), role_name(edge.role).into(), edge.path.clone()]);
                 }
                 println!("\n{}", table.render());
@@ -103,7 +107,9 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
         }
         AttributionCommand::Owners { path } => {
             let owners = client
-                .get_result_owners(pb::GetResultOwnersRequest { path })
+                .get_result_owners(pb::GetResultOwnersRequest {
+                    path: path.trim_end_matches('/').to_owned(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -186,5 +192,41 @@ async fn all_jobs(channel: AuthedChannel) -> anyhow::Result<Vec<String>> {
             return Ok(jobs);
         }
         page_token = page.next_page_token;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn samples_outside_zero_to_a_hundred_are_refused_naming_the_range() {
+        for bad in ["101", "300"] {
+            let error = crate::Cli::try_parse_from(["mops", "attribution", "show", "job-1", "--sample", bad]).expect_err(bad);
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{bad}: {error}");
+            assert!(error.to_string().contains("0..=100"), "{bad}: {error}");
+        }
+        for good in ["0", "100"] {
+            assert!(crate::Cli::try_parse_from(["mops", "attribution", "show", "job-1", "--sample", good]).is_ok(), "{good}");
+        }
+    }
+
+    #[tokio::test]
+    async fn owners_accepts_a_directory_with_a_trailing_slash() {
+        let home = std::env::temp_dir().join(format!("mops-attribution-owners-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let args = crate::serve_args(&["--home", home.to_str().expect("utf-8 temp dir")]).expect("serve args");
+        let server = crate::serve::LocalServer::start(&args).await.expect("server starts");
+        let config = ClientConfig {
+            endpoint: server.endpoint(),
+            auth_token_file: None,
+        };
+        let path = "token/v1/aggs/0123456789ab/targets.prev:prevalence_target/agg_4efec569a17ca9ef/";
+        run(AttributionCommand::Owners { path: path.into() }, &config).await.expect("a trailing slash is accepted");
+        run(AttributionCommand::Owners { path: "token/v1/nonsense".into() }, &config).await.expect_err("still checked by the service");
+        server.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(home);
     }
 }
