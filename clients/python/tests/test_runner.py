@@ -239,14 +239,16 @@ def test_track_with_concurrent_futures_and_writer(fake, tmp_path):
     with run(handle, progress_interval=0.01) as job, concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(_simulate, writer, s) for s in range(1, 5)]
         futures.append(pool.submit(lambda: (_ for _ in ()).throw(OSError("lost"))))
+        futures.append(pool.submit(lambda: None))
         for i, fut in enumerate(futures):
             fut.key = f"sim-{i}"
+        futures[-1].key = "agg-job-t-p-target"  # aggregations are not counted
         for fut, result, error in track(futures, job):
             seen.append((fut.key, error is None))
         # The same task reported again (as after a retry) is not counted again.
         assert not job.done("sim-0")
     client = handle.client
-    assert sorted(seen) == [("sim-0", True), ("sim-1", True), ("sim-2", True), ("sim-3", True), ("sim-4", False)]
+    assert sorted(seen) == [("agg-job-t-p-target", True), ("sim-0", True), ("sim-1", True), ("sim-2", True), ("sim-3", True), ("sim-4", False)]
     assert client.completed == 5, "each task id once, failures included"
     assert sorted((e.seed, e.role) for e in client.edges) == [(1, "computed"), (2, "computed"), (3, "computed"), (4, "cache_hit")]
     pid = up.make_param_id({"beta": 0.3})

@@ -121,6 +121,7 @@ def test_task_groups_and_targets():
     groups = up.task_groups(spec)
     assert [g.param_id[:8] for g in groups] == ["4dcc7ab1", "06128d69", "773cb431", "9eb49643"]
     assert groups[0].seeds == (7, 0) and groups[1].seeds == (18446744073709551615,)
+    assert [t["seed"] for t in groups[0].tasks] == [7, 0] and groups[0].tasks[1] is spec["tasks"][-1]
     assert groups[2].params == {"beta": 0.7, "gamma": 0.15} and groups[2].entrypoint == "models.seir.SEIR/baseline"
     assert up.target_entrypoints(spec) == []
     plain = json.loads((FIXTURES / "study_plain.simjob.json").read_text(encoding="utf-8"))

@@ -363,9 +363,14 @@ def _as_completed(futures: list) -> Iterable[Any]:
     return concurrent.futures.as_completed(futures)
 
 
-def _default_task_id(future: Any) -> str:
+def _default_task_id(future: Any) -> Optional[str]:
     key = getattr(future, "key", None)
-    return str(key) if key is not None else str(id(future))
+    if key is None:
+        return str(id(future))
+    key = str(key)
+    # Upstream's Dask keys: sim-{run}-{param_id}-{i} and agg-{run}-{param_id}-{target}. The job's
+    # tasks_total counts simulations, so aggregations are not counted.
+    return None if key.startswith("agg-") else key
 
 
 def _edges_of(result: Any) -> list:
@@ -387,7 +392,9 @@ def track(
 ) -> Iterator[tuple[Any, Any, Optional[BaseException]]]:
     """Yields ``(future, result, error)`` as futures complete (Dask ``as_completed`` for
     ``distributed`` futures, :mod:`concurrent.futures` otherwise), reporting each as done once
-    by ``task_id(future)`` (default: the Dask key; ``None`` counts nothing) and queueing the edges its result carries
+    by ``task_id(future)`` (default: the Dask key, except keys starting with ``agg-``, upstream's
+    aggregation keys, which count nothing: ``tasks_total`` counts simulations; a ``task_id``
+    returning ``None`` counts nothing) and queueing the edges its result carries
     (an :class:`Edge`, a written record from :class:`~modelops_results.store.ProvenanceWriter`,
     or a list of them). A failed future is counted as done too (upstream counts finished
     tasks, not successes) and yielded with its exception."""

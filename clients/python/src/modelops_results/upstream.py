@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -313,6 +313,8 @@ class TaskGroup:
     entrypoint: str
     bundle_ref: str
     outputs: Optional[tuple]
+    tasks: tuple = field(default=(), compare=False)
+    """The spec's task dicts of this parameter set, in spec order."""
 
 
 def _unwrap(spec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -335,8 +337,9 @@ def task_groups(spec: Mapping[str, Any]) -> list[TaskGroup]:
             {"params": dict(p.get("values", {})), "seeds": [], "entrypoint": task["entrypoint"], "bundle_ref": task.get("bundle_ref", spec.get("bundle_ref")), "outputs": task.get("outputs")},
         )
         g["seeds"].append(int(task["seed"]))
+        g.setdefault("tasks", []).append(task)
     return [
-        TaskGroup(pid, g["params"], tuple(g["seeds"]), g["entrypoint"], g["bundle_ref"], tuple(g["outputs"]) if g["outputs"] is not None else None)
+        TaskGroup(pid, g["params"], tuple(g["seeds"]), g["entrypoint"], g["bundle_ref"], tuple(g["outputs"]) if g["outputs"] is not None else None, tuple(g["tasks"]))
         for pid, g in groups.items()
     ]
 
