@@ -218,7 +218,7 @@ pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<
             let job = match status {
                 Some(status) => {
                     let request = pb::UpdateStatusRequest {
-                        job_id,
+                        job_id: job_id.clone(),
                         status: parse_status(&status)?.into(),
                         error_message: error,
                         results_path,
@@ -226,7 +226,13 @@ pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<
                         tasks_total: total,
                         ..Default::default()
                     };
-                    client.update_status(request).await.map_err(status_error)?.into_inner().job
+                    match client.update_status(request).await {
+                        Ok(response) => response.into_inner().job,
+                        Err(refused) if refused.code() == tonic::Code::FailedPrecondition => {
+                            return Err(transition_error(&mut client, &job_id, refused).await);
+                        }
+                        Err(other) => return Err(status_error(other)),
+                    }
                 }
                 None => {
                     let request = pb::SetProgressRequest {
@@ -242,6 +248,25 @@ pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<
             Ok(())
         }
     }
+}
+
+/// A refused status change, with the statuses the job could move to (upstream's transition
+/// table, from its current status).
+async fn transition_error(client: &mut JobRegistryClient<AuthedChannel>, job_id: &str, refused: tonic::Status) -> anyhow::Error {
+    let current = client
+        .get_job(pb::GetJobRequest { job_id: job_id.to_owned() })
+        .await
+        .ok()
+        .and_then(|response| response.into_inner().job)
+        .and_then(|job| status_from_proto(job.status));
+    let Some(current) = current else { return status_error(refused) };
+    let next: Vec<&str> = current.allowed_next().iter().map(|s| s.as_str()).collect();
+    let hint = if next.is_empty() {
+        format!("{job_id} is {current}, a final status: it cannot change")
+    } else {
+        format!("{job_id} is {current}; it can move to: {}", next.join(", "))
+    };
+    status_error(refused).context(hint)
 }
 
 async fn submit(
@@ -472,6 +497,32 @@ mod tests {
         let pending = vec![i32::from(pb::JobStatus::Pending)];
         let listing = fetch_listing(&mut registry, pending, since, 50).await.unwrap();
         assert_eq!(footer(&listing), "Showing 3 of 3 matching jobs, newest first. Active jobs: 3");
+        server.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(home);
+    }
+
+    #[tokio::test]
+    async fn a_refused_status_change_names_the_allowed_next_statuses() {
+        let (server, home) = local_server("update").await;
+        let config = ClientConfig {
+            endpoint: server.endpoint(),
+            auth_token_file: None,
+        };
+        submit_small(&config, &home, "job-update").await;
+        let update = |status: &str| JobsCommand::Update {
+            job_id: "job-update".into(),
+            status: Some(status.into()),
+            completed: None,
+            total: None,
+            error: None,
+            results_path: None,
+            json: false,
+        };
+        let error = run(update("running"), &config).await.expect_err("pending → running is no transition");
+        assert!(format!("{error:#}").contains("job-update is pending; it can move to: submitting, cancelled"), "{error:#}");
+        run(update("cancelled"), &config).await.expect("pending → cancelled");
+        let error = run(update("running"), &config).await.expect_err("cancelled is final");
+        assert!(format!("{error:#}").contains("job-update is cancelled, a final status"), "{error:#}");
         server.stop().await.unwrap();
         let _ = std::fs::remove_dir_all(home);
     }
