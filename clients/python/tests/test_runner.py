@@ -4,6 +4,7 @@ fake of JobClient: pure Python, no server needed."""
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
 import os
 import pickle
 import threading
@@ -105,7 +106,8 @@ def test_handle_is_picklable_and_lazy(fake):
     clone = pickle.loads(pickle.dumps(handle))
     assert clone.job_id == "job-1" and clone._client is None
     assert clone.client is not client and clone.client.settings == client.settings
-    with concurrent.futures.ProcessPoolExecutor(1) as pool:  # unpickled and used in another process
+    # Unpickled in another process (spawned: forking a process with live gRPC channels is unsafe).
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(_settings_in_child, handle).result() == ("job-1", "http://127.0.0.1:1")
 
 
