@@ -256,3 +256,13 @@ def test_track_with_concurrent_futures_and_writer(fake, tmp_path):
     pid = up.make_param_id({"beta": 0.3})
     assert {e.path for e in client.edges} == {up.sim_dir(BUNDLE, pid, s) for s in range(1, 5)}
     assert client.calls[-1][:2] == ("finalize", "succeeded")
+
+
+def test_run_gives_up_on_reporting_after_flush_timeout(fake):
+    handle = JobHandle("job-down")
+    with pytest.raises(RuntimeError, match="could not be sent"):
+        with run(handle, flush_timeout=0.3, progress_interval=0.01) as job:
+            job.progress._batcher._retry_delay = 0.01
+            handle.client.fail_next = 10**9  # the service stays unavailable
+            job.done("t1")
+    assert handle.client.calls[-1][1:] == ("failed", "reporting failed: unavailable", "REPORTING_FAILED")

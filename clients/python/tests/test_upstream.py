@@ -280,3 +280,18 @@ def test_writer_file_url_pickle_and_errors(tmp_path):
         writer.write_agg(BUNDLE, "t:x", [rec.task_id], float("nan"), param_id=rec.param_id)
     with pytest.raises(ValueError):
         writer.write_agg(BUNDLE, "t:x", [], 1.0, param_id=rec.param_id)
+
+
+def test_writer_on_a_remote_style_filesystem():
+    """fsspec's memory filesystem takes the object-store path (one put per file, no rename)."""
+    tree = FIXTURES / "tree_token"
+    root = f"memory://golden-{id(tree)}"
+    written = _write_golden_tree(root, "token", tree)
+    writer = written["writer"]
+    for rec in written["aggs"]:
+        for name in ("metadata.json", "result.json"):
+            assert writer.read_bytes(f"{rec.path}/{name}") == (tree / rec.path / name).read_bytes()
+    sim = written["sims"][2]
+    assert writer.read_bytes(f"{sim.path}/metadata.json") == (tree / sim.path / "metadata.json").read_bytes()
+    assert writer.read_json(f"{sim.path}/result.json")["task_id"] == sim.task_id
+    assert writer.exists(sim.path) and not writer.exists(sim.path + "0")

@@ -300,11 +300,25 @@ class run:
         job: a job id or a :class:`JobHandle`; other keyword arguments build the handle.
         seal: seal attribution before finalizing (default True).
         total: set ``tasks_total`` on enter.
+        flush_timeout: how long a clean exit waits for queued progress and edges to be stored
+            (retrying while the service is unavailable) before finalizing the job ``failed``
+            with code ``REPORTING_FAILED``; None waits for ever.
     """
 
-    def __init__(self, job: Union[str, JobHandle], *, seal: bool = True, total: Optional[int] = None, progress_interval: float = 0.5, edge_interval: float = 1.0, **handle_kwargs: Any) -> None:
+    def __init__(
+        self,
+        job: Union[str, JobHandle],
+        *,
+        seal: bool = True,
+        total: Optional[int] = None,
+        progress_interval: float = 0.5,
+        edge_interval: float = 1.0,
+        flush_timeout: Optional[float] = 600.0,
+        **handle_kwargs: Any,
+    ) -> None:
         self.handle = job if isinstance(job, JobHandle) else JobHandle(job, **handle_kwargs)
         self.seal = seal
+        self.flush_timeout = flush_timeout
         self.total = total
         self._intervals = (progress_interval, edge_interval)
         self.job: Optional[RunningJob] = None
@@ -330,8 +344,8 @@ class run:
         assert job is not None
         client = self.handle.client
         if exc is None:
-            ok_progress = job.progress.close()
-            ok_edges = job.edges.close()
+            ok_progress = job.progress.close(self.flush_timeout)
+            ok_edges = job.edges.close(self.flush_timeout)
             if not (ok_progress and ok_edges):
                 err = job.edges._batcher.error or job.progress._batcher.error
                 client.finalize(self.handle.job_id, "failed", error_message=f"reporting failed: {err}", error_code="REPORTING_FAILED")
