@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(Notation::for_values(small), Notation::Scientific);
         let shown: Vec<String> = small.iter().map(|v| Notation::Scientific.format(*v)).collect();
         assert_eq!(shown, ["2.600e-6", "2.861e-5", "5.000e-1"]);
-        let plain = [0.123456789012345678, 12.3456789, 0.0, 1234.56789, 0.00123456];
+        let plain = [0.1234567890123, 12.3456789, 0.0, 1234.56789, 0.00123456];
         assert_eq!(Notation::for_values(plain), Notation::Fixed);
         let shown: Vec<String> = plain.iter().map(|v| Notation::Fixed.format(*v)).collect();
         assert_eq!(shown, ["0.1235", "12.35", "0", "1235", "0.001235"]);

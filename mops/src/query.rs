@@ -194,7 +194,7 @@ pub async fn answer(channel: AuthedChannel, question: Question, output: &OutputA
         Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?),
         None => Box::new(std::io::stdout()),
     };
-    let (destination, closed) = Closable::new(destination);
+    let (destination, closed) = Closable::wrap(destination);
     let written = async {
         let mut writer = Writer::new(output.format, output.max_rows, destination, &schema)?;
         for endpoint in info.endpoint {
@@ -233,7 +233,7 @@ struct Closable {
 }
 
 impl Closable {
-    fn new(inner: Box<dyn Write + Send>) -> (Box<dyn Write + Send>, Arc<AtomicBool>) {
+    fn wrap(inner: Box<dyn Write + Send>) -> (Box<dyn Write + Send>, Arc<AtomicBool>) {
         let closed = Arc::new(AtomicBool::new(false));
         let writer = Self {
             inner: std::io::BufWriter::new(inner),
@@ -579,12 +579,12 @@ mod tests {
     #[test]
     fn a_closed_reader_is_noted_so_the_command_ends_quietly() {
         for format in [Format::Table, Format::Csv, Format::Json] {
-            let (out, closed) = Closable::new(Box::new(ClosedPipe));
+            let (out, closed) = Closable::wrap(Box::new(ClosedPipe));
             let written = write_all(format, out, &[jobs_batch()]);
             assert!(written.is_err(), "{format:?}: nothing can be written");
             assert!(closed.load(Ordering::Relaxed), "{format:?}: the broken pipe is noted");
         }
-        let (out, closed) = Closable::new(Box::new(Shared::default()));
+        let (out, closed) = Closable::wrap(Box::new(Shared::default()));
         write_all(Format::Csv, out, &[jobs_batch()]).unwrap();
         assert!(!closed.load(Ordering::Relaxed));
     }
