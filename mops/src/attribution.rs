@@ -62,6 +62,30 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
+/// The text of `mops attribution show`: counts, at most `sample` edges, the first missing paths.
+fn show_text(job_id: &str, response: &pb::GetJobAttributionResponse, sample: u32) -> String {
+    let counts = response.counts.unwrap_or_default();
+    let mut text = format!("Job:        {job_id}{}\n", if response.sealed { " (sealed)" } else { "" });
+    text += &format!("Results:    {} simulations, {} aggregations\n", counts.sims, counts.aggs);
+    text += &format!("Computed:   {}\n", counts.computed);
+    text += &format!("Cache hits: {}\n", counts.cache_hits);
+    if counts.unknown > 0 {
+        text += &format!("Unknown:    {}\n", counts.unknown);
+    }
+    text += &format!("Missing:    {}\n", counts.expected_missing);
+    if sample > 0 && !response.sample.is_empty() {
+        let mut table = Table::new(["Kind", "Role", "Path"]);
+        for edge in response.sample.iter().take(sample as usize) {
+            table.row(vec![kind_name(edge.kind).into(), role_name(edge.role).into(), edge.path.clone()]);
+        }
+        text += &format!("\n{}\n", table.render());
+    }
+    for path in response.missing_paths.iter().take(5) {
+        text += &format!("missing: {path}\n");
+    }
+    text
+}
+
 /// Runs a `mops attribution` command.
 pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::Result<()> {
     let channel = client::connect(config).await?;
@@ -85,24 +109,7 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
                 );
                 return Ok(());
             }
-            println!("Job:        {job_id}{}", if response.sealed { " (sealed)" } else { "" });
-            println!("Results:    {} simulations, {} aggregations", counts.sims, counts.aggs);
-            println!("Computed:   {}", counts.computed);
-            println!("Cache hits: {}", counts.cache_hits);
-            if counts.unknown > 0 {
-                println!("Unknown:    {}", counts.unknown);
-            }
-            println!("Missing:    {}", counts.expected_missing);
-            if sample > 0 && !response.sample.is_empty() {
-                let mut table = Table::new(["Kind", "Role", "Path"]);
-                for edge in response.sample.iter().take(sample as usize) {
-                    table.row(vec![kind_name(edge.kind).into(), role_name(edge.role).into(), edge.path.clone()]);
-                }
-                println!("\n{}", table.render());
-            }
-            for path in response.missing_paths.iter().take(5) {
-                println!("missing: {path}");
-            }
+            print!("{}", show_text(&job_id, &response, sample));
             Ok(())
         }
         AttributionCommand::Owners { path } => {
@@ -211,6 +218,25 @@ mod tests {
         for good in ["0", "100"] {
             assert!(crate::Cli::try_parse_from(["mops", "attribution", "show", "job-1", "--sample", good]).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn show_prints_as_many_sample_edges_as_asked_and_none_for_zero() {
+        let edge = |n: usize| pb::Edge {
+            kind: pb::ResultKind::Sim.into(),
+            role: pb::Role::Computed.into(),
+            path: format!("token/v1/sims/0123456789ab/sim_{n}"),
+            ..Default::default()
+        };
+        // The service sends at least one edge even when asked for none.
+        let response = pb::GetJobAttributionResponse {
+            sample: (0..3).map(edge).collect(),
+            ..Default::default()
+        };
+        let edges = |text: &str| text.lines().filter(|l| l.starts_with("sim ")).count();
+        assert_eq!(edges(&show_text("job-1", &response, 0)), 0);
+        assert_eq!(edges(&show_text("job-1", &response, 2)), 2);
+        assert_eq!(edges(&show_text("job-1", &response, 100)), 3);
     }
 
     #[tokio::test]
