@@ -7,6 +7,10 @@
 //! one table with the right rows (read through the query process), and a watcher on one
 //! registry replica must have seen every job's final state and its table done.
 //!
+//! It runs twice: with job state in etcd, and with job state and specs in Azurite (the Azure
+//! container the Python ModelOps writes), where some jobs are written straight into the stores
+//! as the Python ModelOps would, already succeeded.
+//!
 //! The seed comes from `MOPS_DEPLOY_SEED` (random otherwise) and is printed with the number of
 //! jobs, kills and operations, so a failing run can be replayed. `MOPS_DEPLOY_JOBS` sets how
 //! many jobs (CI runs a short version).
@@ -22,7 +26,7 @@ use futures::StreamExt as _;
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
 use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{MopsProcess, channel, etcd_url, register_study, unique};
+use modelops_integration_tests::{MopsProcess, azurite_container, channel, etcd_url, register_study, unique};
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use rand::{Rng as _, SeedableRng as _};
@@ -47,6 +51,8 @@ struct Plan {
     sets: usize,
     missing: Vec<usize>,
     replica: usize,
+    /// Written straight into the stores as the Python ModelOps does, not through a server.
+    direct: bool,
     /// Makes the job's parameter sets its own: the synthetic writer rewrites shared records
     /// with new timestamps, which would change another job's inputs (upstream never rewrites).
     salt: u64,
@@ -62,14 +68,16 @@ struct Deployment {
 }
 
 impl Deployment {
-    fn start(prefix: &str) -> Self {
+    /// Starts the processes with job state in `registry_store` and job specs in `jobs_store`
+    /// (`None`: a shared directory), the provenance and results stores in a shared directory.
+    fn start(registry_store: String, jobs_store: Option<String>) -> Self {
         let shared = tempfile::tempdir().unwrap();
         let url = |name: &str| format!("file://{}/{name}", shared.path().display());
         let common = vec![
             "--registry-store".to_owned(),
-            etcd_url(prefix),
+            registry_store,
             "--jobs-store".to_owned(),
-            url("jobs"),
+            jobs_store.unwrap_or_else(|| url("jobs")),
             "--provenance".to_owned(),
             url("provenance"),
             "--results".to_owned(),
@@ -163,6 +171,37 @@ async fn drive(plan: &Plan, endpoint: &str, provenance: &Store, ops: &AtomicU64)
     ops.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Writes a finished job as the Python ModelOps does, straight into the stores: its spec blob,
+/// its results, and its `state.json` already succeeded, so no server ever sees it pending.
+async fn write_directly(plan: &Plan, registry_store: &str, jobs: &Store, provenance: &Store) {
+    use modelops_core::job::{JobId, JobState, JobStatus};
+    use modelops_core::study::{JobSpec, SimulationStudy};
+    use object_store::ObjectStoreExt as _;
+    let id = JobId::new(&plan.job).unwrap();
+    let spec = SimulationStudy::from_json(study(plan.sets, plan.salt).as_bytes()).unwrap().to_sim_job(BUNDLE, Some(id.clone())).unwrap();
+    let key = modelops_core::paths::job_spec_key("simulation", &id);
+    let blob = JobSpec::Simulation(spec.clone()).to_json();
+    jobs.object_store.put(&object_store::path::Path::from(key.as_str()), blob.into()).await.unwrap();
+    let timestamp = modelops_core::time::now_iso();
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp: &timestamp,
+        param_sets: Some(&(0..plan.sets).collect::<Vec<_>>()),
+        failed_aggregations: &[],
+    };
+    synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    let mut metadata = modelops_core::pyjson::PyObject::new();
+    metadata.insert("type", "SimJob".into());
+    metadata.insert("blob_key", key.as_str().into());
+    let mut state = JobState::registered(id.clone(), &timestamp, None, None, metadata);
+    state.set_status(JobStatus::Succeeded);
+    state.set("tasks_total", (spec.tasks.len() as i64).into());
+    state.set("tasks_completed", (spec.tasks.len() as i64).into());
+    let store = modelops_registry::store::open(registry_store).await.unwrap();
+    let created = store.create_if_absent(&modelops_core::paths::job_state_key(&id), state.to_json().into()).await.unwrap();
+    assert!(created.is_some(), "{} written once", plan.job);
+}
+
 /// The final state each job reached, as one watcher saw it, until every job in `jobs` is seen
 /// terminal with its table done. When its replica dies, the watcher moves to another one and
 /// replays the current states (a position is only good on the replica that gave it).
@@ -210,12 +249,26 @@ async fn table_rows(endpoint: &str, job: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn separate_processes_with_replicas_index_every_job_once_through_indexer_kills() {
+async fn separate_processes_with_replicas_index_every_job_once_on_etcd() {
+    let prefix = unique("deploy");
+    run_deployment("etcd", etcd_url(&prefix), None, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_with_replicas_index_every_job_once_on_azurite() {
+    // The registry and the job specs in the Azure container the Python ModelOps writes, whose
+    // change feed is a poll: jobs written straight in as succeeded are first seen finished.
+    let prefix = unique("deploy-az");
+    let container = azurite_container(&prefix).await;
+    run_deployment("azurite", format!("{container}/registry"), Some(format!("{container}/jobs")), &prefix).await;
+}
+
+async fn run_deployment(backend: &str, registry_store: String, jobs_store: Option<String>, prefix: &str) {
     let seed: u64 = std::env::var("MOPS_DEPLOY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let jobs: usize = std::env::var("MOPS_DEPLOY_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let prefix = unique("deploy");
-    let mut deployment = Deployment::start(&prefix);
+    let mut deployment = Deployment::start(registry_store.clone(), jobs_store.clone());
+    let jobs_specs = Store::open(jobs_store.as_deref().unwrap_or(&format!("file://{}/jobs", deployment.shared.path().display()))).unwrap();
     let registries = Arc::new(std::sync::Mutex::new(deployment.registries.iter().map(Deployment::endpoint).collect::<Vec<_>>()));
     let replicas = deployment.registries.len();
     let provenance = Store::open(&format!("file://{}/provenance", deployment.shared.path().display())).unwrap();
@@ -223,8 +276,13 @@ async fn separate_processes_with_replicas_index_every_job_once_through_indexer_k
     let plans: Vec<Plan> = (0..jobs)
         .map(|i| {
             let sets = rng.random_range(2..=4);
-            let missing = if rng.random_bool(0.25) { vec![rng.random_range(0..sets)] } else { Vec::new() };
+            // The last batch is written straight in, after the last kill, so only the live
+            // indexers' handling of what they first see finished can index it (no restart's
+            // catch-up).
+            let direct = i + 4 >= jobs || rng.random_bool(0.1);
+            let missing = if !direct && rng.random_bool(0.25) { vec![rng.random_range(0..sets)] } else { Vec::new() };
             Plan {
+                direct,
                 job: format!("{prefix}-{i}"),
                 sets,
                 missing,
@@ -234,7 +292,7 @@ async fn separate_processes_with_replicas_index_every_job_once_through_indexer_k
         })
         .collect();
     // After these many jobs were driven, a process is killed: an indexer or a registry replica.
-    let kill_after: BTreeSet<usize> = (0..4).map(|_| rng.random_range(1..jobs.max(2))).collect();
+    let kill_after: BTreeSet<usize> = (0..4).map(|_| rng.random_range(1..jobs.saturating_sub(4).max(2))).collect();
 
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let reconnects = Arc::new(AtomicU64::new(0));
@@ -252,8 +310,14 @@ async fn separate_processes_with_replicas_index_every_job_once_through_indexer_k
     for (start, batch) in plans.chunks(4).enumerate().map(|(i, b)| (i * 4, b)) {
         let runs = batch.iter().map(|plan| {
             let endpoint = registries.lock().unwrap()[plan.replica].clone();
-            let (provenance, ops) = (provenance.clone(), Arc::clone(&ops));
-            async move { drive(plan, &endpoint, &provenance, &ops).await }
+            let (provenance, ops, jobs_specs, registry_store) = (provenance.clone(), Arc::clone(&ops), jobs_specs.clone(), registry_store.clone());
+            async move {
+                if plan.direct {
+                    write_directly(plan, &registry_store, &jobs_specs, &provenance).await;
+                } else {
+                    drive(plan, &endpoint, &provenance, &ops).await;
+                }
+            }
         });
         futures::future::join_all(runs).await;
         for _ in kill_after.range(start + 1..=start + batch.len()) {
@@ -270,14 +334,14 @@ async fn separate_processes_with_replicas_index_every_job_once_through_indexer_k
     }
 
     // Bounded, not a synchronisation: the watcher returns on the events it waits for.
-    let watched = tokio::time::timeout(Duration::from_secs(120), watcher).await;
+    let watched = tokio::time::timeout(Duration::from_secs(std::env::var("MOPS_DEPLOY_WAIT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(120)), watcher).await;
     let seen = seen.lock().await.clone();
     let not_done: Vec<(&String, i32, i32)> = seen
         .iter()
         .filter(|(_, s)| s.index_state != i32::from(pb::IndexState::Done))
         .map(|(job, s)| (job, s.status, s.index_state))
         .collect();
-    assert!(watched.is_ok(), "seed {seed}: not every job was seen indexed within 120 s; seen {} of {jobs}, not done: {not_done:?}", seen.len());
+    assert!(watched.is_ok(), "seed {seed}: not every job was seen indexed in time; seen {} of {jobs}, not done: {not_done:?}", seen.len());
 
     let query = Deployment::endpoint(&deployment.query);
     for plan in &plans {
@@ -295,7 +359,8 @@ async fn separate_processes_with_replicas_index_every_job_once_through_indexer_k
         assert_eq!(table_rows(&query, &plan.job).await, plan.sets * TARGETS, "seed {seed}: {}", plan.job);
     }
     println!(
-        "deployment: seed {seed}, {jobs} jobs, {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} registry operations, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} registry operations, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
+        plans.iter().filter(|p| p.direct).count(),
         ops.load(Ordering::Relaxed),
         reconnects.load(Ordering::Relaxed)
     );
