@@ -124,7 +124,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 }
             }
             let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
-            let server = crate::serve::LocalServer::start(&crate::serve_args(&serve)?).await?;
+            let server = crate::serve::LocalServer::start(&crate::serve_args(&serve)?).await.with_context(|| {
+                format!(
+                    "cannot start the result services on --home {home}; if a `mops serve --home {home}` is running, \
+                     run the demo against it with `mops demo --endpoint http://127.0.0.1:50051` (its --listen address), \
+                     or give the demo another --home"
+                )
+            })?;
             let endpoint = server.endpoint();
             eprintln!("Started the result services in this process on {endpoint} (home {home}).");
             (Some(server), endpoint)
@@ -184,6 +190,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
+    let short = BUNDLE.trim_start_matches("sha256:").get(..12).unwrap_or(BUNDLE);
+    println!("\nThe demo's bundle: {BUNDLE} (its jobs: `mops results query --bundle {short}`)");
     println!("\nBest parameter sets for {TARGET} (true values: beta {}, sigma {}, gamma {}):", modelops_seir::DEFAULT_TRUTH.beta, modelops_seir::DEFAULT_TRUTH.sigma, modelops_seir::DEFAULT_TRUTH.gamma);
     let best = Question::Command(modelops_query::Command::BestParameters {
         target: TARGET.into(),
@@ -207,8 +215,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.overlap {
         println!("\nCache hits of the second study: mops attribution show {}", jobs[1].0);
     }
-    let dashboard = if args.endpoint.is_some() { "the server's --metrics-listen address" } else { "http://127.0.0.1:9464" };
-    println!("\nIts loss landscape in the dashboard (same server): {dashboard}/jobs/{first}");
+    if args.endpoint.is_some() {
+        println!("\nIts loss landscape: /jobs/{first} on the dashboard of the server at {python_endpoint} (its --metrics-listen address).");
+    } else {
+        println!("\nIts loss landscape in the dashboard, once `mops serve --home {home}` runs: http://127.0.0.1:9464/jobs/{first}");
+    }
     Ok(())
 }
 
@@ -518,6 +529,23 @@ fn trajectory_ipc(trajectory: &modelops_seir::Trajectory) -> anyhow::Result<Vec<
 mod tests {
     use super::*;
     use modelops_core::job::JobId;
+
+    #[tokio::test]
+    async fn a_demo_on_a_home_a_server_holds_suggests_its_endpoint() {
+        use clap::Parser as _;
+        let home = std::env::temp_dir().join(format!("mops-demo-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let home_arg = home.to_str().expect("utf-8 temp dir");
+        let server = crate::serve::LocalServer::start(&crate::serve_args(&["--home", home_arg]).unwrap()).await.unwrap();
+        let crate::Command::Demo(args) = crate::Cli::try_parse_from(["mops", "demo", "--home", home_arg, "--n-samples", "1"]).unwrap().command else {
+            unreachable!("a demo command line")
+        };
+        let error = run(args).await.expect_err("the home is held by the server");
+        let message = format!("{error:#}");
+        assert!(message.contains("--endpoint"), "{message}");
+        server.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(home);
+    }
 
     #[test]
     fn a_demo_without_samples_or_replicates_is_refused_naming_the_range() {

@@ -66,3 +66,30 @@ fn demo_runs_end_to_end_and_its_results_are_served() {
     assert_eq!(text(&listed.stdout).matches("demo-").count(), 3, "{}", text(&listed.stdout));
     assert!(server.terminate().success());
 }
+
+#[test]
+fn the_embedded_demo_prints_its_bundle_and_how_to_reach_its_dashboard() {
+    let home = tempfile::tempdir().unwrap();
+    let home_arg = home.path().to_str().unwrap();
+    let out = Command::new(mops_binary())
+        .args(["demo", "--home", home_arg, "--n-samples", "4", "--n-replicates", "1"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let bundle = stdout.lines().find(|l| l.starts_with("The demo's bundle: sha256:")).unwrap_or_else(|| panic!("no bundle line: {stdout}"));
+    let short = bundle.split("--bundle ").nth(1).unwrap().trim_end_matches("`)");
+    assert_eq!(short.len(), 12, "{bundle}");
+    let (first, _) = &job_lines(&stdout)[0];
+    // The embedded server is gone when the demo ends: the link says which server serves it.
+    assert!(stdout.contains(&format!("once `mops serve --home {home_arg}` runs: http://127.0.0.1:9464/jobs/{first}")), "{stdout}");
+
+    let server = MopsProcess::serve(home.path(), &[]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let query = Command::new(mops_binary())
+        .args(["results", "--endpoint", &endpoint, "query", "--bundle", short, "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(query.status.success(), "{}", text(&query.stderr));
+    assert_eq!(text(&query.stdout).lines().count(), 5, "a header and the 4 sets of the printed bundle: {}", text(&query.stdout));
+}
