@@ -46,7 +46,7 @@ pub enum JobsCommand {
     /// List recent jobs, newest first.
     List {
         /// Only these statuses (repeatable).
-        #[arg(long = "status", short = 's')]
+        #[arg(long = "status", short = 's', value_parser = status_values())]
         statuses: Vec<String>,
         /// Only jobs created in the last H hours.
         #[arg(long, short = 'H', default_value_t = 24.0)]
@@ -81,8 +81,8 @@ pub enum JobsCommand {
     Update {
         /// The job id.
         job_id: String,
-        /// New status.
-        #[arg(long)]
+        /// New status (one step of upstream's lifecycle from the current one).
+        #[arg(long, value_parser = status_values())]
         status: Option<String>,
         /// Tasks completed (absolute).
         #[arg(long)]
@@ -100,6 +100,11 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The statuses `--status` takes, listed by `--help` and by a refusal.
+fn status_values() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(JobStatus::ALL.map(JobStatus::as_str))
 }
 
 fn parse_status(text: &str) -> anyhow::Result<pb::JobStatus> {
@@ -446,6 +451,19 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_flags_list_every_status() {
+        use clap::{CommandFactory as _, Parser as _};
+        for command in [&["mops", "jobs", "list", "--status", "done"][..], &["mops", "jobs", "update", "job-1", "--status", "done"][..]] {
+            let error = crate::Cli::try_parse_from(command).expect_err("done is no status");
+            assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+            assert!(error.to_string().contains("pending, submitting, scheduled, running, validating, succeeded, partial, failed, cancelled"), "{error}");
+        }
+        let mut cli = crate::Cli::command();
+        let help = cli.find_subcommand_mut("jobs").unwrap().find_subcommand_mut("list").unwrap().render_long_help().to_string();
+        assert!(help.contains("cancelled"), "{help}");
+    }
 
     /// A `mops serve` in this process over a fresh home, and that home (removed by the caller).
     async fn local_server(name: &str) -> (crate::serve::LocalServer, PathBuf) {
