@@ -164,7 +164,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         jobs.push((format!("demo-{stamp}-overlap"), second));
     }
     for (job_id, sets) in &jobs {
-        let counts = run_study(&clients, &provenance, job_id, &ranges, sets, args.n_replicates, &setup, &observed).await?;
+        let counts = run_study(&clients, &provenance, job_id, &ranges, sets, args.n_replicates, &setup, &observed)
+            .await
+            .with_context(|| {
+                format!(
+                    "the demo wrote its results to {}; with --endpoint, give the server's provenance store \
+                     (--provenance URL, or the server's --home)",
+                    args.stores.provenance_url()
+                )
+            })?;
         let attribution = clients
             .attribution
             .clone()
@@ -376,12 +384,20 @@ async fn run_study(
         })
         .await
         .map_err(status_error)?;
-    wait_for_index(clients, job_id).await?;
+    let table = wait_for_index(clients, job_id).await?;
+    if table.missing > 0 {
+        // The demo wrote every aggregation: a server that finds some missing reads another store.
+        anyhow::bail!(
+            "the server found {} of {job_id}'s {} results missing: it does not read the provenance store the demo wrote to",
+            table.missing,
+            table.total
+        );
+    }
     Ok(counts)
 }
 
-/// Waits until the indexer has committed the job's table.
-async fn wait_for_index(clients: &Clients, job_id: &str) -> anyhow::Result<()> {
+/// Waits until the indexer has committed the job's table, and returns its row counts.
+async fn wait_for_index(clients: &Clients, job_id: &str) -> anyhow::Result<indexer_pb::IndexCounts> {
     let mut indexer = clients.indexer.clone();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -393,7 +409,7 @@ async fn wait_for_index(clients: &Clients, job_id: &str) -> anyhow::Result<()> {
             .status
             .unwrap_or_default();
         match indexer_pb::IndexPhase::try_from(status.phase) {
-            Ok(indexer_pb::IndexPhase::Done) => return Ok(()),
+            Ok(indexer_pb::IndexPhase::Done) => return Ok(status.counts.unwrap_or_default()),
             Ok(indexer_pb::IndexPhase::Failed) => anyhow::bail!("indexing {job_id} failed: {}", status.error.unwrap_or_default()),
             _ if Instant::now() > deadline => anyhow::bail!("{job_id} was not indexed within two minutes"),
             _ => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -93,3 +93,17 @@ fn the_embedded_demo_prints_its_bundle_and_how_to_reach_its_dashboard() {
     assert!(query.status.success(), "{}", text(&query.stderr));
     assert_eq!(text(&query.stdout).lines().count(), 5, "a header and the 4 sets of the printed bundle: {}", text(&query.stdout));
 }
+
+#[test]
+fn a_demo_against_a_server_reading_another_provenance_store_fails_naming_the_flag() {
+    let (server_home, demo_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = MopsProcess::serve(server_home.path(), &[]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let out = Command::new(mops_binary())
+        .args(["demo", "--endpoint", &endpoint, "--home", demo_home.path().to_str().unwrap(), "--n-samples", "4", "--n-replicates", "1"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{}\n{stderr}", text(&out.stdout));
+    assert!(stderr.contains("--provenance") && stderr.contains("missing"), "{stderr}");
+}
