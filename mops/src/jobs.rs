@@ -397,6 +397,18 @@ async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<Strin
     Ok(())
 }
 
+/// Shows `job` on the bar of `mops jobs watch`: its status, and a bar only once its task count
+/// is known (an empty bar of 0 tasks would be drawn full).
+fn show_progress(bar: &indicatif::ProgressBar, job: &pb::JobState) {
+    let template = if job.tasks_total > 0 { "{prefix} [{bar:40}] {pos}/{len} {msg}" } else { "{prefix} {msg}" };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    if job.tasks_total > 0 {
+        bar.set_length(u64::try_from(job.tasks_total).unwrap_or(0));
+    }
+    bar.set_position(u64::try_from(job.tasks_completed).unwrap_or(0));
+    bar.set_message(status_name(job.status).to_owned());
+}
+
 async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<String>, json: bool) -> anyhow::Result<()> {
     let request = pb::WatchJobsRequest {
         job_ids: job_id.iter().cloned().collect(),
@@ -404,15 +416,7 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
         ..Default::default()
     };
     let mut stream = client.watch_jobs(request).await.map_err(status_error)?.into_inner();
-    let bar = (!json && job_id.is_some()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = (!json && job_id.is_some()).then(indicatif::ProgressBar::no_length);
     if let Some(id) = &job_id
         && let Some(bar) = &bar
     {
@@ -426,9 +430,7 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
         if json {
             println!("{}", pyjson::to_canonical(&pyjson::parse(job.state_json.as_bytes()).unwrap_or(PyValue::Null)));
         } else if let Some(bar) = &bar {
-            bar.set_length(u64::try_from(job.tasks_total).unwrap_or(0));
-            bar.set_position(u64::try_from(job.tasks_completed).unwrap_or(0));
-            bar.set_message(status.map_or("unknown", JobStatus::as_str).to_owned());
+            show_progress(bar, &job);
         } else {
             println!("{}  {:<10}  {}", job.job_id, status_name(job.status), progress(&job));
         }
@@ -451,6 +453,70 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A terminal that keeps what is drawn on it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(std::sync::Arc<std::sync::Mutex<String>>);
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            100
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        fn take(&self) -> String {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn watch_draws_no_bar_before_the_task_count_is_known() {
+        let screen = Screen::default();
+        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        bar.set_prefix("job-1");
+        let job = |status: pb::JobStatus, completed: i64, total: i64| pb::JobState {
+            job_id: "job-1".into(),
+            status: status.into(),
+            tasks_completed: completed,
+            tasks_total: total,
+            ..Default::default()
+        };
+        show_progress(&bar, &job(pb::JobStatus::Pending, 0, 0));
+        bar.tick();
+        let drawn = screen.take();
+        assert!(drawn.contains("job-1 pending"), "{drawn:?}");
+        assert!(!drawn.contains('[') && !drawn.contains('='), "no bar at 0/0: {drawn:?}");
+        show_progress(&bar, &job(pb::JobStatus::Running, 5, 10));
+        bar.finish();
+        let drawn = screen.take();
+        assert!(drawn.contains("5/10 running") && drawn.contains(&format!("[{}>", "=".repeat(20))), "{drawn:?}");
+    }
 
     #[test]
     fn status_flags_list_every_status() {
