@@ -468,6 +468,38 @@ def test_job_lifecycle(jobs: JobClient) -> None:
     assert job_id in {j["job_id"] for j in jobs.list_jobs(["succeeded"])}
 
 
+def test_refusals_carry_upstream_wording_and_a_reason(jobs: JobClient) -> None:
+    job_id = new_job_id("reasons")
+    jobs.register_job(job_id, spec=sim_job_spec(job_id))
+    with pytest.raises(FailedPrecondition) as refused:
+        jobs.update_status(job_id, "running")
+    assert str(refused.value).startswith("Invalid transition")
+    assert refused.value.reason == "INVALID_TRANSITION"
+    assert (refused.value.details["job_id"], refused.value.details["from"], refused.value.details["to"]) == (job_id, "pending", "running")
+    for status in ("submitting", "scheduled", "running"):
+        jobs.update_status(job_id, status)
+    job = jobs.update_status(
+        job_id, "validating", validation_started_at="2026-11-29T00:00:00+00:00", validation_attempts=1, error_message="flaky"
+    )
+    assert (job["validation_attempts"], job["error_message"]) == (1, "flaky")
+    job = jobs.update_status(
+        job_id,
+        "partial",
+        validation_completed_at="2026-11-29T00:01:00+00:00",
+        tasks_verified=2,
+        verified_outputs=["a", "b"],
+        missing_outputs=["c"],
+        last_validation_error="1 output missing",
+        clear_fields=["error_message"],
+    )
+    assert (job["tasks_verified"], list(job["verified_outputs"]), list(job["missing_outputs"])) == (2, ["a", "b"], ["c"])
+    assert not job.get("error_message")
+    with pytest.raises(FailedPrecondition) as terminal:
+        jobs.update_status(job_id, "failed")
+    assert str(terminal.value).startswith("Cannot modify terminal")
+    assert terminal.value.reason == "TERMINAL_STATE"
+
+
 def test_attribution(jobs: JobClient) -> None:
     job_id = new_job_id("edges")
     spec = sim_job_spec(job_id)

@@ -77,6 +77,30 @@ impl From<AttributionError> for tonic::Status {
             tonic::Code::Unavailable => tracing::warn!(%message, "attribution backend unavailable"),
             _ => tracing::debug!(%message, ?code, "request refused"),
         }
-        tonic::Status::new(code, message)
+        // Refusals a caller acts on carry a stable reason; a registry error keeps its own.
+        let reason = match &error {
+            AttributionError::Sealed(job) => Some(("JOB_SEALED", job.clone())),
+            AttributionError::NoSpec(job) => Some(("NO_JOB_SPEC", job.clone())),
+            AttributionError::Registry(inner) => {
+                return match inner.reason() {
+                    Some((reason, about)) => with_reason(code, message, reason, about),
+                    None => tonic::Status::new(code, message),
+                };
+            }
+            _ => None,
+        };
+        match reason {
+            Some((reason, job)) => with_reason(code, message, reason, vec![("job_id", job)]),
+            None => tonic::Status::new(code, message),
+        }
     }
 }
+
+fn with_reason(code: tonic::Code, message: String, reason: &str, about: Vec<(&'static str, String)>) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    let metadata: std::collections::HashMap<String, String> = about.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    tonic::Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata))
+}
+
+/// The `domain` of the `google.rpc.ErrorInfo` attribution attaches to its refusals.
+pub const ERROR_DOMAIN: &str = "attribution.modelops";

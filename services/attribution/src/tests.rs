@@ -325,3 +325,14 @@ async fn job_ids_holding_two_dots_seal_and_read_back() {
         assert_eq!(aggs, 3, "{job}");
     }
 }
+
+#[test]
+fn refusals_carry_a_stable_reason() {
+    use tonic_types::StatusExt as _;
+    let sealed = tonic::Status::from(AttributionError::Sealed("job-a".into()));
+    assert_eq!(sealed.code(), tonic::Code::FailedPrecondition);
+    let info = sealed.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!((info.reason.as_str(), info.metadata["job_id"].as_str()), ("JOB_SEALED", "job-a"));
+    let registry = tonic::Status::from(AttributionError::Registry(modelops_registry::RegistryError::NotFound("job-b".into())));
+    assert_eq!(registry.get_details_error_info().unwrap().reason, "JOB_NOT_FOUND");
+}

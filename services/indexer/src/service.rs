@@ -38,7 +38,15 @@ impl From<RequestError> for Status {
     fn from(error: RequestError) -> Self {
         match error {
             RequestError::Registry(e) => e.into(),
-            RequestError::NotFinished(..) => Status::failed_precondition(error.to_string()),
+            RequestError::NotFinished(ref job, status) => {
+                use tonic_types::{ErrorDetails, StatusExt as _};
+                let metadata = std::collections::HashMap::from([("job_id".to_owned(), job.to_string()), ("status".to_owned(), status.to_string())]);
+                Status::with_error_details(
+                    tonic::Code::FailedPrecondition,
+                    error.to_string(),
+                    ErrorDetails::with_error_info("JOB_NOT_FINISHED", "indexer.modelops", metadata),
+                )
+            }
         }
     }
 }

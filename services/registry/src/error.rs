@@ -21,7 +21,7 @@ pub enum RegistryError {
     #[error("job {0} is already registered")]
     AlreadyExists(String),
     /// The transition is not in upstream's table.
-    #[error("invalid transition from {from} to {to} for job {job}")]
+    #[error("Invalid transition from {from} to {to} for job {job}")]
     InvalidTransition {
         /// The job.
         job: String,
@@ -31,7 +31,7 @@ pub enum RegistryError {
         to: JobStatus,
     },
     /// The job is in a terminal state and cannot change to another one.
-    #[error("cannot modify terminal state {status} of job {job} (asked for {to})")]
+    #[error("Cannot modify terminal state {status} of job {job} (asked for {to})")]
     TerminalState {
         /// The job.
         job: String,
@@ -155,8 +155,40 @@ impl RegistryError {
     }
 }
 
+/// The `domain` of the `google.rpc.ErrorInfo` the registry attaches to its refusals.
+pub const ERROR_DOMAIN: &str = "registry.modelops";
+
+impl RegistryError {
+    /// The stable, machine-readable reason of a refusal, sent as a `google.rpc.ErrorInfo` with
+    /// what it concerns (`job_id`, `from`, `to`, …); `None` for faults.
+    pub fn reason(&self) -> Option<(&'static str, Vec<(&'static str, String)>)> {
+        Some(match self {
+            Self::InvalidTransition { job, from, to } => ("INVALID_TRANSITION", vec![("job_id", job.clone()), ("from", from.to_string()), ("to", to.to_string())]),
+            Self::TerminalState { job, status, to } => ("TERMINAL_STATE", vec![("job_id", job.clone()), ("status", status.to_string()), ("to", to.to_string())]),
+            Self::RevisionMismatch { job, expected, actual } => (
+                "REVISION_CONFLICT",
+                vec![("job_id", job.clone()), ("expected", expected.to_string()), ("actual", actual.to_string())],
+            ),
+            Self::Conflict { job, attempts } => ("CONCURRENT_UPDATES", vec![("job_id", job.clone()), ("attempts", attempts.to_string())]),
+            Self::NotFound(job) => ("JOB_NOT_FOUND", vec![("job_id", job.clone())]),
+            Self::AlreadyExists(job) => ("JOB_EXISTS", vec![("job_id", job.clone())]),
+            Self::LimitExceeded { flag, max, .. } => ("LIMIT_EXCEEDED", vec![("flag", format!("--{flag}")), ("max", max.to_string())]),
+            Self::WatchTooOld { .. } => ("WATCH_POSITION_EXPIRED", Vec::new()),
+            Self::WatchElsewhere { .. } => ("WATCH_POSITION_UNKNOWN", Vec::new()),
+            Self::InvalidJobId(_)
+            | Self::InvalidArgument(_)
+            | Self::Spec(_)
+            | Self::CorruptState { .. }
+            | Self::Store(_)
+            | Self::SpecStore { .. }
+            | Self::ShuttingDown => return None,
+        })
+    }
+}
+
 impl From<RegistryError> for tonic::Status {
     fn from(error: RegistryError) -> Self {
+        use tonic_types::{ErrorDetails, StatusExt as _};
         let message = capped(error.to_string());
         let code = error.code();
         match code {
@@ -164,7 +196,13 @@ impl From<RegistryError> for tonic::Status {
             tonic::Code::Unavailable => tracing::warn!(%message, "registry backend unavailable"),
             _ => tracing::debug!(%message, ?code, "request refused"),
         }
-        tonic::Status::new(code, message)
+        match error.reason() {
+            Some((reason, about)) => {
+                let metadata: std::collections::HashMap<String, String> = about.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                tonic::Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata))
+            }
+            None => tonic::Status::new(code, message),
+        }
     }
 }
 
@@ -188,6 +226,31 @@ mod tests {
         assert_eq!(code(RegistryError::Conflict { job: "j".into(), attempts: 5 }), tonic::Code::Aborted);
         assert_eq!(code(RegistryError::Store(StoreError::Unavailable("down".into()))), tonic::Code::Unavailable);
         assert_eq!(code(RegistryError::InvalidJobId(JobIdError::Empty)), tonic::Code::InvalidArgument);
+        // Refusals carry a stable reason and upstream's wording.
+        use tonic_types::StatusExt as _;
+        let refused = tonic::Status::from(RegistryError::InvalidTransition {
+            job: "j".into(),
+            from: JobStatus::Pending,
+            to: JobStatus::Running,
+        });
+        assert!(refused.message().starts_with("Invalid transition"));
+        let info = refused.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_TRANSITION", ERROR_DOMAIN));
+        assert_eq!(info.metadata["from"], "pending");
+        let terminal = tonic::Status::from(RegistryError::TerminalState {
+            job: "j".into(),
+            status: JobStatus::Succeeded,
+            to: JobStatus::Failed,
+        });
+        assert!(terminal.message().starts_with("Cannot modify terminal"));
+        assert_eq!(terminal.get_details_error_info().unwrap().reason, "TERMINAL_STATE");
+        let stale = tonic::Status::from(RegistryError::RevisionMismatch {
+            job: "j".into(),
+            expected: 1,
+            actual: 2,
+        });
+        assert_eq!((stale.code(), stale.get_details_error_info().unwrap().reason.as_str()), (tonic::Code::Aborted, "REVISION_CONFLICT"));
+        assert!(tonic::Status::from(RegistryError::ShuttingDown).get_details_error_info().is_none());
         let long = tonic::Status::from(RegistryError::InvalidArgument("x".repeat(5000)));
         assert!(long.message().len() < 1100);
     }

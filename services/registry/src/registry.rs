@@ -132,7 +132,42 @@ pub struct StatusUpdate {
     pub metadata: Option<PyObject>,
     /// Apply only at this revision.
     pub expected_revision: Option<u64>,
+    /// Upstream's validation fields set with the status.
+    pub validation: ValidationFields,
+    /// Nullable whitelisted fields set back to null first ([`CLEARABLE_FIELDS`]).
+    pub clear: Vec<String>,
 }
+
+/// Upstream's validation fields of `state.json`, as `transition_to_validating` and
+/// `finalize_with_validation` set them; unset ones are left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidationFields {
+    /// `validation_started_at`.
+    pub started_at: Option<String>,
+    /// `validation_completed_at`.
+    pub completed_at: Option<String>,
+    /// `validation_attempts`.
+    pub attempts: Option<i64>,
+    /// `last_validation_error`.
+    pub last_error: Option<String>,
+    /// `tasks_verified`.
+    pub tasks_verified: Option<i64>,
+    /// `verified_outputs`.
+    pub verified_outputs: Option<Vec<String>>,
+    /// `missing_outputs`.
+    pub missing_outputs: Option<Vec<String>>,
+}
+
+/// The fields a status update may set back to null (upstream's nullable whitelisted fields).
+pub const CLEARABLE_FIELDS: [&str; 7] = [
+    "error_message",
+    "error_code",
+    "results_path",
+    "k8s_uid",
+    "validation_started_at",
+    "validation_completed_at",
+    "last_validation_error",
+];
 
 impl StatusUpdate {
     /// A bare status change.
@@ -147,6 +182,8 @@ impl StatusUpdate {
             k8s_uid: None,
             metadata: None,
             expected_revision: None,
+            validation: ValidationFields::default(),
+            clear: Vec::new(),
         }
     }
 }
@@ -633,6 +670,13 @@ impl JobRegistry {
     /// whitelist cannot be set; metadata is shallow-merged.
     pub async fn update_status(&self, job_id: &JobId, update: StatusUpdate) -> Result<(JobState, bool), RegistryError> {
         check_counters([update.tasks_completed, update.tasks_total])?;
+        check_counters([update.validation.attempts, update.validation.tasks_verified])?;
+        if let Some(field) = update.clear.iter().find(|f| !CLEARABLE_FIELDS.contains(&f.as_str())) {
+            return Err(RegistryError::InvalidArgument(format!(
+                "clear_fields: {field:?} cannot be cleared; these can: {}",
+                CLEARABLE_FIELDS.join(", ")
+            )));
+        }
         let policy = self.policy();
         let job = job_id.to_string();
         self.update(job_id, "status", policy, |state| {
@@ -665,7 +709,12 @@ impl JobRegistry {
                 });
             }
             state.set_status(update.status);
+            for field in &update.clear {
+                state.set(field, PyValue::Null);
+            }
             let text = |v: &Option<String>| v.as_deref().map(PyValue::from);
+            let list = |v: &Option<Vec<String>>| v.as_ref().map(|items| PyValue::List(items.iter().map(|i| i.as_str().into()).collect()));
+            let validation = &update.validation;
             for (key, value) in [
                 ("error_message", text(&update.error_message)),
                 ("error_code", text(&update.error_code)),
@@ -673,6 +722,13 @@ impl JobRegistry {
                 ("k8s_uid", text(&update.k8s_uid)),
                 ("tasks_completed", update.tasks_completed.map(PyValue::from)),
                 ("tasks_total", update.tasks_total.map(PyValue::from)),
+                ("validation_started_at", text(&validation.started_at)),
+                ("validation_completed_at", text(&validation.completed_at)),
+                ("validation_attempts", validation.attempts.map(PyValue::from)),
+                ("last_validation_error", text(&validation.last_error)),
+                ("tasks_verified", validation.tasks_verified.map(PyValue::from)),
+                ("verified_outputs", list(&validation.verified_outputs)),
+                ("missing_outputs", list(&validation.missing_outputs)),
             ] {
                 if let Some(value) = value {
                     state.set(key, value);

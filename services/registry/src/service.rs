@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::RegistryError;
-use crate::registry::{self, IndexState, JobRegistry, ListQuery, Registration, SpecInput, StatusUpdate};
+use crate::registry::{self, IndexState, JobRegistry, ListQuery, Registration, SpecInput, StatusUpdate, ValidationFields};
 
 /// The gRPC face of a registry.
 #[derive(Debug, Clone)]
@@ -214,6 +214,16 @@ impl JobRegistryApi for RegistryService {
             k8s_uid: request.k8s_uid,
             metadata: request.metadata_json.as_deref().map(|m| metadata_object(m, "metadata_json")).transpose()?,
             expected_revision: request.expected_revision,
+            validation: ValidationFields {
+                started_at: request.validation_started_at,
+                completed_at: request.validation_completed_at,
+                attempts: request.validation_attempts,
+                last_error: request.last_validation_error,
+                tasks_verified: request.tasks_verified,
+                verified_outputs: request.verified_outputs.map(|l| l.values),
+                missing_outputs: request.missing_outputs.map(|l| l.values),
+            },
+            clear: request.clear_fields,
         };
         let (state, changed) = self.registry.update_status(&id, update).await?;
         Ok(Response::new(pb::UpdateStatusResponse {

@@ -9,7 +9,7 @@ code, keeping the server's message. The same classes are raised by :class:`~mode
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 __all__ = [
     "ModelOpsError",
@@ -43,10 +43,23 @@ class ModelOpsError(Exception):
     #: The gRPC status code this class stands for (``None`` on the base class).
     status_code: Optional[str] = None
 
-    def __init__(self, message: str, *, code: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Optional[str] = None,
+        reason: Optional[str] = None,
+        details: Optional[dict[str, str]] = None,
+    ) -> None:
         super().__init__(message)
         self.message: str = message
         self.code: str = code or self.status_code or "UNKNOWN"
+        #: The stable, machine-readable reason of a refusal (``"INVALID_TRANSITION"``,
+        #: ``"TERMINAL_STATE"``, ``"REVISION_CONFLICT"``, ...) from the status's
+        #: ``google.rpc.ErrorInfo``, or ``None``.
+        self.reason: Optional[str] = reason
+        #: What the refusal concerns (``job_id``, ``from``, ``to``, ...), from the ErrorInfo.
+        self.details: dict[str, str] = dict(details or {})
 
     def __str__(self) -> str:
         return self.message
@@ -158,23 +171,88 @@ _BY_CODE: dict[str, type[ModelOpsError]] = {
 _BY_CODE["DATA_LOSS"] = Internal
 
 
-def error_for_code(code: str, message: str) -> ModelOpsError:
+def error_for_code(code: str, message: str, *, reason: Optional[str] = None, details: Optional[dict[str, str]] = None) -> ModelOpsError:
     """The exception for gRPC status ``code`` (a name such as ``"NOT_FOUND"``) with ``message``."""
     cls = _BY_CODE.get(code, ModelOpsError)
-    return cls(message, code=code)
+    return cls(message, code=code, reason=reason, details=details)
 
 
 # --- gRPC (grpcio) ---------------------------------------------------------------------------
 
+_ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def _fields(data: bytes) -> Iterable[tuple[int, Union[int, bytes]]]:
+    """(field number, value) of a protobuf message's varint and length-delimited fields."""
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            byte = data[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, varint()
+        elif wire == 2:
+            length = varint()
+            yield number, data[i : i + length]
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            return
+
+
+def error_info(status_details: bytes) -> tuple[Optional[str], dict[str, str]]:
+    """(reason, metadata) of the ``google.rpc.ErrorInfo`` in a ``grpc-status-details-bin``
+    value (a serialized ``google.rpc.Status``); ``(None, {})`` when there is none."""
+    try:
+        for number, value in _fields(status_details):
+            if number != 3 or not isinstance(value, bytes):
+                continue
+            any_fields = dict(_fields(value))
+            if any_fields.get(1) != _ERROR_INFO_TYPE.encode():
+                continue
+            reason: Optional[str] = None
+            metadata: dict[str, str] = {}
+            for field, item in _fields(bytes(any_fields.get(2, b""))):
+                if field == 1 and isinstance(item, bytes):
+                    reason = item.decode()
+                elif field == 3 and isinstance(item, bytes):
+                    entry = dict(_fields(item))
+                    metadata[bytes(entry.get(1, b"")).decode()] = bytes(entry.get(2, b"")).decode()
+            return reason, metadata
+    except (IndexError, UnicodeDecodeError):
+        pass
+    return None, {}
+
 
 def from_grpc_error(error: "Exception") -> ModelOpsError:
-    """Converts a ``grpc.RpcError`` into a :class:`ModelOpsError`."""
+    """Converts a ``grpc.RpcError`` into a :class:`ModelOpsError`, with the refusal's reason
+    when the server sent one."""
     code_fn = getattr(error, "code", None)
     details_fn = getattr(error, "details", None)
+    trailers_fn = getattr(error, "trailing_metadata", None)
     code = code_fn() if callable(code_fn) else None
     name = getattr(code, "name", None) or "UNKNOWN"
     message = details_fn() if callable(details_fn) else None
-    return error_for_code(name, message or str(error))
+    reason: Optional[str] = None
+    details: dict[str, str] = {}
+    for key, value in (trailers_fn() if callable(trailers_fn) else None) or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            reason, details = error_info(value)
+    return error_for_code(name, message or str(error), reason=reason, details=details)
 
 
 # --- Arrow Flight (pyarrow.flight) -----------------------------------------------------------

@@ -448,13 +448,26 @@ class JobClient:
         k8s_uid: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         expected_revision: Optional[int] = None,
+        validation_started_at: Optional[str] = None,
+        validation_completed_at: Optional[str] = None,
+        validation_attempts: Optional[int] = None,
+        last_validation_error: Optional[str] = None,
+        tasks_verified: Optional[int] = None,
+        verified_outputs: Optional[Iterable[str]] = None,
+        missing_outputs: Optional[Iterable[str]] = None,
+        clear_fields: Iterable[str] = (),
     ) -> dict[str, Any]:
         """Moves a job to ``status`` along upstream's transitions (pending → submitting →
         scheduled → running → validating → succeeded/partial/failed; cancelled from pending,
         scheduled or running) and returns its new state. Fields given are set with it;
         ``metadata`` keys are merged into the job's metadata. With ``expected_revision`` the
         update applies only at that revision. Setting a terminal job to its own status again is
-        a no-op.
+        a no-op. The validation fields are upstream's (``transition_to_validating``,
+        ``finalize_with_validation``); ``clear_fields`` sets nullable fields back to ``None``
+        first (``error_message``, ``error_code``, ``results_path``, ``k8s_uid``,
+        ``validation_started_at``, ``validation_completed_at``, ``last_validation_error``).
+        A refusal carries ``reason`` (``INVALID_TRANSITION``, ``TERMINAL_STATE``,
+        ``REVISION_CONFLICT``) and ``details``.
 
         Raises:
             FailedPrecondition: illegal transition, or the job is terminal.
@@ -470,9 +483,18 @@ class JobClient:
             ("tasks_total", tasks_total),
             ("k8s_uid", k8s_uid),
             ("expected_revision", expected_revision),
+            ("validation_started_at", validation_started_at),
+            ("validation_completed_at", validation_completed_at),
+            ("validation_attempts", validation_attempts),
+            ("last_validation_error", last_validation_error),
+            ("tasks_verified", tasks_verified),
         ):
             if value is not None:
                 setattr(request, name, value)
+        for name, values in (("verified_outputs", verified_outputs), ("missing_outputs", missing_outputs)):
+            if values is not None:
+                getattr(request, name).values.extend(values)
+        request.clear_fields.extend(clear_fields)
         if metadata is not None:
             request.metadata_json = json.dumps(dict(metadata))
         return _job_dict(self._call(self.registry.UpdateStatus, request).job)

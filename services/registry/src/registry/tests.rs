@@ -654,3 +654,50 @@ async fn claims_longer_than_the_limit_are_refused() {
     // Nothing was claimed: another holder gets it at once.
     assert!(registry.claim(&id("job-1"), "index", "b", DEFAULT_MAX_CLAIM_TTL).await.unwrap().granted);
 }
+
+#[tokio::test]
+async fn validation_fields_are_set_and_nullable_fields_cleared_as_upstream_does() {
+    let registry = new_registry();
+    register(&registry, "job-1").await;
+    walk(&registry, "job-1", &[Submitting, Scheduled, Running]).await;
+    // upstream `transition_to_validating`
+    let validating = StatusUpdate {
+        validation: ValidationFields {
+            started_at: Some("2026-11-29T00:00:00+00:00".into()),
+            attempts: Some(1),
+            ..ValidationFields::default()
+        },
+        error_message: Some("transient".into()),
+        ..StatusUpdate::to(Validating)
+    };
+    registry.update_status(&id("job-1"), validating).await.unwrap();
+    // upstream `finalize_with_validation` (partial), clearing the message on the way
+    let finalized = StatusUpdate {
+        validation: ValidationFields {
+            completed_at: Some("2026-11-29T00:01:00+00:00".into()),
+            tasks_verified: Some(3),
+            verified_outputs: Some(vec!["a".into(), "b".into(), "c".into()]),
+            missing_outputs: Some(vec!["d".into()]),
+            last_error: Some("1 output missing".into()),
+            ..ValidationFields::default()
+        },
+        clear: vec!["error_message".into()],
+        ..StatusUpdate::to(Partial)
+    };
+    let (state, _) = registry.update_status(&id("job-1"), finalized).await.unwrap();
+    assert_eq!(state.get_str("validation_started_at"), Some("2026-11-29T00:00:00+00:00"));
+    assert_eq!(state.get_str("validation_completed_at"), Some("2026-11-29T00:01:00+00:00"));
+    assert_eq!(state.get_count("validation_attempts"), 1);
+    assert_eq!(state.get_count("tasks_verified"), 3);
+    assert_eq!(state.get("missing_outputs"), Some(&PyValue::List(vec!["d".into()])));
+    assert_eq!(state.get_str("last_validation_error"), Some("1 output missing"));
+    assert_eq!(state.get("error_message"), Some(&PyValue::Null), "cleared");
+    // Only upstream's nullable whitelisted fields can be cleared; nothing changes otherwise.
+    let bad = StatusUpdate {
+        clear: vec!["status".into()],
+        ..StatusUpdate::to(Partial)
+    };
+    let err = registry.update_status(&id("job-1"), bad).await.unwrap_err();
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+    assert_eq!(registry.require(&id("job-1")).await.unwrap().to_json(), state.to_json());
+}
