@@ -139,11 +139,12 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
                 (None, true) => all_jobs(channel).await?,
                 (None, false) => anyhow::bail!("name a job or pass --all"),
             };
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} parameter sets").expect("valid template"));
+            eprintln!("Deriving the edges of {} job(s) from the provenance store ({schema} layout)…", jobs.len());
+            let bar = indicatif::ProgressBar::no_length();
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
             for job in jobs {
                 bar.set_prefix(job.clone());
-                bar.set_position(0);
+                show_derivation(&bar, None);
                 let mut stream = client
                     .derive_edges(pb::DeriveEdgesRequest {
                         job_id: job.clone(),
@@ -155,13 +156,15 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
                 while let Some(message) = stream.message().await.map_err(status_error)? {
                     if message.done {
                         let counts = message.counts.unwrap_or_default();
-                        bar.println(format!(
-                            "{job}: {} sims, {} aggs ({} computed, {} cache hits), {} missing",
-                            counts.sims, counts.aggs, counts.computed, counts.cache_hits, counts.expected_missing
-                        ));
+                        // Printed past the bar, so the line shows when the bar is hidden too.
+                        bar.suspend(|| {
+                            println!(
+                                "{job}: {} sims, {} aggs ({} computed, {} cache hits), {} missing",
+                                counts.sims, counts.aggs, counts.computed, counts.cache_hits, counts.expected_missing
+                            );
+                        });
                     } else {
-                        bar.set_length(message.param_sets_total);
-                        bar.set_position(message.param_sets_done);
+                        show_derivation(&bar, Some(&message));
                     }
                 }
                 if seal {
@@ -176,6 +179,22 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
             }
             bar.finish_and_clear();
             Ok(())
+        }
+    }
+}
+
+/// Shows one job's derivation on the bar of `mops attribution backfill`: a spinner while the
+/// service lists the job's results, a bar of parameter sets once their number is known.
+fn show_derivation(bar: &indicatif::ProgressBar, progress: Option<&pb::DeriveEdgesResponse>) {
+    match progress.filter(|p| p.param_sets_total > 0) {
+        None => {
+            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} listing its results…").expect("valid template"));
+            bar.set_position(0);
+        }
+        Some(progress) => {
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} parameter sets").expect("valid template"));
+            bar.set_length(progress.param_sets_total);
+            bar.set_position(progress.param_sets_done);
         }
     }
 }
@@ -237,6 +256,26 @@ mod tests {
         assert_eq!(edges(&show_text("job-1", &response, 0)), 0);
         assert_eq!(edges(&show_text("job-1", &response, 2)), 2);
         assert_eq!(edges(&show_text("job-1", &response, 100)), 3);
+    }
+
+    #[test]
+    fn backfill_shows_a_job_before_its_first_progress_and_a_bar_after() {
+        let screen = crate::output::testing::Screen::default();
+        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        bar.set_prefix("job-1");
+        show_derivation(&bar, None);
+        bar.tick();
+        let drawn = screen.take();
+        assert!(drawn.contains("job-1 listing its results…"), "{drawn:?}");
+        let progress = pb::DeriveEdgesResponse {
+            param_sets_done: 3,
+            param_sets_total: 12,
+            ..Default::default()
+        };
+        show_derivation(&bar, Some(&progress));
+        bar.finish();
+        let drawn = screen.take();
+        assert!(drawn.contains("3/12 parameter sets"), "{drawn:?}");
     }
 
     #[tokio::test]

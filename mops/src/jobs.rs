@@ -454,50 +454,9 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
 mod tests {
     use super::*;
 
-    /// A terminal that keeps what is drawn on it.
-    #[derive(Debug, Clone, Default)]
-    struct Screen(std::sync::Arc<std::sync::Mutex<String>>);
-
-    impl indicatif::TermLike for Screen {
-        fn width(&self) -> u16 {
-            100
-        }
-        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn write_line(&self, s: &str) -> std::io::Result<()> {
-            self.write_str(&format!("{s}\n"))
-        }
-        fn write_str(&self, s: &str) -> std::io::Result<()> {
-            self.0.lock().unwrap().push_str(s);
-            Ok(())
-        }
-        fn clear_line(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn flush(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Screen {
-        fn take(&self) -> String {
-            std::mem::take(&mut self.0.lock().unwrap())
-        }
-    }
-
     #[test]
     fn watch_draws_no_bar_before_the_task_count_is_known() {
-        let screen = Screen::default();
+        let screen = crate::output::testing::Screen::default();
         let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::term_like(Box::new(screen.clone())));
         bar.set_prefix("job-1");
         let job = |status: pb::JobStatus, completed: i64, total: i64| pb::JobState {

@@ -126,6 +126,52 @@ pub fn duration(seconds: i64) -> String {
     }
 }
 
+/// Helpers for the tests of the commands' output.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A terminal that keeps what is drawn on it.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Screen(std::sync::Arc<std::sync::Mutex<String>>);
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            100
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        /// What was drawn since the last call.
+        pub(crate) fn take(&self) -> String {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,3 +107,26 @@ fn a_demo_against_a_server_reading_another_provenance_store_fails_naming_the_fla
     assert!(!out.status.success(), "{}\n{stderr}", text(&out.stdout));
     assert!(stderr.contains("--provenance") && stderr.contains("missing"), "{stderr}");
 }
+
+#[test]
+fn backfill_reports_each_job_on_stdout_when_not_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let home_arg = home.path().to_str().unwrap();
+    let demo = Command::new(mops_binary())
+        .args(["demo", "--home", home_arg, "--n-samples", "4", "--n-replicates", "1"])
+        .output()
+        .unwrap();
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    let (job, _) = job_lines(&text(&demo.stdout)).remove(0);
+
+    let server = MopsProcess::serve(home.path(), &[]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let out = Command::new(mops_binary())
+        .args(["attribution", "--endpoint", &endpoint, "backfill", "--all"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.starts_with("Deriving the edges of 1 job(s)"), "{stderr}");
+    assert!(stdout.starts_with(&format!("{job}: ")) && stdout.contains(" sims, "), "{stdout}\n{stderr}");
+}
