@@ -5,6 +5,8 @@
   submission (Dask) side makes.
 * :mod:`~modelops_results.upstream` (ids and record layout), :class:`ProvenanceWriter` (records in
   the upstream layout) and the runner kit (:class:`JobHandle`, :func:`run`, :func:`track`).
+* :class:`JobRegistry` (:mod:`~modelops_results.registry`): a drop-in for the Python ModelOps'
+  ``JobRegistry``, with its ``JobState``, ``JobStatus`` and exceptions, backed by the service.
 
 Both connect to ``$MOPS_ENDPOINT`` (default ``http://127.0.0.1:50051``) and send the bearer
 token from ``$MOPS_AUTH_TOKEN_FILE`` when set. Server errors are :class:`ModelOpsError`
@@ -33,6 +35,16 @@ from .results import JobFlight, ResultClient
 from . import upstream
 from .runner import EdgeRecorder, JobHandle, ProgressReporter, RunningJob, run, track
 from .store import AggWritten, ProvenanceWriter, SimError, SimWritten
+from .registry import (
+    InvalidTransitionError,
+    JobExistsError,
+    JobRegistry,
+    JobState,
+    JobStatus,
+    TerminalStateError,
+    TooManyRetriesError,
+    ValidationResult,
+)
 
 try:
     from importlib.metadata import version as _version
@@ -57,6 +69,14 @@ __all__ = [
     "SimWritten",
     "AggWritten",
     "SimError",
+    "JobRegistry",
+    "JobState",
+    "JobStatus",
+    "ValidationResult",
+    "InvalidTransitionError",
+    "TerminalStateError",
+    "JobExistsError",
+    "TooManyRetriesError",
     "ModelOpsError",
     "InvalidArgument",
     "NotFound",
