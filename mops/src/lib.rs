@@ -16,6 +16,7 @@ pub mod output;
 pub mod query;
 pub mod results;
 pub mod serve;
+pub mod stores;
 
 use clap::{Parser, Subcommand};
 use modelops_runtime::config::{ClientConfig, LoggingConfig};
@@ -59,6 +60,15 @@ pub enum Command {
     },
     /// Run a small stochastic SEIR calibration study through the services, end to end.
     Demo(demo::DemoArgs),
+    /// Where the server keeps job specs, provenance records and loss tables (no credentials).
+    Stores {
+        /// The server to talk to.
+        #[command(flatten)]
+        client: ClientConfig,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = stores::StoresFormat::Table)]
+        format: stores::StoresFormat,
+    },
     /// Submit, inspect, list, watch, cancel and update jobs.
     Jobs {
         /// The server to talk to.
@@ -93,5 +103,6 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Attribution { client, command } => attribution::run(command, &client).await,
         Command::Results { client, command } => results::run(command, &client).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Stores { client, format } => stores::run(&client, format).await,
     }
 }

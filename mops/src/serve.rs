@@ -12,7 +12,7 @@ use modelops_dashboard::{Dashboard, WebAuth};
 use modelops_indexer::indexer::Indexer;
 use modelops_indexer::service::IndexerService;
 use modelops_query::{Catalog, Engine, QueryService, TableCache};
-use modelops_registry::service::RegistryService;
+use modelops_registry::service::{RegistryService, StoreUrls};
 use modelops_registry::{JobRegistry, RegistryConfig};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
 use modelops_runtime::config::{ServerConfig, StoreConfig};
@@ -273,7 +273,9 @@ pub async fn serve(
     state.metrics.set_rpc_methods(runtime_serve::method_paths(&descriptor_sets, &served));
     if let Some(registry) = &state.registry {
         registry.start(background.token(), background.tracker());
-        routes = routes.add_service(RegistryService::new(registry.clone(), background.token()).into_server(state.max_message_bytes));
+        routes = routes.add_service(RegistryService::new(registry.clone(), background.token())
+                .with_stores(StoreUrls::new(&state.provenance.url, &state.results.url, &state.jobs.url))
+                .into_server(state.max_message_bytes));
         tracing::info!(store = %registry.describe_store(), "job registry ready");
     }
     if let Some(attribution) = &state.attribution {

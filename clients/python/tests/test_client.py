@@ -500,6 +500,27 @@ def test_refusals_carry_upstream_wording_and_a_reason(jobs: JobClient) -> None:
     assert terminal.value.reason == "TERMINAL_STATE"
 
 
+def test_stores_are_discoverable_without_credentials(jobs: JobClient) -> None:
+    stores = jobs.get_stores()
+    results_dir = os.environ["MOPS_TEST_RESULTS_DIR"]
+    assert stores["results"] == "file://" + results_dir
+    assert stores["provenance"] == "file://" + os.path.join(os.path.dirname(results_dir), "provenance")
+    assert stores["jobs"].endswith("/jobs") and stores["registry"]
+
+
+def test_resumable_tasks_of_a_job_that_is_not_partial_are_refused(jobs: JobClient) -> None:
+    job_id = new_job_id("resume")
+    spec = sim_job_spec(job_id)
+    jobs.register_job(job_id, spec=spec)
+    with pytest.raises(FailedPrecondition) as refused:
+        jobs.get_resumable_tasks(job_id)
+    assert refused.value.reason == "JOB_NOT_PARTIAL"
+    for status in ("submitting", "scheduled", "running", "validating", "partial"):
+        jobs.update_status(job_id, status)
+    # No result of this job was ever written: every task is resumable, as the spec has it.
+    assert jobs.get_resumable_tasks(job_id) == spec["tasks"]
+
+
 def test_attribution(jobs: JobClient) -> None:
     job_id = new_job_id("edges")
     spec = sim_job_spec(job_id)

@@ -315,6 +315,26 @@ pub struct SimTaskSpec {
 }
 
 impl SimTaskSpec {
+    /// The task as upstream's SimTask JSON object (`entrypoint`, `bundle_ref`, `params`, `seed`,
+    /// `outputs`), as a spec blob holds it.
+    pub fn to_object(&self) -> PyObject {
+        let mut params = PyObject::new();
+        params.insert("param_id", self.param_id.as_str().into());
+        params.insert("values", PyValue::Object(self.values.clone()));
+        let mut object = PyObject::new();
+        object.insert("entrypoint", self.entrypoint.as_str().into());
+        object.insert("bundle_ref", self.bundle_ref.as_str().into());
+        object.insert("params", PyValue::Object(params));
+        object.insert("seed", self.seed.into());
+        object.insert(
+            "outputs",
+            self.outputs
+                .as_ref()
+                .map_or(PyValue::Null, |o| PyValue::List(o.iter().map(|s| s.as_str().into()).collect())),
+        );
+        object
+    }
+
     /// A task from its spec value; `at` names it in errors (`tasks[3]`), and `job_bundle_ref`
     /// stands in for a task without its own `bundle_ref`.
     pub fn from_value(task: &PyValue, at: &str, job_bundle_ref: &str) -> Result<Self, SpecError> {
@@ -402,27 +422,7 @@ impl SimJobSpec {
         if let Some(spec) = &self.target_spec {
             object.insert("target_spec", PyValue::Object(spec.clone()));
         }
-        let tasks = self
-            .tasks
-            .iter()
-            .map(|task| {
-                let mut params = PyObject::new();
-                params.insert("param_id", task.param_id.as_str().into());
-                params.insert("values", PyValue::Object(task.values.clone()));
-                let mut object = PyObject::new();
-                object.insert("entrypoint", task.entrypoint.as_str().into());
-                object.insert("bundle_ref", task.bundle_ref.as_str().into());
-                object.insert("params", PyValue::Object(params));
-                object.insert("seed", task.seed.into());
-                object.insert(
-                    "outputs",
-                    task.outputs
-                        .as_ref()
-                        .map_or(PyValue::Null, |o| PyValue::List(o.iter().map(|s| s.as_str().into()).collect())),
-                );
-                PyValue::Object(object)
-            })
-            .collect();
+        let tasks = self.tasks.iter().map(|task| PyValue::Object(task.to_object())).collect();
         object.insert("tasks", PyValue::List(tasks));
         object
     }

@@ -167,6 +167,42 @@ impl Attribution {
         })
     }
 
+    /// The tasks of a partial job whose simulation result is in none of `schemas`' layouts
+    /// (upstream's `get_resumable_tasks`, with the job's own entrypoints and outputs), in spec
+    /// order, and how many tasks the job has. Another status is refused.
+    pub async fn resumable_tasks(&self, job: &JobId, schemas: &[ProvenanceSchema]) -> Result<(Vec<modelops_core::study::SimTaskSpec>, usize), AttributionError> {
+        use futures::StreamExt as _;
+        let state = self.registry.require(job).await?;
+        if state.status() != modelops_core::job::JobStatus::Partial {
+            return Err(AttributionError::NotPartial(job.to_string(), state.status()));
+        }
+        let spec = match self.registry.get_parsed_spec(job).await {
+            Ok(JobSpec::Simulation(spec)) => spec,
+            Ok(JobSpec::Calibration { .. }) | Err(modelops_registry::RegistryError::NotFound(_)) => {
+                return Err(AttributionError::NoSpec(job.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let total = spec.tasks.len();
+        let checks: Vec<_> = spec
+            .tasks
+            .iter()
+            .map(|task| {
+                let dirs: Vec<String> = schemas.iter().map(|schema| modelops_core::paths::sim_dir(*schema, &task.bundle_ref, &task.param_id, task.seed)).collect();
+                let provenance = std::sync::Arc::clone(&self.provenance.object_store);
+                async move { Ok::<bool, AttributionError>(derive::find_sim(provenance.as_ref(), dirs).await?.is_some()) }
+            })
+            .collect();
+        let found: Vec<Result<bool, AttributionError>> = futures::stream::iter(checks).buffered(DEFAULT_DERIVE_CONCURRENCY).collect().await;
+        let mut missing = Vec::new();
+        for (task, found) in spec.tasks.into_iter().zip(found) {
+            if !found? {
+                missing.push(task);
+            }
+        }
+        Ok((missing, total))
+    }
+
     /// Derives `job`'s edges from its spec and the provenance store, records them (source
     /// derived) and the derivation's outcome. Returns the derived counts and missing paths.
     pub async fn derive(

@@ -49,7 +49,7 @@ fn found(dir: String, read: Result<String, RecordError>) -> Result<Option<Found>
 }
 
 /// Finds a simulation directory in the first schema that has it; returns it with its task id.
-async fn find_sim(provenance: &dyn ObjectStore, dirs: Vec<String>) -> Result<Option<(String, Option<(String, String)>)>, AttributionError> {
+pub(crate) async fn find_sim(provenance: &dyn ObjectStore, dirs: Vec<String>) -> Result<Option<(String, Option<(String, String)>)>, AttributionError> {
     for dir in dirs {
         match records::read_sim(provenance, &Path::from(dir.as_str())).await {
             Ok(sim) => return Ok(Some((dir, Some((sim.task_id, sim.timestamp))))),

@@ -28,6 +28,9 @@ pub enum AttributionError {
     /// Derivation needs a simulation job spec.
     #[error("job {0} has no simulation spec to derive edges from")]
     NoSpec(String),
+    /// Only a partial job has tasks to resume.
+    #[error("job {0} is {1}; only partial jobs have resumable tasks")]
+    NotPartial(String, modelops_core::job::JobStatus),
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -57,7 +60,7 @@ impl AttributionError {
         match self {
             AttributionError::InvalidJobId(_) | AttributionError::InvalidArgument(_) | AttributionError::InvalidEdge(_) => tonic::Code::InvalidArgument,
             AttributionError::NotFound(_) => tonic::Code::NotFound,
-            AttributionError::Sealed(_) | AttributionError::NoSpec(_) => tonic::Code::FailedPrecondition,
+            AttributionError::Sealed(_) | AttributionError::NoSpec(_) | AttributionError::NotPartial(..) => tonic::Code::FailedPrecondition,
             AttributionError::Registry(inner) => inner.code(),
             AttributionError::Record(RecordError::Store { .. }) | AttributionError::Store(_) => tonic::Code::Unavailable,
             AttributionError::Record(RecordError::InvalidPath { .. }) => tonic::Code::InvalidArgument,
@@ -81,6 +84,7 @@ impl From<AttributionError> for tonic::Status {
         let reason = match &error {
             AttributionError::Sealed(job) => Some(("JOB_SEALED", job.clone())),
             AttributionError::NoSpec(job) => Some(("NO_JOB_SPEC", job.clone())),
+            AttributionError::NotPartial(job, _) => Some(("JOB_NOT_PARTIAL", job.clone())),
             AttributionError::Registry(inner) => {
                 return match inner.reason() {
                     Some((reason, about)) => with_reason(code, message, reason, about),

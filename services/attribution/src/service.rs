@@ -305,4 +305,16 @@ impl AttributionApi for AttributionService {
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx).boxed()))
     }
+
+    async fn get_resumable_tasks(&self, request: Request<pb::GetResumableTasksRequest>) -> Result<Response<pb::GetResumableTasksResponse>, Status> {
+        let job = job_id(&request.into_inner().job_id)?;
+        let (missing, total) = self.attribution.resumable_tasks(&job, &ProvenanceSchema::ALL).await?;
+        Ok(Response::new(pb::GetResumableTasksResponse {
+            task_json: missing
+                .iter()
+                .map(|task| modelops_core::pyjson::to_canonical(&modelops_core::pyjson::PyValue::Object(task.to_object())))
+                .collect(),
+            tasks_total: total as u64,
+        }))
+    }
 }

@@ -336,3 +336,25 @@ fn refusals_carry_a_stable_reason() {
     let registry = tonic::Status::from(AttributionError::Registry(modelops_registry::RegistryError::NotFound("job-b".into())));
     assert_eq!(registry.get_details_error_info().unwrap().reason, "JOB_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_partial_job_resumes_exactly_the_tasks_whose_results_are_missing() {
+    use modelops_core::job::JobStatus;
+    use modelops_registry::registry::StatusUpdate;
+    let world = World::new();
+    let attribution = world.attribution();
+    let spec = world.register("job-resume", "0.25").await;
+    // Sets 0 and 1 ran; set 2's three replicates did not.
+    world.run(&spec, &[0, 1], &[], ProvenanceSchema::Token).await;
+    let refused = attribution.resumable_tasks(&id("job-resume"), &ProvenanceSchema::ALL).await.unwrap_err();
+    assert!(matches!(refused, AttributionError::NotPartial(_, JobStatus::Pending)), "{refused}");
+    for status in [JobStatus::Submitting, JobStatus::Scheduled, JobStatus::Running, JobStatus::Validating, JobStatus::Partial] {
+        world.registry.update_status(&id("job-resume"), StatusUpdate::to(status)).await.unwrap();
+    }
+    let (missing, total) = attribution.resumable_tasks(&id("job-resume"), &ProvenanceSchema::ALL).await.unwrap();
+    assert_eq!(total, spec.tasks.len());
+    let third = &spec.task_groups()[2];
+    let expected: Vec<_> = spec.tasks.iter().filter(|t| t.param_id == third.param_id).cloned().collect();
+    assert_eq!(missing, expected);
+    assert_eq!(missing.len(), 3);
+}

@@ -21,12 +21,67 @@ use crate::registry::{self, IndexState, JobRegistry, ListQuery, Registration, Sp
 pub struct RegistryService {
     registry: JobRegistry,
     shutdown: CancellationToken,
+    stores: StoreUrls,
+}
+
+/// Where the server keeps its data, as `GetStores` tells submitters: URLs without credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreUrls {
+    /// The provenance store.
+    pub provenance: String,
+    /// The results store.
+    pub results: String,
+    /// The job spec store.
+    pub jobs: String,
+}
+
+impl StoreUrls {
+    /// `provenance`, `results` and `jobs` store URLs, each without a user, password or a query
+    /// parameter other than `endpoint`, `region` and `account` (keys and tokens stay home).
+    pub fn new(provenance: &str, results: &str, jobs: &str) -> Self {
+        Self {
+            provenance: without_credentials(provenance),
+            results: without_credentials(results),
+            jobs: without_credentials(jobs),
+        }
+    }
+}
+
+/// A store URL without what could be a credential.
+pub fn without_credentials(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.split(['?', '#']).next().unwrap_or_default().to_owned();
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_fragment(None);
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(key, _)| matches!(key.as_ref(), "endpoint" | "region" | "account"))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    parsed.to_string()
 }
 
 impl RegistryService {
     /// Serves `registry`; watch streams end when `shutdown` is cancelled.
     pub fn new(registry: JobRegistry, shutdown: CancellationToken) -> Self {
-        Self { registry, shutdown }
+        Self {
+            registry,
+            shutdown,
+            stores: StoreUrls::default(),
+        }
+    }
+
+    /// The same service, telling `GetStores` callers about `stores`.
+    pub fn with_stores(mut self, stores: StoreUrls) -> Self {
+        self.stores = stores;
+        self
     }
 
     /// The tonic server for this service, taking and sending messages of up to
@@ -401,6 +456,15 @@ impl JobRegistryApi for RegistryService {
         Ok(Response::new(pb::ReleaseClaimResponse { released }))
     }
 
+    async fn get_stores(&self, _request: Request<pb::GetStoresRequest>) -> Result<Response<pb::GetStoresResponse>, Status> {
+        Ok(Response::new(pb::GetStoresResponse {
+            provenance_url: self.stores.provenance.clone(),
+            results_url: self.stores.results.clone(),
+            jobs_url: self.stores.jobs.clone(),
+            registry_store: self.registry.describe_store(),
+        }))
+    }
+
     async fn set_index_state(&self, request: Request<pb::SetIndexStateRequest>) -> Result<Response<pb::SetIndexStateResponse>, Status> {
         let request = request.into_inner();
         let index = match pb::IndexState::try_from(request.state) {
@@ -417,5 +481,22 @@ impl JobRegistryApi for RegistryService {
         Ok(Response::new(pb::SetIndexStateResponse {
             job: Some(state_to_proto(&state)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_lose_their_credentials() {
+        assert_eq!(without_credentials("file:///data/provenance"), "file:///data/provenance");
+        assert_eq!(without_credentials("az://results/prefix?account_key=SECRET&account=dev"), "az://results/prefix?account=dev");
+        assert_eq!(
+            without_credentials("s3://bucket/p?endpoint=http://127.0.0.1:9000&region=us-east-1&secret_access_key=SECRET"),
+            "s3://bucket/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=us-east-1"
+        );
+        assert_eq!(without_credentials("s3://user:pw@bucket/p"), "s3://bucket/p");
+        assert!(!without_credentials("az://c/p?sas_token=SECRET#x").contains("SECRET"));
     }
 }

@@ -435,6 +435,30 @@ class JobClient:
         response = self._call(self.registry.GetJobSpec, registry_pb2.GetJobSpecRequest(job_id=job_id))
         return {"job_type": response.job_type, "job_spec_json": response.job_spec_json, "spec": json.loads(response.job_spec_json)}
 
+    def get_stores(self) -> dict[str, str]:
+        """Where the server keeps its data, as URLs without credentials: ``provenance``
+        (``file:///…``, ``az://container/prefix``, ``s3://…``), ``results``, ``jobs`` and
+        ``registry`` (described). A submitter writes its records under ``provenance``."""
+        response = self._call(self.registry.GetStores, registry_pb2.GetStoresRequest())
+        return {
+            "provenance": response.provenance_url,
+            "results": response.results_url,
+            "jobs": response.jobs_url,
+            "registry": response.registry_store,
+        }
+
+    def get_resumable_tasks(self, job_id: str) -> list[dict[str, Any]]:
+        """The tasks of a partial job whose simulation results are missing from the provenance
+        store (upstream's ``get_resumable_tasks``), as SimTask dicts in spec order, to run again.
+
+        Raises:
+            FailedPrecondition: the job is not partial (``reason == "JOB_NOT_PARTIAL"``).
+            NotFound: unknown job.
+        """
+        request = attribution_pb2.GetResumableTasksRequest(job_id=job_id)
+        response = self._call(self.attribution.GetResumableTasks, request)
+        return [json.loads(task) for task in response.task_json]
+
     def update_status(
         self,
         job_id: str,
