@@ -153,6 +153,21 @@ pub async fn register_study(channel: &tonic::transport::Channel, job: &str, stud
     }
 }
 
+/// Writes the results of `spec`'s parameter sets `sets` into `provenance` in the token layout,
+/// stamped now, as runners would (the core's synthetic writer).
+pub async fn write_results(provenance: &modelops_core::store::Store, spec: &SimJobSpec, sets: &[usize]) {
+    let timestamp = modelops_core::time::now_iso();
+    let run = modelops_core::synthetic::SyntheticRun {
+        schema: modelops_core::paths::ProvenanceSchema::Token,
+        timestamp: &timestamp,
+        param_sets: Some(sets),
+        failed_aggregations: &[],
+    };
+    modelops_core::synthetic::write_job_results(provenance.object_store.as_ref(), spec, &run)
+        .await
+        .unwrap_or_else(|e| panic!("results of {}: {e}", spec.job_id));
+}
+
 /// Moves `job` through `statuses`, one UpdateStatus each.
 pub async fn move_through(channel: &tonic::transport::Channel, job: &str, statuses: &[registry_pb::JobStatus]) {
     let mut registry = JobRegistryClient::new(channel.clone());

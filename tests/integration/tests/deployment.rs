@@ -23,10 +23,8 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::StreamExt as _;
-use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{MopsProcess, azurite_container, channel, etcd_url, register_study, unique};
+use modelops_integration_tests::{MopsProcess, azurite_container, channel, etcd_url, register_study, unique, write_results};
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use rand::{Rng as _, SeedableRng as _};
@@ -139,14 +137,7 @@ async fn drive(plan: &Plan, endpoint: &str, provenance: &Store, ops: &AtomicU64)
     let spec = register_study(&channel, &plan.job, &study(plan.sets, plan.salt), BUNDLE).await;
     ops.fetch_add(2, Ordering::Relaxed);
     let written: Vec<usize> = (0..plan.sets).filter(|i| !plan.missing.contains(i)).collect();
-    let timestamp = modelops_core::time::now_iso();
-    let run = SyntheticRun {
-        schema: ProvenanceSchema::Token,
-        timestamp: &timestamp,
-        param_sets: Some(&written),
-        failed_aggregations: &[],
-    };
-    synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    write_results(provenance, &spec, &written).await;
     let mut client = JobRegistryClient::new(channel);
     for status in [pb::JobStatus::Submitting, pb::JobStatus::Scheduled, pb::JobStatus::Running, pb::JobStatus::Validating] {
         client
@@ -182,14 +173,8 @@ async fn write_directly(plan: &Plan, registry_store: &str, jobs: &Store, provena
     let key = modelops_core::paths::job_spec_key("simulation", &id);
     let blob = JobSpec::Simulation(spec.clone()).to_json();
     jobs.object_store.put(&object_store::path::Path::from(key.as_str()), blob.into()).await.unwrap();
+    write_results(provenance, &spec, &(0..plan.sets).collect::<Vec<_>>()).await;
     let timestamp = modelops_core::time::now_iso();
-    let run = SyntheticRun {
-        schema: ProvenanceSchema::Token,
-        timestamp: &timestamp,
-        param_sets: Some(&(0..plan.sets).collect::<Vec<_>>()),
-        failed_aggregations: &[],
-    };
-    synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
     let mut metadata = modelops_core::pyjson::PyObject::new();
     metadata.insert("type", "SimJob".into());
     metadata.insert("blob_key", key.as_str().into());

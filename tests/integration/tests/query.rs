@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_core::synthetic::{self, SyntheticRun};
-use modelops_integration_tests::{TestServer, channel, mops_binary, move_through, register_study, required_env, text, tool, wait_indexed};
+use modelops_integration_tests::{TestServer, channel, mops_binary, move_through, register_study, required_env, text, tool, wait_indexed, write_results};
 use modelops_proto::registry::v1 as registry_pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 
@@ -30,15 +28,8 @@ async fn run_job(server: &TestServer, job: &str, sets: &[(f64, &str)], missing: 
     let channel = channel(&server.endpoint()).await;
     let spec = register_study(&channel, job, &study(sets), BUNDLE).await;
     let provenance = Store::open(&format!("file://{}/provenance", server.home.path().display())).unwrap();
-    let timestamp = modelops_core::time::now_iso();
     let written: Vec<usize> = (0..sets.len()).filter(|i| !missing.contains(i)).collect();
-    let run = SyntheticRun {
-        schema: ProvenanceSchema::Token,
-        timestamp: &timestamp,
-        param_sets: Some(&written),
-        failed_aggregations: &[],
-    };
-    synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    write_results(&provenance, &spec, &written).await;
     move_through(&channel, job, &[registry_pb::JobStatus::Submitting, registry_pb::JobStatus::Scheduled, registry_pb::JobStatus::Running, registry_pb::JobStatus::Validating]).await;
     let last = if missing.is_empty() { registry_pb::JobStatus::Succeeded } else { registry_pb::JobStatus::Partial };
     JobRegistryClient::new(channel.clone())
