@@ -539,6 +539,19 @@ def test_register_with_a_job_spec(registry, ids):
     with pytest.raises(ValueError):
         registry.register_job(ids("other"), "x", NAMESPACE, job_spec={**spec, "job_id": ids("mismatch")})
 
+    # A SimJob-like object (upstream's contracts type) is sent in the spec blob's form.
+    from types import SimpleNamespace as NS
+
+    job2 = ids("job-obj")
+    tasks = [
+        NS(entrypoint=t["entrypoint"], bundle_ref=t["bundle_ref"], params=NS(param_id=t["params"]["param_id"], params=t["params"]["values"]), seed=t["seed"], outputs=None)
+        for t in spec["tasks"]
+    ]
+    sim_job = NS(job_type="simulation", job_id=job2, bundle_ref=BUNDLE, priority=0, metadata={"n": 2}, target_spec=None, tasks=tasks)
+    assert registry.register_job(job2, job2, NAMESPACE, job_spec=sim_job).tasks_total == 2
+    stored = registry.client.get_job_spec(job2)["spec"]
+    assert [(t["params"]["param_id"], t["seed"]) for t in stored["tasks"]] == [(t["params"]["param_id"], t["seed"]) for t in spec["tasks"]]
+
 
 def test_constructor_and_exports(ids):
     # Upstream call sites pass their VersionedStore: the service at $MOPS_ENDPOINT is used.

@@ -230,40 +230,60 @@ def _state(job: Mapping[str, Any]) -> JobState:
     return JobState.from_dict(data)
 
 
+def _target_spec(target: Any) -> dict[str, Any]:
+    return {
+        "data": getattr(target, "data", None),
+        "loss_function": getattr(target, "loss_function", None),
+        "weights": getattr(target, "weights", None),
+        "metadata": getattr(target, "metadata", None),
+    }
+
+
 def _spec_dict(job_spec: Any) -> Union[str, bytes, Mapping[str, Any]]:
-    """A job spec as the service takes it: upstream's spec blob (text or dict), or a SimJob /
-    CalibrationJob object turned into that form."""
+    """A job spec as the service takes it: upstream's spec blob (text or dict) as given, or a
+    SimJob / CalibrationJob object in the form upstream's submission client writes."""
     if isinstance(job_spec, (str, bytes, Mapping)):
         return job_spec
-    for method in ("model_dump", "to_dict"):
-        fn = getattr(job_spec, method, None)
-        if callable(fn):
-            return fn()
     spec: dict[str, Any] = {
         "job_type": getattr(job_spec, "job_type", None),
         "job_id": getattr(job_spec, "job_id", None),
         "bundle_ref": getattr(job_spec, "bundle_ref", None),
     }
-    tasks = getattr(job_spec, "tasks", None)
-    if tasks is None:
-        if is_dataclass(job_spec) and not isinstance(job_spec, type):
-            return asdict(job_spec)
-        raise TypeError(f"cannot send a {type(job_spec).__name__} as a job spec")
-    spec["priority"] = getattr(job_spec, "priority", 0)
-    spec["metadata"] = dict(getattr(job_spec, "metadata", None) or {})
-    spec["tasks"] = []
-    for task in tasks:
-        params = task.params
-        spec["tasks"].append(
-            {
-                "entrypoint": str(task.entrypoint),
-                "bundle_ref": task.bundle_ref,
-                "params": {"param_id": params.param_id, "values": dict(getattr(params, "params", None) or getattr(params, "values", {}))},
-                "seed": task.seed,
-                "outputs": list(task.outputs) if task.outputs is not None else None,
-            }
-        )
-    return spec
+    if hasattr(job_spec, "tasks"):  # SimJob
+        spec["priority"] = getattr(job_spec, "priority", 0)
+        spec["metadata"] = dict(getattr(job_spec, "metadata", None) or {})
+        target = getattr(job_spec, "target_spec", None)
+        if target:
+            spec["target_spec"] = _target_spec(target)
+        spec["tasks"] = []
+        for task in job_spec.tasks:
+            params = task.params
+            values = getattr(params, "params", None)
+            if values is None:
+                values = getattr(params, "values", {})
+            spec["tasks"].append(
+                {
+                    "entrypoint": str(task.entrypoint),
+                    "bundle_ref": task.bundle_ref,
+                    "params": {"param_id": params.param_id, "values": dict(values)},
+                    "seed": task.seed,
+                    "outputs": list(task.outputs) if task.outputs is not None else None,
+                }
+            )
+        return json.loads(json.dumps(spec, default=str))
+    if hasattr(job_spec, "algorithm"):  # CalibrationJob
+        spec["algorithm"] = job_spec.algorithm
+        spec["target_spec"] = _target_spec(getattr(job_spec, "target_spec", None))
+        for name in ("max_iterations", "convergence_criteria", "algorithm_config"):
+            spec[name] = getattr(job_spec, name, None)
+        return json.loads(json.dumps(spec, default=str))
+    for method in ("model_dump", "to_dict"):
+        fn = getattr(job_spec, method, None)
+        if callable(fn):
+            return fn()
+    if is_dataclass(job_spec) and not isinstance(job_spec, type):
+        return asdict(job_spec)
+    raise TypeError(f"cannot send a {type(job_spec).__name__} as a job spec")
 
 
 class JobRegistry:
