@@ -568,3 +568,16 @@ def test_constructor_and_exports(ids):
         assert cls.__bases__ == (Exception,)
     assert JobStatus("partial") is JobStatus.PARTIAL_SUCCESS
     assert [s.value for s in JobStatus] == ["pending", "submitting", "scheduled", "running", "validating", "succeeded", "partial", "failed", "cancelled"]
+
+
+def test_resumable_tasks_of_a_partial_job_with_a_spec_come_from_the_service(registry, ids):
+    job = ids("job-resume")
+    study = {"model": "models.sir", "scenario": "baseline", "parameter_sets": [{"beta": 0.3}, {"beta": 0.4}], "n_replicates": 2}
+    spec = up.study_to_simjob(study, BUNDLE, job)
+    registry.register_job(job, job, NAMESPACE, job_spec=spec, metadata={"type": "SimJob"})
+    assert registry.get_resumable_tasks(job) == []  # pending: upstream's rule
+    _walk(registry, job, *TO_RUNNING, JobStatus.VALIDATING, JobStatus.PARTIAL_SUCCESS)
+    # No result of this job was written: every task is resumable, with its own entrypoint.
+    tasks = registry.get_resumable_tasks(job)
+    assert tasks == spec["tasks"]
+    assert tasks[0]["entrypoint"] == "models.sir/baseline"

@@ -585,15 +585,23 @@ class JobRegistry:
         raise TooManyRetriesError(f"Failed to update {self._make_key(job_id)} after 5 attempts")
 
     def get_resumable_tasks(self, job_id: str) -> list[Any]:
-        """The tasks of a ``partial`` job whose outputs are missing, rebuilt from its
-        ``expected_outputs`` (``modelops_contracts.SimTask`` objects when that package is
-        installed, else dicts with the same fields). Empty for any other status."""
+        """The tasks of a ``partial`` job whose outputs are missing. For a job registered with
+        its spec, the service answers from the spec and the provenance store (the tasks whose
+        simulation results are missing, with their own entrypoints and outputs, as dicts);
+        otherwise they are rebuilt from ``expected_outputs`` as upstream does
+        (``modelops_contracts.SimTask`` objects when that package is installed, else dicts with
+        the same fields). Empty for any other status."""
         state = self.get_job(job_id)
         if state is None:
             return []
         if state.status != JobStatus.PARTIAL_SUCCESS:
             logger.warning("Job %s is not in PARTIAL_SUCCESS state, cannot get resumable tasks", job_id)
             return []
+        try:
+            return self.client.get_resumable_tasks(job_id)
+        except FailedPrecondition as error:
+            if error.reason != "NO_JOB_SPEC":
+                raise
         by_path = {o.get("provenance_path"): o for o in state.expected_outputs if isinstance(o, Mapping)}
         tasks = []
         for path in state.missing_outputs:
