@@ -2,6 +2,8 @@
 //! changes under upstream's rules, progress, listing, claims and index state, all by
 //! compare-and-swap on upstream's `state.json` (UPSTREAM-FORMAT.md §5).
 //!
+//! Job specs ([`specs`]), listing ([`listing`]) and claims ([`claims`]) have modules of their own.
+//!
 //! Every write also bumps `_revision` inside the JSON (so no two writes have the same bytes, which
 //! defeats S3's content-hash ETags) and is published to the [`ChangeHub`] for watchers.
 
@@ -9,16 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use modelops_core::job::{JobId, JobState, JobStatus};
-use modelops_core::page_token::PageToken;
 use modelops_core::paths;
 use modelops_core::pyjson::{self, PyObject, PyValue};
 use modelops_core::store::Store;
 use modelops_core::study::{JobSpec, SimulationStudy};
-use modelops_core::time::{now_iso, parse_iso, py_isoformat};
-use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use modelops_core::time::now_iso;
 
 use crate::error::RegistryError;
 use crate::metrics::RegistryMetrics;
@@ -186,39 +184,6 @@ impl StatusUpdate {
             clear: Vec::new(),
         }
     }
-}
-
-/// A page request of [`JobRegistry::list`].
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    /// Only these statuses (all when empty).
-    pub statuses: Vec<JobStatus>,
-    /// Only jobs created at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    /// Page size (0 = default).
-    pub limit: usize,
-    /// Where the previous page ended.
-    pub page_token: Option<String>,
-}
-
-/// One page of jobs.
-#[derive(Debug, Clone)]
-pub struct JobPage {
-    /// Newest first.
-    pub jobs: Vec<JobState>,
-    /// Where the next page starts, if there is one.
-    pub next_page_token: Option<String>,
-}
-
-/// The outcome of a claim request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// Whether the requester holds the claim now.
-    pub granted: bool,
-    /// The current holder.
-    pub holder: String,
-    /// When the claim expires.
-    pub expires_at: DateTime<Utc>,
 }
 
 /// Tunables of a registry.
@@ -504,91 +469,6 @@ impl JobRegistry {
         Ok((state, spec_key))
     }
 
-    /// Stores a spec blob without ever overwriting a different one: an identical blob already
-    /// there is accepted (a retried registration), a different one means the id is taken.
-    async fn store_spec(&self, job_id: &JobId, spec_key: &str, spec: &JobSpec) -> Result<(), RegistryError> {
-        let bytes = Bytes::from(spec.to_json());
-        let path = Path::parse(spec_key).map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
-        let store = &self.inner.specs.object_store;
-        match store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), PutOptions::from(PutMode::Create)).await {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = store.get(&path).await?.bytes().await?;
-                if existing == bytes {
-                    Ok(())
-                } else {
-                    Err(RegistryError::AlreadyExists(job_id.to_string()))
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The keys a job's spec blob may be at, in the order to try them: the key in its
-    /// `blob_key` metadata, then the simulation and calibration keys. Only the two well-formed
-    /// keys of this job are ever tried, whatever `blob_key` says.
-    async fn spec_keys(&self, job_id: &JobId) -> Result<Vec<Path>, RegistryError> {
-        let state = self.require(job_id).await?;
-        let allowed = [paths::job_spec_key("simulation", job_id), paths::job_spec_key("calibration", job_id)];
-        let preferred = state.metadata().get("blob_key").and_then(PyValue::as_str).map(str::to_owned);
-        let mut keys: Vec<String> = preferred.into_iter().filter(|k| allowed.contains(k)).collect();
-        for key in allowed {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-        Ok(keys.iter().filter_map(|key| Path::parse(key).ok()).collect())
-    }
-
-    /// The job type of a spec key (`jobs/{job_type}/{job_id}.json`).
-    fn spec_job_type(key: &Path) -> String {
-        key.as_ref().split('/').nth(1).unwrap_or("simulation").to_owned()
-    }
-
-    /// Reads a job's spec blob: from the key in its `blob_key` metadata, else the simulation and
-    /// calibration keys. Returns `(job_type, json)`.
-    pub async fn get_spec(&self, job_id: &JobId) -> Result<(String, String), RegistryError> {
-        for key in self.spec_keys(job_id).await? {
-            match self.inner.specs.object_store.get(&key).await {
-                Ok(result) => {
-                    let bytes = result.bytes().await?;
-                    let text = String::from_utf8(bytes.to_vec()).map_err(|_| RegistryError::CorruptState {
-                        key: key.to_string(),
-                        reason: "spec is not UTF-8".into(),
-                    })?;
-                    return Ok((Self::spec_job_type(&key), text));
-                }
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
-    }
-
-    /// Where a job's spec blob is, for readers that stream it: `(job_type, key)` in
-    /// [`JobRegistry::specs_store`].
-    pub async fn spec_location(&self, job_id: &JobId) -> Result<(String, Path), RegistryError> {
-        for key in self.spec_keys(job_id).await? {
-            match self.inner.specs.object_store.head(&key).await {
-                Ok(_) => return Ok((Self::spec_job_type(&key), key)),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
-    }
-
-    /// The store job specs are kept in (`jobs/{job_type}/{job_id}.json`).
-    pub fn specs_store(&self) -> &Store {
-        &self.inner.specs
-    }
-
-    /// Reads and parses a job's spec.
-    pub async fn get_parsed_spec(&self, job_id: &JobId) -> Result<JobSpec, RegistryError> {
-        let (_, json) = self.get_spec(job_id).await?;
-        Ok(JobSpec::from_json(json.as_bytes())?)
-    }
-
     /// Runs a compare-and-swap update of a job's state and publishes the result.
     async fn update(
         &self,
@@ -847,184 +727,6 @@ impl JobRegistry {
         Ok(self.update_status(job_id, update).await?.0)
     }
 
-    /// Every readable job state. Unreadable ones are skipped with a warning, as upstream does.
-    pub async fn all_jobs(&self) -> Result<Vec<JobState>, RegistryError> {
-        let entries = self.inner.store.scan(JOBS_PREFIX).await?;
-        let mut jobs = Vec::with_capacity(entries.len());
-        for (key, versioned) in entries {
-            if !key.ends_with("/state.json") {
-                continue;
-            }
-            match decode(&key, &versioned) {
-                Ok(state) => jobs.push(state),
-                Err(e) => tracing::warn!(%key, error = %e, "skipping unreadable job state"),
-            }
-        }
-        Ok(jobs)
-    }
-
-    /// Lists jobs newest first (by the `created_at` string, as upstream sorts), filtered, one page
-    /// at a time.
-    pub async fn list(&self, query: ListQuery) -> Result<JobPage, RegistryError> {
-        let limit = match query.limit {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let after = query
-            .page_token
-            .as_deref()
-            .map(PageToken::decode)
-            .transpose()
-            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
-        let mut jobs: Vec<JobState> = self
-            .all_jobs()
-            .await?
-            .into_iter()
-            .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status()))
-            .filter(|job| match query.since {
-                Some(since) => parse_iso(job.created_at()).is_some_and(|created| created >= since),
-                None => true,
-            })
-            .collect();
-        jobs.sort_by(|a, b| b.created_at().cmp(a.created_at()).then_with(|| a.job_id().cmp(b.job_id())));
-        if let Some(PageToken { created_at, job_id }) = after {
-            // Strictly after the token in (created_at descending, job_id ascending) order.
-            jobs.retain(|job| job.created_at() < created_at.as_str() || (job.created_at() == created_at && job.job_id() > &job_id));
-        }
-        let more = jobs.len() > limit;
-        jobs.truncate(limit);
-        let next_page_token = more.then(|| jobs.last().map(|j| PageToken::encode(j.created_at(), j.job_id()))).flatten();
-        Ok(JobPage { jobs, next_page_token })
-    }
-
-    /// Counts jobs in every status.
-    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, RegistryError> {
-        let jobs = self.all_jobs().await?;
-        let counts: Vec<(JobStatus, u64)> = JobStatus::ALL
-            .into_iter()
-            .map(|status| (status, jobs.iter().filter(|j| j.status() == status).count() as u64))
-            .collect();
-        self.inner.metrics.set_job_counts(&counts);
-        Ok(counts)
-    }
-
-    /// Jobs not yet in a terminal state.
-    pub async fn active_jobs(&self) -> Result<Vec<JobState>, RegistryError> {
-        let statuses = JobStatus::ALL.into_iter().filter(|s| s.is_active()).collect();
-        Ok(self
-            .list(ListQuery {
-                statuses,
-                limit: MAX_PAGE_SIZE,
-                ..ListQuery::default()
-            })
-            .await?
-            .jobs)
-    }
-
-    /// Jobs created in the last `hours` hours.
-    pub async fn recent_jobs(&self, hours: f64) -> Result<Vec<JobState>, RegistryError> {
-        let since = Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
-        Ok(self
-            .list(ListQuery {
-                since: Some(since),
-                limit: MAX_PAGE_SIZE,
-                ..ListQuery::default()
-            })
-            .await?
-            .jobs)
-    }
-
-    /// Takes or renews a claim on `job_id` for `purpose` (e.g. "index") by `holder`, lasting `ttl`.
-    /// A claim held by someone else and not expired is not granted.
-    pub async fn claim(&self, job_id: &JobId, purpose: &str, holder: &str, ttl: Duration) -> Result<Claim, RegistryError> {
-        let purpose = JobId::new(purpose).map_err(|e| RegistryError::InvalidArgument(format!("claim purpose: {e}")))?;
-        if holder.is_empty() || holder.len() > 256 {
-            return Err(RegistryError::InvalidArgument("claim holder must be 1 to 256 characters".into()));
-        }
-        let max_ttl = self.inner.config.limits.max_claim_ttl;
-        if ttl > max_ttl {
-            return Err(RegistryError::LimitExceeded {
-                what: "the claim's TTL in seconds",
-                value: Some(ttl.as_secs()),
-                max: max_ttl.as_secs(),
-                flag: "max-claim-ttl-seconds",
-            });
-        }
-        self.require(job_id).await?;
-        let key = format!("{CLAIMS_PREFIX}{purpose}/{job_id}.json");
-        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
-        let record = |holder: &str| {
-            let mut object = PyObject::new();
-            object.insert("holder", holder.into());
-            object.insert("expires_at", py_isoformat(expires_at).into());
-            object.insert("nonce", uuid_hex8().into());
-            Bytes::from(pyjson::to_indent2(&PyValue::Object(object)))
-        };
-        let store = self.inner.store.as_ref();
-        for _ in 0..self.policy().max_attempts {
-            match store.get(&key).await? {
-                None => {
-                    if store.create_if_absent(&key, record(holder)).await?.is_some() {
-                        return Ok(Claim {
-                            granted: true,
-                            holder: holder.to_owned(),
-                            expires_at,
-                        });
-                    }
-                }
-                Some(current) => {
-                    let parsed = pyjson::parse(&current.value).ok();
-                    let object = parsed.as_ref().and_then(PyValue::as_object);
-                    let current_holder = object.and_then(|o| o.get("holder")).and_then(PyValue::as_str).unwrap_or_default().to_owned();
-                    let current_expiry = object
-                        .and_then(|o| o.get("expires_at"))
-                        .and_then(PyValue::as_str)
-                        .and_then(parse_iso)
-                        .unwrap_or_default();
-                    if current_holder != holder && current_expiry > Utc::now() {
-                        return Ok(Claim {
-                            granted: false,
-                            holder: current_holder,
-                            expires_at: current_expiry,
-                        });
-                    }
-                    if store.put_if_version(&key, record(holder), &current.version).await?.is_some() {
-                        return Ok(Claim {
-                            granted: true,
-                            holder: holder.to_owned(),
-                            expires_at,
-                        });
-                    }
-                }
-            }
-            self.inner.metrics.cas_conflicts.with_label_values(&["claim"]).inc();
-        }
-        Err(RegistryError::Conflict {
-            job: job_id.to_string(),
-            attempts: self.policy().max_attempts,
-        })
-    }
-
-    /// Releases a claim held by `holder`; returns whether one was released.
-    pub async fn release_claim(&self, job_id: &JobId, purpose: &str, holder: &str) -> Result<bool, RegistryError> {
-        let purpose = JobId::new(purpose).map_err(|e| RegistryError::InvalidArgument(format!("claim purpose: {e}")))?;
-        let key = format!("{CLAIMS_PREFIX}{purpose}/{job_id}.json");
-        let store = self.inner.store.as_ref();
-        let Some(current) = store.get(&key).await? else { return Ok(false) };
-        let parsed = pyjson::parse(&current.value).ok();
-        let current_holder = parsed.as_ref().and_then(PyValue::as_object).and_then(|o| o.get("holder")).and_then(PyValue::as_str);
-        if current_holder != Some(holder) {
-            return Ok(false);
-        }
-        // Expire it in place (a conditional write), so a claim taken over meanwhile is untouched.
-        let mut object = PyObject::new();
-        object.insert("holder", "".into());
-        object.insert("expires_at", py_isoformat(DateTime::<Utc>::UNIX_EPOCH).into());
-        object.insert("nonce", uuid_hex8().into());
-        let bytes = Bytes::from(pyjson::to_indent2(&PyValue::Object(object)));
-        Ok(store.put_if_version(&key, bytes, &current.version).await?.is_some())
-    }
-
     /// Records the state of a job's loss index (any job status; `updated_at` is left alone).
     pub async fn set_index_state(&self, job_id: &JobId, index: IndexState, results_path: Option<String>, error: Option<String>) -> Result<JobState, RegistryError> {
         let (state, _) = self
@@ -1062,5 +764,11 @@ async fn refresh_job_gauge(registry: JobRegistry, token: tokio_util::sync::Cance
     }
 }
 
+pub mod claims;
+pub mod listing;
+pub mod specs;
 #[cfg(test)]
 mod tests;
+
+pub use claims::Claim;
+pub use listing::{JobPage, ListQuery};

@@ -1,0 +1,121 @@
+//! Listing jobs: every readable state, pages newest first with a page token, counts by
+//! status.
+
+use chrono::{DateTime, Utc};
+use modelops_core::job::{JobState, JobStatus};
+use modelops_core::page_token::PageToken;
+use modelops_core::time::parse_iso;
+
+use super::{DEFAULT_PAGE_SIZE, JOBS_PREFIX, JobRegistry, MAX_PAGE_SIZE, decode};
+use crate::error::RegistryError;
+
+/// A page request of [`JobRegistry::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Page size (0 = default).
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub page_token: Option<String>,
+}
+
+/// One page of jobs.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<JobState>,
+    /// Where the next page starts, if there is one.
+    pub next_page_token: Option<String>,
+}
+
+impl JobRegistry {
+    /// Every readable job state. Unreadable ones are skipped with a warning, as upstream does.
+    pub async fn all_jobs(&self) -> Result<Vec<JobState>, RegistryError> {
+        let entries = self.inner.store.scan(JOBS_PREFIX).await?;
+        let mut jobs = Vec::with_capacity(entries.len());
+        for (key, versioned) in entries {
+            if !key.ends_with("/state.json") {
+                continue;
+            }
+            match decode(&key, &versioned) {
+                Ok(state) => jobs.push(state),
+                Err(e) => tracing::warn!(%key, error = %e, "skipping unreadable job state"),
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Lists jobs newest first (by the `created_at` string, as upstream sorts), filtered, one page
+    /// at a time.
+    pub async fn list(&self, query: ListQuery) -> Result<JobPage, RegistryError> {
+        let limit = match query.limit {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = query
+            .page_token
+            .as_deref()
+            .map(PageToken::decode)
+            .transpose()
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let mut jobs: Vec<JobState> = self
+            .all_jobs()
+            .await?
+            .into_iter()
+            .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status()))
+            .filter(|job| match query.since {
+                Some(since) => parse_iso(job.created_at()).is_some_and(|created| created >= since),
+                None => true,
+            })
+            .collect();
+        jobs.sort_by(|a, b| b.created_at().cmp(a.created_at()).then_with(|| a.job_id().cmp(b.job_id())));
+        if let Some(PageToken { created_at, job_id }) = after {
+            // Strictly after the token in (created_at descending, job_id ascending) order.
+            jobs.retain(|job| job.created_at() < created_at.as_str() || (job.created_at() == created_at && job.job_id() > &job_id));
+        }
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next_page_token = more.then(|| jobs.last().map(|j| PageToken::encode(j.created_at(), j.job_id()))).flatten();
+        Ok(JobPage { jobs, next_page_token })
+    }
+
+    /// Counts jobs in every status.
+    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, RegistryError> {
+        let jobs = self.all_jobs().await?;
+        let counts: Vec<(JobStatus, u64)> = JobStatus::ALL
+            .into_iter()
+            .map(|status| (status, jobs.iter().filter(|j| j.status() == status).count() as u64))
+            .collect();
+        self.inner.metrics.set_job_counts(&counts);
+        Ok(counts)
+    }
+
+    /// Jobs not yet in a terminal state.
+    pub async fn active_jobs(&self) -> Result<Vec<JobState>, RegistryError> {
+        let statuses = JobStatus::ALL.into_iter().filter(|s| s.is_active()).collect();
+        Ok(self
+            .list(ListQuery {
+                statuses,
+                limit: MAX_PAGE_SIZE,
+                ..ListQuery::default()
+            })
+            .await?
+            .jobs)
+    }
+
+    /// Jobs created in the last `hours` hours.
+    pub async fn recent_jobs(&self, hours: f64) -> Result<Vec<JobState>, RegistryError> {
+        let since = Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
+        Ok(self
+            .list(ListQuery {
+                since: Some(since),
+                limit: MAX_PAGE_SIZE,
+                ..ListQuery::default()
+            })
+            .await?
+            .jobs)
+    }
+}
