@@ -3,6 +3,10 @@
 //! Flight commands and SQL as tickets, raw protobuf bytes that do not decode, and the HTTP
 //! routes. Each entry must get its expected status; after each one the server must still be
 //! up; at the end its peak RSS must be under a bound and nothing in its stores may have changed.
+//! Then the store files of the corpus (`store_file`: malformed, non-finite, deep, oversized
+//! records, links out of the store, a directory or FIFO where a record should be) replace the
+//! records of one job's aggregations, and indexing that job must give each its expected row
+//! status, with no absolute path in the reasons.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -35,6 +39,15 @@ struct Entry {
     headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     location_not_prefix: Option<Vec<String>>,
+    /// `store_file`: which file of the aggregation is replaced (`result.json`, `metadata.json`).
+    #[serde(default)]
+    file: Option<String>,
+    /// `store_file`: its new bytes.
+    #[serde(default)]
+    content: Option<String>,
+    /// `store_file`: what it becomes instead (a link, a FIFO, a directory, …).
+    #[serde(default)]
+    special: Option<String>,
     expect: serde_json::Value,
 }
 
@@ -215,6 +228,7 @@ async fn the_bad_input_corpus_gets_its_statuses_and_changes_nothing() {
                 }
                 code.to_string()
             }
+            "store_file" => continue,
             other => panic!("unknown kind {other}"),
         };
         let expected = match &entry.expect {
@@ -244,6 +258,135 @@ async fn the_bad_input_corpus_gets_its_statuses_and_changes_nothing() {
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(changed.is_empty(), "stored files changed: {changed:?}");
     assert!(peak < PEAK_RSS_BOUND, "peak RSS {} MiB", peak >> 20);
+
+    let files: Vec<&Entry> = corpus.iter().filter(|e| e.kind == "store_file").collect();
+    let checked = hostile_store_files(&server, home.path(), &files).await;
+    assert!(server.child.try_wait().unwrap().is_none(), "the server died indexing the hostile store files");
+    println!("corpus: {checked} store files indexed as expected; server peak RSS {} MiB", peak_rss(pid) >> 20);
+    assert!(peak_rss(pid) < PEAK_RSS_BOUND, "peak RSS {} MiB", peak_rss(pid) >> 20);
     let status = server.terminate();
     assert!(status.success(), "{status}");
+}
+
+/// Calls `method` through grpcurl and returns its JSON answer (the call must succeed).
+fn grpcurl_ok(port: u16, method: &str, request: &serde_json::Value) -> serde_json::Value {
+    let out = Command::new(tool("MOPS_TEST_GRPCURL"))
+        .args(["-plaintext", "-max-time", "120", "-H", &format!("authorization: Bearer {TOKEN}"), "-d"])
+        .arg(request.to_string())
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(method)
+        .output()
+        .expect("run grpcurl");
+    assert!(out.status.success(), "{method}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Registers a job of one parameter set per store file (and one left alone), writes its
+/// results, replaces each set's aggregation record as its entry says, finishes and indexes the
+/// job, and checks each row's status. Returns how many entries were checked.
+async fn hostile_store_files(server: &MopsProcess, home: &Path, files: &[&Entry]) -> usize {
+    use modelops_core::study::JobSpec;
+    let job = "corpus-store";
+    let sets: Vec<String> = (0..=files.len()).map(|i| format!(r#"{{"beta": {}}}"#, i + 1)).collect();
+    let study = format!(
+        r#"{{"model": "models.seir.SEIR", "scenario": "baseline", "n_replicates": 1, "parameter_sets": [{}], "targets": ["targets.prev:prevalence_target"]}}"#,
+        sets.join(", ")
+    );
+    let bundle = format!("sha256:{}", "ab".repeat(32));
+    let registry = |method: &str| format!("modelops.registry.v1.JobRegistry/{method}");
+    grpcurl_ok(server.port, &registry("RegisterJob"), &serde_json::json!({"job_id": job, "study": {"study_json": study, "bundle_ref": bundle}}));
+    let spec = grpcurl_ok(server.port, &registry("GetJobSpec"), &serde_json::json!({"job_id": job}));
+    let JobSpec::Simulation(spec) = JobSpec::from_json(spec["jobSpecJson"].as_str().unwrap().as_bytes()).unwrap() else { panic!("a SimJob") };
+    let provenance = modelops_core::store::Store::open(&format!("file://{}/provenance", home.display())).unwrap();
+    let timestamp = modelops_core::time::now_iso();
+    let run = modelops_core::synthetic::SyntheticRun {
+        schema: modelops_core::paths::ProvenanceSchema::Token,
+        timestamp: &timestamp,
+        param_sets: Some(&(0..=files.len()).collect::<Vec<_>>()),
+        failed_aggregations: &[],
+    };
+    let written = modelops_core::synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    let root = home.join("provenance");
+    let outside = home.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for (i, entry) in files.iter().enumerate() {
+        let dir = root.join(&written.aggs[i]);
+        let file = dir.join(entry.file.as_deref().unwrap_or("result.json"));
+        let valid = std::fs::read(&file).ok();
+        match (entry.special.as_deref(), &entry.content) {
+            (None, Some(content)) => std::fs::write(&file, content).unwrap(),
+            (Some("nan_loss"), _) => {
+                let text = String::from_utf8(valid.unwrap()).unwrap();
+                let at = text.find("\"loss\":").unwrap();
+                let end = at + text[at..].find(',').unwrap();
+                std::fs::write(&file, format!("{}\"loss\": NaN{}", &text[..at], &text[end..])).unwrap();
+            }
+            (Some("lone_surrogate"), _) => {
+                let text = String::from_utf8(valid.unwrap()).unwrap();
+                std::fs::write(&file, text.replacen('{', r#"{"note": "\ud800", "#, 1)).unwrap();
+            }
+            (Some("extra_field"), _) => {
+                let text = String::from_utf8(valid.unwrap()).unwrap();
+                std::fs::write(&file, text.replacen('{', r#"{"added_by_a_newer_writer": [1, {"x": null}], "#, 1)).unwrap();
+            }
+            (Some("directory"), _) => {
+                std::fs::remove_file(&file).unwrap();
+                std::fs::create_dir(&file).unwrap();
+            }
+            (Some("fifo"), _) => {
+                std::fs::remove_file(&file).unwrap();
+                assert!(Command::new("mkfifo").arg(&file).status().unwrap().success());
+            }
+            (Some("symlink_out"), _) => {
+                let target = outside.join(format!("{i}.json"));
+                std::fs::write(&target, valid.unwrap()).unwrap();
+                std::fs::remove_file(&file).unwrap();
+                std::os::unix::fs::symlink(&target, &file).unwrap();
+            }
+            (Some("dir_symlink_out"), _) => {
+                let moved = outside.join(format!("agg-{i}"));
+                std::fs::rename(&dir, &moved).unwrap();
+                std::os::unix::fs::symlink(&moved, &dir).unwrap();
+            }
+            (Some("oversized"), _) => {
+                let padding = "x".repeat(17 << 20);
+                std::fs::write(&file, format!(r#"{{"loss": 1.0, "n_replicates": 1, "pad": "{padding}"}}"#)).unwrap();
+            }
+            (Some("delete"), _) => std::fs::remove_file(&file).unwrap(),
+            other => panic!("{}: unknown store file entry {other:?}", entry.name),
+        }
+    }
+    for status in ["JOB_STATUS_SUBMITTING", "JOB_STATUS_SCHEDULED", "JOB_STATUS_RUNNING", "JOB_STATUS_VALIDATING"] {
+        grpcurl_ok(server.port, &registry("UpdateStatus"), &serde_json::json!({"job_id": job, "status": status}));
+    }
+    grpcurl_ok(server.port, &registry("FinalizeJob"), &serde_json::json!({"job_id": job, "status": "JOB_STATUS_PARTIAL"}));
+    let indexed = grpcurl_ok(server.port, "modelops.indexer.v1.Indexer/IndexJob", &serde_json::json!({"job_id": job, "wait": true}));
+    assert_eq!(indexed["status"]["phase"], "INDEX_PHASE_DONE", "{indexed}");
+
+    // Each row's status, by parameter set, from the committed table.
+    let table = std::fs::File::open(home.join(format!("results/results/{job}/losses.parquet"))).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(table).unwrap().build().unwrap();
+    let mut statuses = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = |name: &str| batch.column_by_name(name).unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
+        let (params, status) = (column("param_id"), column("status"));
+        for row in 0..batch.num_rows() {
+            statuses.insert(params.value(row).to_owned(), status.value(row).to_owned());
+        }
+    }
+    let groups = spec.task_groups();
+    let mut failures = Vec::new();
+    for (i, entry) in files.iter().enumerate() {
+        let got = &statuses[groups[i].param_id];
+        let expected = entry.expect.as_str().unwrap();
+        if got != expected {
+            failures.push(format!("{}: expected {expected}, got {got}", entry.name));
+        }
+    }
+    assert_eq!(statuses[groups[files.len()].param_id], "ok", "the untouched set");
+    assert!(failures.is_empty(), "{failures:#?}");
+    let manifest = std::fs::read_to_string(home.join(format!("results/results/{job}/manifest.json"))).unwrap();
+    assert!(!manifest.contains(&home.display().to_string()), "no absolute path in the reasons: {manifest}");
+    files.len()
 }
