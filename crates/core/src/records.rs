@@ -529,6 +529,21 @@ pub struct AggResult {
     pub n_replicates: i64,
     /// Input task ids, in input order (empty in records older than the `inputs` field).
     pub input_task_ids: Vec<String>,
+    /// `diagnostics.per_replicate_losses`, the loss of each replicate in the order of the
+    /// aggregated simulations, when it is a list of numbers (NaN and the infinities included);
+    /// `None` when absent or anything else (it is upstream's convention, not part of the
+    /// record's contract, so a malformed one leaves the rest of the record usable).
+    pub per_replicate_losses: Option<Vec<f64>>,
+}
+
+/// `diagnostics.per_replicate_losses` when it is a list of numbers.
+fn per_replicate_losses(diagnostics: &PyObject) -> Option<Vec<f64>> {
+    diagnostics
+        .get("per_replicate_losses")?
+        .as_list()?
+        .iter()
+        .map(PyValue::as_f64)
+        .collect()
 }
 
 /// Parses an aggregation `result.json` read from `path`.
@@ -558,6 +573,7 @@ pub fn parse_agg_result(path: &Path, bytes: &[u8]) -> Result<AggResult, RecordEr
     Ok(AggResult {
         aggregation_id: str_field(path, &result, "aggregation_id")?,
         loss,
+        per_replicate_losses: per_replicate_losses(&diagnostics),
         diagnostics,
         n_replicates: int_field(path, &result, "n_replicates")?,
         input_task_ids,
@@ -603,4 +619,29 @@ pub async fn read_agg_metadata(store: &dyn ObjectStore, dir: &Path) -> Result<Ag
     let path = file_path(dir, METADATA_FILE);
     let bytes = read_file(store, &path).await?;
     parse_agg_metadata(&path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn losses_of(diagnostics: &str) -> Option<Vec<f64>> {
+        let json = format!(r#"{{"aggregation_id": "a", "loss": 1.5, "n_replicates": 3, "diagnostics": {diagnostics}}}"#);
+        parse_agg_result(&Path::from("agg/result.json"), json.as_bytes()).unwrap().per_replicate_losses
+    }
+
+    #[test]
+    fn per_replicate_losses_are_read_when_a_list_of_numbers_and_ignored_otherwise() {
+        assert_eq!(losses_of(r#"{"per_replicate_losses": [1, 2.5, -0.0]}"#), Some(vec![1.0, 2.5, -0.0]));
+        let nan = losses_of(r#"{"per_replicate_losses": [NaN, Infinity]}"#).unwrap();
+        assert!(nan[0].is_nan() && nan[1] == f64::INFINITY);
+        assert_eq!(losses_of(r#"{"per_replicate_losses": []}"#), Some(vec![]));
+        for ignored in [r#"{}"#, r#"{"per_replicate_losses": null}"#, r#"{"per_replicate_losses": "1,2"}"#, r#"{"per_replicate_losses": [1, "2"]}"#, r#"{"per_replicate_losses": [1, null]}"#] {
+            assert_eq!(losses_of(ignored), None, "{ignored}");
+        }
+        // The rest of the record is read as before.
+        let json = br#"{"aggregation_id": "a", "loss": 1.5, "n_replicates": 3, "diagnostics": {"per_replicate_losses": {"x": 1}}}"#;
+        let parsed = parse_agg_result(&Path::from("agg/result.json"), json).unwrap();
+        assert_eq!((parsed.loss, parsed.n_replicates), (1.5, 3));
+    }
 }
