@@ -2,8 +2,10 @@
 //! bounded concurrency, in table order; stream the rows into Parquet at a staging key while
 //! hashing every input into a fingerprint; then either discard the staging file (the inputs are
 //! those of the current table) or move it to `results/{job_id}/losses.parquet` and write
-//! `summary.json` and, last, `manifest.json`. A crash at any point leaves the previous table,
-//! summary and manifest as they were; the same inputs give the same table and summary bytes.
+//! `summary.json` and, last, `manifest.json`. Aggregations whose results carry per-replicate
+//! losses also stream into a second staging file, the per-replicate table, committed the same
+//! way. A crash at any point leaves the previous table, summary and manifest as they were; the
+//! same inputs give the same table, summary and per-replicate bytes.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::columns::{ParamColumn, param_columns};
 use crate::error::IndexError;
 use crate::locate::AggLocation;
+use crate::replicates::{self, REPLICATES_VERSION, ReplicateLosses, ReplicateRow};
 use crate::table::{self, Row, RowStatus, SCHEMA_VERSION};
 
 /// How an index run reads and writes.
@@ -211,9 +214,10 @@ async fn read_remote_record(store: &dyn ObjectStore, path: &Path, max_bytes: u64
     Ok(RecordRead::Bytes(bytes))
 }
 
-/// A row read: the row, its error (failed rows), and the digest of its inputs (location and
-/// every byte read), computed by the reader so the fingerprint costs the writer 32 bytes a row.
-type ReadRow = (Row, Option<String>, [u8; 32]);
+/// A row read: the row, its error (failed rows), the digest of its inputs (location and
+/// every byte read), computed by the reader so the fingerprint costs the writer 32 bytes a row,
+/// and the aggregation's per-replicate losses when its result carries them.
+type ReadRow = (Row, Option<String>, [u8; 32], Option<ReplicateLosses>);
 
 fn input_digest(param_id: &str, location: &AggLocation, result: &RecordRead, metadata: &RecordRead) -> [u8; 32] {
     let mut state = blake2b_simd::Params::new().hash_length(32).to_state();
@@ -241,8 +245,16 @@ fn input_digest(param_id: &str, location: &AggLocation, result: &RecordRead, met
     state.finalize().as_bytes().try_into().expect("32-byte digest")
 }
 
-/// The row of one aggregation from what was read of its two files.
-fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: RecordRead, metadata: RecordRead) -> ReadRow {
+/// The row of one aggregation from what was read of its two files, with its per-replicate
+/// losses when its `result.json` parses and carries them (whatever the row's status).
+fn row_from(source: RowSource, result: RecordRead, metadata: RecordRead) -> ReadRow {
+    let RowSource {
+        param_id,
+        values,
+        seeds,
+        location,
+    } = source;
+    let location = &location;
     let inputs = input_digest(&param_id, location, &result, &metadata);
     let mut row = Row {
         param_id,
@@ -254,12 +266,12 @@ fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: 
         cache_hit: location.cache_hit,
         status: RowStatus::Missing,
     };
-    let Some(dir) = location.path.as_deref() else { return (row, None, inputs) };
+    let Some(dir) = location.path.as_deref() else { return (row, None, inputs, None) };
     let result = match result {
-        RecordRead::Absent => return (row, None, inputs),
+        RecordRead::Absent => return (row, None, inputs, None),
         RecordRead::Unusable(reason) => {
             row.status = RowStatus::Failed;
-            return (row, Some(reason), inputs);
+            return (row, Some(reason), inputs, None);
         }
         RecordRead::Bytes(bytes) => bytes,
     };
@@ -268,21 +280,25 @@ fn row_from(param_id: String, values: PyObject, location: &AggLocation, result: 
     row.status = RowStatus::Failed;
     match &metadata {
         RecordRead::Absent => {}
-        RecordRead::Unusable(reason) => return (row, Some(reason.clone()), inputs),
+        RecordRead::Unusable(reason) => return (row, Some(reason.clone()), inputs, None),
         RecordRead::Bytes(metadata) => match records::parse_agg_metadata(&metadata_path, metadata) {
             Ok(m) => row.computed_at = parse_iso(&m.timestamp).map(|t| t.timestamp_micros()),
-            Err(e) => return (row, Some(e.to_string()), inputs),
+            Err(e) => return (row, Some(e.to_string()), inputs, None),
         },
     }
     match records::parse_agg_result(&result_path, &result) {
-        Ok(parsed) if parsed.loss.is_finite() => {
-            row.status = RowStatus::Ok;
-            row.loss = Some(parsed.loss);
-            row.n_replicates = Some(parsed.n_replicates);
-            (row, None, inputs)
+        Ok(parsed) => {
+            let replicates = parsed.per_replicate_losses.map(|losses| ReplicateLosses { losses, seeds });
+            if parsed.loss.is_finite() {
+                row.status = RowStatus::Ok;
+                row.loss = Some(parsed.loss);
+                row.n_replicates = Some(parsed.n_replicates);
+                (row, None, inputs, replicates)
+            } else {
+                (row, Some(format!("{result_path}: loss is {}", parsed.loss)), inputs, replicates)
+            }
         }
-        Ok(parsed) => (row, Some(format!("{result_path}: loss is {}", parsed.loss)), inputs),
-        Err(e) => (row, Some(e.to_string()), inputs),
+        Err(e) => (row, Some(e.to_string()), inputs, None),
     }
 }
 
@@ -297,6 +313,8 @@ pub struct RowSource {
     pub param_id: String,
     /// Its parameter values.
     pub values: PyObject,
+    /// The seeds of its tasks, in spec order (replicate `i` has the `i`-th).
+    pub seeds: Arc<[u64]>,
     /// Where its aggregation for the row's target is.
     pub location: AggLocation,
 }
@@ -313,7 +331,7 @@ async fn read_remote(provenance: &dyn ObjectStore, source: RowSource, max_bytes:
         }
         None => (RecordRead::Absent, RecordRead::Absent),
     };
-    Ok(row_from(source.param_id, source.values, &source.location, result, metadata))
+    Ok(row_from(source, result, metadata))
 }
 
 /// A local provenance root, resolved once: records are read only from beneath it.
@@ -399,7 +417,7 @@ async fn read_local(root: LocalRoot, chunk: Vec<RowSource>, max_bytes: u64) -> R
                     Some(dir) => root.read_aggregation(&check_dir(dir)?, max_bytes),
                     None => (RecordRead::Absent, RecordRead::Absent),
                 };
-                Ok(row_from(source.param_id, source.values, &source.location, result, metadata))
+                Ok(row_from(source, result, metadata))
             })
             .collect()
     })
@@ -455,11 +473,13 @@ pub async fn index_job(
             groups.len()
         )));
     }
+    let seeds: Vec<Arc<[u64]>> = groups.iter().map(|group| group.tasks.iter().map(|task| task.seed).collect()).collect();
     let rows = futures::stream::iter(locations.iter().map(|location| {
         let group = &groups[location.group];
         Ok(RowSource {
             param_id: group.param_id.to_owned(),
             values: group.values.clone(),
+            seeds: Arc::clone(&seeds[location.group]),
             location: location.clone(),
         })
     }));
@@ -519,8 +539,17 @@ pub async fn index_rows(
     };
     let mut done = 0;
     while let Some(read) = reads.next().await {
-        let (row, error, inputs) = read?;
+        let (row, error, inputs, replicates) = read?;
         fingerprint.update(&inputs);
+        // The row's digest covers the losses (its result's bytes); their seeds come from the
+        // spec. Jobs without replicates keep the fingerprint they had before replicates.
+        if let Some(replicates) = &replicates {
+            fingerprint.update(format!("replicates-v{REPLICATES_VERSION} {}\n", replicates.seeds.len()).as_bytes());
+            for seed in replicates.seeds.iter() {
+                fingerprint.update(&seed.to_le_bytes());
+            }
+            table.push_replicates(&row.param_id, &row.target, replicates).await?;
+        }
         table.push(row, error).await?;
         done += 1;
         progress(done, total);
@@ -532,22 +561,38 @@ pub async fn index_rows(
 }
 
 /// Copies the committed versions named in a manifest's `files` to the seed's paths,
-/// `losses.parquet` and `summary.json`, unless they are there already (the table by its size).
+/// `losses.parquet`, `summary.json` and `replicates.parquet`, unless they are there already (the
+/// tables by their size); removes a `replicates.parquet` the manifest does not name (left by an
+/// earlier build whose results carried per-replicate losses).
 async fn restore_seed_copies(results: &dyn ObjectStore, dir: &str, files: &PyObject) -> Result<(), IndexError> {
     let name = |key: &str| files.get(key).and_then(PyValue::as_str).filter(|n| n.starts_with(TABLES_DIR)).map(str::to_owned);
     let (Some(table), Some(summary)) = (name("losses"), name("summary")) else { return Ok(()) };
-    let seed_table = Path::from(format!("{dir}/losses.parquet"));
-    let current = match results.head(&seed_table).await {
-        Ok(meta) => Some(meta.size),
-        Err(object_store::Error::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
+    let copy_table = |version: String, seed: &'static str, bytes_key: &'static str| async move {
+        let seed_path = Path::from(format!("{dir}/{seed}"));
+        let current = match results.head(&seed_path).await {
+            Ok(meta) => Some(meta.size),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(IndexError::from(e)),
+        };
+        if current != files.get(bytes_key).and_then(PyValue::as_u64) {
+            results.copy(&Path::from(format!("{dir}/{version}")), &seed_path).await?;
+        }
+        Ok(())
     };
-    if current != files.get("losses_bytes").and_then(PyValue::as_u64) {
-        results.copy(&Path::from(format!("{dir}/{table}")), &seed_table).await?;
-    }
+    copy_table(table, "losses.parquet", "losses_bytes").await?;
     results.copy(&Path::from(format!("{dir}/{summary}")), &Path::from(format!("{dir}/summary.json"))).await?;
+    match name("replicates") {
+        Some(replicates) => copy_table(replicates, REPLICATES_FILE, "replicates_bytes").await?,
+        None => match results.delete(&Path::from(format!("{dir}/{REPLICATES_FILE}"))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
     Ok(())
 }
+
+/// The seed's path of the per-replicate table, under a job's results directory.
+pub const REPLICATES_FILE: &str = "replicates.parquet";
 
 /// Deletes the table versions (and abandoned staging files) of a job other than `keep` that are
 /// older than `grace`. Failures only leave files for the next build to collect.
@@ -595,6 +640,34 @@ pub struct TableWriter {
     batch_rows: usize,
     /// How long replaced table versions stay readable.
     grace: std::time::Duration,
+    /// How the tables are written.
+    properties: WriterProperties,
+    /// The per-replicate table, from the first aggregation that carries per-replicate losses.
+    replicates: Option<ReplicatesWriter>,
+}
+
+/// The per-replicate table being written at its staging key.
+struct ReplicatesWriter {
+    staging: Path,
+    schema: SchemaRef,
+    writer: AsyncArrowWriter<BufWriter>,
+    pending: Vec<ReplicateRow>,
+    rows: u64,
+}
+
+/// A Parquet writer of `schema` at `path` (the writer buffers; the file appears on close).
+fn parquet_writer(results: &Arc<dyn ObjectStore>, path: &Path, schema: &SchemaRef, properties: &WriterProperties) -> Result<AsyncArrowWriter<BufWriter>, IndexError> {
+    Ok(AsyncArrowWriter::try_new(
+        BufWriter::new(Arc::clone(results), path.clone()),
+        Arc::clone(schema),
+        Some(properties.clone()),
+    )?)
+}
+
+/// A staging key beside the versions it becomes one of (a rename within one directory leaves
+/// no empty directory behind); an abandoned one is collected with the old versions.
+fn staging_path(dir: &str) -> Path {
+    Path::from(format!("{dir}/{TABLES_DIR}/staging-{}.parquet", uuid::Uuid::new_v4().simple()))
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -603,20 +676,36 @@ impl std::fmt::Debug for TableWriter {
     }
 }
 
+impl ReplicatesWriter {
+    async fn flush(&mut self, job_id: &str) -> Result<(), IndexError> {
+        let batch = replicates::to_batch(&self.schema, job_id, &self.pending)?;
+        self.writer.write(&batch).await?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending and closes the file at the staging key.
+    async fn close(mut self, job_id: &str) -> Result<(Path, u64), IndexError> {
+        if !self.pending.is_empty() {
+            self.flush(job_id).await?;
+        }
+        self.writer.close().await?;
+        Ok((self.staging, self.rows))
+    }
+}
+
 impl TableWriter {
     /// A writer of `job`'s table with these targets (in spec order) and parameter columns.
     pub fn new(results: Arc<dyn ObjectStore>, job: &JobId, bundle_ref: &str, targets: Vec<String>, columns: Vec<ParamColumn>, options: IndexOptions) -> Result<Self, IndexError> {
         let schema = table::schema(&columns);
         let dir = results_dir(job);
-        // Beside the versions it becomes one of (a rename within one directory leaves no empty
-        // directory behind); an abandoned one is collected with the old versions.
-        let staging = Path::from(format!("{dir}/{TABLES_DIR}/staging-{}.parquet", uuid::Uuid::new_v4().simple()));
+        let staging = staging_path(&dir);
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_row_count(Some(options.row_group_rows))
             .set_statistics_enabled(EnabledStatistics::Page)
             .build();
-        let writer = AsyncArrowWriter::try_new(BufWriter::new(Arc::clone(&results), staging.clone()), Arc::clone(&schema), Some(properties))?;
+        let writer = parquet_writer(&results, &staging, &schema, &properties)?;
         Ok(Self {
             results,
             job_id: job.as_str().to_owned(),
@@ -632,6 +721,8 @@ impl TableWriter {
             pending: Vec::with_capacity(options.batch_rows),
             batch_rows: options.batch_rows.max(1),
             grace: options.table_grace,
+            properties,
+            replicates: None,
         })
     }
 
@@ -663,6 +754,31 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Appends the per-replicate losses of the aggregation of `param_id` × `target` to the
+    /// per-replicate table, which exists from the first call.
+    pub async fn push_replicates(&mut self, param_id: &str, target: &str, losses: &ReplicateLosses) -> Result<(), IndexError> {
+        if self.replicates.is_none() {
+            let (staging, schema) = (staging_path(&self.dir), replicates::schema());
+            let writer = parquet_writer(&self.results, &staging, &schema, &self.properties)?;
+            self.replicates = Some(ReplicatesWriter {
+                staging,
+                schema,
+                writer,
+                pending: Vec::with_capacity(self.batch_rows),
+                rows: 0,
+            });
+        }
+        let table = self.replicates.as_mut().expect("created above");
+        for row in replicates::rows(param_id, target, losses) {
+            table.pending.push(row);
+            table.rows += 1;
+            if table.pending.len() >= self.batch_rows {
+                table.flush(&self.job_id).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) -> Result<(), IndexError> {
         let batch = table::to_batch(&self.schema, &self.columns, &self.job_id, &self.bundle_ref, &self.pending)?;
         self.writer.write(&batch).await?;
@@ -688,9 +804,14 @@ impl TableWriter {
             counts,
             errors,
             grace,
+            replicates,
             ..
         } = self;
         writer.close().await?;
+        let replicates = match replicates {
+            Some(table) => Some(table.close(&job_id).await?),
+            None => None,
+        };
         let results_path = format!("{dir}/");
         let manifest_path = Path::from(format!("{dir}/manifest.json"));
         if let Some(current) = read_optional(results.as_ref(), &manifest_path).await?
@@ -698,6 +819,9 @@ impl TableWriter {
             && manifest.get("input_fingerprint").and_then(PyValue::as_str) == Some(fingerprint.as_str())
         {
             results.delete(&staging).await?;
+            if let Some((replicates_staging, _)) = &replicates {
+                results.delete(replicates_staging).await?;
+            }
             // A crash between the commit and the copies leaves the seed's paths behind: redo them.
             if let Some(files) = manifest.get("files").and_then(PyValue::as_object) {
                 restore_seed_copies(results.as_ref(), &dir, files).await?;
@@ -729,6 +853,15 @@ impl TableWriter {
         }
         summary.insert("targets", PyValue::Object(targets));
         let summary_bytes = bytes::Bytes::from(pyjson::to_indent2(&PyValue::Object(summary)));
+        let replicates = match replicates {
+            Some((replicates_staging, rows)) => {
+                let name = format!("{TABLES_DIR}/replicates-{version}.parquet");
+                let path = Path::from(format!("{dir}/{name}"));
+                results.rename(&replicates_staging, &path).await?;
+                Some((name, results.head(&path).await?.size, rows))
+            }
+            None => None,
+        };
         results
             .put(&Path::from(format!("{dir}/{summary_name}")), PutPayload::from_bytes(summary_bytes.clone()))
             .await?;
@@ -754,6 +887,11 @@ impl TableWriter {
         files.insert("losses", table_name.as_str().into());
         files.insert("losses_bytes", table_bytes.into());
         files.insert("summary", summary_name.as_str().into());
+        if let Some((name, bytes, rows)) = &replicates {
+            files.insert("replicates", name.as_str().into());
+            files.insert("replicates_bytes", (*bytes).into());
+            files.insert("replicates_rows", (*rows).into());
+        }
         manifest.insert("files", PyValue::Object(files.clone()));
         let errors = errors
             .into_iter()
@@ -769,7 +907,9 @@ impl TableWriter {
         results.put(&manifest_path, PutPayload::from(pyjson::to_indent2(&PyValue::Object(manifest)))).await?;
         // Committed. The seed's paths, for readers that open them without the manifest.
         restore_seed_copies(results.as_ref(), &dir, &files).await?;
-        collect_old_versions(results.as_ref(), &dir, &[table_name.as_str(), summary_name.as_str()], grace).await;
+        let mut keep = vec![table_name.as_str(), summary_name.as_str()];
+        keep.extend(replicates.as_ref().map(|(name, _, _)| name.as_str()));
+        collect_old_versions(results.as_ref(), &dir, &keep, grace).await;
         tracing::info!(job = %job_id, rows = counts.total, ok = counts.ok, missing = counts.missing, failed = counts.failed, "job indexed");
         Ok(IndexOutcome {
             counts,

@@ -1,7 +1,7 @@
 //! A job's rows streamed from its stored inputs, so an index run's memory does not grow with
 //! the job: the spec blob is read twice from the jobs store, never held whole (first for the
-//! parameter columns and which task opens each parameter set, then for the rows), and the
-//! aggregation edges are held in an [`EdgeIndex`] of about 50 bytes an edge.
+//! parameter columns, which task opens each parameter set and each set's seeds, then for the
+//! rows), and the aggregation edges are held in an [`EdgeIndex`] of about 50 bytes an edge.
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -115,6 +115,8 @@ pub struct SpecOutline {
     pub groups: usize,
     /// For each task in spec order, whether it is the first of its parameter set.
     opens_group: Vec<bool>,
+    /// The seeds of each parameter set's tasks.
+    seeds: Arc<GroupSeeds>,
 }
 
 impl SpecOutline {
@@ -124,23 +126,70 @@ impl SpecOutline {
     }
 }
 
+/// The seeds of every parameter set's tasks, in spec order (replicate `i` of a set is its
+/// `i`-th task): 8 bytes a task, plus 8 a set.
+#[derive(Debug, Default)]
+pub struct GroupSeeds {
+    /// Where each set's seeds start in `seeds`, and where the last one's end.
+    starts: Vec<usize>,
+    /// Every task's seed, grouped by parameter set.
+    seeds: Vec<u64>,
+}
+
+impl GroupSeeds {
+    /// Groups `seeds` (one per task, in spec order) by `group_of` (each task's set, numbered in
+    /// first-seen order from 0 to `groups`), keeping spec order within a set.
+    fn new(groups: usize, group_of: &[u32], seeds: &[u64]) -> Self {
+        let mut starts = vec![0; groups + 1];
+        for &group in group_of {
+            starts[group as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut grouped = vec![0; seeds.len()];
+        for (&group, &seed) in group_of.iter().zip(seeds) {
+            grouped[next[group as usize]] = seed;
+            next[group as usize] += 1;
+        }
+        Self { starts, seeds: grouped }
+    }
+
+    /// The seeds of set `group`'s tasks, in spec order (empty for an unknown set).
+    pub fn get(&self, group: usize) -> &[u64] {
+        match (self.starts.get(group), self.starts.get(group + 1)) {
+            (Some(&start), Some(&end)) => &self.seeds[start..end],
+            _ => &[],
+        }
+    }
+}
+
 /// Reads `blob` once for its outline: the columns typed from every parameter set (tasks
-/// grouped by param_id in first-seen order, as upstream's `get_task_groups`).
+/// grouped by param_id in first-seen order, as upstream's `get_task_groups`) and each set's
+/// seeds.
 pub async fn outline(blob: &SpecBlob) -> Result<SpecOutline, IndexError> {
     let blob = blob.clone();
     let handle = Handle::current();
     tokio::task::spawn_blocking(move || {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         let mut opens_group = Vec::new();
+        let mut group_of: Vec<u32> = Vec::new();
+        let mut seeds = Vec::new();
         let mut types = ColumnTypes::default();
         let job = blob.for_each_task(&handle, |_, task| {
-            let first = seen.insert(key128(&[&task.param_id]));
+            let next = u32::try_from(seen.len()).map_err(|_| IndexError::Invalid("more than 2^32 parameter sets".into()))?;
+            let group = *seen.entry(key128(&[&task.param_id])).or_insert(next);
+            let first = group == next;
             if first {
                 types.add(&task.values);
             }
             opens_group.push(first);
+            group_of.push(group);
+            seeds.push(task.seed);
             Ok(())
         })?;
+        let seeds = GroupSeeds::new(seen.len(), &group_of, &seeds);
         Ok(SpecOutline {
             groups: seen.len(),
             table: TableSpec {
@@ -150,6 +199,7 @@ pub async fn outline(blob: &SpecBlob) -> Result<SpecOutline, IndexError> {
                 columns: types.finish(),
             },
             opens_group,
+            seeds: Arc::new(seeds),
         })
     })
     .await
@@ -162,6 +212,7 @@ pub async fn outline(blob: &SpecBlob) -> Result<SpecOutline, IndexError> {
 pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> BoxStream<'static, Result<RowSource, IndexError>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<RowSource>, IndexError>>(CHUNKS_AHEAD);
     let opens_group = outline.opens_group.clone();
+    let group_seeds = Arc::clone(&outline.seeds);
     let targets = outline.table.targets.clone();
     let handle = Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -175,11 +226,13 @@ pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> Box
             {
                 return Ok(());
             }
+            let seeds: Arc<[u64]> = Arc::from(group_seeds.get(group));
             for target in &targets {
                 let edge = edges.get(&task.param_id, target);
                 chunk.push(RowSource {
                     param_id: task.param_id.clone(),
                     values: task.values.clone(),
+                    seeds: Arc::clone(&seeds),
                     location: AggLocation {
                         group,
                         target: target.clone(),
@@ -208,4 +261,19 @@ pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> Box
             futures::stream::iter(rows)
         })
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GroupSeeds;
+
+    #[test]
+    fn seeds_are_grouped_by_parameter_set_in_spec_order() {
+        // Tasks of sets 0, 1, 0, 2, 1 (interleaved, as a spec may list them).
+        let seeds = GroupSeeds::new(3, &[0, 1, 0, 2, 1], &[10, 20, 11, 30, 21]);
+        assert_eq!(seeds.get(0), [10, 11]);
+        assert_eq!(seeds.get(1), [20, 21]);
+        assert_eq!(seeds.get(2), [30]);
+        assert_eq!(seeds.get(3), [] as [u64; 0]);
+    }
 }

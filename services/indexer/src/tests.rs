@@ -274,6 +274,8 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
             failed_aggregations: &[2],
         };
         synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+        // Seeds from the spec read as a stream equal those of the in-memory spec.
+        set_replicate_losses(provenance.object_store.as_ref(), &spec, test_replicate_losses).await;
         for status in [
             JobStatus::Submitting,
             JobStatus::Scheduled,
@@ -316,7 +318,7 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
         .unwrap();
         assert_eq!((in_memory.fingerprint, in_memory.counts), (status.fingerprint, status.counts));
         assert!(status.counts.ok > 0 && status.counts.missing > 0, "{:?}", status.counts);
-        for file in ["losses.parquet", "summary.json"] {
+        for file in ["losses.parquet", "summary.json", "replicates.parquet"] {
             let path = Path::from(format!("results/{id}/{file}"));
             let streamed = results.object_store.get(&path).await.unwrap().bytes().await.unwrap();
             let expected = reference.object_store.get(&path).await.unwrap().bytes().await.unwrap();
@@ -615,4 +617,157 @@ async fn a_manifest_names_immutable_table_versions_and_replaced_ones_outlive_it_
     let mut top: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     top.sort();
     assert_eq!(top, ["losses.parquet", "manifest.json", "summary.json", "tables"]);
+}
+
+/// Sets `diagnostics.per_replicate_losses` in the `result.json` of every aggregation of `job`
+/// to `losses(parameter set index, target)`, leaving the others as they are.
+async fn set_replicate_losses(provenance: &dyn ObjectStore, job: &SimJobSpec, losses: impl Fn(usize, &str) -> Option<PyValue>) {
+    let groups = job.task_groups();
+    let derived = derive(provenance, job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    for edge in derived.edges.iter().filter(|e| e.kind == modelops_attribution::edge::Kind::Agg) {
+        let set = groups.iter().position(|g| g.param_id == edge.param_id).unwrap();
+        let Some(value) = losses(set, edge.target.as_deref().unwrap()) else { continue };
+        let path = Path::from(format!("{}/result.json", edge.path));
+        let bytes = provenance.get(&path).await.unwrap().bytes().await.unwrap();
+        let PyValue::Object(mut result) = pyjson::parse(&bytes).unwrap() else { panic!("an object") };
+        let mut diagnostics = result.get("diagnostics").and_then(PyValue::as_object).cloned().unwrap_or_default();
+        diagnostics.insert("per_replicate_losses", value);
+        result.insert("diagnostics", PyValue::Object(diagnostics));
+        provenance.put(&path, Bytes::from(pyjson::to_indent2(&PyValue::Object(result))).into()).await.unwrap();
+    }
+}
+
+fn floats_list(values: &[f64]) -> PyValue {
+    PyValue::List(values.iter().map(|v| PyValue::Float(*v)).collect())
+}
+
+/// The per-replicate losses of the test's aggregations: set 0 has them for both targets (one
+/// list longer than the set's two tasks, one loss not finite), set 1 a malformed list and none,
+/// set 2 an empty list and a list.
+fn test_replicate_losses(set: usize, target: &str) -> Option<PyValue> {
+    let prev = target.starts_with("targets.prev");
+    match (set, prev) {
+        (0, true) => Some(floats_list(&[0.5, 1.5])),
+        (0, false) => Some(floats_list(&[2.0, f64::NAN, 3.0])),
+        (1, true) => Some(PyValue::Str("0.5,1.5".into())),
+        (1, false) => None,
+        (2, true) => Some(floats_list(&[])),
+        _ => Some(PyValue::List(vec![PyValue::Int(4), PyValue::Float(5.0)])),
+    }
+}
+
+fn ints(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
+    let array = batch.column_by_name(column).unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+    (0..array.len()).map(|i| (!array.is_null(i)).then(|| array.value(i))).collect()
+}
+
+fn manifest_file(manifest: &Bytes, key: &str) -> Option<String> {
+    let manifest = pyjson::parse(manifest).unwrap();
+    let files = manifest.as_object().unwrap().get("files").unwrap().as_object().unwrap().clone();
+    files.get(key).map(|name| name.as_str().unwrap().to_owned())
+}
+
+async fn exists(stores: &Stores, job: &str, file: &str) -> bool {
+    match stores.results.object_store.head(&Path::from(format!("results/{job}/{file}"))).await {
+        Ok(_) => true,
+        Err(object_store::Error::NotFound { .. }) => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn per_replicate_losses_make_a_replicates_table_with_each_tasks_seed() {
+    let stores = stores();
+    let job = job("job-replicates", STUDY);
+    write(&stores, &job, ProvenanceSchema::Token, &[0, 1, 2], &[], EARLY).await;
+    set_replicate_losses(stores.provenance.object_store.as_ref(), &job, test_replicate_losses).await;
+    let outcome = index(&stores, &job, Utc::now()).await;
+    assert_eq!((outcome.counts.total, outcome.counts.ok), (6, 6), "the loss rows are unaffected");
+
+    let manifest = read(&stores, "job-replicates", "manifest.json").await;
+    let name = manifest_file(&manifest, "replicates").expect("the manifest names the replicates table");
+    let losses_name = manifest_file(&manifest, "losses").unwrap();
+    assert_eq!(name.strip_prefix("tables/replicates-"), losses_name.strip_prefix("tables/losses-"), "one version for both");
+    let bytes = read(&stores, "job-replicates", "replicates.parquet").await;
+    assert_eq!(read(&stores, "job-replicates", &name).await, bytes, "the seed's path holds the committed version");
+
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap().build().unwrap().map(Result::unwrap).collect();
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let fields: Vec<(String, DataType, bool)> = batch.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("job_id".to_owned(), DataType::Utf8, false),
+            ("param_id".to_owned(), DataType::Utf8, false),
+            ("target".to_owned(), DataType::Utf8, false),
+            ("replicate_idx".to_owned(), DataType::Int64, false),
+            ("seed".to_owned(), DataType::Int64, true),
+            ("loss".to_owned(), DataType::Float64, true),
+        ]
+    );
+    let groups = job.task_groups();
+    let seed = |set: usize, task: usize| Some(groups[set].tasks[task].seed as i64);
+    let (prev, deaths) = ("targets.prev:prevalence_target", "targets.deaths/deaths_target");
+    assert!(strings(&batch, "job_id").iter().all(|j| j.as_deref() == Some("job-replicates")));
+    let param = |set: usize| Some(groups[set].param_id.to_owned());
+    assert_eq!(strings(&batch, "param_id"), [param(0), param(0), param(0), param(0), param(0), param(2), param(2)]);
+    assert_eq!(
+        strings(&batch, "target").into_iter().flatten().collect::<Vec<_>>(),
+        [prev, prev, deaths, deaths, deaths, deaths, deaths]
+    );
+    assert_eq!(ints(&batch, "replicate_idx"), [0, 1, 0, 1, 2, 0, 1].map(Some));
+    assert_eq!(
+        ints(&batch, "seed"),
+        [seed(0, 0), seed(0, 1), seed(0, 0), seed(0, 1), None, seed(2, 0), seed(2, 1)],
+        "replicate i has the seed of the set's i-th task; none past the set's tasks"
+    );
+    assert_ne!(seed(0, 0), seed(0, 1));
+    assert_eq!(floats(&batch, "loss"), [Some(0.5), Some(1.5), Some(2.0), None, Some(3.0), Some(4.0), Some(5.0)]);
+
+    // Same inputs, same bytes: unchanged, and rebuilt from scratch.
+    let again = index(&stores, &job, Utc::now()).await;
+    assert!(again.unchanged);
+    stores.results.object_store.delete(&Path::from("results/job-replicates/manifest.json")).await.unwrap();
+    let rebuilt = index(&stores, &job, Utc::now()).await;
+    assert!(!rebuilt.unchanged);
+    assert_eq!(rebuilt.fingerprint, outcome.fingerprint);
+    assert_eq!(read(&stores, "job-replicates", "replicates.parquet").await, bytes);
+    let listed: Vec<String> = stores
+        .results
+        .object_store
+        .list(Some(&Path::from("results/job-replicates/tables")))
+        .map(|meta| meta.unwrap().location.to_string())
+        .collect()
+        .await;
+    assert_eq!(listed.len(), 3, "one version of each table and the summary, no staging file: {listed:?}");
+
+    // The losses go away: so does the table, from the manifest and the seed's path.
+    set_replicate_losses(stores.provenance.object_store.as_ref(), &job, |_, _| Some(PyValue::Null)).await;
+    let without = index(&stores, &job, Utc::now()).await;
+    assert!(!without.unchanged);
+    assert_eq!(manifest_file(&read(&stores, "job-replicates", "manifest.json").await, "replicates"), None);
+    assert!(!exists(&stores, "job-replicates", "replicates.parquet").await);
+}
+
+#[tokio::test]
+async fn a_job_without_per_replicate_losses_has_no_replicates_table() {
+    let stores = stores();
+    let job = job("job-no-replicates", STUDY);
+    write(&stores, &job, ProvenanceSchema::Token, &[0, 1, 2], &[], EARLY).await;
+    // A malformed list is ignored as if absent.
+    set_replicate_losses(stores.provenance.object_store.as_ref(), &job, |set, _| (set == 1).then(|| PyValue::Str("x".into()))).await;
+    let outcome = index(&stores, &job, Utc::now()).await;
+    assert_eq!(outcome.counts.ok, 6);
+    let manifest = read(&stores, "job-no-replicates", "manifest.json").await;
+    assert_eq!(manifest_file(&manifest, "replicates"), None);
+    assert!(!String::from_utf8(manifest.to_vec()).unwrap().contains("\"replicates"), "no replicates entry at all");
+    assert!(!exists(&stores, "job-no-replicates", "replicates.parquet").await);
+    let listed: Vec<String> = stores
+        .results
+        .object_store
+        .list(Some(&Path::from("results/job-no-replicates/tables")))
+        .map(|meta| meta.unwrap().location.filename().unwrap().to_owned())
+        .collect()
+        .await;
+    assert!(listed.iter().all(|name| !name.contains("replicates") && !name.contains("staging")), "{listed:?}");
 }
