@@ -169,6 +169,11 @@ pub enum Command {
         /// The statement.
         query: String,
     },
+    /// One job's per-replicate table as stored (`replicates.parquet`).
+    Replicates {
+        /// The job.
+        job_id: String,
+    },
 }
 
 /// A command's `type`, read before its fields.
@@ -180,6 +185,7 @@ enum Kind {
     Compare,
     Jobs,
     Sql,
+    Replicates,
 }
 
 /// The fields of `best_parameters`; the required one is optional here so that a missing one is
@@ -206,6 +212,13 @@ struct CompareFields {
 #[serde(deny_unknown_fields)]
 struct SqlFields {
     query: Option<String>,
+}
+
+/// The fields of `replicates`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicatesFields {
+    job_id: Option<String>,
 }
 
 /// The fields of `jobs`: none.
@@ -261,6 +274,12 @@ impl Command {
                 let SqlFields { query } = typed(fields)?;
                 Self::Sql {
                     query: required("query", query)?,
+                }
+            }
+            Kind::Replicates => {
+                let ReplicatesFields { job_id } = typed(fields)?;
+                Self::Replicates {
+                    job_id: required("job_id", job_id)?,
                 }
             }
         })
@@ -354,6 +373,7 @@ mod tests {
             br#"{"type":"compare","job_a":"a","job_b":"b","target":null}"#,
             br#"{"type":"jobs"}"#,
             br#"{"type":"sql","query":"SELECT 1"}"#,
+            br#"{"type":"replicates","job_id":"job-1"}"#,
         ];
         for bytes in commands {
             let command = parse(bytes).unwrap();
@@ -366,6 +386,7 @@ mod tests {
     #[test]
     fn tickets_name_the_type_first_and_leave_out_what_is_absent() {
         assert_eq!(Command::Jobs.to_json(), br#"{"type":"jobs"}"#);
+        assert_eq!(Command::Replicates { job_id: "job-1".into() }.to_json(), br#"{"type":"replicates","job_id":"job-1"}"#);
         assert_eq!(Command::Losses(LossesQuery::whole_table("job-1")).to_json(), br#"{"type":"losses","job_ids":["job-1"]}"#);
         let since = DateTime::parse_from_rfc3339("2026-11-01T01:00:00+01:00").unwrap().with_timezone(&Utc);
         let query = LossesQuery {
@@ -407,6 +428,9 @@ mod tests {
         assert_eq!(field_of(br#"{"type":"best_parameters","target":"t","n":100001}"#), "n");
         assert_eq!(field_of(br#"{"type":"compare","job_a":"a"}"#), "job_b");
         assert_eq!(field_of(br#"{"type":"sql"}"#), "query");
+        assert_eq!(field_of(br#"{"type":"replicates"}"#), "job_id");
+        assert_eq!(field_of(br#"{"type":"replicates","job_id":1}"#), "job_id");
+        assert_eq!(field_of(br#"{"type":"replicates","job_id":"a","limit":1}"#), "limit");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! An entry comes from the job's `manifest.json` (the commit marker: bundle, counts, targets,
 //! loss range), its `summary.json` (per target: counts, loss range, the best losses) and the
-//! footer of its `losses.parquet` (schema, `computed_at` range from column statistics). Queries
+//! footer of its `losses.parquet` (schema, `computed_at` range from column statistics), and the
+//! footer of its `replicates.parquet` when the manifest names one. Queries
 //! prune whole jobs on these before any scan. The catalog refreshes itself by listing
 //! `results/` (one listing, then only changed manifests are read), and a job asked for by id that
 //! it does not know yet is looked up at once, so a newly indexed job is visible without a restart.
@@ -73,6 +74,8 @@ pub struct JobEntry {
     pub table_bytes: u64,
     /// The table's decoded footer, so scans start without reading it again.
     pub footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    /// The job's per-replicate table, when its manifest names one (`files.replicates`).
+    pub replicates: Option<ReplicatesTable>,
     /// The manifest's listing metadata when read (to notice a re-index).
     manifest_version: (Option<String>, i64, u64),
 }
@@ -87,6 +90,24 @@ impl JobEntry {
     /// at least 12 hex digits of it.
     pub fn is_of_bundle(&self, wanted: &str) -> bool {
         bundle_matches(&self.bundle_digest, wanted)
+    }
+}
+
+/// A job's per-replicate table (`replicates.parquet`, one row per replicate loss).
+#[derive(Debug, Clone)]
+pub struct ReplicatesTable {
+    /// The committed version the manifest names, and its size.
+    pub file: ObjectMeta,
+    /// Its rows, from the manifest.
+    pub rows: u64,
+    /// Its decoded footer (with the Arrow schema).
+    pub footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+}
+
+impl ReplicatesTable {
+    /// The table's Arrow schema.
+    pub fn schema(&self) -> &SchemaRef {
+        self.footer.schema()
     }
 }
 
@@ -267,6 +288,21 @@ impl Catalog {
                 })
                 .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
         });
+        let replicates = match manifest.pointer("/files/replicates").and_then(Value::as_str) {
+            Some(name) => {
+                let path = Path::from(format!("{dir}/{name}"));
+                let file = self.store.head(&path).await?;
+                let reader = ParquetObject::new(Arc::clone(&self.store), path, file.size);
+                let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+                let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), Default::default())?;
+                Some(ReplicatesTable {
+                    rows: manifest.pointer("/files/replicates_rows").and_then(Value::as_u64).unwrap_or(0),
+                    file,
+                    footer,
+                })
+            }
+            None => None,
+        };
         let count = |key: &str| manifest.pointer(&format!("/counts/{key}")).and_then(Value::as_u64).unwrap_or(0);
         let targets = summary
             .get("targets")
@@ -303,6 +339,7 @@ impl Catalog {
             table_bytes: table.size,
             footer,
             table,
+            replicates,
             manifest_version: version_of(manifest_meta),
         })
     }

@@ -24,7 +24,7 @@ use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, l
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
-use crate::catalog::{Catalog, JobEntry, target_matches};
+use crate::catalog::{Catalog, JobEntry, ReplicatesTable, target_matches};
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
 use crate::error::QueryError;
 use crate::table_cache::TableCache;
@@ -180,6 +180,7 @@ impl Engine {
                 None => Ok(unified_schema(&self.prune_losses(query).await?)),
             },
             Command::Jobs => Ok(jobs_schema()),
+            Command::Replicates { job_id } => Ok(Arc::clone(self.replicates_of(job_id).await?.1.schema())),
             _ => Ok(Arc::new(self.dataframe(command).await?.schema().as_arrow().clone())),
         }
     }
@@ -200,6 +201,10 @@ impl Engine {
                 let schema = batch.schema();
                 Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(async { Ok(batch) }))))
             }
+            Command::Replicates { job_id } => {
+                let (_, table) = self.replicates_of(job_id).await?;
+                Ok(self.replicates_stream(table))
+            }
             _ => {
                 let planned = tokio::time::timeout(self.limits.timeout, async { self.dataframe(command).await?.execute_stream().await.map_err(QueryError::from) });
                 let stream = planned.await.map_err(|_| QueryError::Timeout(self.limits.timeout))??;
@@ -218,6 +223,10 @@ impl Engine {
         }
         if let Command::Jobs = command {
             return Ok((self.catalog.jobs().len() as i64, -1));
+        }
+        if let Command::Replicates { job_id } = command {
+            let (_, table) = self.replicates_of(job_id).await?;
+            return Ok((table.rows as i64, table.file.size as i64));
         }
         Ok((-1, -1))
     }
@@ -247,6 +256,27 @@ impl Engine {
         };
         let batches = decoded.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
         Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+    }
+
+    /// `job`'s entry and its per-replicate table; [`QueryError::NoReplicates`] when it has none.
+    async fn replicates_of(&self, job: &str) -> Result<(Arc<JobEntry>, ReplicatesTable), QueryError> {
+        let entry = self.catalog.job(job).await?;
+        let table = entry.replicates.clone().ok_or_else(|| QueryError::NoReplicates(job.to_owned()))?;
+        Ok((entry, table))
+    }
+
+    /// A job's per-replicate table as stored, in order: row groups decoded in tasks of their
+    /// own, two at a time, as [`Self::table_stream`] does (without the table cache).
+    fn replicates_stream(&self, table: ReplicatesTable) -> BatchStream {
+        let schema = Arc::clone(table.schema());
+        let store = Arc::clone(self.catalog.store());
+        let groups = table.footer.metadata().num_row_groups();
+        let decoded = futures::stream::iter(0..groups)
+            .map(move |group| decode_file(Arc::clone(&store), table.file.clone(), table.footer.clone(), Some(vec![group]), None))
+            .buffered(2)
+            .flat_map(batches_of)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+        Box::pin(RecordBatchStreamAdapter::new(schema, decoded))
     }
 
     /// The rows of `jobs` that `query` selects, job after job, in the unified schema: each
@@ -447,6 +477,13 @@ impl Engine {
                 ctx.register_table("jobs", self.jobs_table()?)?;
                 Ok(ctx.table("jobs").await?)
             }
+            Command::Replicates { job_id } => {
+                let (_, table) = self.replicates_of(job_id).await?;
+                let url = ListingTableUrl::parse(format!("{RESULTS_URL}/{}", table.file.location))?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+                let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(table.schema()));
+                Ok(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)
+            }
             Command::Sql { query } => {
                 let jobs = self.catalog.jobs();
                 ctx.register_table("losses", self.losses_table(&jobs)?)?;
@@ -514,13 +551,26 @@ async fn decode(
     row_groups: Option<Vec<usize>>,
     loss_range: Option<(Option<f64>, Option<f64>)>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
+    let filter = loss_range.and_then(|(lo, hi)| loss_row_filter(&job, lo, hi));
+    decode_file(store, job.table.clone(), job.footer.clone(), row_groups, filter).await
+}
+
+/// Decodes `row_groups` (all when `None`) of the Parquet `file`, whose footer is `footer`, in a
+/// task of its own, keeping the rows `filter` keeps.
+async fn decode_file(
+    store: Arc<dyn object_store::ObjectStore>,
+    file: object_store::ObjectMeta,
+    footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    row_groups: Option<Vec<usize>>,
+    filter: Option<parquet::arrow::arrow_reader::RowFilter>,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let task = tokio::spawn(async move {
-        let reader = ParquetObject::new(store, job.table.location.clone(), job.table.size);
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, job.footer.clone()).with_batch_size(BATCH_ROWS);
+        let reader = ParquetObject::new(store, file.location, file.size);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer).with_batch_size(BATCH_ROWS);
         if let Some(row_groups) = row_groups {
             builder = builder.with_row_groups(row_groups);
         }
-        if let Some(filter) = loss_range.and_then(|(lo, hi)| loss_row_filter(&job, lo, hi)) {
+        if let Some(filter) = filter {
             builder = builder.with_row_filter(filter);
         }
         Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)

@@ -17,6 +17,9 @@ pub enum QueryError {
     /// No indexed job by that id.
     #[error("no indexed job {0:?} (is it indexed? see `mops results index`)")]
     JobNotFound(String),
+    /// The job is indexed but has no per-replicate table.
+    #[error("job {0:?} has no replicates table: none of its aggregation results carries diagnostics.per_replicate_losses")]
+    NoReplicates(String),
     /// A store failed.
     #[error("store: {0}")]
     Store(#[from] object_store::Error),
@@ -156,7 +159,7 @@ impl From<QueryError> for Status {
 fn status_of(error: &QueryError) -> Status {
     match error {
         QueryError::InvalidArgument { .. } => Status::invalid_argument(scrubbed(&error.to_string())),
-        QueryError::JobNotFound(_) => Status::not_found(scrubbed(&error.to_string())),
+        QueryError::JobNotFound(_) | QueryError::NoReplicates(_) => Status::not_found(scrubbed(&error.to_string())),
         QueryError::Store(e) => store_status(e),
         QueryError::Parquet(parquet::errors::ParquetError::External(inner)) if inner.downcast_ref::<object_store::Error>().is_some() => {
             store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))

@@ -83,8 +83,12 @@ impl QueryService {
         match descriptor.r#type() {
             DescriptorType::Path => match descriptor.path.as_slice() {
                 [kind, job] if kind == "losses" => Ok(Asked::Query(Command::Losses(LossesQuery::whole_table(job)))),
+                [kind, job] if kind == "replicates" => Ok(Asked::Query(Command::Replicates { job_id: job.clone() })),
                 [kind] if kind == "jobs" => Ok(Asked::Query(Command::Jobs)),
-                other => Err(QueryError::invalid("descriptor.path", format!("expected [\"losses\", job_id] or [\"jobs\"], got {other:?}"))),
+                other => Err(QueryError::invalid(
+                    "descriptor.path",
+                    format!("expected [\"losses\", job_id], [\"replicates\", job_id] or [\"jobs\"], got {other:?}"),
+                )),
             },
             DescriptorType::Cmd => Self::decode_command(&descriptor.cmd, "descriptor.cmd"),
             DescriptorType::Unknown => Err(QueryError::invalid("descriptor.type", "expected PATH or CMD")),

@@ -538,3 +538,90 @@ async fn queries_over_their_memory_or_time_fail_with_statuses_naming_the_limit()
     let counts = run_to_end("SELECT count(*) FROM losses").await.unwrap();
     assert_eq!(counts.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
 }
+
+/// Job R: job A's sets, each aggregation's result carrying per-replicate losses
+/// `[set + 0.25, set + 0.5]`; indexed.
+async fn index_job_with_replicates(fixture: &Fixture) -> SimJobSpec {
+    use modelops_core::pyjson::{self, PyValue};
+    let job = job("job-r", BUNDLE, &SETS_A[..3]);
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp: "2026-01-01T00:00:00+00:00",
+        param_sets: None,
+        failed_aggregations: &[],
+    };
+    let provenance = fixture.provenance.object_store.as_ref();
+    synthetic::write_job_results(provenance, &job, &run).await.unwrap();
+    let groups = job.task_groups();
+    let derived = derive(provenance, &job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    for edge in derived.edges.iter().filter(|e| e.kind == modelops_attribution::edge::Kind::Agg) {
+        let set = groups.iter().position(|g| g.param_id == edge.param_id).unwrap() as f64;
+        let path = Path::from(format!("{}/result.json", edge.path));
+        let bytes = provenance.get(&path).await.unwrap().bytes().await.unwrap();
+        let PyValue::Object(mut result) = pyjson::parse(&bytes).unwrap() else { panic!("an object") };
+        let mut diagnostics = result.get("diagnostics").and_then(PyValue::as_object).cloned().unwrap_or_default();
+        diagnostics.insert("per_replicate_losses", PyValue::List(vec![PyValue::Float(set + 0.25), PyValue::Float(set + 0.5)]));
+        result.insert("diagnostics", PyValue::Object(diagnostics));
+        provenance.put(&path, bytes::Bytes::from(pyjson::to_indent2(&PyValue::Object(result))).into()).await.unwrap();
+    }
+    let locations = locate(&job, &derived.edges);
+    index_job(&fixture.provenance, Arc::clone(&fixture.results.object_store), &job, &locations, IndexOptions::default(), |_, _| {})
+        .await
+        .unwrap();
+    job
+}
+
+#[tokio::test]
+async fn replicates_are_served_by_path_and_command_and_not_found_without_a_table() {
+    use arrow_flight::FlightDescriptor;
+    let fixture = fixture().await;
+    let job = index_job_with_replicates(&fixture).await;
+    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let stored = {
+        let path = Path::from("results/job-r/replicates.parquet");
+        let bytes = fixture.results.object_store.get(&path).await.unwrap().bytes().await.unwrap();
+        let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
+        concat(&batches)
+    };
+    // Three sets × two targets × two replicates, each with its task's seed.
+    assert_eq!(stored.num_rows(), 12);
+    let groups = job.task_groups();
+    let seeds = stored.column_by_name("seed").unwrap().as_primitive::<Int64Type>();
+    let expected: Vec<i64> = groups.iter().flat_map(|g| [g.tasks[0].seed, g.tasks[1].seed, g.tasks[0].seed, g.tasks[1].seed]).map(|s| s as i64).collect();
+    assert_eq!(seeds.values().to_vec(), expected);
+
+    // The engine, through the command.
+    let command = Command::Replicates { job_id: "job-r".into() };
+    assert_eq!(concat(&run(&fixture, &command).await), stored);
+    assert_eq!(fixture.engine.size_hint(&command).await.unwrap().0, 12);
+
+    // Over a connection: the JSON command as a ticket, and the path descriptor.
+    let mut client = served(&fixture).await;
+    let by_command = do_get(&mut client, Ticket::new(r#"{"type": "replicates", "job_id": "job-r"}"#)).await.unwrap();
+    assert_eq!(concat(&by_command), stored);
+    let info = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["replicates".into(), "job-r".into()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.total_records, 12);
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    assert_eq!(concat(&do_get(&mut client, ticket).await.unwrap()), stored);
+
+    // A job without per-replicate losses, and an unknown job: NOT_FOUND.
+    let none = fixture.engine.schema(&Command::Replicates { job_id: "job-a".into() }).await.unwrap_err();
+    assert!(matches!(&none, QueryError::NoReplicates(job) if job == "job-a"), "{none:?}");
+    let status = tonic::Status::from(none);
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let without = do_get(&mut client, Ticket::new(r#"{"type": "replicates", "job_id": "job-a"}"#)).await.unwrap_err();
+    assert_eq!(without.code(), tonic::Code::NotFound);
+    let by_path = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["replicates".into(), "job-a".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(by_path.code(), tonic::Code::NotFound);
+    let unknown = do_get(&mut client, Ticket::new(r#"{"type": "replicates", "job_id": "no-such-job"}"#)).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let missing_field = do_get(&mut client, Ticket::new(r#"{"type": "replicates"}"#)).await.unwrap_err();
+    assert_eq!(missing_field.code(), tonic::Code::InvalidArgument);
+}
