@@ -355,6 +355,8 @@ def test_errors(client: ResultClient, raw: flight.FlightClient, options: flight.
     assert "no-such-job" in str(not_found.value)
     with pytest.raises(NotFound):
         client.compare_jobs(JOB_A, "no-such-job")
+    with pytest.raises(NotFound):
+        client.get_replicates(JOB_A)  # its aggregations carry no per-replicate losses
 
     with pytest.raises(InvalidArgument) as bad_sql:
         client.sql("SELEC nonsense")

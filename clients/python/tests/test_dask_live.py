@@ -127,6 +127,11 @@ def test_dask_local_cluster_end_to_end(tmp_path):
         assert got.keys() == want.keys()
         assert all(abs(got[k] - want[k]) < 1e-12 for k in want), (got, want)
         assert set(df["n_replicates"]) == {3}
+        # The aggregations carried per-replicate losses: one row per replicate, with its seed.
+        reps = results.get_replicates(job_id)
+        assert len(reps) == 3 * len(param_sets) and sorted(set(reps["replicate_idx"])) == [0, 1, 2]
+        seeds = {(t["params"]["param_id"], t["seed"]) for t in jobs.get_job_spec(job_id)["spec"]["tasks"]}
+        assert set(zip(reps["param_id"], reps["seed"])) == seeds
     shared = {up.make_param_id(p) for p in sets[2:]}
     df_b = losses(results, job_b)
     assert {pid for pid, hit in zip(df_b["param_id"], df_b["cache_hit"]) if hit} == shared

@@ -182,6 +182,16 @@ class ResultClient:
         """
         return self.read_path("losses", job_id, as_arrow=as_arrow)
 
+    def get_replicates(self, job_id: str, *, as_arrow: bool = False) -> Union["pd.DataFrame", pa.Table]:
+        """One job's per-replicate losses (job_id, param_id, target, replicate_idx, seed, loss),
+        where its aggregation results carried ``diagnostics.per_replicate_losses``
+        (descriptor ``PATH ["replicates", job_id]``).
+
+        Raises:
+            NotFound: the job is unknown, not indexed, or its results carry no per-replicate losses.
+        """
+        return self.read_path("replicates", job_id, as_arrow=as_arrow)
+
     def query_losses(
         self,
         job_ids: Optional[Union[str, Iterable[str]]] = None,
