@@ -118,6 +118,30 @@ pub fn etcd_url(prefix: &str) -> String {
     format!("etcd://{}/{prefix}", endpoint.trim_start_matches("http://"))
 }
 
+/// Starts a private etcd (Debian's `etcd-server`, which scripts/test installs) on the given
+/// 127.0.0.1 ports with its data in `dir`, for tests that kill and restart it.
+pub fn start_private_etcd(dir: &std::path::Path, client_port: u16, peer_port: u16) -> Child {
+    Command::new("etcd")
+        .args(["--name", "private", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client_port}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client_port}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer_port}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer_port}"),
+            "--initial-cluster",
+            &format!("private=http://127.0.0.1:{peer_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd on PATH (scripts/test installs it)")
+}
+
 /// A gRPC channel to `endpoint` (`http://host:port`).
 pub async fn channel(endpoint: &str) -> tonic::transport::Channel {
     tonic::transport::Channel::from_shared(endpoint.to_owned())

@@ -7,6 +7,10 @@
 //! one table with the right rows (read through the query process), and a watcher on one
 //! registry replica must have seen every job's final state and its table done.
 //!
+//! On etcd, the test's own etcd is also SIGKILLed for up to three seconds while clients' requests
+//! are in flight: a call left unanswered is made again, and must then find its first attempt
+//! applied or apply it (no acknowledged update lost, none applied twice).
+//!
 //! It runs twice: with job state in etcd, and with job state and specs in Azurite (the Azure
 //! container the Python ModelOps writes), where some jobs are written straight into the stores
 //! as the Python ModelOps would, already succeeded.
@@ -24,7 +28,7 @@ use std::time::Duration;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::StreamExt as _;
 use modelops_core::store::Store;
-use modelops_integration_tests::{MopsProcess, azurite_container, channel, etcd_url, register_study, unique, write_results};
+use modelops_integration_tests::{MopsProcess, azurite_container, channel, free_port, start_private_etcd, unique, write_results};
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use rand::{Rng as _, SeedableRng as _};
@@ -130,36 +134,88 @@ impl Deployment {
     }
 }
 
+/// Whether a call failed because the registry could not answer (its store down, a connection
+/// cut): such a call was not acknowledged, and is made again.
+fn unanswered(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Aborted
+    )
+}
+
+/// Makes `call` until it is answered (bounded: about a minute). Returns the answer and whether
+/// an earlier attempt went unanswered, in which case it may have been applied.
+async fn answered<T, Fut: std::future::Future<Output = Result<T, tonic::Status>>>(what: &str, mut call: impl FnMut() -> Fut) -> (Result<T, tonic::Status>, bool) {
+    let mut retried = false;
+    for _ in 0..600 {
+        match call().await {
+            Err(status) if unanswered(&status) => {
+                retried = true;
+                // A client's backoff while the store is down, not a test's synchronisation.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return (answer, retried),
+        }
+    }
+    panic!("{what}: no answer for a minute");
+}
+
 /// Runs one job through registry replica `plan.replica`: register, write its results, walk it to
-/// succeeded or partial (counting RPCs in `ops`).
+/// succeeded or partial (counting RPCs in `ops`). Calls left unanswered by an outage are made
+/// again, and a refusal of a repeated call whose first attempt had been applied (the job already
+/// registered, already in the status asked for) counts as its acknowledgement.
 async fn drive(plan: &Plan, endpoint: &str, provenance: &Store, ops: &AtomicU64) {
-    let channel = channel(endpoint).await;
-    let spec = register_study(&channel, &plan.job, &study(plan.sets, plan.salt), BUNDLE).await;
+    use modelops_core::study::JobSpec;
+    let client = JobRegistryClient::new(channel(endpoint).await);
+    let job = plan.job.clone();
+    let request = pb::RegisterJobRequest {
+        job_id: job.clone(),
+        spec: Some(pb::register_job_request::Spec::Study(pb::StudySpec {
+            study_json: study(plan.sets, plan.salt),
+            bundle_ref: BUNDLE.into(),
+        })),
+        ..Default::default()
+    };
+    match answered("register", || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.register_job(request).await }
+    }).await {
+        (Ok(_), _) => {}
+        (Err(status), true) if status.code() == tonic::Code::AlreadyExists => {}
+        (Err(status), _) => panic!("register {job}: {status}"),
+    }
+    let (spec, _) = answered("spec", || {
+        let (mut client, job_id) = (client.clone(), job.clone());
+        async move { client.get_job_spec(pb::GetJobSpecRequest { job_id }).await }
+    }).await;
+    let JobSpec::Simulation(spec) = JobSpec::from_json(spec.unwrap().into_inner().job_spec_json.as_bytes()).unwrap() else { panic!("a SimJob") };
     ops.fetch_add(2, Ordering::Relaxed);
     let written: Vec<usize> = (0..plan.sets).filter(|i| !plan.missing.contains(i)).collect();
     write_results(provenance, &spec, &written).await;
-    let mut client = JobRegistryClient::new(channel);
-    for status in [pb::JobStatus::Submitting, pb::JobStatus::Scheduled, pb::JobStatus::Running, pb::JobStatus::Validating] {
-        client
-            .update_status(pb::UpdateStatusRequest {
-                job_id: plan.job.clone(),
-                status: status.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{} → {status:?}: {e}", plan.job));
+    let last = if plan.missing.is_empty() { pb::JobStatus::Succeeded } else { pb::JobStatus::Partial };
+    for status in [pb::JobStatus::Submitting, pb::JobStatus::Scheduled, pb::JobStatus::Running, pb::JobStatus::Validating, last] {
+        let update = pb::UpdateStatusRequest {
+            job_id: job.clone(),
+            status: status.into(),
+            ..Default::default()
+        };
+        match answered("update", || {
+            let (mut client, update) = (client.clone(), update.clone());
+            async move { client.update_status(update).await }
+        }).await {
+            (Ok(_), _) => {}
+            (Err(refused), true) if refused.code() == tonic::Code::FailedPrecondition => {
+                let (now, _) = answered("get", || {
+                    let (mut client, job_id) = (client.clone(), job.clone());
+                    async move { client.get_job(pb::GetJobRequest { job_id }).await }
+                }).await;
+                let now = now.unwrap().into_inner().job.unwrap();
+                assert_eq!(now.status, i32::from(status), "{job}: {refused}");
+            }
+            (Err(refused), _) => panic!("{job} → {status:?}: {refused}"),
+        }
         ops.fetch_add(1, Ordering::Relaxed);
     }
-    let last = if plan.missing.is_empty() { pb::JobStatus::Succeeded } else { pb::JobStatus::Partial };
-    client
-        .finalize_job(pb::FinalizeJobRequest {
-            job_id: plan.job.clone(),
-            status: last.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("finalize {}: {e}", plan.job));
-    ops.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Writes a finished job as the Python ModelOps does, straight into the stores: its spec blob,
@@ -182,9 +238,25 @@ async fn write_directly(plan: &Plan, registry_store: &str, jobs: &Store, provena
     state.set_status(JobStatus::Succeeded);
     state.set("tasks_total", (spec.tasks.len() as i64).into());
     state.set("tasks_completed", (spec.tasks.len() as i64).into());
-    let store = modelops_registry::store::open(registry_store).await.unwrap();
-    let created = store.create_if_absent(&modelops_core::paths::job_state_key(&id), state.to_json().into()).await.unwrap();
-    assert!(created.is_some(), "{} written once", plan.job);
+    let key = modelops_core::paths::job_state_key(&id);
+    for attempt in 0.. {
+        let written = match modelops_registry::store::open(registry_store).await {
+            Ok(store) => store.create_if_absent(&key, state.to_json().into()).await.map(|created| (store, created)),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok((_, Some(_))) => break,
+            // Written by an attempt whose answer the outage cut off.
+            Ok((store, None)) => {
+                assert_eq!(store.get(&key).await.unwrap().unwrap().value, state.to_json().as_bytes(), "{} written once", plan.job);
+                break;
+            }
+            Err(e) => {
+                assert!(attempt < 600, "{}: the registry store did not come back: {e}", plan.job);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// The final state each job reached, as one watcher saw it, until every job in `jobs` is seen
@@ -193,6 +265,10 @@ async fn write_directly(plan: &Plan, registry_store: &str, jobs: &Store, provena
 async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs: BTreeSet<String>, seen: Arc<Mutex<BTreeMap<String, pb::JobState>>>, reconnects: Arc<AtomicU64>) {
     let done = |s: &pb::JobState| s.index_state == i32::from(pb::IndexState::Done);
     for attempt in 0usize.. {
+        if attempt > 0 {
+            // A watcher's backoff between reconnects (a replica restarting, the store down).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let endpoint = {
             let endpoints = endpoints.lock().unwrap();
             endpoints[attempt % endpoints.len()].clone()
@@ -233,10 +309,49 @@ async fn table_rows(endpoint: &str, job: &str) -> usize {
     batches.map(|b| b.unwrap().num_rows()).collect::<Vec<_>>().await.iter().sum()
 }
 
+/// A private etcd the test kills (SIGKILL) and restarts on the same ports and data.
+struct PrivateEtcd {
+    dir: tempfile::TempDir,
+    ports: (u16, u16),
+    process: std::process::Child,
+}
+
+impl PrivateEtcd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = (free_port(), free_port());
+        let process = start_private_etcd(dir.path(), ports.0, ports.1);
+        Self { dir, ports, process }
+    }
+
+    fn url(&self, prefix: &str) -> String {
+        format!("etcd://127.0.0.1:{}/{prefix}", self.ports.0)
+    }
+
+    fn kill(&mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
+
+    fn restart(&mut self) {
+        self.process = start_private_etcd(self.dir.path(), self.ports.0, self.ports.1);
+    }
+}
+
+impl Drop for PrivateEtcd {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_with_replicas_index_every_job_once_on_etcd() {
+    // Its own etcd, which is also killed while requests are in flight.
     let prefix = unique("deploy");
-    run_deployment("etcd", etcd_url(&prefix), None, &prefix).await;
+    let etcd = PrivateEtcd::start();
+    let url = etcd.url(&prefix);
+    run_deployment("etcd", url, None, &prefix, Some(etcd)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,10 +360,10 @@ async fn separate_processes_with_replicas_index_every_job_once_on_azurite() {
     // change feed is a poll: jobs written straight in as succeeded are first seen finished.
     let prefix = unique("deploy-az");
     let container = azurite_container(&prefix).await;
-    run_deployment("azurite", format!("{container}/registry"), Some(format!("{container}/jobs")), &prefix).await;
+    run_deployment("azurite", format!("{container}/registry"), Some(format!("{container}/jobs")), &prefix, None).await;
 }
 
-async fn run_deployment(backend: &str, registry_store: String, jobs_store: Option<String>, prefix: &str) {
+async fn run_deployment(backend: &str, registry_store: String, jobs_store: Option<String>, prefix: &str, mut etcd: Option<PrivateEtcd>) {
     let seed: u64 = std::env::var("MOPS_DEPLOY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let jobs: usize = std::env::var("MOPS_DEPLOY_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -292,7 +407,29 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
     let (mut indexer_kills, mut registry_kills) = (0, 0);
     // Four clients at a time; between batches (no request in flight), the planned kills, while
     // the indexers work on what the batch finished.
+    // Batches during which the registry's etcd is SIGKILLed, for a while, with requests in flight.
+    let outage_batches: BTreeSet<usize> = if etcd.is_some() { (0..2).map(|_| rng.random_range(0..(jobs / 4).saturating_sub(1).max(1))).collect() } else { BTreeSet::new() };
+    let mut longest_outage = Duration::ZERO;
     for (start, batch) in plans.chunks(4).enumerate().map(|(i, b)| (i * 4, b)) {
+        let outage = match (&mut etcd, outage_batches.contains(&(start / 4))) {
+            (Some(etcd), true) => {
+                let (after, down) = (Duration::from_millis(rng.random_range(20..200)), Duration::from_millis(rng.random_range(500..3000)));
+                Some((etcd, after, down))
+            }
+            _ => None,
+        };
+        let outage = async {
+            if let Some((etcd, after, down)) = outage {
+                // Chaos timing, not synchronisation: when to pull the plug and for how long.
+                tokio::time::sleep(after).await;
+                let began = std::time::Instant::now();
+                etcd.kill();
+                tokio::time::sleep(down).await;
+                etcd.restart();
+                return began.elapsed();
+            }
+            Duration::ZERO
+        };
         let runs = batch.iter().map(|plan| {
             let endpoint = registries.lock().unwrap()[plan.replica].clone();
             let (provenance, ops, jobs_specs, registry_store) = (provenance.clone(), Arc::clone(&ops), jobs_specs.clone(), registry_store.clone());
@@ -304,7 +441,8 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
                 }
             }
         });
-        futures::future::join_all(runs).await;
+        let (_, down) = tokio::join!(futures::future::join_all(runs), outage);
+        longest_outage = longest_outage.max(down);
         for _ in kill_after.range(start + 1..=start + batch.len()) {
             if rng.random_bool(0.5) {
                 deployment.kill_and_restart_indexer(rng.random_range(0..deployment.indexers.len()));
@@ -344,8 +482,10 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         assert_eq!(table_rows(&query, &plan.job).await, plan.sets * TARGETS, "seed {seed}: {}", plan.job);
     }
     println!(
-        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} registry operations, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
         plans.iter().filter(|p| p.direct).count(),
+        outage_batches.len(),
+        longest_outage.as_millis(),
         ops.load(Ordering::Relaxed),
         reconnects.load(Ordering::Relaxed)
     );

@@ -12,7 +12,7 @@ use modelops_core::job::{JobId, JobStatus};
 use modelops_core::store::Store;
 use futures::StreamExt;
 use modelops_integration_tests::{
-    MopsProcess, TestServer, azurite_container, channel, etcd_url, free_port, mops_binary, required_env, s3_bucket, unique,
+    MopsProcess, TestServer, azurite_container, channel, etcd_url, free_port, mops_binary, required_env, s3_bucket, start_private_etcd, unique,
 };
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
@@ -317,34 +317,11 @@ async fn grpc_errors_have_the_documented_codes() {
     server.stop().await.unwrap();
 }
 
-/// Starts a private etcd on free ports with its data in `dir`.
-fn start_etcd(dir: &std::path::Path, client_port: u16, peer_port: u16) -> std::process::Child {
-    std::process::Command::new("etcd")
-        .args(["--name", "fault", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client_port}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client_port}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer_port}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer_port}"),
-            "--initial-cluster",
-            &format!("fault=http://127.0.0.1:{peer_port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("etcd on PATH (scripts/test installs it)")
-}
-
 #[tokio::test]
 async fn etcd_going_away_gives_unavailable_and_work_resumes_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let (client_port, peer_port) = (free_port(), free_port());
-    let mut etcd = start_etcd(dir.path(), client_port, peer_port);
+    let mut etcd = start_private_etcd(dir.path(), client_port, peer_port);
     let url = format!("etcd://127.0.0.1:{client_port}/fault");
     let server = TestServer::start(&["--registry-store", &url]).await;
     let mut client = JobRegistryClient::new(channel(&server.endpoint()).await);
@@ -363,7 +340,7 @@ async fn etcd_going_away_gives_unavailable_and_work_resumes_when_it_returns() {
     let down = client.register_job(register("job-during")).await.unwrap_err();
     assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");
 
-    let mut etcd = start_etcd(dir.path(), client_port, peer_port);
+    let mut etcd = start_private_etcd(dir.path(), client_port, peer_port);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match client.get_job(pb::GetJobRequest { job_id: "job-before".into() }).await {
