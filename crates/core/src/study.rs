@@ -663,7 +663,7 @@ mod tests {
         assert_eq!(mixed.task_count(), Some(4));
         assert_eq!(mixed.to_sim_job(&bundle, None).unwrap().tasks.len(), 4);
         assert_eq!(study(r#"{"a": 1}"#, "1000000000000").task_count(), Some(1_000_000_000_000));
-        let sets = vec![r#"{"a": 1}"#; 3].join(", ");
+        let sets = [r#"{"a": 1}"#; 3].join(", ");
         assert_eq!(study(&sets, &u64::MAX.to_string()).task_count(), None);
     }
 }
