@@ -69,6 +69,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MOPS_INDEX_CLAIM_TTL_SECONDS", default_value_t = 60)]
     pub index_claim_ttl_seconds: u64,
 
+    /// How often the indexer lists finished jobs without a table or left being built, in seconds
+    /// (a safety net for job events missed while the registry was unreachable).
+    #[arg(long, env = "MOPS_INDEX_RESYNC_SECONDS", default_value_t = 30)]
+    pub index_resync_seconds: u64,
+
     /// How often the query service lists the results store for new or re-indexed jobs, in
     /// milliseconds (a job asked for by id is looked up at once regardless).
     #[arg(long, env = "MOPS_CATALOG_REFRESH_MS", default_value_t = 2000)]
@@ -181,6 +186,7 @@ impl ServerState {
                 let options = modelops_indexer::build::IndexOptions {
                     concurrency: args.index_concurrency.max(1),
                     max_record_bytes: args.limits.max_record_bytes,
+                    resync_interval: Duration::from_secs(args.index_resync_seconds.max(1)),
                     ..Default::default()
                 };
                 let ttl = Duration::from_secs(args.index_claim_ttl_seconds.max(1));

@@ -49,6 +49,9 @@ pub struct IndexOptions {
     /// How long a replaced table version stays readable (a stream that started on it finishes)
     /// before it is collected.
     pub table_grace: std::time::Duration,
+    /// How often the indexer lists the finished jobs that have no table or were left being built
+    /// (a safety net for events missed while the registry was unreachable).
+    pub resync_interval: std::time::Duration,
 }
 
 /// Where a job's table versions are, under its results directory.
@@ -68,6 +71,7 @@ impl Default for IndexOptions {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             retry_backoff: std::time::Duration::from_secs(1),
             table_grace: DEFAULT_TABLE_GRACE,
+            resync_interval: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -190,6 +190,16 @@ impl Indexer {
         delay
     }
 
+    /// Queues `job` again after `delay`.
+    fn requeue_after(&self, job: &JobId, delay: Duration) {
+        let indexer = self.clone();
+        let job = job.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = indexer.inner.queue.send((job, None));
+        });
+    }
+
     fn forget_retries(&self, job: &JobId) {
         self.inner.retries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(job);
     }
@@ -311,6 +321,16 @@ impl Indexer {
                 });
                 return status;
             }
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                // The registry's store is down: try again after a backoff, as for a build.
+                let delay = self.retry_delay(job);
+                tracing::warn!(%job, error = %e, retry_ms = delay.as_millis() as u64, "cannot claim the job; retrying");
+                status.phase = Phase::Queued;
+                status.error = Some(modelops_runtime::messages::scrubbed(&format!("{e}; retrying in {} ms", delay.as_millis())));
+                self.set_status(status.clone());
+                self.requeue_after(job, delay);
+                return status;
+            }
             Err(e) => {
                 status.phase = Phase::Failed;
                 status.error = Some(modelops_runtime::messages::scrubbed(&e.to_string()));
@@ -365,12 +385,7 @@ impl Indexer {
                 if let Err(e) = registry.set_index_state(job, IndexState::Running, None, Some(reason)).await {
                     tracing::debug!(%job, error = %e, "cannot record the index state");
                 }
-                let indexer = self.clone();
-                let job = job.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = indexer.inner.queue.send((job, None));
-                });
+                self.requeue_after(job, delay);
             }
             Err(e) => {
                 tracing::warn!(%job, error = %e, "indexing failed");
@@ -505,9 +520,15 @@ impl Indexer {
                 }
             };
             indexer.catch_up().await;
+            let mut resync = tokio::time::interval(indexer.inner.options.resync_interval.max(Duration::from_millis(100)));
+            resync.tick().await;
             loop {
                 let event = tokio::select! {
                     () = token.cancelled() => return,
+                    _ = resync.tick() => {
+                        indexer.resync().await;
+                        continue;
+                    }
                     event = events.recv() => event,
                 };
                 match event {
@@ -538,6 +559,22 @@ impl Indexer {
             Err(e) => tracing::debug!(job = %event.state.job_id(), error = %e, "cannot re-read a finished job; queueing it"),
         }
         self.request_traced(event.state.job_id(), false, event.traceparent.clone()).await.is_ok()
+    }
+
+    /// Queues every finished job never indexed or left being built (by an indexer that died, or
+    /// whose event this process missed while the registry was unreachable); a failed build
+    /// waits for a request or a restart. Runs every [`IndexOptions::resync_interval`].
+    pub async fn resync(&self) {
+        match self.inner.registry.all_jobs().await {
+            Ok(jobs) => {
+                for state in jobs {
+                    if indexable(state.status()) && matches!(IndexState::of(&state), IndexState::None | IndexState::Running) {
+                        let _ = self.request(state.job_id(), false).await;
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "resync scan failed; the next one retries"),
+        }
     }
 
     /// Queues every finished job whose table is not done (never built, failed, or interrupted).

@@ -15,6 +15,10 @@
 //! container the Python ModelOps writes), where some jobs are written straight into the stores
 //! as the Python ModelOps would, already succeeded.
 //!
+//! Last, four clients race random status changes and reads on each of a few jobs through both
+//! registry replicas, and each job's history must be linearizable against upstream's job state
+//! machine (`linearizability`, a Wing & Gong search).
+//!
 //! The seed comes from `MOPS_DEPLOY_SEED` (random otherwise) and is printed with the number of
 //! jobs, kills and operations, so a failing run can be replayed. `MOPS_DEPLOY_JOBS` sets how
 //! many jobs (CI runs a short version).
@@ -33,6 +37,10 @@ use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::sync::Mutex;
+
+mod linearizability;
+
+use linearizability::{Answer, Call, Operation};
 
 const BUNDLE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const TARGETS: usize = 2;
@@ -87,6 +95,8 @@ impl Deployment {
             // A killed indexer's claim is taken over after this.
             "--index-claim-ttl-seconds".to_owned(),
             "3".to_owned(),
+            "--index-resync-seconds".to_owned(),
+            "2".to_owned(),
             "--catalog-refresh-ms".to_owned(),
             "200".to_owned(),
         ];
@@ -309,6 +319,55 @@ async fn table_rows(endpoint: &str, job: &str) -> usize {
     batches.map(|b| b.unwrap().num_rows()).collect::<Vec<_>>().await.iter().sum()
 }
 
+/// Several clients, through both registry replicas at once, race random status changes and
+/// reads on one job; returns the history, each operation timed from its call to its answer.
+async fn contend(job: &str, endpoints: &[String], clients: usize, calls: usize, seed: u64) -> Vec<Operation> {
+    use modelops_core::job::JobStatus;
+    let mut register = JobRegistryClient::new(channel(&endpoints[0]).await);
+    register
+        .register_job(pb::RegisterJobRequest {
+            job_id: job.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("register {job}: {e}"));
+    let runs = (0..clients).map(|c| {
+        let endpoint = endpoints[c % endpoints.len()].clone();
+        let job = job.to_owned();
+        async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c as u64 + 1));
+            let mut client = JobRegistryClient::new(channel(&endpoint).await);
+            let mut history = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let call = if rng.random_bool(0.3) { Call::Read } else { Call::Update(JobStatus::ALL[rng.random_range(0..JobStatus::ALL.len())]) };
+                let invoked = std::time::Instant::now();
+                let answer = match call {
+                    Call::Read => client.get_job(pb::GetJobRequest { job_id: job.clone() }).await.map(|r| r.into_inner().job),
+                    Call::Update(to) => client
+                        .update_status(pb::UpdateStatusRequest {
+                            job_id: job.clone(),
+                            status: modelops_registry::service::status_to_proto(to).into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| r.into_inner().job),
+                };
+                let returned = std::time::Instant::now();
+                let answer = match answer {
+                    Ok(state) => Answer::Status(modelops_registry::service::status_from_proto(state.unwrap().status).unwrap()),
+                    Err(status) if status.code() == tonic::Code::FailedPrecondition => Answer::Refused,
+                    Err(status) if unanswered(&status) => Answer::Unknown,
+                    Err(status) => panic!("{job}: {call:?}: {status}"),
+                };
+                let returned = (answer != Answer::Unknown).then_some(returned);
+                history.push(Operation { call, answer, invoked, returned });
+            }
+            history
+        }
+    });
+    futures::future::join_all(runs).await.into_iter().flatten().collect()
+}
+
 /// A private etcd the test kills (SIGKILL) and restarts on the same ports and data.
 struct PrivateEtcd {
     dir: tempfile::TempDir,
@@ -456,6 +515,20 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         }
     }
 
+    // Contended jobs: four clients through both replicas race on each; every history must be
+    // linearizable against the job state machine.
+    let endpoints = registries.lock().unwrap().clone();
+    let mut checked = 0;
+    for n in 0..3 {
+        let job = format!("{prefix}-contended-{n}");
+        let history = contend(&job, &endpoints, 4, 8, seed.wrapping_add(n)).await;
+        assert!(
+            linearizability::linearizable(modelops_core::job::JobStatus::Pending, &history),
+            "seed {seed}: the history of {job} is not linearizable: {history:#?}"
+        );
+        checked += history.len();
+    }
+
     // Bounded, not a synchronisation: the watcher returns on the events it waits for.
     let watched = tokio::time::timeout(Duration::from_secs(std::env::var("MOPS_DEPLOY_WAIT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(120)), watcher).await;
     let seen = seen.lock().await.clone();
@@ -482,7 +555,7 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         assert_eq!(table_rows(&query, &plan.job).await, plan.sets * TARGETS, "seed {seed}: {}", plan.job);
     }
     println!(
-        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
         plans.iter().filter(|p| p.direct).count(),
         outage_batches.len(),
         longest_outage.as_millis(),
