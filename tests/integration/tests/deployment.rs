@@ -1,6 +1,5 @@
 //! The services as deployed (`deploy/k8s`): separate `mops serve registry|indexer|query`
-//! processes, with two registry and two indexer replicas, on the test etcd and shared file
-//! stores. Concurrent clients drive jobs through both registry replicas (some finished
+//! processes, two replicas of each, on etcd (the test's own) or Azurite and shared file stores. Concurrent clients drive jobs through both registry replicas (some finished
 //! milliseconds after registration), while indexer replicas are killed with SIGKILL at moments
 //! chosen by a seeded generator and restarted, and so are registry replicas (between batches of
 //! requests, so no request is in flight; a watcher moves to the other replica). At the end every terminal job must have exactly
@@ -74,7 +73,7 @@ struct Deployment {
     common: Vec<String>,
     registries: Vec<MopsProcess>,
     indexers: Vec<MopsProcess>,
-    query: MopsProcess,
+    queries: Vec<MopsProcess>,
 }
 
 impl Deployment {
@@ -103,13 +102,13 @@ impl Deployment {
         let spawn = |service: &str, n: usize| Self::spawn(shared.path(), &common, service, n);
         let registries = (0..2).map(|n| spawn("registry", n)).collect();
         let indexers = (0..2).map(|n| spawn("indexer", n)).collect();
-        let query = spawn("query", 0);
+        let queries = (0..2).map(|n| spawn("query", n)).collect();
         Self {
             shared,
             common,
             registries,
             indexers,
-            query,
+            queries,
         }
     }
 
@@ -539,8 +538,9 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         .collect();
     assert!(watched.is_ok(), "seed {seed}: not every job was seen indexed in time; seen {} of {jobs}, not done: {not_done:?}", seen.len());
 
-    let query = Deployment::endpoint(&deployment.query);
-    for plan in &plans {
+    let queries: Vec<String> = deployment.queries.iter().map(Deployment::endpoint).collect();
+    for (n, plan) in plans.iter().enumerate() {
+        let query = &queries[n % queries.len()];
         let state = &seen[&plan.job];
         let expected_status = if plan.missing.is_empty() { pb::JobStatus::Succeeded } else { pb::JobStatus::Partial };
         assert_eq!(state.status, i32::from(expected_status), "seed {seed}: {}", plan.job);
@@ -552,10 +552,10 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
             .filter(|name| name.starts_with("losses-"))
             .collect();
         assert_eq!(versions.len(), 1, "seed {seed}: {}: {versions:?}", plan.job);
-        assert_eq!(table_rows(&query, &plan.job).await, plan.sets * TARGETS, "seed {seed}: {}", plan.job);
+        assert_eq!(table_rows(query, &plan.job).await, plan.sets * TARGETS, "seed {seed}: {}", plan.job);
     }
     println!(
-        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, {} watcher reconnects, 2 registry / 2 indexer / 1 query processes",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, {} watcher reconnects, 2 registry / 2 indexer / 2 query processes",
         plans.iter().filter(|p| p.direct).count(),
         outage_batches.len(),
         longest_outage.as_millis(),
