@@ -175,7 +175,8 @@ impl ServerState {
         } else {
             None
         };
-        let provenance = open(args.stores.provenance_url(), "provenance")?;
+        // Every runner writes the provenance store: read only regular files beneath its root.
+        let provenance = Store::open_confined(&args.stores.provenance_url()).context("opening the provenance store")?;
         let results = open(args.stores.results_url(), "results")?;
         let edges = jobs_view
             .as_ref()

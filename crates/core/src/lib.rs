@@ -9,8 +9,8 @@
 //! - [`flight_command`]: the JSON commands and tickets of the query service's Flight API;
 //! - [`page_token`]: the registry's `ListJobs` page token;
 //! - `parquet_file`: Parquet files read from a store by byte ranges (feature `stores`);
-//! - `confined_fs`: `file://` stores that read only regular files beneath their root (feature
-//!   `stores`);
+//! - `confined_fs`: `file://` stores that read only regular files beneath their root, for the
+//!   provenance store that runners write (feature `stores`);
 //! - `store`: store URLs (`file://`, `memory://`, `az://`, `s3://`, `gs://`) to object stores
 //!   (feature `stores`);
 //! - [`time`]: Python `isoformat()` timestamps;

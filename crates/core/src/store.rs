@@ -130,9 +130,8 @@ impl Store {
                     source,
                 })?;
                 let local = LocalFileSystem::new_with_prefix(&dir).map_err(backend)?;
-                let confined = crate::confined_fs::ConfinedFileSystem::new(dir, local.with_automatic_cleanup(false));
                 return Ok(Self {
-                    object_store: Arc::new(confined),
+                    object_store: Arc::new(local.with_automatic_cleanup(false)),
                     url: url.to_owned(),
                     kind: StoreKind::File,
                 });
@@ -182,6 +181,28 @@ impl Store {
             url: url.to_owned(),
             kind,
         })
+    }
+
+    /// Opens the store named by `url` for files written by others (the provenance store, which
+    /// every runner writes): a `file://` store then reads only regular files beneath its root
+    /// ([`crate::confined_fs`]); other stores are opened as [`Store::open`] opens them.
+    pub fn open_confined(url: &str) -> Result<Self, StoreUrlError> {
+        let store = Self::open(url)?;
+        match (store.kind, store.local_root()) {
+            (StoreKind::File, Some(root)) => {
+                let local = LocalFileSystem::new_with_prefix(&root)
+                    .map_err(|source| StoreUrlError::Backend {
+                        url: url.to_owned(),
+                        source,
+                    })?
+                    .with_automatic_cleanup(false);
+                Ok(Self {
+                    object_store: Arc::new(crate::confined_fs::ConfinedFileSystem::new(root, local)),
+                    ..store
+                })
+            }
+            _ => Ok(store),
+        }
     }
 
     /// The directory of a `file://` store (for readers that go faster with plain file I/O).

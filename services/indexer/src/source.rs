@@ -67,8 +67,19 @@ impl SpecBlob {
     fn open(&self, handle: &Handle) -> Result<Box<dyn BufRead + Send>, IndexError> {
         match self.store.local_root() {
             Some(root) => {
+                // Another writer (the Python ModelOps) may have put anything there: no link is
+                // followed, and a FIFO is not waited on.
+                use std::os::unix::fs::OpenOptionsExt as _;
                 let path = root.join(self.key.as_ref());
-                let file = std::fs::File::open(&path).map_err(|e| IndexError::Invalid(format!("cannot open the job spec {}: {e}", path.display())))?;
+                let refused = |reason: String| IndexError::Invalid(format!("cannot open the job spec {}: {reason}", self.key));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&path)
+                    .map_err(|e| refused(e.kind().to_string()))?;
+                if !file.metadata().map_err(|e| refused(e.kind().to_string()))?.is_file() {
+                    return Err(refused("not a regular file".into()));
+                }
                 Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
             }
             None => {
@@ -265,7 +276,26 @@ pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> Box
 
 #[cfg(test)]
 mod tests {
-    use super::GroupSeeds;
+    use super::{GroupSeeds, SpecBlob, outline};
+    use modelops_core::store::Store;
+
+    #[tokio::test]
+    async fn a_spec_blob_that_is_a_fifo_or_a_link_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        std::fs::create_dir_all(dir.path().join("jobs/simulation")).unwrap();
+        let fifo = dir.path().join("jobs/simulation/job-fifo.json");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        std::fs::write(dir.path().join("elsewhere.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.json"), dir.path().join("jobs/simulation/job-link.json")).unwrap();
+        for key in ["jobs/simulation/job-fifo.json", "jobs/simulation/job-link.json"] {
+            let blob = SpecBlob::new(store.clone(), object_store::path::Path::from(key));
+            // A guard, not a synchronisation: a reader blocked on the FIFO would never return.
+            let read = tokio::time::timeout(std::time::Duration::from_secs(30), outline(&blob)).await.expect("refused at once");
+            let error = read.unwrap_err().to_string();
+            assert!(error.contains(key) && !error.contains(&dir.path().display().to_string()), "{error}");
+        }
+    }
 
     #[test]
     fn seeds_are_grouped_by_parameter_set_in_spec_order() {
