@@ -240,6 +240,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(args.server.metrics_listen)
         .await
         .with_context(|| format!("binding the metrics listener {}", args.server.metrics_listen))?;
+    // Where to point a client and a browser, for the person who started the server.
+    let scheme = if state.http_tls.is_some() { "https" } else { "http" };
+    println!("mops serve: gRPC on {}, dashboard at {scheme}://{}/jobs", grpc.local_addr()?, http.local_addr()?);
     tracing::info!(
         grpc = %grpc.local_addr()?,
         metrics = %http.local_addr()?,

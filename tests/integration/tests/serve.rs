@@ -168,3 +168,28 @@ async fn junk_paths_without_a_token_do_not_grow_the_metrics() {
     assert!(body.contains(&expected), "{body}");
     server.stop().await.unwrap();
 }
+
+#[test]
+fn serve_prints_where_to_connect_and_logs_without_colours_off_a_terminal() {
+    use std::io::BufRead as _;
+    let home = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(home.path().join("stderr.log")).unwrap();
+    let mut child = Command::new(modelops_integration_tests::mops_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--home"])
+        .arg(home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The first line says where the server listens (ports chosen by the OS, so it is the only way
+    // to know them), and that the dashboard is there.
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let dashboard = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap_or_else(|| panic!("{line}"));
+    assert!(dashboard.ends_with("/jobs") && !dashboard.ends_with(":0/jobs"), "{line}");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    let logged = std::fs::read_to_string(home.path().join("stderr.log")).unwrap();
+    assert!(logged.contains("serving"), "{logged}");
+    assert!(!logged.contains('\x1b'), "ANSI escapes in a log file: {logged:?}");
+}
