@@ -52,6 +52,9 @@ pub struct IndexOptions {
     /// How often the indexer lists the finished jobs that have no table or were left being built
     /// (a safety net for events missed while the registry was unreachable).
     pub resync_interval: std::time::Duration,
+    /// Write the table and manifest again even if the inputs are those of the current table (a
+    /// forced index request).
+    pub rewrite_unchanged: bool,
 }
 
 /// Where a job's table versions are, under its results directory.
@@ -72,6 +75,7 @@ impl Default for IndexOptions {
             retry_backoff: std::time::Duration::from_secs(1),
             table_grace: DEFAULT_TABLE_GRACE,
             resync_interval: std::time::Duration::from_secs(30),
+            rewrite_unchanged: false,
         }
     }
 }
@@ -644,6 +648,8 @@ pub struct TableWriter {
     batch_rows: usize,
     /// How long replaced table versions stay readable.
     grace: std::time::Duration,
+    /// Commit even if the inputs are unchanged.
+    rewrite: bool,
     /// How the tables are written.
     properties: WriterProperties,
     /// The per-replicate table, from the first aggregation that carries per-replicate losses.
@@ -725,6 +731,7 @@ impl TableWriter {
             pending: Vec::with_capacity(options.batch_rows),
             batch_rows: options.batch_rows.max(1),
             grace: options.table_grace,
+            rewrite: options.rewrite_unchanged,
             properties,
             replicates: None,
         })
@@ -809,6 +816,7 @@ impl TableWriter {
             errors,
             grace,
             replicates,
+            rewrite,
             ..
         } = self;
         writer.close().await?;
@@ -818,7 +826,8 @@ impl TableWriter {
         };
         let results_path = format!("{dir}/");
         let manifest_path = Path::from(format!("{dir}/manifest.json"));
-        if let Some(current) = read_optional(results.as_ref(), &manifest_path).await?
+        if !rewrite
+            && let Some(current) = read_optional(results.as_ref(), &manifest_path).await?
             && let Ok(PyValue::Object(manifest)) = pyjson::parse(&current)
             && manifest.get("input_fingerprint").and_then(PyValue::as_str) == Some(fingerprint.as_str())
         {

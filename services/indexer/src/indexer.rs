@@ -25,6 +25,10 @@ use crate::error::IndexError;
 use crate::locate::EdgeIndex;
 use crate::source::{self, SpecBlob};
 
+/// A job waiting for a worker: its id, the `traceparent` of what asked for it, and whether the
+/// table is rebuilt even if its inputs are unchanged (a forced request).
+type Queued = (JobId, Option<String>, bool);
+
 /// The purpose under which indexers claim a job in the registry.
 pub const CLAIM_PURPOSE: &str = "index";
 /// The longest wait between two builds of a job whose backends are unavailable.
@@ -137,8 +141,8 @@ struct Inner {
     retries: Mutex<HashMap<JobId, u32>>,
     updates: broadcast::Sender<Status>,
     /// Jobs to index, each with the `traceparent` of what asked for it.
-    queue: tokio::sync::mpsc::UnboundedSender<(JobId, Option<String>)>,
-    queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(JobId, Option<String>)>>>,
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+    queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Queued>>>,
     on_commit: CommitHooks,
 }
 
@@ -196,7 +200,7 @@ impl Indexer {
         let job = job.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = indexer.inner.queue.send((job, None));
+            let _ = indexer.inner.queue.send((job, None, false));
         });
     }
 
@@ -284,12 +288,17 @@ impl Indexer {
         }
         let status = Status::new(job.clone(), Phase::Queued);
         self.set_status(status.clone());
-        let _ = self.inner.queue.send((job.clone(), traceparent));
+        let _ = self.inner.queue.send((job.clone(), traceparent, force));
         Ok(status)
     }
 
     /// Builds `job`'s table now, under a claim. Returns the final status (also when it failed).
     pub async fn run(&self, job: &JobId) -> Status {
+        self.run_with(job, false).await
+    }
+
+    /// [`Indexer::run`], rebuilding the table even if its inputs are unchanged when `rewrite`.
+    pub async fn run_with(&self, job: &JobId, rewrite: bool) -> Status {
         let mut status = Status::new(job.clone(), Phase::Running);
         status.started_at = Some(Utc::now());
         let registry = &self.inner.registry;
@@ -315,7 +324,7 @@ impl Indexer {
                             indexer.set_status(done);
                         }
                         _ => {
-                            let _ = indexer.inner.queue.send((job, modelops_runtime::telemetry::current_traceparent()));
+                            let _ = indexer.inner.queue.send((job, modelops_runtime::telemetry::current_traceparent(), false));
                         }
                     }
                 });
@@ -355,7 +364,7 @@ impl Indexer {
                 }
             })
         };
-        let result = self.build(job, &mut status).await;
+        let result = self.build(job, &mut status, rewrite).await;
         renew.cancel();
         let _ = renewer.await;
         status.finished_at = Some(Utc::now());
@@ -405,7 +414,7 @@ impl Indexer {
     }
 
     /// Builds `job`'s table from its stored inputs, streamed (see [`crate::source`]).
-    async fn build(&self, job: &JobId, status: &mut Status) -> Result<crate::build::IndexOutcome, IndexError> {
+    async fn build(&self, job: &JobId, status: &mut Status, rewrite: bool) -> Result<crate::build::IndexOutcome, IndexError> {
         let registry = &self.inner.registry;
         registry.set_index_state(job, IndexState::Running, None, None).await.map_err(|e| IndexError::registry(&e))?;
         let (job_type, key) = registry.spec_location(job).await.map_err(|e| IndexError::registry(&e))?;
@@ -437,7 +446,10 @@ impl Indexer {
             outline.table.clone(),
             rows,
             outline.rows(),
-            self.inner.options,
+            crate::build::IndexOptions {
+                rewrite_unchanged: rewrite,
+                ..self.inner.options
+            },
             |done, _| {
                 if last_report.elapsed() > Duration::from_millis(200) {
                     last_report = std::time::Instant::now();
@@ -491,7 +503,7 @@ impl Indexer {
                     () = stop.cancelled() => break,
                     job = queue.recv() => match job { Some(job) => job, None => break },
                 };
-                let (job, traceparent) = job;
+                let (job, traceparent, rewrite) = job;
                 let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
                 let indexer = indexer.clone();
                 // The build joins the trace of whatever asked for it (the request that finished
@@ -502,7 +514,7 @@ impl Indexer {
                 }
                 running.spawn(
                     async move {
-                        indexer.run(&job).await;
+                        indexer.run_with(&job, rewrite).await;
                         drop(permit);
                     }
                     .instrument(span),

@@ -771,3 +771,25 @@ async fn a_job_without_per_replicate_losses_has_no_replicates_table() {
         .await;
     assert!(listed.iter().all(|name| !name.contains("replicates") && !name.contains("staging")), "{listed:?}");
 }
+
+#[tokio::test]
+async fn a_forced_build_rewrites_a_table_whose_inputs_are_unchanged() {
+    let stores = stores();
+    let job = job("job-forced", STUDY);
+    write(&stores, &job, ProvenanceSchema::Token, &[0, 1, 2], &[], EARLY).await;
+    let first = index(&stores, &job, Utc::now()).await;
+    let (table, manifest) = (read(&stores, "job-forced", "losses.parquet").await, read(&stores, "job-forced", "manifest.json").await);
+    assert!(index(&stores, &job, Utc::now()).await.unchanged, "an ordinary build keeps the table");
+    let derived = derive(stores.provenance.object_store.as_ref(), &job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let options = IndexOptions {
+        rewrite_unchanged: true,
+        ..IndexOptions::default()
+    };
+    let forced = index_job(&stores.provenance, Arc::clone(&stores.results.object_store), &job, &locate(&job, &derived.edges), options, |_, _| {})
+        .await
+        .unwrap();
+    assert!(!forced.unchanged, "a forced build commits again");
+    assert_eq!(forced.fingerprint, first.fingerprint);
+    assert_eq!(read(&stores, "job-forced", "losses.parquet").await, table, "the same inputs give the same bytes");
+    assert_ne!(read(&stores, "job-forced", "manifest.json").await, manifest, "the manifest is written again (indexed_at)");
+}
