@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use http::header;
 use maud::{Markup, html};
-use modelops_core::job::JobId;
+use modelops_core::job::{JobId, JobStatus};
 use modelops_query::catalog::JobEntry;
 use modelops_query::command::LossesQuery;
 use modelops_query::{Command, QueryError};
@@ -56,7 +56,9 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -
         (Some(engine), Some(entry)) => Some(dashboard.landscapes.get(engine, entry).await?),
         _ => None,
     };
-    let reload_when_indexed = entry.is_none() && row.as_ref().is_some_and(|r| r.index_state != "failed");
+    // A cancelled job never gets a table on its own (only when forced): its page waits for none.
+    let cancelled = state.as_ref().is_some_and(|s| s.status() == JobStatus::Cancelled);
+    let reload_when_indexed = entry.is_none() && !cancelled && row.as_ref().is_some_and(|r| r.index_state != "failed");
 
     Ok(layout::page(
         job.as_str(),
@@ -99,6 +101,9 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -
                         h2 { "Loss landscape" }
                         @if dashboard.engine.is_none() {
                             p.note { "This server does not serve queries." }
+                        } @else if cancelled {
+                            p.note { "A cancelled job gets no loss table on its own. To build one from the results recorded before it was cancelled, run "
+                                code { "mops results index --force " (job.as_str()) } "." }
                         } @else {
                             p.note { "Not indexed yet. The page reloads by itself when the loss table is ready (or run "
                                 code { "mops results index " (job.as_str()) } ")." }

@@ -620,3 +620,23 @@ fn a_large_table_is_sampled_for_plots_but_counted_whole() {
     assert_eq!(landscape.best[0].params, ["0.3", "ü"]);
     assert!(landscape.best.windows(2).all(|w| w[0].loss <= w[1].loss));
 }
+
+#[tokio::test]
+async fn a_cancelled_jobs_page_says_how_to_build_its_table_and_waits_for_none() {
+    let fixture = fixture().await;
+    let id = modelops_core::job::JobId::new("job-cancelled").unwrap();
+    fixture
+        .registry
+        .register(modelops_registry::registry::Registration {
+            job_id: Some(id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    fixture.registry.cancel(&id, Some("wrong bundle")).await.unwrap();
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (status, _, body) = get(&router, "/jobs/job-cancelled", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("mops results index --force job-cancelled"), "{body}");
+    assert!(!body.contains("reloads by itself") && !body.contains("data-reload-when-indexed"), "{body}");
+}
