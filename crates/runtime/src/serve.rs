@@ -101,8 +101,12 @@ pub async fn base_routes(descriptor_sets: &[&[u8]], served: &[&str]) -> Result<(
             .await;
     }
     let configure = || {
+        // Reflection describes itself too, so `grpcurl list grpc.reflection.v1.ServerReflection`
+        // answers.
         let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
         for set in descriptor_sets {
             builder = builder.register_encoded_file_descriptor_set(set);
         }

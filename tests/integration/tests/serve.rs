@@ -31,6 +31,11 @@ async fn grpcurl_lists_health_reflection_and_served_services() {
     }
     let health = grpcurl(&["-plaintext", &server.grpc.to_string(), "grpc.health.v1.Health/Check"]).await;
     assert!(text(&health.stdout).contains("SERVING"), "{}", text(&health.stdout));
+    // Every listed service can be described, reflection itself included.
+    for service in listed.iter().filter(|l| !l.is_empty()) {
+        let methods = grpcurl(&["-plaintext", &server.grpc.to_string(), "list", service]).await;
+        assert!(methods.status.success() && !methods.stdout.is_empty(), "{service}: {}", text(&methods.stderr));
+    }
     server.stop().await.unwrap();
 }
 
