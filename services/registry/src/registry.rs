@@ -469,12 +469,15 @@ impl JobRegistry {
         Ok((state, spec_key))
     }
 
-    /// Runs a compare-and-swap update of a job's state and publishes the result.
+    /// Runs a compare-and-swap update of a job's state and publishes the result. With `bounded`
+    /// (updates carrying caller-sized fields: messages, metadata), a state over
+    /// [`RegistryLimits::max_state_bytes`] is refused instead of written.
     async fn update(
         &self,
         job_id: &JobId,
         op: &'static str,
         policy: RetryPolicy,
+        bounded: bool,
         mut apply: impl FnMut(&mut JobState) -> Result<bool, Refusal>,
     ) -> Result<(JobState, bool), RegistryError> {
         let key = state_key(job_id);
@@ -488,7 +491,11 @@ impl JobRegistry {
             |current| {
                 let mut state = decode(&key, current)?;
                 if apply(&mut state)? {
-                    Ok(Update::Write(encode(&state), (state, true)))
+                    let encoded = encode(&state);
+                    if bounded {
+                        self.check_state_size(&encoded)?;
+                    }
+                    Ok(Update::Write(encoded, (state, true)))
                 } else {
                     Ok(Update::Keep((state, false)))
                 }
@@ -559,7 +566,7 @@ impl JobRegistry {
         }
         let policy = self.policy();
         let job = job_id.to_string();
-        self.update(job_id, "status", policy, |state| {
+        self.update(job_id, "status", policy, true, |state| {
             if let Some(expected) = update.expected_revision {
                 let actual = revision(state);
                 if actual != expected {
@@ -622,8 +629,6 @@ impl JobRegistry {
                 state.set("metadata", PyValue::Object(metadata));
             }
             stamp(state, true);
-            // Only status updates carry caller-sized fields (messages, metadata).
-            self.check_state_size(&encode(state))?;
             Ok(true)
         })
         .await
@@ -634,7 +639,7 @@ impl JobRegistry {
     pub async fn set_progress(&self, job_id: &JobId, completed: Option<i64>, total: Option<i64>) -> Result<JobState, RegistryError> {
         check_counters([completed, total])?;
         let (state, _) = self
-            .update(job_id, "progress", self.policy(), |state| {
+            .update(job_id, "progress", self.policy(), false, |state| {
                 if let Some(completed) = completed {
                     state.set("tasks_completed", completed.into());
                 }
@@ -685,7 +690,7 @@ impl JobRegistry {
             ..self.policy()
         };
         let (state, _) = self
-            .update(job_id, "progress", policy, |state| {
+            .update(job_id, "progress", policy, false, |state| {
                 // Saturating: counters stop at i64::MAX instead of wrapping to negative.
                 state.set("tasks_completed", state.tasks_completed().saturating_add(completed).into());
                 state.set("tasks_total", state.tasks_total().saturating_add(total).into());
@@ -730,7 +735,7 @@ impl JobRegistry {
     /// Records the state of a job's loss index (any job status; `updated_at` is left alone).
     pub async fn set_index_state(&self, job_id: &JobId, index: IndexState, results_path: Option<String>, error: Option<String>) -> Result<JobState, RegistryError> {
         let (state, _) = self
-            .update(job_id, "index_state", self.policy(), |state| {
+            .update(job_id, "index_state", self.policy(), false, |state| {
                 state.set(INDEX_STATE_KEY, index.as_str().into());
                 state.set(INDEX_ERROR_KEY, error.as_deref().map_or(PyValue::Null, PyValue::from));
                 if let Some(path) = &results_path {
