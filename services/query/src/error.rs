@@ -108,6 +108,17 @@ fn store_status(error: &object_store::Error) -> Status {
     }
 }
 
+/// The status of a Parquet read: a store's when the store failed under it, else internal
+/// (`whole` is the error it is part of, for the message).
+fn parquet_status(error: &parquet::errors::ParquetError, whole: &QueryError) -> Status {
+    match error {
+        parquet::errors::ParquetError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
+            store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
+        }
+        _ => Status::internal(scrubbed(&whole.to_string())),
+    }
+}
+
 /// The status of a DataFusion error (planning, running, or a query's stream).
 fn datafusion_status(error: &DataFusionError, whole: &QueryError) -> Status {
     match error.find_root() {
@@ -125,19 +136,9 @@ fn datafusion_status(error: &DataFusionError, whole: &QueryError) -> Status {
         // The engine's own reads (a table streamed from its file) carry a QueryError.
         DataFusionError::External(inner) if inner.downcast_ref::<QueryError>().is_some() => status_of(inner.downcast_ref::<QueryError>().expect("checked")),
         DataFusionError::External(inner) if inner.downcast_ref::<parquet::errors::ParquetError>().is_some() => {
-            match inner.downcast_ref::<parquet::errors::ParquetError>().expect("checked") {
-                parquet::errors::ParquetError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
-                    store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
-                }
-                _ => Status::internal(scrubbed(&whole.to_string())),
-            }
+            parquet_status(inner.downcast_ref::<parquet::errors::ParquetError>().expect("checked"), whole)
         }
-        DataFusionError::ParquetError(parquet) => match parquet.as_ref() {
-            parquet::errors::ParquetError::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
-                store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
-            }
-            _ => Status::internal(scrubbed(&whole.to_string())),
-        },
+        DataFusionError::ParquetError(parquet) => parquet_status(parquet, whole),
         root if is_user_error(error) => Status::invalid_argument(format!("sql: {}", scrubbed(&root.to_string()))),
         _ => Status::internal(scrubbed(&whole.to_string())),
     }
@@ -161,10 +162,8 @@ fn status_of(error: &QueryError) -> Status {
         QueryError::InvalidArgument { .. } => Status::invalid_argument(scrubbed(&error.to_string())),
         QueryError::JobNotFound(_) | QueryError::NoReplicates(_) => Status::not_found(scrubbed(&error.to_string())),
         QueryError::Store(e) => store_status(e),
-        QueryError::Parquet(parquet::errors::ParquetError::External(inner)) if inner.downcast_ref::<object_store::Error>().is_some() => {
-            store_status(inner.downcast_ref::<object_store::Error>().expect("checked"))
-        }
-        QueryError::Parquet(_) | QueryError::Arrow(_) | QueryError::Catalog(_) | QueryError::Flight(_) => {
+        QueryError::Parquet(parquet) => parquet_status(parquet, error),
+        QueryError::Arrow(_) | QueryError::Catalog(_) | QueryError::Flight(_) => {
             Status::internal(scrubbed(&error.to_string()))
         }
         QueryError::DataFusion(e) => datafusion_status(e, error),
