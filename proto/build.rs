@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A spec chunk is handed on as it arrives, never copied into a Vec.
+        .bytes(".modelops.registry.v1.ReadJobSpecResponse.chunk")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -227,6 +227,61 @@ for w in workloads:
                 if not sts or sts["spec"]["serviceName"] != member.group(3) or int(member.group(2)) >= sts["spec"]["replicas"]:
                     err(f"{cwho}: etcd endpoint {host} is not a member of a rendered StatefulSet")
 
+# The services meet only at their protos: a pod running attribution, the indexer or the query
+# service alone must reach the registry's gRPC API through a rendered Service whose pods serve the
+# registry, on one of its ports; and the NetworkPolicy of its pods must let it out to them.
+def mops_args(workload):
+    for c in workload["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == "mops":
+            return c.get("args", [])
+    return None
+
+def mops_env(workload):
+    env = {}
+    for c in workload["spec"]["template"]["spec"]["containers"]:
+        if c["name"] != "mops":
+            continue
+        for source in c.get("envFrom", []):
+            if "configMapRef" in source:
+                env.update(by_kind.get("ConfigMap", {}).get(source["configMapRef"]["name"], {}).get("data", {}))
+        env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+    return env
+
+registry_pods = [w for w in workloads if mops_args(w) in (["serve", "registry"],)]
+for w in workloads:
+    args = mops_args(w)
+    if args is None or args[1:] not in (["attribution"], ["indexer"], ["query"]):
+        continue
+    endpoint = mops_env(w).get("MOPS_REGISTRY_ENDPOINT", "")
+    target = re.fullmatch(r"https?://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:(\d+)", endpoint)
+    service = by_kind.get("Service", {}).get(target.group(1)) if target else None
+    if service is None:
+        err(f"{ident(w)} ({args[1]}): MOPS_REGISTRY_ENDPOINT {endpoint!r} is not http(s)://<rendered Service>:<port>")
+        continue
+    served = [who for who, labels in pod_labels if all(labels.get(k) == v for k, v in service["spec"].get("selector", {}).items())]
+    if not served or any(who not in [ident(r) for r in registry_pods] for who in served):
+        err(f"{ident(w)} ({args[1]}): Service/{target.group(1)} selects {served}, not only registry pods")
+    if int(target.group(2)) not in [p["port"] for p in service["spec"]["ports"]]:
+        err(f"{ident(w)} ({args[1]}): Service/{target.group(1)} has no port {target.group(2)}")
+    labels = w["spec"]["template"]["metadata"].get("labels", {})
+    registry_labels = [r["spec"]["template"]["metadata"].get("labels", {}) for r in registry_pods]
+    for policy in by_kind.get("NetworkPolicy", {}).values():
+        if "Egress" not in policy["spec"].get("policyTypes", []):
+            continue
+        if not all(labels.get(k) == v for k, v in policy["spec"]["podSelector"].get("matchLabels", {}).items()):
+            continue
+        def allows(rule):
+            peers = rule.get("to")
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            reaches = peers is None or any(
+                "podSelector" in peer and "namespaceSelector" not in peer
+                and all(all(rl.get(k) == v for k, v in peer["podSelector"].get("matchLabels", {}).items()) for rl in registry_labels)
+                for peer in peers
+            )
+            return reaches and (not ports or 50051 in ports)
+        if not any(allows(rule) for rule in policy["spec"].get("egress", [])):
+            err(f"{ident(w)} ({args[1]}): NetworkPolicy/{policy['metadata']['name']} lets it reach no registry pod on 50051")
+
 for kind in ("Service",):
     for doc in by_kind.get(kind, {}).values():
         selector = doc["spec"].get("selector")

@@ -2,6 +2,7 @@
 //! TLS and bearer-token auth, and graceful shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use modelops_indexer::service::IndexerService;
 use modelops_query::{Catalog, Engine, QueryService, TableCache};
 use modelops_registry::service::{RegistryService, StoreUrls};
 use modelops_registry::{JobRegistry, RegistryConfig};
+use modelops_registry_client::{GrpcRegistry, SharedRegistry};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
 use modelops_runtime::config::{ServerConfig, StoreConfig};
 use modelops_runtime::metrics::Metrics;
@@ -85,6 +87,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MOPS_TABLE_CACHE_MB", default_value_t = 1024)]
     pub table_cache_mb: usize,
 
+    /// The job registry's gRPC address (`http://registry:50051`), for a process that runs
+    /// attribution, the indexer or the query service's dashboard without the registry: they
+    /// reach it only through its API. Unused when this process serves the registry itself.
+    #[arg(long, env = "MOPS_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
+
     /// What one request may make the server hold, read or store.
     #[command(flatten)]
     pub limits: crate::limits::LimitArgs,
@@ -103,8 +111,9 @@ pub struct ServerState {
     pub results: Store,
     /// The job registry (when this process serves it).
     pub registry: Option<JobRegistry>,
-    /// The registry's storage as the services that read jobs see it (attribution, indexer).
-    pub job_reader: Option<JobRegistry>,
+    /// The registry as the other services reach it: the one in this process, or another
+    /// process's over gRPC (`--registry-endpoint`).
+    pub job_reader: Option<SharedRegistry>,
     /// Attribution (when this process serves it).
     pub attribution: Option<Attribution>,
     /// Attribution as the dashboard reads it (edges in the results store), whichever services
@@ -153,14 +162,12 @@ impl ServerState {
         let token = args.server.auth_token_file.as_deref().map(read_token_file).transpose()?;
         let http_tls = runtime_serve::http_tls(&args.server)?;
         let metrics = Metrics::new();
-        let jobs = open(args.stores.jobs_url(), "jobs")?;
+        // Submitters write job specs too: the registry reads only regular files beneath its root.
+        let jobs = Store::open_confined(&args.stores.jobs_url()).context("opening the jobs store")?;
         let serves_registry = args.service.includes(ServiceSelection::Registry);
         let serves_attribution = args.service.includes(ServiceSelection::Attribution);
         let serves_indexer = args.service.includes(ServiceSelection::Indexer);
-        let serves_query = args.service.includes(ServiceSelection::Query);
-        // Attribution, the indexer and the dashboard (beside the query service) read jobs through
-        // the registry's storage even alone.
-        let jobs_view = if serves_registry || serves_attribution || serves_indexer || serves_query {
+        let registry = if serves_registry {
             let url = args.stores.registry_url();
             let etcd = modelops_registry::store::etcd::EtcdOptions::from(&args.stores);
             let store = modelops_registry::store::open_with(&url, &etcd)
@@ -175,13 +182,28 @@ impl ServerState {
         } else {
             None
         };
+        // The other services meet the registry only at its API: in this process, or over gRPC.
+        let job_reader: Option<SharedRegistry> = match (&registry, &args.registry_endpoint) {
+            (Some(registry), _) => Some(registry.clone().into()),
+            (None, Some(endpoint)) => Some(Arc::new(
+                GrpcRegistry::connect_lazy(endpoint, token.as_deref(), args.limits.max_message_bytes)
+                    .with_context(|| format!("invalid --registry-endpoint {endpoint:?}"))?,
+            )),
+            (None, None) if serves_attribution || serves_indexer => {
+                anyhow::bail!(
+                    "mops serve {} needs the job registry's gRPC address: set --registry-endpoint or MOPS_REGISTRY_ENDPOINT (e.g. http://registry:50051)",
+                    if serves_indexer { "indexer" } else { "attribution" }
+                )
+            }
+            (None, None) => None,
+        };
         // Every runner writes the provenance store: read only regular files beneath its root.
         let provenance = Store::open_confined(&args.stores.provenance_url()).context("opening the provenance store")?;
         let results = open(args.stores.results_url(), "results")?;
-        let edges = jobs_view
+        let edges = job_reader
             .as_ref()
-            .map(|registry| Attribution::new(results.clone(), provenance.clone(), registry.clone()));
-        let indexer = match (&jobs_view, &edges, serves_indexer) {
+            .map(|registry| Attribution::new(results.clone(), provenance.clone(), Arc::clone(registry)));
+        let indexer = match (&job_reader, &edges, serves_indexer) {
             (Some(registry), Some(edges), true) => {
                 let holder = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "mops".into()), std::process::id());
                 let options = modelops_indexer::build::IndexOptions {
@@ -191,7 +213,7 @@ impl ServerState {
                     ..Default::default()
                 };
                 let ttl = Duration::from_secs(args.index_claim_ttl_seconds.max(1));
-                Some(Indexer::new(registry.clone(), edges.clone(), provenance.clone(), results.clone(), holder, options, ttl))
+                Some(Indexer::new(Arc::clone(registry), edges.clone(), provenance.clone(), results.clone(), holder, options, ttl))
             }
             _ => None,
         };
@@ -200,14 +222,13 @@ impl ServerState {
             .includes(ServiceSelection::Query)
             .then(|| Catalog::new(std::sync::Arc::clone(&results.object_store)));
         let attribution = edges.clone().filter(|_| serves_attribution);
-        let registry = jobs_view.clone().filter(|_| serves_registry);
         Ok(Self {
             selection: args.service,
             jobs,
             provenance,
             results,
             registry,
-            job_reader: jobs_view,
+            job_reader,
             attribution,
             attribution_view: edges,
             indexer,
@@ -291,13 +312,6 @@ pub async fn serve(
     if let Some(attribution) = &state.attribution {
         routes = routes.add_service(AttributionService::new(attribution.clone()).into_server(state.max_message_bytes));
         tracing::info!(results = %state.results.url, provenance = %state.provenance.url, "attribution ready");
-    }
-    if state.registry.is_none() && (state.indexer.is_some() || state.catalog.is_some()) {
-        // Without the registry in this process, the indexer learns of finished jobs, and the
-        // dashboard of every change, from the registry store's change feed.
-        if let Some(jobs) = state.job_reader.as_ref() {
-            jobs.follow(background.token(), background.tracker());
-        }
     }
     if let Some(indexer) = &state.indexer {
         indexer.start(state.index_workers, background.token(), background.tracker());

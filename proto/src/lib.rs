@@ -15,6 +15,7 @@ pub mod registry {
     /// `modelops.registry.v1`: job state, progress, specs, watch and claims.
     pub mod v1 {
         #![expect(missing_docs, clippy::all, reason = "generated code")]
+        #![allow(clippy::clone_on_ref_ptr, reason = "generated code")]
         tonic::include_proto!("modelops.registry.v1");
     }
 }
@@ -24,6 +25,7 @@ pub mod attribution {
     /// `modelops.attribution.v1`: job ↔ result edges.
     pub mod v1 {
         #![expect(missing_docs, clippy::all, reason = "generated code")]
+        #![allow(clippy::clone_on_ref_ptr, reason = "generated code")]
         tonic::include_proto!("modelops.attribution.v1");
     }
 }
@@ -33,6 +35,7 @@ pub mod indexer {
     /// `modelops.indexer.v1`: building loss tables.
     pub mod v1 {
         #![expect(missing_docs, clippy::all, reason = "generated code")]
+        #![allow(clippy::clone_on_ref_ptr, reason = "generated code")]
         tonic::include_proto!("modelops.indexer.v1");
     }
 }
@@ -42,12 +45,14 @@ pub mod etcd {
     /// `etcdserverpb`: the KV and Watch services, and the Auth service's `Authenticate`.
     pub mod etcdserverpb {
         #![expect(missing_docs, clippy::all, reason = "generated code")]
+        #![allow(clippy::clone_on_ref_ptr, reason = "generated code")]
         tonic::include_proto!("etcdserverpb");
     }
 
     /// `mvccpb`: keys, values and events.
     pub mod mvccpb {
         #![expect(missing_docs, clippy::all, reason = "generated code")]
+        #![allow(clippy::clone_on_ref_ptr, reason = "generated code")]
         tonic::include_proto!("mvccpb");
     }
 }

@@ -382,6 +382,61 @@ impl JobState {
     }
 }
 
+/// The key inside `state.json` holding the registry's revision counter (absent in states written
+/// by upstream, which has none).
+pub const REVISION_KEY: &str = "_revision";
+/// The key inside `state.json` holding the loss index state.
+pub const INDEX_STATE_KEY: &str = "index_state";
+/// The key inside `state.json` holding why indexing last failed.
+pub const INDEX_ERROR_KEY: &str = "index_error";
+
+impl JobState {
+    /// The registry revision of this state (0 for a state written by upstream).
+    pub fn revision(&self) -> u64 {
+        self.get(REVISION_KEY).and_then(PyValue::as_u64).unwrap_or(0)
+    }
+
+    /// The loss index state recorded in this state.
+    pub fn index_state(&self) -> IndexState {
+        IndexState::of(self)
+    }
+}
+
+/// The loss index state recorded in a job's state by the indexer (through the registry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    /// Not indexed.
+    None,
+    /// Being built.
+    Running,
+    /// Built and current.
+    Done,
+    /// The last attempt failed.
+    Failed,
+}
+
+impl IndexState {
+    /// The value stored in `state.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The index state of a job's state (`None` when never set).
+    pub fn of(state: &JobState) -> Self {
+        match state.get_str(INDEX_STATE_KEY) {
+            Some("running") => Self::Running,
+            Some("done") => Self::Done,
+            Some("failed") => Self::Failed,
+            _ => Self::None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
 use modelops_core::study::JobSpec;
 use modelops_core::time::parse_iso;
-use modelops_registry::JobRegistry;
+use modelops_registry_client::SharedRegistry;
 
 use crate::derive;
 use crate::edge::{self, Edge};
@@ -37,18 +37,31 @@ pub struct Summary {
 pub struct Attribution {
     edges: EdgeStore,
     owners: Arc<OwnerIndex>,
-    registry: JobRegistry,
+    registry: SharedRegistry,
     provenance: Store,
 }
 
 impl Attribution {
     /// Attribution with edges in `results`, results read from `provenance`, jobs from `registry`.
-    pub fn new(results: Store, provenance: Store, registry: JobRegistry) -> Self {
+    pub fn new(results: Store, provenance: Store, registry: impl Into<SharedRegistry>) -> Self {
         Self {
             edges: EdgeStore::new(results),
             owners: Arc::new(OwnerIndex::new()),
-            registry,
+            registry: registry.into(),
             provenance,
+        }
+    }
+
+    /// `job`'s simulation spec, read through the registry; NoSpec for a calibration job or a
+    /// job registered without a spec.
+    async fn simulation_spec(&self, job: &JobId) -> Result<modelops_core::study::SimJobSpec, AttributionError> {
+        match self.registry.spec_bytes(job).await {
+            Ok((_, bytes)) => match JobSpec::from_json(&bytes)? {
+                JobSpec::Simulation(spec) => Ok(spec),
+                JobSpec::Calibration { .. } => Err(AttributionError::NoSpec(job.to_string())),
+            },
+            Err(status) if status.code() == tonic::Code::NotFound => Err(AttributionError::NoSpec(job.to_string())),
+            Err(status) => Err(status.into()),
         }
     }
 
@@ -58,7 +71,7 @@ impl Attribution {
     }
 
     async fn created_at(&self, job: &JobId) -> Result<DateTime<Utc>, AttributionError> {
-        let state = self.registry.get(job).await?.ok_or_else(|| AttributionError::NotFound(job.to_string()))?;
+        let state = self.registry.get_job(job).await?.ok_or_else(|| AttributionError::NotFound(job.to_string()))?;
         parse_iso(state.created_at()).ok_or_else(|| AttributionError::Corrupt {
             key: format!("jobs/{job}/state.json"),
             reason: format!("created_at {:?} is not a timestamp", state.created_at()),
@@ -172,17 +185,11 @@ impl Attribution {
     /// order, and how many tasks the job has. Another status is refused.
     pub async fn resumable_tasks(&self, job: &JobId, schemas: &[ProvenanceSchema]) -> Result<(Vec<modelops_core::study::SimTaskSpec>, usize), AttributionError> {
         use futures::StreamExt as _;
-        let state = self.registry.require(job).await?;
+        let state = self.registry.require_job(job).await?;
         if state.status() != modelops_core::job::JobStatus::Partial {
             return Err(AttributionError::NotPartial(job.to_string(), state.status()));
         }
-        let spec = match self.registry.get_parsed_spec(job).await {
-            Ok(JobSpec::Simulation(spec)) => spec,
-            Ok(JobSpec::Calibration { .. }) | Err(modelops_registry::RegistryError::NotFound(_)) => {
-                return Err(AttributionError::NoSpec(job.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let spec = self.simulation_spec(job).await?;
         let total = spec.tasks.len();
         let checks: Vec<_> = spec
             .tasks
@@ -212,13 +219,7 @@ impl Attribution {
         progress: impl FnMut(usize, usize),
     ) -> Result<(Counts, Vec<String>), AttributionError> {
         let created_at = self.created_at(job).await?;
-        let spec = match self.registry.get_parsed_spec(job).await {
-            Ok(JobSpec::Simulation(spec)) => spec,
-            Ok(JobSpec::Calibration { .. }) | Err(modelops_registry::RegistryError::NotFound(_)) => {
-                return Err(AttributionError::NoSpec(job.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let spec = self.simulation_spec(job).await?;
         let derived = derive::derive(self.provenance.object_store.as_ref(), &spec, created_at, schemas, DEFAULT_DERIVE_CONCURRENCY, progress).await?;
         let counts = Counts::of(&derived.edges, derived.missing.len() as u64);
         if !derived.edges.is_empty() && self.edges.seal(job).await?.is_none() {

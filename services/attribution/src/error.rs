@@ -2,7 +2,6 @@
 
 use modelops_core::job::JobIdError;
 use modelops_core::records::RecordError;
-use modelops_registry::RegistryError;
 
 use crate::codec::CodecError;
 use crate::edge::InvalidEdge;
@@ -31,9 +30,12 @@ pub enum AttributionError {
     /// Only a partial job has tasks to resume.
     #[error("job {0} is {1}; only partial jobs have resumable tasks")]
     NotPartial(String, modelops_core::job::JobStatus),
-    /// The registry failed.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+    /// The registry refused or failed: its status, passed on as it is.
+    #[error("{}", .0.message())]
+    Registry(#[from] tonic::Status),
+    /// The job's stored spec does not parse.
+    #[error("the job's stored spec is unreadable: {0}")]
+    StoredSpec(#[from] modelops_core::study::SpecError),
     /// A provenance record could not be read.
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -61,10 +63,13 @@ impl AttributionError {
             AttributionError::InvalidJobId(_) | AttributionError::InvalidArgument(_) | AttributionError::InvalidEdge(_) => tonic::Code::InvalidArgument,
             AttributionError::NotFound(_) => tonic::Code::NotFound,
             AttributionError::Sealed(_) | AttributionError::NoSpec(_) | AttributionError::NotPartial(..) => tonic::Code::FailedPrecondition,
-            AttributionError::Registry(inner) => inner.code(),
+            AttributionError::Registry(status) => status.code(),
             AttributionError::Record(RecordError::Store { .. }) | AttributionError::Store(_) => tonic::Code::Unavailable,
             AttributionError::Record(RecordError::InvalidPath { .. }) => tonic::Code::InvalidArgument,
-            AttributionError::Record(RecordError::NotFound { .. } | RecordError::Malformed { .. }) | AttributionError::Codec(_) | AttributionError::Corrupt { .. } => {
+            AttributionError::Record(RecordError::NotFound { .. } | RecordError::Malformed { .. })
+            | AttributionError::Codec(_)
+            | AttributionError::Corrupt { .. }
+            | AttributionError::StoredSpec(_) => {
                 tonic::Code::DataLoss
             }
         }
@@ -73,24 +78,23 @@ impl AttributionError {
 
 impl From<AttributionError> for tonic::Status {
     fn from(error: AttributionError) -> Self {
-        let message = modelops_registry::error::capped(error.to_string());
+        // A registry status is the registry's answer, reason and all.
+        let error = match error {
+            AttributionError::Registry(status) => return status,
+            error => error,
+        };
+        let message = modelops_runtime::messages::scrubbed(&error.to_string());
         let code = error.code();
         match code {
             tonic::Code::DataLoss | tonic::Code::Internal => tracing::error!(%message, "attribution fault"),
             tonic::Code::Unavailable => tracing::warn!(%message, "attribution backend unavailable"),
             _ => tracing::debug!(%message, ?code, "request refused"),
         }
-        // Refusals a caller acts on carry a stable reason; a registry error keeps its own.
+        // Refusals a caller acts on carry a stable reason.
         let reason = match &error {
             AttributionError::Sealed(job) => Some(("JOB_SEALED", job.clone())),
             AttributionError::NoSpec(job) => Some(("NO_JOB_SPEC", job.clone())),
             AttributionError::NotPartial(job, _) => Some(("JOB_NOT_PARTIAL", job.clone())),
-            AttributionError::Registry(inner) => {
-                return match inner.reason() {
-                    Some((reason, about)) => with_reason(code, message, reason, about),
-                    None => tonic::Status::new(code, message),
-                };
-            }
             _ => None,
         };
         match reason {

@@ -333,7 +333,10 @@ fn refusals_carry_a_stable_reason() {
     assert_eq!(sealed.code(), tonic::Code::FailedPrecondition);
     let info = sealed.get_details_error_info().expect("an ErrorInfo");
     assert_eq!((info.reason.as_str(), info.metadata["job_id"].as_str()), ("JOB_SEALED", "job-a"));
-    let registry = tonic::Status::from(AttributionError::Registry(modelops_registry::RegistryError::NotFound("job-b".into())));
+    // A registry refusal is passed on as the registry answered it, reason included.
+    let answered = tonic::Status::from(modelops_registry::RegistryError::NotFound("job-b".into()));
+    let registry = tonic::Status::from(AttributionError::Registry(answered));
+    assert_eq!(registry.code(), tonic::Code::NotFound);
     assert_eq!(registry.get_details_error_info().unwrap().reason, "JOB_NOT_FOUND");
 }
 

@@ -15,9 +15,9 @@ pub enum DashboardError {
     /// This server does not run the service the page needs.
     #[error("this server does not run the {0}, which this page needs")]
     ServiceNotRunning(&'static str),
-    /// The registry failed.
-    #[error("job registry: {0}")]
-    Registry(#[from] modelops_registry::RegistryError),
+    /// The registry refused or failed: its status.
+    #[error("job registry: {}", .0.message())]
+    Registry(#[from] tonic::Status),
     /// Attribution failed.
     #[error("attribution: {0}")]
     Attribution(#[from] modelops_attribution::AttributionError),
@@ -63,7 +63,7 @@ impl DashboardError {
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             Self::NotFound(message) => (StatusCode::NOT_FOUND, message),
             error @ Self::ServiceNotRunning(_) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-            Self::Registry(error) => grpc(error.into()),
+            Self::Registry(status) => grpc(status),
             Self::Attribution(error) => grpc(error.into()),
             Self::Query(error) => grpc(error.into()),
             error @ (Self::Store(_) | Self::Plot(_) | Self::Arrow(_)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),

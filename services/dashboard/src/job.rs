@@ -40,7 +40,7 @@ async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEnt
 pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
     let state = match &dashboard.registry {
-        Some(registry) => registry.get(&job).await?,
+        Some(registry) => registry.get_job(&job).await?,
         None => None,
     };
     let entry = indexed(&dashboard, &job).await?;

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use maud::{Markup, html};
 use modelops_core::job::{JobState, JobStatus};
-use modelops_registry::registry::{IndexState, ListQuery, MAX_PAGE_SIZE};
+use modelops_core::job::IndexState;
+use modelops_registry_client::{ListQuery, MAX_PAGE_SIZE, SharedRegistry, WatchFrom};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::DashboardError;
 use crate::layout;
@@ -112,7 +112,7 @@ impl JobRow {
     }
 }
 
-fn registry(dashboard: &Dashboard) -> Result<&modelops_registry::JobRegistry, DashboardError> {
+fn registry(dashboard: &Dashboard) -> Result<&SharedRegistry, DashboardError> {
     dashboard.registry.as_ref().ok_or(DashboardError::ServiceNotRunning("job registry"))
 }
 
@@ -130,10 +130,10 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
         limit: MAX_PAGE_SIZE,
         page_token: None,
     };
-    // Read the hub's position first: every change after it reaches the page as an event, so
-    // none falls between this listing and the stream.
-    let seq = registry.hub().last_seq();
-    let listed = registry.list(query).await?;
+    // The listing carries the registry's watch position taken before it: every change after
+    // it reaches the page as an event, so none falls between this listing and the stream.
+    let listed = registry.list_jobs(query).await?;
+    let seq = listed.watch_revision;
     let rows: Vec<JobRow> = listed.jobs.iter().map(JobRow::of).collect();
     let status_choices = ["active", "terminal"].into_iter().chain(JobStatus::ALL.iter().map(|s| s.as_str()));
     Ok(layout::page(
@@ -199,7 +199,7 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
     headers: http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, DashboardError> {
-    let registry = registry(&dashboard)?.clone();
+    let registry = std::sync::Arc::clone(registry(&dashboard)?);
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -210,55 +210,50 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Every job's row as events (used when the changes asked for are gone).
-async fn snapshot(registry: &modelops_registry::JobRegistry) -> Vec<Event> {
-    let seq = registry.hub().last_seq();
-    match registry.all_jobs().await {
-        Ok(jobs) => jobs.iter().map(|job| job_event(seq, &JobRow::of(job))).collect(),
-        Err(error) => {
-            tracing::warn!(%error, "dashboard: cannot list jobs for a resync");
-            Vec::new()
-        }
-    }
-}
-
 /// The events after `after`, then live ones, fed by a task that ends when the client goes or
-/// the server shuts down.
-fn job_events(registry: modelops_registry::JobRegistry, after: u64, shutdown: tokio_util::sync::CancellationToken) -> impl Stream<Item = Result<Event, Infallible>> {
+/// the server shuts down. When the registry no longer holds the changes asked for (or never
+/// did: a position from before a restart or of another replica), or this stream falls too far
+/// behind, every job's current row is sent once and live changes follow.
+fn job_events(registry: SharedRegistry, after: u64, shutdown: tokio_util::sync::CancellationToken) -> impl Stream<Item = Result<Event, Infallible>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
-        // A position past the hub's end comes from before a restart of this server: like one
-        // too old for the hub, it gets every job.
-        let subscribed = if after > registry.hub().last_seq() { None } else { registry.hub().subscribe(after).ok() };
-        let (backlog, mut live) = match subscribed {
-            Some((backlog, live)) => (backlog.iter().map(|e| job_event(e.seq, &JobRow::of(&e.state))).collect(), live),
-            None => {
-                let live = registry.hub().subscribe(0).map(|(_, live)| live);
-                let Ok(live) = live else { return };
-                (snapshot(&registry).await, live)
-            }
-        };
-        for event in backlog {
-            if sender.send(event).await.is_err() {
-                return;
-            }
-        }
+        let mut from = WatchFrom { after, replay_current: false };
         loop {
-            let events = tokio::select! {
+            let watched = tokio::select! {
                 () = sender.closed() => return,
                 () = shutdown.cancelled() => return,
-                received = live.recv() => match received {
-                    Ok(event) => vec![job_event(event.seq, &JobRow::of(&event.state))],
-                    Err(RecvError::Lagged(skipped)) => {
-                        tracing::info!(skipped, "dashboard job stream fell behind; sending every job");
-                        snapshot(&registry).await
-                    }
-                    Err(RecvError::Closed) => return,
-                },
+                watched = registry.watch_jobs(from) => watched,
             };
-            for event in events {
-                if sender.send(event).await.is_err() {
+            let mut events = match watched {
+                Ok(events) => events,
+                Err(status) if status.code() == tonic::Code::OutOfRange && !from.replay_current => {
+                    from = WatchFrom { after: 0, replay_current: true };
+                    continue;
+                }
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), reason = status.message(), "dashboard: cannot watch jobs");
                     return;
+                }
+            };
+            loop {
+                let event = tokio::select! {
+                    () = sender.closed() => return,
+                    () = shutdown.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(event)) => {
+                        if sender.send(job_event(event.seq, &JobRow::of(&event.state))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(status)) if status.code() == tonic::Code::OutOfRange => {
+                        tracing::info!(reason = status.message(), "dashboard job stream fell behind; sending every job");
+                        from = WatchFrom { after: 0, replay_current: true };
+                        break;
+                    }
+                    // The browser reconnects (EventSource) and resumes from its last event id.
+                    Some(Err(_)) | None => return,
                 }
             }
         }

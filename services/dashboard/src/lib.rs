@@ -1,7 +1,7 @@
 //! The ModelOps web dashboard, served by `mops serve` on its HTTP listener beside `/metrics`.
 //!
 //! - `/jobs`: every job with status, progress and relative times, filtered by status and age,
-//!   kept current by server-sent events from the registry's change hub (`/jobs/events`).
+//!   kept current by server-sent events from the registry's `WatchJobs` (`/jobs/events`).
 //! - `/jobs/{id}`: one job's state, attribution counts and loss landscape (loss against each
 //!   parameter, a loss histogram, the best parameter sets), with the table as Parquet or CSV.
 //! - `/compare`: two jobs' losses on their shared parameter sets, and the best parameter sets of
@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use modelops_attribution::Attribution;
 use modelops_query::Engine;
-use modelops_registry::JobRegistry;
+use modelops_registry_client::SharedRegistry;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::WebAuth;
@@ -41,7 +41,7 @@ pub use error::DashboardError;
 #[derive(Debug, Clone)]
 pub struct Dashboard {
     /// Jobs and their changes.
-    pub registry: Option<JobRegistry>,
+    pub registry: Option<SharedRegistry>,
     /// Attribution counts.
     pub attribution: Option<Attribution>,
     /// Loss tables.
@@ -55,7 +55,7 @@ pub struct Dashboard {
 
 impl Dashboard {
     /// A dashboard over these parts.
-    pub fn new(registry: Option<JobRegistry>, attribution: Option<Attribution>, engine: Option<Engine>) -> Self {
+    pub fn new(registry: Option<SharedRegistry>, attribution: Option<Attribution>, engine: Option<Engine>) -> Self {
         Self {
             registry,
             attribution,

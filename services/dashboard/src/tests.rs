@@ -104,7 +104,7 @@ async fn fixture() -> Fixture {
     let registry = JobRegistry::new(Arc::new(MemoryStore::new()), open("jobs"), config, &prometheus_registry());
     let attribution = Attribution::new(results.clone(), provenance.clone(), registry.clone());
     let engine = Engine::new(Catalog::new(Arc::clone(&results.object_store))).unwrap();
-    let dashboard = Dashboard::new(Some(registry.clone()), Some(attribution), Some(engine.clone()));
+    let dashboard = Dashboard::new(Some(registry.clone().into()), Some(attribution), Some(engine.clone()));
     let fixture = Fixture {
         registry,
         provenance: provenance.clone(),

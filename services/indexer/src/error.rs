@@ -42,11 +42,14 @@ impl IndexError {
         }
     }
 
-    /// A registry error: unavailable (retried) or a refusal.
-    pub fn registry(error: &modelops_registry::RegistryError) -> Self {
-        match error.code() {
-            tonic::Code::Unavailable => Self::Unavailable(format!("registry: {error}")),
-            _ => Self::Invalid(error.to_string()),
+    /// A registry status: unavailable (retried: the registry or its store is down, restarting,
+    /// or did not answer in time) or a refusal.
+    pub fn registry(status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                Self::Unavailable(format!("registry: {}", status.message()))
+            }
+            _ => Self::Invalid(status.message().to_owned()),
         }
     }
 

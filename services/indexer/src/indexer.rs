@@ -14,8 +14,9 @@ use modelops_attribution::edge::Role;
 use modelops_core::job::{JobId, JobStatus};
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
-use modelops_registry::JobRegistry;
-use modelops_registry::registry::IndexState;
+use modelops_core::job::IndexState;
+use modelops_registry_client::{JobEvent, SharedRegistry, WatchFrom};
+use futures::StreamExt as _;
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
@@ -99,9 +100,9 @@ impl Status {
 /// Why an index request is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// The registry failed or the job is unknown.
-    #[error(transparent)]
-    Registry(#[from] modelops_registry::RegistryError),
+    /// The registry failed or the job is unknown: its status.
+    #[error("{}", .0.message())]
+    Registry(#[from] tonic::Status),
     /// The job is not in a terminal state and the request was not forced.
     #[error("job {0} is {1}; only succeeded, partial or failed jobs are indexed (use force)")]
     NotFinished(JobId, JobStatus),
@@ -129,7 +130,7 @@ pub struct Indexer {
 
 #[derive(Debug)]
 struct Inner {
-    registry: JobRegistry,
+    registry: SharedRegistry,
     attribution: Attribution,
     provenance: Store,
     results: Store,
@@ -155,7 +156,7 @@ impl Indexer {
     /// `provenance`, writing tables to `results`. `holder` names it in claims, which last
     /// `claim_ttl` unless renewed (a crashed indexer's claim is taken over after that).
     pub fn new(
-        registry: JobRegistry,
+        registry: impl Into<SharedRegistry>,
         attribution: Attribution,
         provenance: Store,
         results: Store,
@@ -167,7 +168,7 @@ impl Indexer {
         let (queue, queue_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
-                registry,
+                registry: registry.into(),
                 attribution,
                 provenance,
                 results,
@@ -229,7 +230,7 @@ impl Indexer {
         if let Some(status) = self.inner.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(job).cloned() {
             return Ok(status);
         }
-        let state = self.inner.registry.require(job).await?;
+        let state = self.inner.registry.require_job(job).await?;
         let phase = match IndexState::of(&state) {
             IndexState::None => Phase::NotIndexed,
             IndexState::Running => Phase::Running,
@@ -237,7 +238,7 @@ impl Indexer {
             IndexState::Failed => Phase::Failed,
         };
         let mut status = Status::new(job.clone(), phase);
-        status.error = state.get_str(modelops_registry::registry::INDEX_ERROR_KEY).map(str::to_owned);
+        status.error = state.get_str(modelops_core::job::INDEX_ERROR_KEY).map(str::to_owned);
         if phase == Phase::Done
             && let Some((counts, fingerprint)) = self.committed(job).await
         {
@@ -278,7 +279,7 @@ impl Indexer {
 
     /// [`Indexer::request`] on behalf of the trace `traceparent` (a change event's).
     pub async fn request_traced(&self, job: &JobId, force: bool, traceparent: Option<String>) -> Result<Status, RequestError> {
-        let state = self.inner.registry.require(job).await?;
+        let state = self.inner.registry.require_job(job).await?;
         if !force && !indexable(state.status()) {
             return Err(RequestError::NotFinished(job.clone(), state.status()));
         }
@@ -303,7 +304,7 @@ impl Indexer {
         status.started_at = Some(Utc::now());
         let registry = &self.inner.registry;
         let ttl = self.inner.claim_ttl;
-        match registry.claim(job, CLAIM_PURPOSE, &self.inner.holder, ttl).await {
+        match registry.claim_job(job, CLAIM_PURPOSE, &self.inner.holder, ttl).await {
             Ok(claim) if claim.granted => {}
             Ok(claim) => {
                 // Another indexer has it, or had it and died: try again once its claim expires,
@@ -317,7 +318,7 @@ impl Indexer {
                 let job = job.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    match indexer.inner.registry.get(&job).await {
+                    match indexer.inner.registry.get_job(&job).await {
                         Ok(Some(state)) if IndexState::of(&state) == IndexState::Done => {
                             let mut done = Status::new(job.clone(), Phase::Done);
                             done.error = None;
@@ -330,19 +331,19 @@ impl Indexer {
                 });
                 return status;
             }
-            Err(e) if e.code() == tonic::Code::Unavailable => {
-                // The registry's store is down: try again after a backoff, as for a build.
+            Err(e) if IndexError::registry(&e).is_transient() => {
+                // The registry or its store is down: try again after a backoff, as for a build.
                 let delay = self.retry_delay(job);
                 tracing::warn!(%job, error = %e, retry_ms = delay.as_millis() as u64, "cannot claim the job; retrying");
                 status.phase = Phase::Queued;
-                status.error = Some(modelops_runtime::messages::scrubbed(&format!("{e}; retrying in {} ms", delay.as_millis())));
+                status.error = Some(modelops_runtime::messages::scrubbed(&format!("{}; retrying in {} ms", e.message(), delay.as_millis())));
                 self.set_status(status.clone());
                 self.requeue_after(job, delay);
                 return status;
             }
             Err(e) => {
                 status.phase = Phase::Failed;
-                status.error = Some(modelops_runtime::messages::scrubbed(&e.to_string()));
+                status.error = Some(modelops_runtime::messages::scrubbed(e.message()));
                 self.set_status(status.clone());
                 return status;
             }
@@ -350,13 +351,13 @@ impl Indexer {
         self.set_status(status.clone());
         let renew = CancellationToken::new();
         let renewer = {
-            let (registry, job, holder, renew) = (registry.clone(), job.clone(), self.inner.holder.clone(), renew.clone());
+            let (registry, job, holder, renew) = (Arc::clone(registry), job.clone(), self.inner.holder.clone(), renew.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         () = renew.cancelled() => return,
                         () = tokio::time::sleep(ttl / 3) => {
-                            if let Err(e) = registry.claim(&job, CLAIM_PURPOSE, &holder, ttl).await {
+                            if let Err(e) = registry.claim_job(&job, CLAIM_PURPOSE, &holder, ttl).await {
                                 tracing::warn!(%job, error = %e, "cannot renew the index claim");
                             }
                         }
@@ -417,13 +418,7 @@ impl Indexer {
     async fn build(&self, job: &JobId, status: &mut Status, rewrite: bool) -> Result<crate::build::IndexOutcome, IndexError> {
         let registry = &self.inner.registry;
         registry.set_index_state(job, IndexState::Running, None, None).await.map_err(|e| IndexError::registry(&e))?;
-        let (job_type, key) = registry.spec_location(job).await.map_err(|e| IndexError::registry(&e))?;
-        if job_type != "simulation" {
-            return Err(IndexError::Invalid(format!(
-                "job {job} is a {job_type} job; only simulation jobs have loss tables"
-            )));
-        }
-        let blob = SpecBlob::new(registry.specs_store().clone(), key);
+        let blob = SpecBlob::new(Arc::clone(registry), job.clone());
         let mut edges = self.edge_index(job).await?;
         if edges.is_empty() {
             // A job without reported edges (it ran before attribution): derive them.
@@ -523,52 +518,94 @@ impl Indexer {
             while running.join_next().await.is_some() {}
         });
         let indexer = self.clone();
-        tracker.spawn(async move {
-            let (_, mut events) = match indexer.inner.registry.hub().subscribe(0) {
-                Ok(subscription) => subscription,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot watch jobs");
-                    return;
-                }
+        tracker.spawn(async move { indexer.follow_registry(token).await });
+    }
+
+    /// Follows the registry's job changes (`WatchJobs`) until `token` is cancelled, queueing every
+    /// finished job without a table: first a catch-up of every finished job whose table is not
+    /// done, then the current state of every job and live changes. A broken watch resumes where
+    /// it stopped; one the registry cannot resume (another replica, a restart, too far behind)
+    /// replays every job's current state again. A resync runs every
+    /// [`IndexOptions::resync_interval`] whatever the watch does.
+    async fn follow_registry(&self, token: CancellationToken) {
+        const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+        let mut caught_up = self.catch_up().await;
+        let mut resync = tokio::time::interval(self.inner.options.resync_interval.max(Duration::from_millis(100)));
+        resync.tick().await;
+        let mut from = WatchFrom {
+            after: 0,
+            replay_current: true,
+        };
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let watched = tokio::select! {
+                () = token.cancelled() => return,
+                watched = self.inner.registry.watch_jobs(from) => watched,
             };
-            indexer.catch_up().await;
-            let mut resync = tokio::time::interval(indexer.inner.options.resync_interval.max(Duration::from_millis(100)));
-            resync.tick().await;
-            loop {
-                let event = tokio::select! {
-                    () = token.cancelled() => return,
-                    _ = resync.tick() => {
-                        indexer.resync().await;
-                        continue;
+            let broke = match watched {
+                Ok(mut events) => loop {
+                    let event = tokio::select! {
+                        () = token.cancelled() => return,
+                        _ = resync.tick() => {
+                            if !caught_up {
+                                caught_up = self.catch_up().await;
+                            }
+                            self.resync().await;
+                            continue;
+                        }
+                        event = events.next() => event,
+                    };
+                    match event {
+                        Some(Ok(event)) => {
+                            backoff = FIRST_BACKOFF;
+                            from = WatchFrom {
+                                after: event.seq,
+                                replay_current: false,
+                            };
+                            self.on_job_event(&event).await;
+                        }
+                        Some(Err(status)) => break Some(status),
+                        None => break None,
                     }
-                    event = events.recv() => event,
-                };
-                match event {
-                    Ok(event) => {
-                        indexer.on_job_event(&event).await;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => indexer.catch_up().await,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                Err(status) => Some(status),
+            };
+            match broke {
+                Some(status) if status.code() == tonic::Code::OutOfRange => {
+                    // A position this registry cannot resume: start over from every job's state.
+                    tracing::info!(reason = status.message(), "job watch cannot resume; replaying every job");
+                    from = WatchFrom {
+                        after: 0,
+                        replay_current: true,
+                    };
+                    continue;
                 }
+                Some(status) => tracing::warn!(code = ?status.code(), reason = status.message(), retry_ms = backoff.as_millis() as u64, "job watch failed; retrying"),
+                None => tracing::info!(retry_ms = backoff.as_millis() as u64, "job watch ended (the registry stopped); retrying"),
             }
-        });
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
     }
 
     /// Queues the job of a registry event if it is finished and has never been indexed, however
     /// it was first seen: a transition, or a state already terminal when this process first hears
     /// of it (written straight to the store by another writer between two polls of its change
     /// feed, replayed, or resynchronised). Returns whether the job was queued.
-    pub async fn on_job_event(&self, event: &modelops_registry::watch::JobEvent) -> bool {
+    pub async fn on_job_event(&self, event: &JobEvent) -> bool {
         let wanted = |state: &modelops_core::job::JobState| indexable(state.status()) && IndexState::of(state) == IndexState::None;
         if !wanted(&event.state) {
             return false;
         }
         // The event may be late (a change feed, a lagging replica): another indexer may have built
         // the table since. Its current state decides.
-        match self.inner.registry.get(event.state.job_id()).await {
+        match self.inner.registry.get_job(event.state.job_id()).await {
             Ok(Some(current)) if wanted(&current) => {}
             Ok(_) => return false,
-            Err(e) => tracing::debug!(job = %event.state.job_id(), error = %e, "cannot re-read a finished job; queueing it"),
+            Err(e) => tracing::debug!(job = %event.state.job_id(), error = e.message(), "cannot re-read a finished job; queueing it"),
         }
         self.request_traced(event.state.job_id(), false, event.traceparent.clone()).await.is_ok()
     }
@@ -585,12 +622,13 @@ impl Indexer {
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "resync scan failed; the next one retries"),
+            Err(e) => tracing::debug!(error = e.message(), "resync scan failed; the next one retries"),
         }
     }
 
-    /// Queues every finished job whose table is not done (never built, failed, or interrupted).
-    pub async fn catch_up(&self) {
+    /// Queues every finished job whose table is not done (never built, failed, or interrupted);
+    /// returns whether the registry could be listed.
+    pub async fn catch_up(&self) -> bool {
         match self.inner.registry.all_jobs().await {
             Ok(jobs) => {
                 for state in jobs {
@@ -598,8 +636,12 @@ impl Indexer {
                         let _ = self.request(state.job_id(), false).await;
                     }
                 }
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "catch-up scan failed"),
+            Err(e) => {
+                tracing::warn!(error = e.message(), "catch-up scan failed; the next resync retries it");
+                false
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ impl IndexerService {
 impl From<RequestError> for Status {
     fn from(error: RequestError) -> Self {
         match error {
-            RequestError::Registry(e) => e.into(),
+            RequestError::Registry(status) => status,
             RequestError::NotFinished(ref job, status) => {
                 use tonic_types::{ErrorDetails, StatusExt as _};
                 let metadata = std::collections::HashMap::from([("job_id".to_owned(), job.to_string()), ("status".to_owned(), status.to_string())]);

@@ -1,5 +1,5 @@
 //! A job's rows streamed from its stored inputs, so an index run's memory does not grow with
-//! the job: the spec blob is read twice from the jobs store, never held whole (first for the
+//! the job: the spec blob is streamed twice from the registry (`ReadJobSpec`), never held whole (first for the
 //! parameter columns, which task opens each parameter set and each set's seeds, then for the
 //! rows), and the aggregation edges are held in an [`EdgeIndex`] of about 50 bytes an edge.
 
@@ -9,10 +9,9 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use modelops_core::store::Store;
+use modelops_core::job::JobId;
 use modelops_core::study::{JobSpec, SimJobSpec, SimTaskSpec};
-use object_store::ObjectStoreExt as _;
-use object_store::path::Path;
+use modelops_registry_client::SharedRegistry;
 use tokio::runtime::Handle;
 
 use crate::build::{RowSource, TableSpec};
@@ -27,27 +26,34 @@ const ROW_CHUNK: usize = 512;
 /// Row chunks waiting for the table builder, at most.
 const CHUNKS_AHEAD: usize = 4;
 
-/// A job's spec blob in the jobs store.
+/// A job's spec blob, read through the registry: each read streams it again.
 #[derive(Debug, Clone)]
 pub struct SpecBlob {
-    store: Store,
-    key: Path,
+    registry: SharedRegistry,
+    job: JobId,
 }
 
-/// A blocking reader over an object's byte stream (for the spec reader's thread).
-struct BlockingObjectRead {
+/// A blocking reader over a byte stream (for the spec reader's thread). A status that breaks
+/// the stream is kept in `broke`, so the build can tell an unavailable registry (retried) from a
+/// refusal once the parser reports a read error.
+struct BlockingStreamRead {
     handle: Handle,
-    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    stream: BoxStream<'static, Result<Bytes, tonic::Status>>,
     current: Bytes,
+    broke: Arc<std::sync::Mutex<Option<tonic::Status>>>,
 }
 
-impl Read for BlockingObjectRead {
+impl Read for BlockingStreamRead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.handle.block_on(self.stream.next()) {
                 None => return Ok(0),
                 Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Err(status)) => {
+                    let error = std::io::Error::other(status.message().to_owned());
+                    *self.broke.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+                    return Err(error);
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -58,49 +64,44 @@ impl Read for BlockingObjectRead {
 }
 
 impl SpecBlob {
-    /// The blob at `key` in `store`.
-    pub fn new(store: Store, key: Path) -> Self {
-        Self { store, key }
+    /// `job`'s spec blob, as `registry` serves it.
+    pub fn new(registry: SharedRegistry, job: JobId) -> Self {
+        Self { registry, job }
     }
 
-    /// Opens the blob; runs on a blocking thread (`handle` drives remote reads).
-    fn open(&self, handle: &Handle) -> Result<Box<dyn BufRead + Send>, IndexError> {
-        match self.store.local_root() {
-            Some(root) => {
-                // Another writer (the Python ModelOps) may have put anything there: no link is
-                // followed, and a FIFO is not waited on.
-                use std::os::unix::fs::OpenOptionsExt as _;
-                let path = root.join(self.key.as_ref());
-                let refused = |reason: String| IndexError::Invalid(format!("cannot open the job spec {}: {reason}", self.key));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&path)
-                    .map_err(|e| refused(e.kind().to_string()))?;
-                if !file.metadata().map_err(|e| refused(e.kind().to_string()))?.is_file() {
-                    return Err(refused("not a regular file".into()));
-                }
-                Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
-            }
-            None => {
-                let result = handle.block_on(self.store.object_store.get(&self.key))?;
-                let read = BlockingObjectRead {
-                    handle: handle.clone(),
-                    stream: result.into_stream(),
-                    current: Bytes::new(),
-                };
-                Ok(Box::new(BufReader::with_capacity(READ_BUFFER, read)))
-            }
+    /// Opens the blob; runs on a blocking thread (`handle` drives the stream). Also returns where
+    /// the status that broke the stream midway is left.
+    #[expect(clippy::type_complexity, reason = "a reader and its error slot")]
+    fn open(&self, handle: &Handle) -> Result<(Box<dyn BufRead + Send>, Arc<std::sync::Mutex<Option<tonic::Status>>>), IndexError> {
+        let spec = handle.block_on(self.registry.read_spec(&self.job)).map_err(|e| IndexError::registry(&e))?;
+        if spec.job_type != "simulation" {
+            return Err(IndexError::Invalid(format!(
+                "job {} is a {} job; only simulation jobs have loss tables",
+                self.job, spec.job_type
+            )));
         }
+        let broke = Arc::default();
+        let read = BlockingStreamRead {
+            handle: handle.clone(),
+            stream: spec.chunks,
+            current: Bytes::new(),
+            broke: Arc::clone(&broke),
+        };
+        Ok((Box::new(BufReader::with_capacity(READ_BUFFER, read)), broke))
     }
 
     /// Reads the blob once, handing every task to `on_task(index, task)` (also those of the old
     /// `batches[].tasks[]` form, which the scan keeps in the spec); returns the spec without them.
     fn for_each_task(&self, handle: &Handle, mut on_task: impl FnMut(usize, SimTaskSpec) -> Result<(), IndexError>) -> Result<SimJobSpec, IndexError> {
         let mut count = 0;
-        let spec = JobSpec::scan(self.open(handle)?, |index, task| {
+        let (reader, broke) = self.open(handle)?;
+        let spec = JobSpec::scan(reader, |index, task| {
             count = index + 1;
             on_task(index, task)
+        })
+        .map_err(|e| match broke.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            Some(status) => IndexError::registry(&status),
+            None => e,
         })?;
         let mut job = match spec {
             JobSpec::Simulation(job) => job,
@@ -276,26 +277,7 @@ pub fn rows(blob: SpecBlob, outline: &SpecOutline, edges: Arc<EdgeIndex>) -> Box
 
 #[cfg(test)]
 mod tests {
-    use super::{GroupSeeds, SpecBlob, outline};
-    use modelops_core::store::Store;
-
-    #[tokio::test]
-    async fn a_spec_blob_that_is_a_fifo_or_a_link_is_refused_not_waited_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
-        std::fs::create_dir_all(dir.path().join("jobs/simulation")).unwrap();
-        let fifo = dir.path().join("jobs/simulation/job-fifo.json");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-        std::fs::write(dir.path().join("elsewhere.json"), b"{}").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("elsewhere.json"), dir.path().join("jobs/simulation/job-link.json")).unwrap();
-        for key in ["jobs/simulation/job-fifo.json", "jobs/simulation/job-link.json"] {
-            let blob = SpecBlob::new(store.clone(), object_store::path::Path::from(key));
-            // A guard, not a synchronisation: a reader blocked on the FIFO would never return.
-            let read = tokio::time::timeout(std::time::Duration::from_secs(30), outline(&blob)).await.expect("refused at once");
-            let error = read.unwrap_err().to_string();
-            assert!(error.contains(key) && !error.contains(&dir.path().display().to_string()), "{error}");
-        }
-    }
+    use super::GroupSeeds;
 
     #[test]
     fn seeds_are_grouped_by_parameter_set_in_spec_order() {

@@ -242,7 +242,8 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
     use modelops_registry::store::memory::MemoryStore;
     use modelops_registry::{JobRegistry, RegistryConfig};
 
-    for (round, local) in [true, false].into_iter().enumerate() {
+    // Local or in-memory stores; the registry in this process or reached over gRPC.
+    for (round, (local, over_grpc)) in [(true, false), (false, false), (true, true)].into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let open = |name: &str| {
             if local {
@@ -253,7 +254,13 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
         };
         let (provenance, results, jobs, reference) = (open("provenance"), open("results"), open("jobs"), open("reference"));
         let registry = JobRegistry::new(Arc::new(MemoryStore::new()), jobs, RegistryConfig::default(), &prometheus::Registry::new());
-        let attribution = Attribution::new(results.clone(), provenance.clone(), registry.clone());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let reached: modelops_registry_client::SharedRegistry = if over_grpc {
+            Arc::new(modelops_registry::service::serve_on_loopback(registry.clone(), shutdown.clone()).await.unwrap())
+        } else {
+            registry.clone().into()
+        };
+        let attribution = Attribution::new(results.clone(), provenance.clone(), Arc::clone(&reached));
         let id = JobId::new(&format!("job-streamed-{round}")).unwrap();
         let registration = Registration {
             job_id: Some(id.clone()),
@@ -294,7 +301,7 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
         }
 
         let indexer = crate::indexer::Indexer::new(
-            registry,
+            reached,
             attribution,
             provenance.clone(),
             results.clone(),
@@ -322,8 +329,9 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
             let path = Path::from(format!("results/{id}/{file}"));
             let streamed = results.object_store.get(&path).await.unwrap().bytes().await.unwrap();
             let expected = reference.object_store.get(&path).await.unwrap().bytes().await.unwrap();
-            assert_eq!(streamed, expected, "{file}, local stores: {local}");
+            assert_eq!(streamed, expected, "{file}, local stores: {local}, over gRPC: {over_grpc}");
         }
+        shutdown.cancel();
     }
 }
 
@@ -792,4 +800,63 @@ async fn a_forced_build_rewrites_a_table_whose_inputs_are_unchanged() {
     assert_eq!(forced.fingerprint, first.fingerprint);
     assert_eq!(read(&stores, "job-forced", "losses.parquet").await, table, "the same inputs give the same bytes");
     assert_ne!(read(&stores, "job-forced", "manifest.json").await, manifest, "the manifest is written again (indexed_at)");
+}
+
+#[tokio::test]
+async fn an_indexer_following_a_registry_over_grpc_indexes_what_finished_while_it_restarted() {
+    use modelops_registry::store::memory::MemoryStore;
+    use modelops_registry::{JobRegistry, RegistryConfig};
+    // The registry in "another process": served over gRPC, stopped, and started again on the
+    // same address with a new change hub (as a restarted pod behind its Service), while a job
+    // finishes in between. The indexer's watch breaks, cannot resume on the new hub
+    // (OUT_OF_RANGE), replays every job's state, and indexes the job it never saw change.
+    let store: Arc<dyn modelops_registry::store::VersionedStore> = Arc::new(MemoryStore::new());
+    let (jobs, provenance) = (Store::in_memory(), Store::in_memory());
+    let first = finished_job("job-before", Arc::clone(&store), jobs.clone(), &provenance).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop_first = tokio_util::sync::CancellationToken::new();
+    let server = modelops_registry::service::serve_alone(first.registry.clone(), listener, stop_first.clone());
+    let remote: modelops_registry_client::SharedRegistry =
+        Arc::new(modelops_registry_client::GrpcRegistry::connect_lazy(&format!("http://{address}"), None, 64 << 20).unwrap());
+    let attribution = modelops_attribution::Attribution::new(first.results.clone(), provenance.clone(), Arc::clone(&remote));
+    let options = IndexOptions {
+        // The resync would find the job too; this test is about the watch.
+        resync_interval: std::time::Duration::from_secs(3600),
+        ..IndexOptions::default()
+    };
+    let indexer = crate::indexer::Indexer::new(remote, attribution, provenance.clone(), first.results.clone(), "test".into(), options, std::time::Duration::from_secs(60));
+    let mut updates = indexer.subscribe();
+    let (token, tracker) = (tokio_util::sync::CancellationToken::new(), tokio_util::task::TaskTracker::new());
+    indexer.start(1, token.clone(), &tracker);
+    let done = |updates: &mut tokio::sync::broadcast::Receiver<crate::indexer::Status>, job: JobId| {
+        let mut updates = updates.resubscribe();
+        async move {
+            loop {
+                let status = updates.recv().await.unwrap();
+                if status.job_id == job && status.phase == crate::indexer::Phase::Done {
+                    return status;
+                }
+            }
+        }
+    };
+    let waiting = tokio::spawn(done(&mut updates, first.id.clone()));
+    assert_eq!(waiting.await.unwrap().counts.ok, 6, "indexed through the first server");
+
+    stop_first.cancel();
+    server.await.unwrap();
+    // While no registry answers, another writer finishes a job.
+    let second = finished_job("job-while-down", Arc::clone(&store), jobs.clone(), &provenance).await;
+    let waiting = tokio::spawn(done(&mut updates, second.id.clone()));
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let restarted = JobRegistry::new(store, jobs, RegistryConfig::default(), &prometheus::Registry::new());
+    let stop_second = tokio_util::sync::CancellationToken::new();
+    let server = modelops_registry::service::serve_alone(restarted.clone(), listener, stop_second.clone());
+    // Bounded, not a synchronisation: the status update above is the event waited for.
+    let indexed = tokio::time::timeout(std::time::Duration::from_secs(60), waiting).await.expect("indexed after the restart").unwrap();
+    assert_eq!(indexed.counts.ok, 6);
+    assert_eq!(restarted.require(&second.id).await.unwrap().index_state(), modelops_core::job::IndexState::Done, "recorded through the new server");
+    token.cancel();
+    stop_second.cancel();
+    server.await.unwrap();
 }

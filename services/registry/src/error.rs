@@ -80,6 +80,10 @@ pub enum RegistryError {
         /// Whether the store was unreachable (as opposed to refusing).
         unavailable: bool,
     },
+    /// A job spec is there but cannot be read as one (a link, a FIFO, a directory another writer
+    /// put in the jobs store).
+    #[error("job spec store: {0}")]
+    UnreadableSpec(String),
     /// A watch asked to resume from a revision the server no longer keeps.
     #[error("watch revision {requested} is no longer retained (oldest kept: {oldest}); re-list with replay_current")]
     WatchTooOld {
@@ -114,6 +118,9 @@ pub enum RegistryError {
 
 impl From<object_store::Error> for RegistryError {
     fn from(error: object_store::Error) -> Self {
+        if let object_store::Error::PermissionDenied { .. } = error {
+            return Self::UnreadableSpec(error.to_string());
+        }
         let unavailable = !matches!(
             error,
             object_store::Error::InvalidPath { .. } | object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
@@ -150,6 +157,7 @@ impl RegistryError {
             Self::Store(StoreError::InvalidUrl { .. } | StoreError::Unauthenticated(_) | StoreError::Backend(_)) => tonic::Code::Internal,
             Self::SpecStore { unavailable: true, .. } => tonic::Code::Unavailable,
             Self::SpecStore { unavailable: false, .. } => tonic::Code::Internal,
+            Self::UnreadableSpec(_) => tonic::Code::FailedPrecondition,
             Self::CorruptState { .. } => tonic::Code::DataLoss,
         }
     }
@@ -181,6 +189,7 @@ impl RegistryError {
             | Self::CorruptState { .. }
             | Self::Store(_)
             | Self::SpecStore { .. }
+            | Self::UnreadableSpec(_)
             | Self::ShuttingDown => return None,
         })
     }

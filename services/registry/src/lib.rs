@@ -6,6 +6,7 @@
 //! to watchers ([`watch`]), and [`service`] serves it all as `modelops.registry.v1.JobRegistry`.
 
 pub mod error;
+pub mod in_process;
 pub mod metrics;
 mod progress;
 pub mod registry;

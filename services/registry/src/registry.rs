@@ -25,12 +25,7 @@ use crate::retry::{self, RetryError, RetryPolicy, Update};
 use crate::store::{Versioned, VersionedStore};
 use crate::watch::ChangeHub;
 
-/// The key inside `state.json` holding the registry's revision counter.
-pub const REVISION_KEY: &str = "_revision";
-/// The key inside `state.json` holding the loss index state.
-pub const INDEX_STATE_KEY: &str = "index_state";
-/// The key inside `state.json` holding why indexing last failed.
-pub const INDEX_ERROR_KEY: &str = "index_error";
+pub use modelops_core::job::{INDEX_ERROR_KEY, INDEX_STATE_KEY, IndexState, REVISION_KEY};
 /// Where job states live in the registry store.
 pub const JOBS_PREFIX: &str = "jobs/";
 /// Where claims live in the registry store.
@@ -42,42 +37,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// The registry revision of a state (0 for states written by upstream, which has none).
 pub fn revision(state: &JobState) -> u64 {
-    state.get(REVISION_KEY).and_then(PyValue::as_u64).unwrap_or(0)
-}
-
-/// The index state recorded in a job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IndexState {
-    /// Not indexed.
-    None,
-    /// Being built.
-    Running,
-    /// Built and current.
-    Done,
-    /// The last attempt failed.
-    Failed,
-}
-
-impl IndexState {
-    /// The value stored in `state.json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Running => "running",
-            Self::Done => "done",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// The index state of a job's state (`None` when never set).
-    pub fn of(state: &JobState) -> Self {
-        match state.get_str(INDEX_STATE_KEY) {
-            Some("running") => Self::Running,
-            Some("done") => Self::Done,
-            Some("failed") => Self::Failed,
-            _ => Self::None,
-        }
-    }
+    state.revision()
 }
 
 /// A job spec given at registration.
@@ -340,13 +300,8 @@ impl JobRegistry {
     pub fn start(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
         tracker.spawn(crate::progress::run_flusher(self.clone(), token.clone()));
         tracker.spawn(refresh_job_gauge(self.clone(), token.clone()));
-        self.follow(token, tracker);
-    }
-
-    /// Starts only the follower that publishes other processes' writes to this registry's hub
-    /// (for services that watch jobs without serving the registry). Does nothing for backends
-    /// without a change feed, where this process is the only writer.
-    pub fn follow(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
+        // Other replicas and other writers (the Python ModelOps) change the store too; backends
+        // without a change feed have this process as their only writer.
         if self.inner.store.changes(JOBS_PREFIX).is_some() {
             tracker.spawn(crate::watch::follow_store(self.clone(), token));
         }

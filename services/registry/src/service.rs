@@ -4,8 +4,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use modelops_core::job::{JobId, JobState, JobStatus};
 use modelops_core::pyjson::{self, PyObject, PyValue};
 use modelops_proto::registry::v1 as pb;
@@ -14,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::RegistryError;
-use crate::registry::{self, IndexState, JobRegistry, ListQuery, Registration, SpecInput, StatusUpdate, ValidationFields};
+use crate::registry::{JobRegistry, ListQuery, Registration, SpecInput, StatusUpdate, ValidationFields};
 
 /// The gRPC face of a registry.
 #[derive(Debug, Clone)]
@@ -93,6 +92,32 @@ impl RegistryService {
     }
 }
 
+/// Serves `registry` alone on a loopback port until `shutdown`, and returns a client of it: the
+/// registry as another process would reach it, for tests and benchmarks of the services that
+/// call it over gRPC.
+pub async fn serve_on_loopback(registry: JobRegistry, shutdown: CancellationToken) -> std::io::Result<modelops_registry_client::GrpcRegistry> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    serve_alone(registry, listener, shutdown);
+    modelops_registry_client::GrpcRegistry::connect_lazy(&endpoint, None, 64 * 1024 * 1024).map_err(std::io::Error::other)
+}
+
+/// Serves `registry` alone (no health, reflection or auth) on `listener` until `shutdown`; the
+/// task ends once the listener is closed and open calls have finished.
+pub fn serve_alone(registry: JobRegistry, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let service = RegistryService::new(registry, shutdown.clone()).into_server(64 * 1024 * 1024);
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(error) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+        {
+            tracing::warn!(%error, "registry server failed");
+        }
+    })
+}
+
 /// The fully-qualified service name, for health and reflection.
 pub const SERVICE_NAME: &str = "modelops.registry.v1.JobRegistry";
 
@@ -100,101 +125,11 @@ fn job_id(id: &str) -> Result<JobId, Status> {
     JobId::new(id).map_err(|e| RegistryError::InvalidJobId(e).into())
 }
 
-/// Converts a domain status to the proto enum.
-pub fn status_to_proto(status: JobStatus) -> pb::JobStatus {
-    match status {
-        JobStatus::Pending => pb::JobStatus::Pending,
-        JobStatus::Submitting => pb::JobStatus::Submitting,
-        JobStatus::Scheduled => pb::JobStatus::Scheduled,
-        JobStatus::Running => pb::JobStatus::Running,
-        JobStatus::Validating => pb::JobStatus::Validating,
-        JobStatus::Succeeded => pb::JobStatus::Succeeded,
-        JobStatus::Partial => pb::JobStatus::Partial,
-        JobStatus::Failed => pb::JobStatus::Failed,
-        JobStatus::Cancelled => pb::JobStatus::Cancelled,
-    }
-}
-
-/// Converts a proto status to the domain one (`None` for UNSPECIFIED or unknown values).
-pub fn status_from_proto(value: i32) -> Option<JobStatus> {
-    Some(match pb::JobStatus::try_from(value).ok()? {
-        pb::JobStatus::Unspecified => return None,
-        pb::JobStatus::Pending => JobStatus::Pending,
-        pb::JobStatus::Submitting => JobStatus::Submitting,
-        pb::JobStatus::Scheduled => JobStatus::Scheduled,
-        pb::JobStatus::Running => JobStatus::Running,
-        pb::JobStatus::Validating => JobStatus::Validating,
-        pb::JobStatus::Succeeded => JobStatus::Succeeded,
-        pb::JobStatus::Partial => JobStatus::Partial,
-        pb::JobStatus::Failed => JobStatus::Failed,
-        pb::JobStatus::Cancelled => JobStatus::Cancelled,
-    })
-}
+pub use modelops_registry_client::convert::{state_to_proto, status_from_proto, status_to_proto};
+use modelops_registry_client::convert::{index_from_proto, timestamp_from_proto as timestamp, timestamp_to_proto as to_timestamp};
 
 fn required_status(value: i32, field: &str) -> Result<JobStatus, Status> {
     status_from_proto(value).ok_or_else(|| Status::invalid_argument(format!("{field} must be a job status")))
-}
-
-fn index_to_proto(state: IndexState) -> pb::IndexState {
-    match state {
-        IndexState::None => pb::IndexState::None,
-        IndexState::Running => pb::IndexState::Running,
-        IndexState::Done => pb::IndexState::Done,
-        IndexState::Failed => pb::IndexState::Failed,
-    }
-}
-
-fn opt_str(state: &JobState, key: &str) -> Option<String> {
-    state.get_str(key).map(str::to_owned)
-}
-
-fn str_list(state: &JobState, key: &str) -> Vec<String> {
-    state
-        .get(key)
-        .and_then(PyValue::as_list)
-        .map(|items| {
-            items
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| pyjson::to_canonical(v), str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Converts a domain state to the proto message.
-pub fn state_to_proto(state: &JobState) -> pb::JobState {
-    pb::JobState {
-        job_id: state.job_id().to_string(),
-        status: status_to_proto(state.status()).into(),
-        created_at: state.created_at().to_owned(),
-        updated_at: state.updated_at().to_owned(),
-        k8s_name: opt_str(state, "k8s_name"),
-        k8s_namespace: opt_str(state, "k8s_namespace"),
-        k8s_uid: opt_str(state, "k8s_uid"),
-        tasks_total: state.tasks_total(),
-        tasks_completed: state.tasks_completed(),
-        error_message: opt_str(state, "error_message"),
-        error_code: opt_str(state, "error_code"),
-        results_path: opt_str(state, "results_path"),
-        expected_outputs_json: state
-            .get("expected_outputs")
-            .and_then(PyValue::as_list)
-            .map(|items| items.iter().map(pyjson::to_canonical).collect())
-            .unwrap_or_default(),
-        verified_outputs: str_list(state, "verified_outputs"),
-        missing_outputs: str_list(state, "missing_outputs"),
-        tasks_verified: state.get_count("tasks_verified"),
-        validation_started_at: opt_str(state, "validation_started_at"),
-        validation_completed_at: opt_str(state, "validation_completed_at"),
-        validation_attempts: state.get_count("validation_attempts"),
-        last_validation_error: opt_str(state, "last_validation_error"),
-        metadata_json: pyjson::to_canonical(&PyValue::Object(state.metadata())),
-        progress_percent: state.progress_percent(),
-        revision: registry::revision(state),
-        index_state: index_to_proto(IndexState::of(state)).into(),
-        index_error: opt_str(state, registry::INDEX_ERROR_KEY),
-        state_json: state.to_json(),
-    }
 }
 
 fn metadata_object(json: &str, field: &str) -> Result<PyObject, Status> {
@@ -208,16 +143,33 @@ fn metadata_object(json: &str, field: &str) -> Result<PyObject, Status> {
     }
 }
 
-fn timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
-    let nanos = u32::try_from(ts.nanos).map_err(|_| Status::invalid_argument("timestamp nanos must be positive"))?;
-    DateTime::from_timestamp(ts.seconds, nanos).ok_or_else(|| Status::invalid_argument("timestamp out of range"))
-}
+/// The largest chunk of a spec blob in one `ReadJobSpec` message.
+pub const SPEC_CHUNK_BYTES: usize = 1024 * 1024;
 
-fn to_timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+/// A spec blob's byte stream as messages of at most [`SPEC_CHUNK_BYTES`]: large reads split,
+/// small ones (a file store's 8 KiB reads) gathered, so a 40 MB spec is forty messages, not five
+/// thousand.
+fn spec_messages(
+    chunks: futures::stream::BoxStream<'static, Result<bytes::Bytes, RegistryError>>,
+) -> impl Stream<Item = Result<bytes::Bytes, RegistryError>> + Send {
+    let state = (chunks, bytes::BytesMut::new(), false);
+    futures::stream::unfold(state, |(mut chunks, mut pending, mut ended)| async move {
+        loop {
+            if pending.len() >= SPEC_CHUNK_BYTES || (ended && !pending.is_empty()) {
+                let n = pending.len().min(SPEC_CHUNK_BYTES);
+                let message = pending.split_to(n).freeze();
+                return Some((Ok(message), (chunks, pending, ended)));
+            }
+            if ended {
+                return None;
+            }
+            match chunks.next().await {
+                Some(Ok(bytes)) => pending.extend_from_slice(&bytes),
+                Some(Err(e)) => return Some((Err(e), (chunks, pending, true))),
+                None => ended = true,
+            }
+        }
+    })
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchJobsResponse, Status>> + Send>>;
@@ -345,6 +297,7 @@ impl JobRegistryApi for RegistryService {
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs.iter().map(state_to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
+            watch_revision: page.watch_revision,
         }))
     }
 
@@ -366,6 +319,20 @@ impl JobRegistryApi for RegistryService {
         Ok(Response::new(pb::GetJobSpecResponse { job_type, job_spec_json }))
     }
 
+    type ReadJobSpecStream = Pin<Box<dyn Stream<Item = Result<pb::ReadJobSpecResponse, Status>> + Send>>;
+
+    async fn read_job_spec(&self, request: Request<pb::GetJobSpecRequest>) -> Result<Response<Self::ReadJobSpecStream>, Status> {
+        let (job_type, chunks) = self.registry.read_spec(&job_id(&request.into_inner().job_id)?).await?;
+        let mut job_type = Some(job_type);
+        let messages = spec_messages(chunks).map(move |chunk| {
+            Ok(pb::ReadJobSpecResponse {
+                job_type: job_type.take().unwrap_or_default(),
+                chunk: chunk.map_err(Status::from)?,
+            })
+        });
+        Ok(Response::new(Box::pin(messages)))
+    }
+
     type WatchJobsStream = WatchStream;
 
     async fn watch_jobs(&self, request: Request<pb::WatchJobsRequest>) -> Result<Response<Self::WatchJobsStream>, Status> {
@@ -377,59 +344,22 @@ impl JobRegistryApi for RegistryService {
             .map(|s| required_status(*s, "statuses"))
             .collect::<Result<Vec<_>, _>>()?;
         let wanted = move |state: &JobState| (ids.is_empty() || ids.contains(state.job_id())) && (statuses.is_empty() || statuses.contains(&state.status()));
-        let hub = self.registry.hub();
-        let (backlog, mut live) = hub.subscribe(request.after_revision)?;
-        let replay = if request.replay_current { self.registry.all_jobs().await? } else { Vec::new() };
-        let replay_seq = hub.last_seq();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchJobsResponse, Status>>(64);
-        let registry = self.registry.clone();
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let send = |state: &JobState, previous: Option<JobStatus>, replayed: bool, seq: u64| pb::WatchJobsResponse {
-                job: Some(state_to_proto(state)),
-                previous_status: previous.map_or(pb::JobStatus::Unspecified, status_to_proto).into(),
-                replayed,
-                watch_revision: seq,
+        let events = self.registry.watch(request.after_revision, request.replay_current, self.shutdown.clone()).await?;
+        let messages = events.filter_map(move |event| {
+            let message = match event {
+                Ok(event) if wanted(&event.state) => Some(Ok(pb::WatchJobsResponse {
+                    job: Some(state_to_proto(&event.state)),
+                    previous_status: event.previous.map_or(pb::JobStatus::Unspecified, status_to_proto).into(),
+                    replayed: event.replayed,
+                    watch_revision: event.seq,
+                    traceparent: event.traceparent.unwrap_or_default(),
+                })),
+                Ok(_) => None,
+                Err(e) => Some(Err(Status::from(e))),
             };
-            for state in replay.iter().filter(|s| wanted(s)) {
-                if tx.send(Ok(send(state, None, true, replay_seq))).await.is_err() {
-                    return;
-                }
-            }
-            let mut last = request.after_revision;
-            for event in backlog {
-                last = event.seq;
-                if wanted(&event.state) && tx.send(Ok(send(&event.state, event.previous, false, event.seq))).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let received = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tx.closed() => return,
-                    received = live.recv() => received,
-                };
-                let events = match received {
-                    Ok(event) if event.seq > last => vec![event],
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match registry.hub().since(last) {
-                        Ok(events) => events,
-                        Err(e) => {
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
-                        }
-                    },
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                for event in events {
-                    last = event.seq;
-                    if wanted(&event.state) && tx.send(Ok(send(&event.state, event.previous, false, event.seq))).await.is_err() {
-                        return;
-                    }
-                }
-            }
+            std::future::ready(message)
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(messages)))
     }
 
     async fn claim_job(&self, request: Request<pb::ClaimJobRequest>) -> Result<Response<pb::ClaimJobResponse>, Status> {
@@ -467,13 +397,7 @@ impl JobRegistryApi for RegistryService {
 
     async fn set_index_state(&self, request: Request<pb::SetIndexStateRequest>) -> Result<Response<pb::SetIndexStateResponse>, Status> {
         let request = request.into_inner();
-        let index = match pb::IndexState::try_from(request.state) {
-            Ok(pb::IndexState::None) => IndexState::None,
-            Ok(pb::IndexState::Running) => IndexState::Running,
-            Ok(pb::IndexState::Done) => IndexState::Done,
-            Ok(pb::IndexState::Failed) => IndexState::Failed,
-            Ok(pb::IndexState::Unspecified) | Err(_) => return Err(Status::invalid_argument("state must be an index state")),
-        };
+        let index = index_from_proto(request.state).ok_or_else(|| Status::invalid_argument("state must be an index state"))?;
         let state = self
             .registry
             .set_index_state(&job_id(&request.job_id)?, index, request.results_path, request.error)

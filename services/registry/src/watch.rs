@@ -16,19 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RegistryError;
 use crate::registry::{JOBS_PREFIX, JobRegistry, revision};
 
-/// One change of one job.
-#[derive(Debug, Clone)]
-pub struct JobEvent {
-    /// This server's sequence number of the change.
-    pub seq: u64,
-    /// The job's state after the change.
-    pub state: Arc<JobState>,
-    /// Its status before, if known.
-    pub previous: Option<JobStatus>,
-    /// The W3C `traceparent` of the request that made the change (in this process), so work it
-    /// triggers joins the same trace.
-    pub traceparent: Option<String>,
-}
+pub use modelops_registry_client::JobEvent;
 
 #[derive(Debug, Default)]
 struct HubState {
@@ -102,6 +90,7 @@ impl ChangeHub {
             seq: hub.next_seq,
             state: Arc::new(state),
             previous,
+            replayed: false,
             traceparent: modelops_runtime::telemetry::current_traceparent(),
         };
         hub.next_seq += 1;
@@ -149,6 +138,75 @@ impl ChangeHub {
             return Err(RegistryError::WatchTooOld { requested: after, oldest });
         }
         Ok(hub.backlog.iter().filter(|e| e.seq > after).cloned().collect())
+    }
+}
+
+impl JobRegistry {
+    /// Follows job changes: first, with `replay_current`, the current state of every job (marked
+    /// replayed, at the position the live events continue from), then the retained events after
+    /// `after` (0: none), then live ones until `shutdown` or until the stream is dropped. A
+    /// watcher that falls behind the live channel is served from the backlog; one that fell
+    /// behind the backlog too gets an OUT_OF_RANGE error and the stream ends (re-watch with
+    /// `replay_current`). What `WatchJobs` serves, and what services in this process follow.
+    pub async fn watch(
+        &self,
+        after: u64,
+        replay_current: bool,
+        shutdown: CancellationToken,
+    ) -> Result<futures::stream::BoxStream<'static, Result<JobEvent, RegistryError>>, RegistryError> {
+        let hub = self.hub();
+        let (backlog, mut live) = hub.subscribe(after)?;
+        let replay = if replay_current { self.all_jobs().await? } else { Vec::new() };
+        let replay_seq = hub.last_seq();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<JobEvent, RegistryError>>(64);
+        let registry = self.clone();
+        tokio::spawn(async move {
+            for state in replay {
+                let event = JobEvent {
+                    seq: replay_seq,
+                    state: Arc::new(state),
+                    previous: None,
+                    replayed: true,
+                    traceparent: None,
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            let mut last = after;
+            for event in backlog {
+                last = event.seq;
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let received = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                let events = match received {
+                    Ok(event) if event.seq > last => vec![event],
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => match registry.hub().since(last) {
+                        Ok(events) => events,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for event in events {
+                    last = event.seq;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 }
 

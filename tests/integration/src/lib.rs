@@ -264,8 +264,12 @@ impl MopsProcess {
     /// Starts `mops serve` with `args` on free ports and waits until it accepts connections.
     /// Its log goes to `{home}/mops.log` (a pipe nobody reads could fill up and stall it).
     pub fn serve(home: &std::path::Path, args: &[&str]) -> Self {
-        let port = free_port();
-        let metrics_port = free_port();
+        Self::serve_on(home, free_port(), free_port(), args)
+    }
+
+    /// [`MopsProcess::serve`] on given ports: a process restarted where its peers reach it (as
+    /// behind a Kubernetes Service).
+    pub fn serve_on(home: &std::path::Path, port: u16, metrics_port: u16, args: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -159,13 +159,13 @@ async fn a_query_only_server_shows_the_jobs_of_a_registry_in_another_process_liv
     let store = etcd_url(&unique("dashboard-split"));
     let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let registry = MopsProcess::serve(home_a.path(), &["registry", "--registry-store", &store]);
-    let query = MopsProcess::serve(home_b.path(), &["query", "--registry-store", &store]);
+    let query = MopsProcess::serve(home_b.path(), &["query", "--registry-endpoint", &format!("http://127.0.0.1:{}", registry.port)]);
     let channel = channel(&format!("http://127.0.0.1:{}", registry.port)).await;
     let job = unique("job-split");
     let study = include_str!("../../../crates/core/tests/fixtures/upstream/study_plain.json");
     register_study(&channel, &job, study, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").await;
 
-    // The query pod's dashboard lists the job (its registry view reads the shared store).
+    // The query pod's dashboard lists the job (through the registry's ListJobs).
     let page = http_get(query.http_port, "/jobs");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains(&format!("<tr data-job=\"{job}\" data-status=\"pending\"")), "{page}");
@@ -177,7 +177,7 @@ async fn a_query_only_server_shows_the_jobs_of_a_registry_in_another_process_liv
         .to_owned();
 
     // A change made through the registry process reaches the query process's event stream
-    // through the store's change feed.
+    // through the registry's WatchJobs.
     let mut events = std::net::TcpStream::connect(("127.0.0.1", query.http_port)).unwrap();
     write!(events, "GET {events_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     move_through(&channel, &job, &[registry_pb::JobStatus::Submitting]).await;

@@ -1,8 +1,9 @@
-//! The services as deployed (`deploy/k8s`): separate `mops serve registry|indexer|query`
-//! processes, two replicas of each, on etcd (the test's own) or Azurite and shared file stores. Concurrent clients drive jobs through both registry replicas (some finished
+//! The services as deployed (`deploy/k8s`): separate `mops serve registry|attribution|indexer|query`
+//! processes meeting only over gRPC (`--registry-endpoint`), two replicas of each but attribution, on etcd (the test's own) or Azurite and shared file stores. Concurrent clients drive jobs through both registry replicas (some finished
 //! milliseconds after registration), while indexer replicas are killed with SIGKILL at moments
-//! chosen by a seeded generator and restarted, and so are registry replicas (between batches of
-//! requests, so no request is in flight; a watcher moves to the other replica). At the end every terminal job must have exactly
+//! chosen by a seeded generator and restarted, and so are registry replicas and attribution
+//! (between batches of requests, so no client request is in flight; a watcher moves to the other
+//! replica, and the services following a killed replica reconnect to it once it is back). At the end every terminal job must have exactly
 //! one table with the right rows (read through the query process), and a watcher on one
 //! registry replica must have seen every job's final state and its table done.
 //!
@@ -32,6 +33,8 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::StreamExt as _;
 use modelops_core::store::Store;
 use modelops_integration_tests::{MopsProcess, azurite_container, channel, free_port, start_private_etcd, unique, write_results};
+use modelops_proto::attribution::v1 as attribution_pb;
+use modelops_proto::attribution::v1::attribution_client::AttributionClient;
 use modelops_proto::registry::v1 as pb;
 use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use rand::{Rng as _, SeedableRng as _};
@@ -67,11 +70,21 @@ struct Plan {
     salt: u64,
 }
 
-/// The processes of the deployment, with what is needed to restart one.
+/// The processes of the deployment, with what is needed to restart one. As in `deploy/k8s`, only
+/// the registry opens the job state and spec stores; attribution, the indexers and the query
+/// services reach it through its gRPC API (`--registry-endpoint`), replica `n` of each through
+/// registry replica `n` (attribution through replica 0), at an address that survives a restart
+/// (a Kubernetes Service's).
 struct Deployment {
     shared: tempfile::TempDir,
+    /// The registry's stores.
+    registry_args: Vec<String>,
+    /// The shared data stores and the indexers' timings.
     common: Vec<String>,
+    /// Each registry replica's (gRPC, HTTP) ports.
+    registry_ports: Vec<(u16, u16)>,
     registries: Vec<MopsProcess>,
+    attribution: MopsProcess,
     indexers: Vec<MopsProcess>,
     queries: Vec<MopsProcess>,
 }
@@ -82,11 +95,8 @@ impl Deployment {
     fn start(registry_store: String, jobs_store: Option<String>) -> Self {
         let shared = tempfile::tempdir().unwrap();
         let url = |name: &str| format!("file://{}/{name}", shared.path().display());
+        let registry_args = vec!["--registry-store".to_owned(), registry_store, "--jobs-store".to_owned(), jobs_store.unwrap_or_else(|| url("jobs"))];
         let common = vec![
-            "--registry-store".to_owned(),
-            registry_store,
-            "--jobs-store".to_owned(),
-            jobs_store.unwrap_or_else(|| url("jobs")),
             "--provenance".to_owned(),
             url("provenance"),
             "--results".to_owned(),
@@ -99,25 +109,52 @@ impl Deployment {
             "--catalog-refresh-ms".to_owned(),
             "200".to_owned(),
         ];
-        let spawn = |service: &str, n: usize| Self::spawn(shared.path(), &common, service, n);
-        let registries = (0..2).map(|n| spawn("registry", n)).collect();
-        let indexers = (0..2).map(|n| spawn("indexer", n)).collect();
-        let queries = (0..2).map(|n| spawn("query", n)).collect();
-        Self {
+        let registry_ports: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_port())).collect();
+        let mut deployment = Self {
+            registries: Vec::new(),
+            attribution: Self::spawn(shared.path(), &common, &registry_ports, "attribution", 0),
+            indexers: Vec::new(),
+            queries: Vec::new(),
             shared,
+            registry_args,
             common,
-            registries,
-            indexers,
-            queries,
+            registry_ports,
+        };
+        for n in 0..2 {
+            let registry = deployment.spawn_registry(n);
+            deployment.registries.push(registry);
         }
+        for n in 0..2 {
+            let indexer = Self::spawn(deployment.shared.path(), &deployment.common, &deployment.registry_ports, "indexer", n);
+            deployment.indexers.push(indexer);
+            let query = Self::spawn(deployment.shared.path(), &deployment.common, &deployment.registry_ports, "query", n);
+            deployment.queries.push(query);
+        }
+        deployment
     }
 
-    fn spawn(shared: &Path, common: &[String], service: &str, n: usize) -> MopsProcess {
+    fn home(shared: &Path, service: &str, n: usize) -> std::path::PathBuf {
         let home = shared.join(format!("home-{service}-{n}"));
         std::fs::create_dir_all(&home).unwrap();
-        let mut args: Vec<&str> = vec![service];
+        home
+    }
+
+    /// Starts replica `n` of a service that reaches the registry through replica `n`'s address.
+    /// It may start before that replica listens: its calls fail UNAVAILABLE until then.
+    fn spawn(shared: &Path, common: &[String], registry_ports: &[(u16, u16)], service: &str, n: usize) -> MopsProcess {
+        let endpoint = format!("http://127.0.0.1:{}", registry_ports[n].0);
+        let mut args: Vec<&str> = vec![service, "--registry-endpoint", &endpoint];
         args.extend(common.iter().map(String::as_str));
-        MopsProcess::serve(&home, &args)
+        MopsProcess::serve(&Self::home(shared, service, n), &args)
+    }
+
+    /// Starts registry replica `n` on its ports.
+    fn spawn_registry(&self, n: usize) -> MopsProcess {
+        let mut args: Vec<&str> = vec!["registry"];
+        args.extend(self.registry_args.iter().map(String::as_str));
+        args.extend(self.common.iter().map(String::as_str));
+        let (port, http_port) = self.registry_ports[n];
+        MopsProcess::serve_on(&Self::home(self.shared.path(), "registry", n), port, http_port, &args)
     }
 
     fn endpoint(process: &MopsProcess) -> String {
@@ -129,17 +166,23 @@ impl Deployment {
         let killed = &mut self.indexers[n].child;
         killed.kill().unwrap();
         killed.wait().unwrap();
-        self.indexers[n] = Self::spawn(self.shared.path(), &self.common, "indexer", n);
+        self.indexers[n] = Self::spawn(self.shared.path(), &self.common, &self.registry_ports, "indexer", n);
     }
 
-    /// SIGKILLs registry replica `n` and starts a new one in its place (on a new port); returns
-    /// its endpoint.
-    fn kill_and_restart_registry(&mut self, n: usize) -> String {
+    /// SIGKILLs registry replica `n` and starts a new one in its place, at the same address.
+    fn kill_and_restart_registry(&mut self, n: usize) {
         let killed = &mut self.registries[n].child;
         killed.kill().unwrap();
         killed.wait().unwrap();
-        self.registries[n] = Self::spawn(self.shared.path(), &self.common, "registry", n);
-        Self::endpoint(&self.registries[n])
+        self.registries[n] = self.spawn_registry(n);
+    }
+
+    /// SIGKILLs the attribution process and starts a new one in its place.
+    fn kill_and_restart_attribution(&mut self) {
+        let killed = &mut self.attribution.child;
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        self.attribution = Self::spawn(self.shared.path(), &self.common, &self.registry_ports, "attribution", 0);
     }
 }
 
@@ -462,7 +505,7 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
     ));
 
     let ops = Arc::new(AtomicU64::new(0));
-    let (mut indexer_kills, mut registry_kills) = (0, 0);
+    let (mut indexer_kills, mut registry_kills, mut attribution_kills) = (0, 0, 0);
     // Four clients at a time; between batches (no request in flight), the planned kills, while
     // the indexers work on what the batch finished.
     // Batches during which the registry's etcd is SIGKILLed, for a while, with requests in flight.
@@ -502,13 +545,15 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         let (_, down) = tokio::join!(futures::future::join_all(runs), outage);
         longest_outage = longest_outage.max(down);
         for _ in kill_after.range(start + 1..=start + batch.len()) {
-            if rng.random_bool(0.5) {
+            let roll = rng.random_range(0..5);
+            if roll < 2 {
                 deployment.kill_and_restart_indexer(rng.random_range(0..deployment.indexers.len()));
                 indexer_kills += 1;
+            } else if roll == 2 {
+                deployment.kill_and_restart_attribution();
+                attribution_kills += 1;
             } else {
-                let victim = rng.random_range(0..replicas);
-                let endpoint = deployment.kill_and_restart_registry(victim);
-                registries.lock().unwrap()[victim] = endpoint;
+                deployment.kill_and_restart_registry(rng.random_range(0..replicas));
                 registry_kills += 1;
             }
         }
@@ -554,8 +599,25 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         assert_eq!(versions.len(), 1, "seed {seed}: {}: {versions:?}", plan.job);
         assert_eq!(table_rows(query, &plan.job).await, plan.sets * TARGETS, "seed {seed}: {}", plan.job);
     }
+    // Attribution reaches job states and specs through the registry's API as well: every job's
+    // aggregations (derived by the indexer) are counted, and a partial job's missing tasks are
+    // found from its spec streamed by the registry.
+    let mut attribution = AttributionClient::new(channel(&Deployment::endpoint(&deployment.attribution)).await);
+    for plan in &plans {
+        let request = attribution_pb::GetJobAttributionRequest {
+            job_id: plan.job.clone(),
+            sample_size: 0,
+        };
+        let counts = attribution.get_job_attribution(request).await.unwrap_or_else(|e| panic!("seed {seed}: {}: {e}", plan.job)).into_inner().counts.unwrap();
+        assert_eq!(counts.aggs as usize, (plan.sets - plan.missing.len()) * TARGETS, "seed {seed}: {}", plan.job);
+        if !plan.missing.is_empty() {
+            let request = attribution_pb::GetResumableTasksRequest { job_id: plan.job.clone() };
+            let resumable = attribution.get_resumable_tasks(request).await.unwrap_or_else(|e| panic!("seed {seed}: {}: {e}", plan.job)).into_inner();
+            assert_eq!(resumable.task_json.len(), plan.missing.len() * 2, "seed {seed}: {}: two replicates per missing set", plan.job);
+        }
+    }
     println!(
-        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer and {registry_kills} registry replica kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, {} watcher reconnects, 2 registry / 2 indexer / 2 query processes",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer, {registry_kills} registry replica and {attribution_kills} attribution kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, {} watcher reconnects, 2 registry / 1 attribution / 2 indexer / 2 query processes meeting over gRPC",
         plans.iter().filter(|p| p.direct).count(),
         outage_batches.len(),
         longest_outage.as_millis(),

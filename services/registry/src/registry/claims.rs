@@ -13,16 +13,7 @@ use modelops_core::time::{parse_iso, py_isoformat};
 use super::{CLAIMS_PREFIX, JobRegistry, uuid_hex8};
 use crate::error::RegistryError;
 
-/// The outcome of a claim request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// Whether the requester holds the claim now.
-    pub granted: bool,
-    /// The current holder.
-    pub holder: String,
-    /// When the claim expires.
-    pub expires_at: DateTime<Utc>,
-}
+pub use modelops_registry_client::Claim;
 
 impl JobRegistry {
     /// Takes or renews a claim on `job_id` for `purpose` (e.g. "index") by `holder`, lasting `ttl`.

@@ -1,7 +1,7 @@
 //! Listing jobs: every readable state, pages newest first with a page token, counts by
 //! status.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use modelops_core::job::{JobState, JobStatus};
 use modelops_core::page_token::PageToken;
 use modelops_core::time::parse_iso;
@@ -9,27 +9,7 @@ use modelops_core::time::parse_iso;
 use super::{DEFAULT_PAGE_SIZE, JOBS_PREFIX, JobRegistry, MAX_PAGE_SIZE, decode};
 use crate::error::RegistryError;
 
-/// A page request of [`JobRegistry::list`].
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    /// Only these statuses (all when empty).
-    pub statuses: Vec<JobStatus>,
-    /// Only jobs created at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    /// Page size (0 = default).
-    pub limit: usize,
-    /// Where the previous page ended.
-    pub page_token: Option<String>,
-}
-
-/// One page of jobs.
-#[derive(Debug, Clone)]
-pub struct JobPage {
-    /// Newest first.
-    pub jobs: Vec<JobState>,
-    /// Where the next page starts, if there is one.
-    pub next_page_token: Option<String>,
-}
+pub use modelops_registry_client::{JobPage, ListQuery};
 
 impl JobRegistry {
     /// Every readable job state. Unreadable ones are skipped with a warning, as upstream does.
@@ -61,6 +41,8 @@ impl JobRegistry {
             .map(PageToken::decode)
             .transpose()
             .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        // Before the listing: a change it misses is after this position.
+        let watch_revision = self.hub().last_seq();
         let mut jobs: Vec<JobState> = self
             .all_jobs()
             .await?
@@ -79,7 +61,11 @@ impl JobRegistry {
         let more = jobs.len() > limit;
         jobs.truncate(limit);
         let next_page_token = more.then(|| jobs.last().map(|j| PageToken::encode(j.created_at(), j.job_id()))).flatten();
-        Ok(JobPage { jobs, next_page_token })
+        Ok(JobPage {
+            jobs,
+            next_page_token,
+            watch_revision,
+        })
     }
 
     /// Counts jobs in every status.

@@ -1,11 +1,12 @@
 //! Job specs: stored once at `jobs/{job_type}/{job_id}.json` beside a job's registration (never
-//! overwriting a different one), and read back whole or located for readers that stream them.
+//! overwriting a different one), and read back whole or streamed.
 
 use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use modelops_core::job::JobId;
 use modelops_core::paths;
 use modelops_core::pyjson::PyValue;
-use modelops_core::store::Store;
 use modelops_core::study::JobSpec;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -75,22 +76,20 @@ impl JobRegistry {
         Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
     }
 
-    /// Where a job's spec blob is, for readers that stream it: `(job_type, key)` in
-    /// [`JobRegistry::specs_store`].
-    pub async fn spec_location(&self, job_id: &JobId) -> Result<(String, Path), RegistryError> {
+    /// Streams a job's spec blob, as [`JobRegistry::get_spec`] finds it: `(job_type, bytes)`.
+    /// The blob is never held whole (a study of 128,000 tasks is tens of MB).
+    pub async fn read_spec(&self, job_id: &JobId) -> Result<(String, BoxStream<'static, Result<Bytes, RegistryError>>), RegistryError> {
         for key in self.spec_keys(job_id).await? {
-            match self.inner.specs.object_store.head(&key).await {
-                Ok(_) => return Ok((Self::spec_job_type(&key), key)),
+            match self.inner.specs.object_store.get(&key).await {
+                Ok(result) => {
+                    let chunks = result.into_stream().map(|chunk| chunk.map_err(RegistryError::from)).boxed();
+                    return Ok((Self::spec_job_type(&key), chunks));
+                }
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Err(RegistryError::NotFound(format!("{job_id} (job spec)")))
-    }
-
-    /// The store job specs are kept in (`jobs/{job_type}/{job_id}.json`).
-    pub fn specs_store(&self) -> &Store {
-        &self.inner.specs
     }
 
     /// Reads and parses a job's spec.

@@ -701,3 +701,26 @@ async fn validation_fields_are_set_and_nullable_fields_cleared_as_upstream_does(
     assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
     assert_eq!(registry.require(&id("job-1")).await.unwrap().to_json(), state.to_json());
 }
+
+#[tokio::test]
+async fn a_spec_blob_that_is_a_fifo_or_a_link_is_refused_not_waited_on() {
+    // Submitters write the jobs store too: a spec there may be anything. The registry's store is
+    // opened confined (as `mops serve` opens it), so `ReadJobSpec` neither follows a link nor
+    // waits on a FIFO, and its error names the key, not the server's directory.
+    let dir = tempfile::tempdir().unwrap();
+    let specs = Store::open_confined(&format!("file://{}", dir.path().display())).unwrap();
+    let registry = JobRegistry::new(Arc::new(MemoryStore::new()), specs, RegistryConfig::default(), &prometheus::Registry::new());
+    std::fs::create_dir_all(dir.path().join("jobs/simulation")).unwrap();
+    let fifo = dir.path().join("jobs/simulation/job-fifo.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::write(dir.path().join("elsewhere.json"), b"{}").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.json"), dir.path().join("jobs/simulation/job-link.json")).unwrap();
+    for job in ["job-fifo", "job-link"] {
+        register(&registry, job).await;
+        // A guard, not a synchronisation: a reader blocked on the FIFO would never return.
+        let read = tokio::time::timeout(Duration::from_secs(30), registry.read_spec(&id(job))).await.expect("refused at once");
+        let error = tonic::Status::from(read.err().expect("refused"));
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+        assert!(error.message().contains(job) && !error.message().contains(&dir.path().display().to_string()), "{error:?}");
+    }
+}
