@@ -38,9 +38,13 @@ RUN groupadd --system --gid 10001 mops \
 COPY --from=builder /out/mops /usr/local/bin/mops
 # Listen on every interface inside the container (the binary's defaults are loopback only).
 # MODELOPS_HOME holds the embedded stores (registry, jobs, provenance, results) when no store URL is set.
+# MIMALLOC_ARENA_RESERVE: mops' allocator reserves address space 64 MiB at a time instead of 1 GiB,
+# so a container under an address-space cap (ulimit -v) keeps room for the system malloc that C
+# libraries (zstd) use (docs/LIMITS.md).
 ENV MOPS_LISTEN=0.0.0.0:50051 \
     MOPS_METRICS_LISTEN=0.0.0.0:9464 \
-    MODELOPS_HOME=/data
+    MODELOPS_HOME=/data \
+    MIMALLOC_ARENA_RESERVE=64MiB
 WORKDIR /data
 USER 10001:10001
 # 50051: gRPC (services, grpc.health.v1, reflection). 9464: HTTP /metrics, /healthz and the dashboard.

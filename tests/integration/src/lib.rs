@@ -284,6 +284,8 @@ impl MopsProcess {
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(args)
+            // As the image (Dockerfile) runs it.
+            .env("MIMALLOC_ARENA_RESERVE", "64MiB")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
