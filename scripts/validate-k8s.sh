@@ -228,8 +228,9 @@ for w in workloads:
                     err(f"{cwho}: etcd endpoint {host} is not a member of a rendered StatefulSet")
 
 # The services meet only at their protos: a pod running attribution, the indexer or the query
-# service alone must reach the registry's gRPC API through a rendered Service whose pods serve the
-# registry, on one of its ports; and the NetworkPolicy of its pods must let it out to them.
+# service alone must reach each service it calls (the registry; attribution too for the indexer and
+# the query service's dashboard) through a rendered Service whose pods serve that service, on one
+# of its ports; and the NetworkPolicy of its pods must let it out to them on 50051.
 def mops_args(workload):
     for c in workload["spec"]["template"]["spec"]["containers"]:
         if c["name"] == "mops":
@@ -247,40 +248,43 @@ def mops_env(workload):
         env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
     return env
 
-registry_pods = [w for w in workloads if mops_args(w) in (["serve", "registry"],)]
+PEERS = {"attribution": ["registry"], "indexer": ["registry", "attribution"], "query": ["registry", "attribution"]}
 for w in workloads:
     args = mops_args(w)
-    if args is None or args[1:] not in (["attribution"], ["indexer"], ["query"]):
+    if args is None or len(args) != 2 or args[1] not in PEERS:
         continue
-    endpoint = mops_env(w).get("MOPS_REGISTRY_ENDPOINT", "")
-    target = re.fullmatch(r"https?://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:(\d+)", endpoint)
-    service = by_kind.get("Service", {}).get(target.group(1)) if target else None
-    if service is None:
-        err(f"{ident(w)} ({args[1]}): MOPS_REGISTRY_ENDPOINT {endpoint!r} is not http(s)://<rendered Service>:<port>")
-        continue
-    served = [who for who, labels in pod_labels if all(labels.get(k) == v for k, v in service["spec"].get("selector", {}).items())]
-    if not served or any(who not in [ident(r) for r in registry_pods] for who in served):
-        err(f"{ident(w)} ({args[1]}): Service/{target.group(1)} selects {served}, not only registry pods")
-    if int(target.group(2)) not in [p["port"] for p in service["spec"]["ports"]]:
-        err(f"{ident(w)} ({args[1]}): Service/{target.group(1)} has no port {target.group(2)}")
-    labels = w["spec"]["template"]["metadata"].get("labels", {})
-    registry_labels = [r["spec"]["template"]["metadata"].get("labels", {}) for r in registry_pods]
-    for policy in by_kind.get("NetworkPolicy", {}).values():
-        if "Egress" not in policy["spec"].get("policyTypes", []):
+    for peer in PEERS[args[1]]:
+        variable = f"MOPS_{peer.upper()}_ENDPOINT"
+        endpoint = mops_env(w).get(variable, "")
+        target = re.fullmatch(r"https?://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:(\d+)", endpoint)
+        service = by_kind.get("Service", {}).get(target.group(1)) if target else None
+        if service is None:
+            err(f"{ident(w)} ({args[1]}): {variable} {endpoint!r} is not http(s)://<rendered Service>:<port>")
             continue
-        if not all(labels.get(k) == v for k, v in policy["spec"]["podSelector"].get("matchLabels", {}).items()):
-            continue
-        def allows(rule):
-            peers = rule.get("to")
-            ports = [p.get("port") for p in rule.get("ports", [])]
-            reaches = peers is None or any(
-                "podSelector" in peer and "namespaceSelector" not in peer
-                and all(all(rl.get(k) == v for k, v in peer["podSelector"].get("matchLabels", {}).items()) for rl in registry_labels)
-                for peer in peers
-            )
-            return reaches and (not ports or 50051 in ports)
-        if not any(allows(rule) for rule in policy["spec"].get("egress", [])):
-            err(f"{ident(w)} ({args[1]}): NetworkPolicy/{policy['metadata']['name']} lets it reach no registry pod on 50051")
+        peer_pods = [p for p in workloads if mops_args(p) == ["serve", peer]]
+        served = [who for who, labels in pod_labels if all(labels.get(k) == v for k, v in service["spec"].get("selector", {}).items())]
+        if not served or any(who not in [ident(p) for p in peer_pods] for who in served):
+            err(f"{ident(w)} ({args[1]}): {variable} names Service/{target.group(1)}, which selects {served}, not only {peer} pods")
+        if int(target.group(2)) not in [p["port"] for p in service["spec"]["ports"]]:
+            err(f"{ident(w)} ({args[1]}): Service/{target.group(1)} has no port {target.group(2)}")
+        labels = w["spec"]["template"]["metadata"].get("labels", {})
+        peer_labels = [p["spec"]["template"]["metadata"].get("labels", {}) for p in peer_pods]
+        for policy in by_kind.get("NetworkPolicy", {}).values():
+            if "Egress" not in policy["spec"].get("policyTypes", []):
+                continue
+            if not all(labels.get(k) == v for k, v in policy["spec"]["podSelector"].get("matchLabels", {}).items()):
+                continue
+            def allows(rule):
+                peers = rule.get("to")
+                ports = [p.get("port") for p in rule.get("ports", [])]
+                reaches = peers is None or any(
+                    "podSelector" in entry and "namespaceSelector" not in entry
+                    and all(all(pl.get(k) == v for k, v in entry["podSelector"].get("matchLabels", {}).items()) for pl in peer_labels)
+                    for entry in peers
+                )
+                return reaches and (not ports or 50051 in ports)
+            if not any(allows(rule) for rule in policy["spec"].get("egress", [])):
+                err(f"{ident(w)} ({args[1]}): NetworkPolicy/{policy['metadata']['name']} lets it reach no {peer} pod on 50051")
 
 for kind in ("Service",):
     for doc in by_kind.get(kind, {}).values():

@@ -15,6 +15,7 @@ use modelops_indexer::service::IndexerService;
 use modelops_query::{Catalog, Engine, QueryService, TableCache};
 use modelops_registry::service::{RegistryService, StoreUrls};
 use modelops_registry::{JobRegistry, RegistryConfig};
+use modelops_attribution_client::{GrpcAttribution, SharedAttribution};
 use modelops_registry_client::{GrpcRegistry, SharedRegistry};
 use modelops_runtime::auth::{BearerAuth, read_token_file};
 use modelops_runtime::config::{ServerConfig, StoreConfig};
@@ -93,6 +94,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MOPS_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
 
+    /// The attribution service's gRPC address (`http://attribution:50051`), for a process that
+    /// runs the indexer (which reads each job's aggregation edges there) or the query service's
+    /// dashboard (attribution counts) without attribution. Unused when this process serves
+    /// attribution itself.
+    #[arg(long, env = "MOPS_ATTRIBUTION_ENDPOINT")]
+    pub attribution_endpoint: Option<String>,
+
     /// What one request may make the server hold, read or store.
     #[command(flatten)]
     pub limits: crate::limits::LimitArgs,
@@ -116,9 +124,9 @@ pub struct ServerState {
     pub job_reader: Option<SharedRegistry>,
     /// Attribution (when this process serves it).
     pub attribution: Option<Attribution>,
-    /// Attribution as the dashboard reads it (edges in the results store), whichever services
-    /// this process serves.
-    pub attribution_view: Option<Attribution>,
+    /// Attribution as the indexer and the dashboard reach it: the one in this process, or
+    /// another process's over gRPC (`--attribution-endpoint`).
+    pub attribution_view: Option<SharedAttribution>,
     /// The indexer (when this process runs it).
     pub indexer: Option<Indexer>,
     /// The query service's catalog (when this process serves queries).
@@ -200,9 +208,22 @@ impl ServerState {
         // Every runner writes the provenance store: read only regular files beneath its root.
         let provenance = Store::open_confined(&args.stores.provenance_url()).context("opening the provenance store")?;
         let results = open(args.stores.results_url(), "results")?;
-        let edges = job_reader
-            .as_ref()
-            .map(|registry| Attribution::new(results.clone(), provenance.clone(), Arc::clone(registry)));
+        let attribution = match (&job_reader, serves_attribution) {
+            (Some(registry), true) => Some(Attribution::new(results.clone(), provenance.clone(), Arc::clone(registry))),
+            _ => None,
+        };
+        // The indexer and the dashboard meet attribution only at its API too.
+        let edges: Option<SharedAttribution> = match (&attribution, &args.attribution_endpoint) {
+            (Some(attribution), _) => Some(attribution.clone().into()),
+            (None, Some(endpoint)) => Some(Arc::new(
+                GrpcAttribution::connect_lazy(endpoint, token.as_deref(), args.limits.max_message_bytes)
+                    .with_context(|| format!("invalid --attribution-endpoint {endpoint:?}"))?,
+            )),
+            (None, None) if serves_indexer => anyhow::bail!(
+                "mops serve indexer needs the attribution service's gRPC address: set --attribution-endpoint or MOPS_ATTRIBUTION_ENDPOINT (e.g. http://attribution:50051)"
+            ),
+            (None, None) => None,
+        };
         let indexer = match (&job_reader, &edges, serves_indexer) {
             (Some(registry), Some(edges), true) => {
                 let holder = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "mops".into()), std::process::id());
@@ -213,7 +234,7 @@ impl ServerState {
                     ..Default::default()
                 };
                 let ttl = Duration::from_secs(args.index_claim_ttl_seconds.max(1));
-                Some(Indexer::new(Arc::clone(registry), edges.clone(), provenance.clone(), results.clone(), holder, options, ttl))
+                Some(Indexer::new(Arc::clone(registry), Arc::clone(edges), provenance.clone(), results.clone(), holder, options, ttl))
             }
             _ => None,
         };
@@ -221,7 +242,6 @@ impl ServerState {
             .service
             .includes(ServiceSelection::Query)
             .then(|| Catalog::new(std::sync::Arc::clone(&results.object_store)));
-        let attribution = edges.clone().filter(|_| serves_attribution);
         Ok(Self {
             selection: args.service,
             jobs,

@@ -62,6 +62,12 @@ impl GrpcRegistry {
     }
 }
 
+impl From<GrpcRegistry> for crate::SharedRegistry {
+    fn from(client: GrpcRegistry) -> Self {
+        Arc::new(client)
+    }
+}
+
 #[async_trait::async_trait]
 impl RegistryClient for GrpcRegistry {
     async fn get_job(&self, job: &JobId) -> Result<Option<JobState>, Status> {

@@ -125,6 +125,20 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// This edge as an aggregation edge (`None` for a simulation, or an aggregation without its
+    /// target), as the indexer reads them.
+    pub fn as_agg_edge(&self) -> Option<modelops_attribution_client::AggEdge<'_>> {
+        match (self.kind, self.target.as_deref()) {
+            (Kind::Agg, Some(target)) => Some(modelops_attribution_client::AggEdge {
+                param_id: &self.param_id,
+                target,
+                path: &self.path,
+                cache_hit: self.role == Role::CacheHit,
+            }),
+            _ => None,
+        }
+    }
+
     /// The identity of an edge within a job: the same (kind, path) is the same edge.
     pub fn key(&self) -> (Kind, &str) {
         (self.kind, self.path.as_str())

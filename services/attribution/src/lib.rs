@@ -12,6 +12,7 @@ pub mod codec;
 pub mod derive;
 pub mod edge;
 pub mod error;
+pub mod in_process;
 pub mod owners;
 pub mod service;
 pub mod store;

@@ -42,6 +42,26 @@ impl AttributionService {
     }
 }
 
+/// Serves `attribution` alone on a loopback port until `shutdown`, and returns a client of it:
+/// attribution as another process would reach it, for tests and benchmarks of the services that
+/// call it over gRPC.
+pub async fn serve_on_loopback(attribution: Attribution, shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<modelops_attribution_client::GrpcAttribution> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let service = AttributionService::new(attribution).into_server(64 * 1024 * 1024);
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(error) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+        {
+            tracing::warn!(%error, "attribution server failed");
+        }
+    });
+    modelops_attribution_client::GrpcAttribution::connect_lazy(&endpoint, None, 64 * 1024 * 1024).map_err(std::io::Error::other)
+}
+
 fn job_id(id: &str) -> Result<JobId, AttributionError> {
     Ok(JobId::new(id)?)
 }

@@ -18,9 +18,9 @@ pub enum DashboardError {
     /// The registry refused or failed: its status.
     #[error("job registry: {}", .0.message())]
     Registry(#[from] tonic::Status),
-    /// Attribution failed.
-    #[error("attribution: {0}")]
-    Attribution(#[from] modelops_attribution::AttributionError),
+    /// Attribution refused or failed: its status.
+    #[error("attribution: {}", .0.message())]
+    Attribution(tonic::Status),
     /// A query failed.
     #[error("query: {0}")]
     Query(#[from] modelops_query::QueryError),
@@ -64,7 +64,7 @@ impl DashboardError {
             Self::NotFound(message) => (StatusCode::NOT_FOUND, message),
             error @ Self::ServiceNotRunning(_) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             Self::Registry(status) => grpc(status),
-            Self::Attribution(error) => grpc(error.into()),
+            Self::Attribution(status) => grpc(status),
             Self::Query(error) => grpc(error.into()),
             error @ (Self::Store(_) | Self::Plot(_) | Self::Arrow(_)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
         }

@@ -49,7 +49,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -
     }
     let row = state.as_ref().map(JobRow::of);
     let attribution = match (&dashboard.attribution, &state) {
-        (Some(attribution), Some(_)) => Some(attribution.summary(&job, 0).await?),
+        (Some(attribution), Some(_)) => Some(attribution.counts(&job).await.map_err(DashboardError::Attribution)?),
         _ => None,
     };
     let landscape = match (&dashboard.engine, &entry) {
@@ -80,17 +80,16 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -
                     p.note { "This server does not run the job registry; only the loss table is shown." }
                 }
             }
-            @if let Some(summary) = &attribution {
+            @if let Some(counts) = &attribution {
                 section.attribution {
                     h2 { "Attribution" }
-                    @let counts = &summary.counts;
                     dl.counts {
                         dt { "Simulations" } dd data-count="sims" { (counts.sims) }
                         dt { "Aggregations" } dd data-count="aggs" { (counts.aggs) }
                         dt { "Computed" } dd data-count="computed" { (counts.computed) }
                         dt { "Cache hits" } dd data-count="cache_hits" { (counts.cache_hits) }
                         dt { "Missing" } dd data-count="missing" { (counts.expected_missing) }
-                        dt { "Sealed" } dd { (if summary.seal.is_some() { "yes" } else { "no" }) }
+                        dt { "Sealed" } dd { (if counts.sealed { "yes" } else { "no" }) }
                     }
                 }
             }

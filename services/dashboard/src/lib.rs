@@ -28,7 +28,7 @@ pub mod plots;
 
 use std::sync::Arc;
 
-use modelops_attribution::Attribution;
+use modelops_attribution_client::SharedAttribution;
 use modelops_query::Engine;
 use modelops_registry_client::SharedRegistry;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ pub struct Dashboard {
     /// Jobs and their changes.
     pub registry: Option<SharedRegistry>,
     /// Attribution counts.
-    pub attribution: Option<Attribution>,
+    pub attribution: Option<SharedAttribution>,
     /// Loss tables.
     pub engine: Option<Engine>,
     /// Rendered landscapes of recently viewed jobs.
@@ -55,7 +55,7 @@ pub struct Dashboard {
 
 impl Dashboard {
     /// A dashboard over these parts.
-    pub fn new(registry: Option<SharedRegistry>, attribution: Option<Attribution>, engine: Option<Engine>) -> Self {
+    pub fn new(registry: Option<SharedRegistry>, attribution: Option<SharedAttribution>, engine: Option<Engine>) -> Self {
         Self {
             registry,
             attribution,

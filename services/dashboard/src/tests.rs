@@ -87,7 +87,7 @@ async fn run_study(fixture: &Fixture, provenance: &Store, job: &str, study_json:
         fixture.registry.update_status(&id, StatusUpdate::to(status)).await.unwrap();
     }
     let derived = derive(provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
-    let locations = locate(&spec, &derived.edges);
+    let locations = locate(&spec, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
     index_job(provenance, Arc::clone(&fixture.results.object_store), &spec, &locations, IndexOptions::default(), |_, _| {})
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn fixture() -> Fixture {
     let registry = JobRegistry::new(Arc::new(MemoryStore::new()), open("jobs"), config, &prometheus_registry());
     let attribution = Attribution::new(results.clone(), provenance.clone(), registry.clone());
     let engine = Engine::new(Catalog::new(Arc::clone(&results.object_store))).unwrap();
-    let dashboard = Dashboard::new(Some(registry.clone().into()), Some(attribution), Some(engine.clone()));
+    let dashboard = Dashboard::new(Some(registry.clone().into()), Some(attribution.into()), Some(engine.clone()));
     let fixture = Fixture {
         registry,
         provenance: provenance.clone(),

@@ -45,19 +45,22 @@ impl IndexError {
     /// A registry status: unavailable (retried: the registry or its store is down, restarting,
     /// or did not answer in time) or a refusal.
     pub fn registry(status: &tonic::Status) -> Self {
-        match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted | tonic::Code::Cancelled | tonic::Code::Unknown => {
-                Self::Unavailable(format!("registry: {}", status.message()))
-            }
-            _ => Self::Invalid(status.message().to_owned()),
-        }
+        Self::peer("registry", status)
     }
 
-    /// An attribution error: unavailable (retried) or a refusal.
-    pub fn attribution(error: &modelops_attribution::error::AttributionError) -> Self {
-        match error.code() {
-            tonic::Code::Unavailable => Self::Unavailable(format!("attribution: {error}")),
-            _ => Self::Invalid(error.to_string()),
+    /// An attribution status: unavailable (retried) or a refusal.
+    pub fn attribution(status: &tonic::Status) -> Self {
+        Self::peer("attribution", status)
+    }
+
+    /// Another service's status: one that could not answer (down, restarting, its backend down,
+    /// a connection cut, no answer in time, a conflict to retry) is transient; the rest refuse.
+    fn peer(service: &str, status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                Self::Unavailable(format!("{service}: {}", status.message()))
+            }
+            _ => Self::Invalid(format!("{service}: {}", status.message())),
         }
     }
 }

@@ -9,10 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use modelops_attribution::Attribution;
-use modelops_attribution::edge::Role;
+use modelops_attribution_client::SharedAttribution;
 use modelops_core::job::{JobId, JobStatus};
-use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
 use modelops_core::job::IndexState;
 use modelops_registry_client::{JobEvent, SharedRegistry, WatchFrom};
@@ -131,7 +129,7 @@ pub struct Indexer {
 #[derive(Debug)]
 struct Inner {
     registry: SharedRegistry,
-    attribution: Attribution,
+    attribution: SharedAttribution,
     provenance: Store,
     results: Store,
     holder: String,
@@ -157,7 +155,7 @@ impl Indexer {
     /// `claim_ttl` unless renewed (a crashed indexer's claim is taken over after that).
     pub fn new(
         registry: impl Into<SharedRegistry>,
-        attribution: Attribution,
+        attribution: impl Into<SharedAttribution>,
         provenance: Store,
         results: Store,
         holder: String,
@@ -169,7 +167,7 @@ impl Indexer {
         Self {
             inner: Arc::new(Inner {
                 registry: registry.into(),
-                attribution,
+                attribution: attribution.into(),
                 provenance,
                 results,
                 holder,
@@ -422,11 +420,7 @@ impl Indexer {
         let mut edges = self.edge_index(job).await?;
         if edges.is_empty() {
             // A job without reported edges (it ran before attribution): derive them.
-            self.inner
-                .attribution
-                .derive(job, &ProvenanceSchema::ALL, |_, _| {})
-                .await
-                .map_err(|e| IndexError::attribution(&e))?;
+            self.inner.attribution.derive_edges(job).await.map_err(|e| IndexError::attribution(&e))?;
             edges = self.edge_index(job).await?;
         }
         let outline = source::outline(&blob).await?;
@@ -465,9 +459,9 @@ impl Indexer {
         let mut refused = None;
         self.inner
             .attribution
-            .visit_agg_edges(job, |edge| {
+            .visit_agg_edges(job, &mut |edge| {
                 if refused.is_none()
-                    && let Err(e) = edges.insert(edge.param_id, edge.target, edge.path, edge.role == Role::CacheHit)
+                    && let Err(e) = edges.insert(edge.param_id, edge.target, edge.path, edge.cache_hit)
                 {
                     refused = Some(e);
                 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::error::IndexError;
 
-use modelops_attribution::edge::{Edge, Kind, Role};
+use modelops_attribution_client::AggEdge;
 use modelops_core::study::SimJobSpec;
 
 /// One row to build.
@@ -24,13 +24,10 @@ pub struct AggLocation {
     pub cache_hit: bool,
 }
 
-/// Rows in table order (parameter sets in task order, targets in spec order), located by `edges`.
-pub fn locate(job: &SimJobSpec, edges: &[Edge]) -> Vec<AggLocation> {
-    let by_key: HashMap<(&str, &str), &Edge> = edges
-        .iter()
-        .filter(|e| e.kind == Kind::Agg)
-        .filter_map(|e| Some(((e.param_id.as_str(), e.target.as_deref()?), e)))
-        .collect();
+/// Rows in table order (parameter sets in task order, targets in spec order), located by the
+/// job's aggregation `edges`.
+pub fn locate<'a>(job: &SimJobSpec, edges: impl IntoIterator<Item = AggEdge<'a>>) -> Vec<AggLocation> {
+    let by_key: HashMap<(&str, &str), AggEdge<'a>> = edges.into_iter().map(|e| ((e.param_id, e.target), e)).collect();
     let targets = job.target_entrypoints();
     let mut rows = Vec::new();
     for (group, params) in job.task_groups().iter().enumerate() {
@@ -39,8 +36,8 @@ pub fn locate(job: &SimJobSpec, edges: &[Edge]) -> Vec<AggLocation> {
             rows.push(AggLocation {
                 group,
                 target: target.clone(),
-                path: edge.map(|e| e.path.clone()),
-                cache_hit: edge.is_some_and(|e| e.role == Role::CacheHit),
+                path: edge.map(|e| e.path.to_owned()),
+                cache_hit: edge.is_some_and(|e| e.cache_hit),
             });
         }
     }

@@ -66,7 +66,7 @@ async fn write(stores: &Stores, job: &SimJobSpec, schema: ProvenanceSchema, sets
 /// Derives the job's edges (as if created at `created_at`) and indexes it.
 async fn index(stores: &Stores, job: &SimJobSpec, created_at: chrono::DateTime<Utc>) -> crate::build::IndexOutcome {
     let derived = derive(stores.provenance.object_store.as_ref(), job, created_at, &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
-    let locations = locate(job, &derived.edges);
+    let locations = locate(job, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
     let options = IndexOptions {
         batch_rows: 4,
         ..IndexOptions::default()
@@ -261,6 +261,11 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
             registry.clone().into()
         };
         let attribution = Attribution::new(results.clone(), provenance.clone(), Arc::clone(&reached));
+        let attribution_reached: modelops_attribution_client::SharedAttribution = if over_grpc {
+            Arc::new(modelops_attribution::service::serve_on_loopback(attribution.clone(), shutdown.clone()).await.unwrap())
+        } else {
+            attribution.clone().into()
+        };
         let id = JobId::new(&format!("job-streamed-{round}")).unwrap();
         let registration = Registration {
             job_id: Some(id.clone()),
@@ -302,7 +307,7 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
 
         let indexer = crate::indexer::Indexer::new(
             reached,
-            attribution,
+            attribution_reached,
             provenance.clone(),
             results.clone(),
             "test".into(),
@@ -312,7 +317,7 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
         let status = indexer.run(&id).await;
         assert_eq!(status.phase, crate::indexer::Phase::Done, "{status:?}");
 
-        let locations = locate(&spec, &derived.edges);
+        let locations = locate(&spec, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
         let in_memory = index_job(
             &provenance,
             Arc::clone(&reference.object_store),
@@ -385,7 +390,7 @@ async fn unreadable_aggregations_are_failed_rows_and_nothing_outside_the_store_i
     std::fs::write(agg(4).join("result.json"), format!(r#"{{"loss": 1.0, "pad": "{}"}}"#, "x".repeat(8192))).unwrap();
 
     let derived = derive(stores.provenance.object_store.as_ref(), &job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
-    let locations = locate(&job, &derived.edges);
+    let locations = locate(&job, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
     let options = IndexOptions {
         max_record_bytes: 4096,
         ..IndexOptions::default()
@@ -588,7 +593,7 @@ async fn a_manifest_names_immutable_table_versions_and_replaced_ones_outlive_it_
                 table_grace: std::time::Duration::from_secs(grace_secs),
                 ..IndexOptions::default()
             };
-            index_job(&stores.provenance, Arc::clone(&stores.results.object_store), spec, &locate(spec, &derived.edges), options, |_, _| {})
+            index_job(&stores.provenance, Arc::clone(&stores.results.object_store), spec, &locate(spec, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge)), options, |_, _| {})
                 .await
                 .unwrap()
         }
@@ -793,7 +798,7 @@ async fn a_forced_build_rewrites_a_table_whose_inputs_are_unchanged() {
         rewrite_unchanged: true,
         ..IndexOptions::default()
     };
-    let forced = index_job(&stores.provenance, Arc::clone(&stores.results.object_store), &job, &locate(&job, &derived.edges), options, |_, _| {})
+    let forced = index_job(&stores.provenance, Arc::clone(&stores.results.object_store), &job, &locate(&job, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge)), options, |_, _| {})
         .await
         .unwrap();
     assert!(!forced.unchanged, "a forced build commits again");
@@ -819,7 +824,11 @@ async fn an_indexer_following_a_registry_over_grpc_indexes_what_finished_while_i
     let server = modelops_registry::service::serve_alone(first.registry.clone(), listener, stop_first.clone());
     let remote: modelops_registry_client::SharedRegistry =
         Arc::new(modelops_registry_client::GrpcRegistry::connect_lazy(&format!("http://{address}"), None, 64 << 20).unwrap());
+    // Attribution in a third "process", reaching the registry over gRPC too; the job reported no
+    // edges, so the indexer has attribution derive them (DeriveEdges), then reads them back.
+    let stop_attribution = tokio_util::sync::CancellationToken::new();
     let attribution = modelops_attribution::Attribution::new(first.results.clone(), provenance.clone(), Arc::clone(&remote));
+    let attribution = modelops_attribution::service::serve_on_loopback(attribution, stop_attribution.clone()).await.unwrap();
     let options = IndexOptions {
         // The resync would find the job too; this test is about the watch.
         resync_interval: std::time::Duration::from_secs(3600),
@@ -858,5 +867,6 @@ async fn an_indexer_following_a_registry_over_grpc_indexes_what_finished_while_i
     assert_eq!(restarted.require(&second.id).await.unwrap().index_state(), modelops_core::job::IndexState::Done, "recorded through the new server");
     token.cancel();
     stop_second.cancel();
+    stop_attribution.cancel();
     server.await.unwrap();
 }

@@ -67,7 +67,7 @@ async fn write_and_index(fixture: &Fixture, job: &SimJobSpec, missing: &[usize],
     };
     synthetic::write_job_results(fixture.provenance.object_store.as_ref(), job, &run).await.unwrap();
     let derived = derive(fixture.provenance.object_store.as_ref(), job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
-    let locations = locate(job, &derived.edges);
+    let locations = locate(job, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
     index_job(&fixture.provenance, Arc::clone(&fixture.results.object_store), job, &locations, IndexOptions::default(), |_, _| {})
         .await
         .unwrap();
@@ -564,7 +564,7 @@ async fn index_job_with_replicates(fixture: &Fixture) -> SimJobSpec {
         result.insert("diagnostics", PyValue::Object(diagnostics));
         provenance.put(&path, bytes::Bytes::from(pyjson::to_indent2(&PyValue::Object(result))).into()).await.unwrap();
     }
-    let locations = locate(&job, &derived.edges);
+    let locations = locate(&job, derived.edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
     index_job(&fixture.provenance, Arc::clone(&fixture.results.object_store), &job, &locations, IndexOptions::default(), |_, _| {})
         .await
         .unwrap();

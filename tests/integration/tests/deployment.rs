@@ -71,10 +71,10 @@ struct Plan {
 }
 
 /// The processes of the deployment, with what is needed to restart one. As in `deploy/k8s`, only
-/// the registry opens the job state and spec stores; attribution, the indexers and the query
-/// services reach it through its gRPC API (`--registry-endpoint`), replica `n` of each through
-/// registry replica `n` (attribution through replica 0), at an address that survives a restart
-/// (a Kubernetes Service's).
+/// the registry opens the job state and spec stores, and only attribution its edges; the other
+/// services reach them through their gRPC APIs (`--registry-endpoint`, `--attribution-endpoint`),
+/// replica `n` of each through registry replica `n` (attribution through replica 0), at addresses
+/// that survive a restart (a Kubernetes Service's).
 struct Deployment {
     shared: tempfile::TempDir,
     /// The registry's stores.
@@ -83,6 +83,8 @@ struct Deployment {
     common: Vec<String>,
     /// Each registry replica's (gRPC, HTTP) ports.
     registry_ports: Vec<(u16, u16)>,
+    /// Attribution's (gRPC, HTTP) ports.
+    attribution_ports: (u16, u16),
     registries: Vec<MopsProcess>,
     attribution: MopsProcess,
     indexers: Vec<MopsProcess>,
@@ -96,7 +98,7 @@ impl Deployment {
         let shared = tempfile::tempdir().unwrap();
         let url = |name: &str| format!("file://{}/{name}", shared.path().display());
         let registry_args = vec!["--registry-store".to_owned(), registry_store, "--jobs-store".to_owned(), jobs_store.unwrap_or_else(|| url("jobs"))];
-        let common = vec![
+        let mut common = vec![
             "--provenance".to_owned(),
             url("provenance"),
             "--results".to_owned(),
@@ -110,15 +112,18 @@ impl Deployment {
             "200".to_owned(),
         ];
         let registry_ports: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_port())).collect();
+        let attribution_ports = (free_port(), free_port());
+        common.extend(["--attribution-endpoint".to_owned(), format!("http://127.0.0.1:{}", attribution_ports.0)]);
         let mut deployment = Self {
             registries: Vec::new(),
-            attribution: Self::spawn(shared.path(), &common, &registry_ports, "attribution", 0),
+            attribution: Self::spawn_attribution(shared.path(), &common, &registry_ports, attribution_ports),
             indexers: Vec::new(),
             queries: Vec::new(),
             shared,
             registry_args,
             common,
             registry_ports,
+            attribution_ports,
         };
         for n in 0..2 {
             let registry = deployment.spawn_registry(n);
@@ -146,6 +151,14 @@ impl Deployment {
         let mut args: Vec<&str> = vec![service, "--registry-endpoint", &endpoint];
         args.extend(common.iter().map(String::as_str));
         MopsProcess::serve(&Self::home(shared, service, n), &args)
+    }
+
+    /// Starts attribution on its ports, reaching the registry through replica 0.
+    fn spawn_attribution(shared: &Path, common: &[String], registry_ports: &[(u16, u16)], (port, http_port): (u16, u16)) -> MopsProcess {
+        let endpoint = format!("http://127.0.0.1:{}", registry_ports[0].0);
+        let mut args: Vec<&str> = vec!["attribution", "--registry-endpoint", &endpoint];
+        args.extend(common.iter().map(String::as_str));
+        MopsProcess::serve_on(&Self::home(shared, "attribution", 0), port, http_port, &args)
     }
 
     /// Starts registry replica `n` on its ports.
@@ -182,7 +195,7 @@ impl Deployment {
         let killed = &mut self.attribution.child;
         killed.kill().unwrap();
         killed.wait().unwrap();
-        self.attribution = Self::spawn(self.shared.path(), &self.common, &self.registry_ports, "attribution", 0);
+        self.attribution = Self::spawn_attribution(self.shared.path(), &self.common, &self.registry_ports, self.attribution_ports);
     }
 }
 

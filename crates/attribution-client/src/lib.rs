@@ -1,0 +1,165 @@
+//! What the indexer and the dashboard need of the attribution service, as one trait,
+//! [`AttributionClient`]: a job's aggregation edges (where each of its losses is, and whether it
+//! was a cache hit), deriving the edges of a job that ran before attribution, and a job's counts.
+//!
+//! Services meet only at their protos: in a split deployment (`mops serve indexer
+//! --attribution-endpoint …`) the indexer and the query service's dashboard reach attribution
+//! through [`GrpcAttribution`], its gRPC API; inside one `mops serve` they use attribution in the
+//! same process through the same trait (implemented by `modelops-attribution`). Attribution's
+//! edges live in the results store, but only attribution reads or writes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use modelops_core::job::JobId;
+use modelops_proto::attribution::v1 as pb;
+use modelops_runtime::telemetry::ClientInterceptor;
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// Attribution shared by the parts of one process.
+pub type SharedAttribution = Arc<dyn AttributionClient>;
+
+/// One aggregation edge of a job: where the loss of one (parameter set, target) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggEdge<'a> {
+    /// The parameter-set id.
+    pub param_id: &'a str,
+    /// The target entrypoint.
+    pub target: &'a str,
+    /// The aggregation directory, relative to the provenance root.
+    pub path: &'a str,
+    /// Whether the job found it already computed (by another job).
+    pub cache_hit: bool,
+}
+
+/// A job's attribution counts at a glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttributionCounts {
+    /// Simulation results.
+    pub sims: u64,
+    /// Aggregation results.
+    pub aggs: u64,
+    /// Results the job computed.
+    pub computed: u64,
+    /// Results the job found already computed.
+    pub cache_hits: u64,
+    /// Results whose role is unknown.
+    pub unknown: u64,
+    /// Results the spec expects that are nowhere.
+    pub expected_missing: u64,
+    /// Whether the job's edges are sealed (final).
+    pub sealed: bool,
+}
+
+/// What the indexer and the dashboard need of attribution.
+#[async_trait::async_trait]
+pub trait AttributionClient: Send + Sync + std::fmt::Debug {
+    /// Hands every aggregation edge of `job` to `visit`, as they arrive (never all held at once).
+    async fn visit_agg_edges(&self, job: &JobId, visit: &mut (dyn for<'a> FnMut(AggEdge<'a>) + Send)) -> Result<(), Status>;
+
+    /// Derives `job`'s edges from its spec and the provenance store, in either layout (a job that
+    /// ran before attribution, or whose runners reported nothing), and records them.
+    async fn derive_edges(&self, job: &JobId) -> Result<(), Status>;
+
+    /// `job`'s counts.
+    async fn counts(&self, job: &JobId) -> Result<AttributionCounts, Status>;
+}
+
+/// How long a call may wait for attribution's answer (for a stream: its first headers).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The attribution service's gRPC API as an [`AttributionClient`].
+#[derive(Debug, Clone)]
+pub struct GrpcAttribution {
+    client: pb::attribution_client::AttributionClient<InterceptedService<Channel, ClientInterceptor>>,
+}
+
+impl GrpcAttribution {
+    /// A client of attribution at `endpoint` (`http://attribution:50051`, or `https://…` checked
+    /// against the system's roots), sending `token`, taking messages up to `max_message_bytes`.
+    /// It connects on first use and again after a failure: until attribution answers, calls fail
+    /// UNAVAILABLE.
+    pub fn connect_lazy(endpoint: &str, token: Option<&str>, max_message_bytes: usize) -> Result<Self, tonic::transport::Error> {
+        let mut channel = Endpoint::from_shared(endpoint.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(CALL_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        if endpoint.starts_with("https://") {
+            channel = channel.tls_config(ClientTlsConfig::new().with_native_roots())?;
+        }
+        let client = pb::attribution_client::AttributionClient::new(InterceptedService::new(channel.connect_lazy(), ClientInterceptor::with_token(token)))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        Ok(Self { client })
+    }
+}
+
+impl From<GrpcAttribution> for SharedAttribution {
+    fn from(client: GrpcAttribution) -> Self {
+        Arc::new(client)
+    }
+}
+
+#[async_trait::async_trait]
+impl AttributionClient for GrpcAttribution {
+    async fn visit_agg_edges(&self, job: &JobId, visit: &mut (dyn for<'a> FnMut(AggEdge<'a>) + Send)) -> Result<(), Status> {
+        let request = pb::ListJobResultsRequest {
+            job_id: job.to_string(),
+            kind: pb::ResultKind::Agg.into(),
+            target: None,
+            role: pb::Role::Unspecified.into(),
+        };
+        let mut stream = self.client.clone().list_job_results(request).await?.into_inner();
+        while let Some(message) = stream.message().await? {
+            for edge in &message.edges {
+                let Some(target) = edge.target.as_deref() else {
+                    return Err(Status::data_loss(format!("attribution sent an aggregation edge of job {job} without its target")));
+                };
+                visit(AggEdge {
+                    param_id: &edge.param_id,
+                    target,
+                    path: &edge.path,
+                    cache_hit: edge.role == i32::from(pb::Role::CacheHit),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn derive_edges(&self, job: &JobId) -> Result<(), Status> {
+        let request = pb::DeriveEdgesRequest {
+            job_id: job.to_string(),
+            schema: "any".into(),
+        };
+        let mut stream = self.client.clone().derive_edges(request).await?.into_inner();
+        while let Some(progress) = stream.next().await {
+            if progress?.done {
+                return Ok(());
+            }
+        }
+        Err(Status::unavailable(format!("attribution stopped deriving the edges of job {job} before it finished")))
+    }
+
+    async fn counts(&self, job: &JobId) -> Result<AttributionCounts, Status> {
+        let request = pb::GetJobAttributionRequest {
+            job_id: job.to_string(),
+            sample_size: 1,
+        };
+        let answer = self.client.clone().get_job_attribution(request).await?.into_inner();
+        let counts = answer.counts.unwrap_or_default();
+        Ok(AttributionCounts {
+            sims: counts.sims,
+            aggs: counts.aggs,
+            computed: counts.computed,
+            cache_hits: counts.cache_hits,
+            unknown: counts.unknown,
+            expected_missing: counts.expected_missing,
+            sealed: answer.sealed,
+        })
+    }
+}
