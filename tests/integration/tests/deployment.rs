@@ -1,9 +1,10 @@
 //! The services as deployed (`deploy/k8s`): separate `mops serve registry|attribution|indexer|query`
 //! processes meeting only over gRPC (`--registry-endpoint`), two replicas of each but attribution, on etcd (the test's own) or Azurite and shared file stores. Concurrent clients drive jobs through both registry replicas (some finished
 //! milliseconds after registration), while indexer replicas are killed with SIGKILL at moments
-//! chosen by a seeded generator and restarted, and so are registry replicas and attribution
-//! (between batches of requests, so no client request is in flight; a watcher moves to the other
-//! replica, and the services following a killed replica reconnect to it once it is back). At the end every terminal job must have exactly
+//! chosen by a seeded generator and restarted, and so are registry replicas and attribution,
+//! each while clients' requests are in flight (a call left unanswered is made again; a watcher
+//! moves to the other replica, and the services following a killed replica reconnect to it once
+//! it is back on its address). At the end every terminal job must have exactly
 //! one table with the right rows (read through the query process), and a watcher on one
 //! registry replica must have seen every job's final state and its table done.
 //!
@@ -197,6 +198,17 @@ impl Deployment {
         killed.wait().unwrap();
         self.attribution = Self::spawn_attribution(self.shared.path(), &self.common, &self.registry_ports, self.attribution_ports);
     }
+}
+
+/// A process the chaos kills.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    /// Indexer replica `n`.
+    Indexer(usize),
+    /// The attribution process.
+    Attribution,
+    /// Registry replica `n`.
+    Registry(usize),
 }
 
 /// Whether a call failed because the registry could not answer (its store down, a connection
@@ -519,8 +531,8 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
 
     let ops = Arc::new(AtomicU64::new(0));
     let (mut indexer_kills, mut registry_kills, mut attribution_kills) = (0, 0, 0);
-    // Four clients at a time; between batches (no request in flight), the planned kills, while
-    // the indexers work on what the batch finished.
+    // Four clients at a time; during a batch, the planned kills of processes (and of etcd), with
+    // requests in flight, while the indexers work on what earlier batches finished.
     // Batches during which the registry's etcd is SIGKILLed, for a while, with requests in flight.
     let outage_batches: BTreeSet<usize> = if etcd.is_some() { (0..2).map(|_| rng.random_range(0..(jobs / 4).saturating_sub(1).max(1))).collect() } else { BTreeSet::new() };
     let mut longest_outage = Duration::ZERO;
@@ -555,19 +567,43 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
                 }
             }
         });
-        let (_, down) = tokio::join!(futures::future::join_all(runs), outage);
+        // The planned kills of this batch, each at a random moment while its requests are in
+        // flight: a registry replica killed mid-request leaves calls unanswered, which the
+        // clients make again (and the services following it reconnect once it is back).
+        let kills: Vec<(Victim, Duration)> = kill_after
+            .range(start + 1..=start + batch.len())
+            .map(|_| {
+                let victim = match rng.random_range(0..5) {
+                    0 | 1 => Victim::Indexer(rng.random_range(0..deployment.indexers.len())),
+                    2 => Victim::Attribution,
+                    _ => Victim::Registry(rng.random_range(0..replicas)),
+                };
+                (victim, Duration::from_millis(rng.random_range(10..300)))
+            })
+            .collect();
+        let deployment_ref = &mut deployment;
+        let chaos = async move {
+            let mut killed = Vec::new();
+            for (victim, after) in kills {
+                // Chaos timing, not synchronisation: when to kill.
+                tokio::time::sleep(after).await;
+                // Restarting waits (blocking) for the new process to listen.
+                tokio::task::block_in_place(|| match victim {
+                    Victim::Indexer(n) => deployment_ref.kill_and_restart_indexer(n),
+                    Victim::Attribution => deployment_ref.kill_and_restart_attribution(),
+                    Victim::Registry(n) => deployment_ref.kill_and_restart_registry(n),
+                });
+                killed.push(victim);
+            }
+            killed
+        };
+        let (_, down, killed) = tokio::join!(futures::future::join_all(runs), outage, chaos);
         longest_outage = longest_outage.max(down);
-        for _ in kill_after.range(start + 1..=start + batch.len()) {
-            let roll = rng.random_range(0..5);
-            if roll < 2 {
-                deployment.kill_and_restart_indexer(rng.random_range(0..deployment.indexers.len()));
-                indexer_kills += 1;
-            } else if roll == 2 {
-                deployment.kill_and_restart_attribution();
-                attribution_kills += 1;
-            } else {
-                deployment.kill_and_restart_registry(rng.random_range(0..replicas));
-                registry_kills += 1;
+        for victim in killed {
+            match victim {
+                Victim::Indexer(_) => indexer_kills += 1,
+                Victim::Attribution => attribution_kills += 1,
+                Victim::Registry(_) => registry_kills += 1,
             }
         }
     }
