@@ -298,12 +298,12 @@ impl JobRegistry {
     /// the follower that publishes other processes' writes to watchers. Both stop (the flusher
     /// after a last flush) when `token` is cancelled.
     pub fn start(&self, token: tokio_util::sync::CancellationToken, tracker: &tokio_util::task::TaskTracker) {
-        tracker.spawn(crate::progress::run_flusher(self.clone(), token.clone()));
+        tracker.spawn(flushing::run_flusher(self.clone(), token.clone()));
         tracker.spawn(refresh_job_gauge(self.clone(), token.clone()));
         // Other replicas and other writers (the Python ModelOps) change the store too; backends
         // without a change feed have this process as their only writer.
         if self.inner.store.changes(JOBS_PREFIX).is_some() {
-            tracker.spawn(crate::watch::follow_store(self.clone(), token));
+            tracker.spawn(following::follow_store(self.clone(), token));
         }
     }
 
@@ -705,7 +705,7 @@ impl JobRegistry {
 
     /// Flushes queued progress now (used on shutdown and by tests).
     pub async fn flush_progress(&self) {
-        crate::progress::flush(self, false).await;
+        flushing::flush(self, false).await;
     }
 }
 
@@ -725,6 +725,8 @@ async fn refresh_job_gauge(registry: JobRegistry, token: tokio_util::sync::Cance
 }
 
 pub mod claims;
+mod flushing;
+mod following;
 pub mod listing;
 pub mod specs;
 #[cfg(test)]

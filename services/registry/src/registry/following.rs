@@ -1,0 +1,140 @@
+//! Following changes: the watch a caller of `WatchJobs` (or a service in this process) gets from
+//! the change hub ([`crate::watch::ChangeHub`]), and the follower that publishes to the hub what
+//! other processes write, from the store's change feed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use modelops_core::job::JobId;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::{JOBS_PREFIX, JobRegistry};
+use crate::error::RegistryError;
+use crate::watch::JobEvent;
+
+impl JobRegistry {
+    /// Follows job changes: first, with `replay_current`, the current state of every job (marked
+    /// replayed, at the position the live events continue from), then the retained events after
+    /// `after` (0: none), then live ones until `shutdown` or until the stream is dropped. A
+    /// watcher that falls behind the live channel is served from the backlog; one that fell
+    /// behind the backlog too gets an OUT_OF_RANGE error and the stream ends (re-watch with
+    /// `replay_current`). What `WatchJobs` serves, and what services in this process follow.
+    pub async fn watch(
+        &self,
+        after: u64,
+        replay_current: bool,
+        shutdown: CancellationToken,
+    ) -> Result<futures::stream::BoxStream<'static, Result<JobEvent, RegistryError>>, RegistryError> {
+        let hub = self.hub();
+        let (backlog, mut live) = hub.subscribe(after)?;
+        let replay = if replay_current { self.all_jobs().await? } else { Vec::new() };
+        let replay_seq = hub.last_seq();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<JobEvent, RegistryError>>(64);
+        let registry = self.clone();
+        tokio::spawn(async move {
+            for state in replay {
+                let event = JobEvent {
+                    seq: replay_seq,
+                    state: Arc::new(state),
+                    previous: None,
+                    replayed: true,
+                    traceparent: None,
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            let mut last = after;
+            for event in backlog {
+                last = event.seq;
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let received = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                let events = match received {
+                    Ok(event) if event.seq > last => vec![event],
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => match registry.hub().since(last) {
+                        Ok(events) => events,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for event in events {
+                    last = event.seq;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+    }
+}
+
+/// Follows the store's change feed (other processes' writes) and publishes what changed. The
+/// feed may repeat or skip events, so every change is re-read, and the whole prefix is
+/// reconciled after each reconnect and every 30 seconds.
+pub(crate) async fn follow_store(registry: JobRegistry, token: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        reconcile(&registry).await;
+        let Some(mut feed) = registry.inner.store.changes(JOBS_PREFIX) else { return };
+        let mut resync = tokio::time::interval(Duration::from_secs(30));
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = resync.tick() => reconcile(&registry).await,
+                change = feed.next() => match change {
+                    Some(Ok(change)) => {
+                        backoff = Duration::from_millis(200);
+                        if let Some(job) = change.key.strip_prefix(JOBS_PREFIX).and_then(|k| k.strip_suffix("/state.json"))
+                            && let Ok(job_id) = JobId::new(job)
+                        {
+                            match registry.get(&job_id).await {
+                                Ok(Some(state)) => {
+                                    registry.hub().publish(state);
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(job, error = %e, "cannot re-read a changed job"),
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "store change feed failed; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn reconcile(registry: &JobRegistry) {
+    match registry.all_jobs().await {
+        Ok(jobs) => {
+            for state in jobs {
+                registry.hub().publish(state);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot reconcile job states"),
+    }
+}
