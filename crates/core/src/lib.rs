@@ -3,6 +3,7 @@
 //! - [`pyjson`]: JSON read and written exactly as Python's `json` module does;
 //! - [`ids`]: param_id, seeds, task and aggregation ids, shards, bundle digests;
 //! - [`paths`]: the `token/v1` and `bundle/v1` provenance layouts and the other keys;
+//! - [`loss_table`]: the loss table's results paths, manifest and summary;
 //! - [`records`]: simulation and aggregation records through `object_store`;
 //! - [`job`]: job ids, statuses, transitions and `state.json`;
 //! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
@@ -24,6 +25,7 @@ pub mod confined_fs;
 pub mod flight_command;
 pub mod ids;
 pub mod job;
+pub mod loss_table;
 pub mod page_token;
 #[cfg(feature = "stores")]
 pub mod parquet_file;

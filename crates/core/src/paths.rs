@@ -1,5 +1,6 @@
-//! Where upstream ModelOps puts things: provenance directories, job specs, job state and the
-//! results this project writes (UPSTREAM-FORMAT.md §3, §4, §5).
+//! Where upstream ModelOps puts things: provenance directories, job specs and job state
+//! (UPSTREAM-FORMAT.md §3, §4, §5). The results this project writes are in
+//! [`crate::loss_table`].
 //!
 //! Paths are [`object_store::path::Path`]s relative to a store's root, so the same layout works on
 //! a local directory, Azure, S3 or GCS.
@@ -90,11 +91,6 @@ pub fn job_spec_key(job_type: &str, job_id: &crate::job::JobId) -> String {
 /// The key of a job's state in the registry store: `jobs/{job_id}/state.json`.
 pub fn job_state_key(job_id: &crate::job::JobId) -> String {
     format!("jobs/{job_id}/state.json")
-}
-
-/// The directory of a job's index in the results store: `results/{job_id}`.
-pub fn results_dir(job_id: &crate::job::JobId) -> String {
-    format!("results/{job_id}")
 }
 
 #[cfg(test)]
