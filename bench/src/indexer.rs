@@ -17,6 +17,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use modelops_core::ids;
 use modelops_core::job::JobId;
+use modelops_core::loss_table;
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::records::{self, AggRecord};
 use modelops_core::store::Store;
@@ -148,7 +149,7 @@ fn python_baseline(python: &str, reader: &str, inputs: &std::path::Path, output:
 
 /// Times the indexer on `job` (after removing its manifest, so the whole build runs).
 async fn time_indexer(provenance: &Store, results: &Store, job: &SimJobSpec, locations: &[AggLocation]) -> anyhow::Result<f64> {
-    let manifest = object_store::path::Path::from(format!("results/{}/manifest.json", job.job_id));
+    let manifest = object_store::path::Path::from(loss_table::results_file(&job.job_id, loss_table::MANIFEST_FILE));
     let _ = results.object_store.delete(&manifest).await;
     let started = Instant::now();
     let outcome = index_job(provenance, Arc::clone(&results.object_store), job, locations, IndexOptions::default(), |_, _| {}).await?;

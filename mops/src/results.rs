@@ -1,6 +1,7 @@
 //! `mops results`: building a job's loss table (`index`), and reading tables through the query
 //! service (`losses`, `best`, `query`, `compare`, `sql`, `jobs`).
 
+use modelops_core::loss_table::LOSSES_FILE;
 use modelops_proto::indexer::v1 as pb;
 use modelops_proto::indexer::v1::indexer_client::IndexerClient;
 use modelops_runtime::config::ClientConfig;
@@ -101,7 +102,7 @@ fn print(status: &pb::IndexStatus) {
     println!("Job:      {}", status.job_id);
     println!("Index:    {}{}", phase(status), if status.unchanged { " (inputs unchanged, table kept)" } else { "" });
     println!("Rows:     {} ({} ok, {} missing, {} failed)", counts.total, counts.ok, counts.missing, counts.failed);
-    println!("Table:    {}losses.parquet", status.results_path);
+    println!("Table:    {}{LOSSES_FILE}", status.results_path);
     if let Some(error) = &status.error {
         println!("Error:    {error}");
     }

@@ -5,7 +5,8 @@
 //! `summary.json` and, last, `manifest.json`. Aggregations whose results carry per-replicate
 //! losses also stream into a second staging file, the per-replicate table, committed the same
 //! way. A crash at any point leaves the previous table, summary and manifest as they were; the
-//! same inputs give the same table, summary and per-replicate bytes.
+//! same inputs give the same table, summary and per-replicate bytes. The manifest, the summary
+//! and every path under `results/` are those of [`modelops_core::loss_table`].
 
 use std::sync::Arc;
 
@@ -13,7 +14,11 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::StreamExt;
 use modelops_core::job::JobId;
-use modelops_core::pyjson::{self, PyObject, PyValue};
+use modelops_core::loss_table::{
+    self, BestRow, LOSSES_FILE, MANIFEST_FILE, Manifest, ManifestError, ManifestFiles, REPLICATES_FILE, RowCounts, SCHEMA_VERSION, SUMMARY_FILE, Summary,
+    TABLES_DIR, TableFile, TargetSummary, results_dir, results_file,
+};
+use modelops_core::pyjson::PyObject;
 use modelops_core::records::{self, RecordError};
 use modelops_core::store::Store;
 use modelops_core::study::SimJobSpec;
@@ -29,7 +34,7 @@ use crate::columns::{ParamColumn, param_columns};
 use crate::error::IndexError;
 use crate::locate::AggLocation;
 use crate::replicates::{self, REPLICATES_VERSION, ReplicateLosses, ReplicateRow};
-use crate::table::{self, Row, RowStatus, SCHEMA_VERSION};
+use crate::table::{self, Row, RowStatus};
 
 /// How an index run reads and writes.
 #[derive(Debug, Clone, Copy)]
@@ -57,8 +62,6 @@ pub struct IndexOptions {
     pub rewrite_unchanged: bool,
 }
 
-/// Where a job's table versions are, under its results directory.
-pub const TABLES_DIR: &str = "tables";
 /// Default of [`IndexOptions::table_grace`].
 pub const DEFAULT_TABLE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -80,19 +83,6 @@ impl Default for IndexOptions {
     }
 }
 
-/// Row counts of a table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowCounts {
-    /// All rows.
-    pub total: u64,
-    /// Rows with a loss.
-    pub ok: u64,
-    /// Rows without an aggregation.
-    pub missing: u64,
-    /// Rows whose aggregation is malformed or has a non-finite loss.
-    pub failed: u64,
-}
-
 /// What an index run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexOutcome {
@@ -110,11 +100,6 @@ pub struct IndexOutcome {
 const MAX_ERRORS_LISTED: usize = 1000;
 /// Best rows per target in the summary.
 const BEST_PER_TARGET: usize = 10;
-
-/// The results directory of a job.
-pub fn results_dir(job: &JobId) -> String {
-    format!("results/{job}")
-}
 
 /// Per-target statistics for the summary.
 #[derive(Debug, Default)]
@@ -146,29 +131,25 @@ impl TargetStats {
         }
     }
 
-    fn to_object(&self) -> PyObject {
-        let mut object = PyObject::new();
-        object.insert("count", self.counts.total.into());
-        object.insert("ok", self.counts.ok.into());
-        object.insert("missing", self.counts.missing.into());
-        object.insert("failed", self.counts.failed.into());
-        object.insert("min_loss", self.min.into());
-        let mean = (self.counts.ok > 0).then(|| self.sum / self.counts.ok as f64);
-        object.insert("mean_loss", mean.into());
-        object.insert("max_loss", self.max.into());
-        let best = self
-            .best
-            .iter()
-            .map(|(loss, param_id, values)| {
-                let mut entry = PyObject::new();
-                entry.insert("param_id", param_id.as_str().into());
-                entry.insert("loss", (*loss).into());
-                entry.insert("params", PyValue::Object(values.clone()));
-                PyValue::Object(entry)
-            })
-            .collect();
-        object.insert("best", PyValue::List(best));
-        object
+    fn to_summary(&self) -> TargetSummary {
+        TargetSummary {
+            count: self.counts.total,
+            ok: self.counts.ok,
+            missing: self.counts.missing,
+            failed: self.counts.failed,
+            min_loss: self.min,
+            mean_loss: (self.counts.ok > 0).then(|| self.sum / self.counts.ok as f64),
+            max_loss: self.max,
+            best: self
+                .best
+                .iter()
+                .map(|(loss, param_id, values)| BestRow {
+                    param_id: param_id.clone(),
+                    loss: *loss,
+                    params: loss_table::param_values(values),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -571,27 +552,32 @@ pub async fn index_rows(
 /// Copies the committed versions named in a manifest's `files` to the seed's paths,
 /// `losses.parquet`, `summary.json` and `replicates.parquet`, unless they are there already (the
 /// tables by their size); removes a `replicates.parquet` the manifest does not name (left by an
-/// earlier build whose results carried per-replicate losses).
-async fn restore_seed_copies(results: &dyn ObjectStore, dir: &str, files: &PyObject) -> Result<(), IndexError> {
-    let name = |key: &str| files.get(key).and_then(PyValue::as_str).filter(|n| n.starts_with(TABLES_DIR)).map(str::to_owned);
-    let (Some(table), Some(summary)) = (name("losses"), name("summary")) else { return Ok(()) };
-    let copy_table = |version: String, seed: &'static str, bytes_key: &'static str| async move {
-        let seed_path = Path::from(format!("{dir}/{seed}"));
-        let current = match results.head(&seed_path).await {
-            Ok(meta) => Some(meta.size),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(IndexError::from(e)),
-        };
-        if current != files.get(bytes_key).and_then(PyValue::as_u64) {
-            results.copy(&Path::from(format!("{dir}/{version}")), &seed_path).await?;
+/// earlier build whose results carried per-replicate losses). A manifest from before immutable
+/// versions names the seed's paths themselves: nothing to copy.
+async fn restore_seed_copies(results: &dyn ObjectStore, job: &JobId, files: &ManifestFiles) -> Result<(), IndexError> {
+    let versioned = |name: &str| name.starts_with(TABLES_DIR);
+    if !versioned(&files.losses) || !versioned(&files.summary) {
+        return Ok(());
+    }
+    let copy_table = |version: &str, seed: &'static str, bytes: Option<u64>| {
+        let (version, seed_path) = (Path::from(results_file(job, version)), Path::from(results_file(job, seed)));
+        async move {
+            let current = match results.head(&seed_path).await {
+                Ok(meta) => Some(meta.size),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(IndexError::from(e)),
+            };
+            if current != bytes {
+                results.copy(&version, &seed_path).await?;
+            }
+            Ok(())
         }
-        Ok(())
     };
-    copy_table(table, "losses.parquet", "losses_bytes").await?;
-    results.copy(&Path::from(format!("{dir}/{summary}")), &Path::from(format!("{dir}/summary.json"))).await?;
-    match name("replicates") {
-        Some(replicates) => copy_table(replicates, REPLICATES_FILE, "replicates_bytes").await?,
-        None => match results.delete(&Path::from(format!("{dir}/{REPLICATES_FILE}"))).await {
+    copy_table(&files.losses, LOSSES_FILE, Some(files.losses_bytes)).await?;
+    results.copy(&Path::from(results_file(job, &files.summary)), &Path::from(results_file(job, SUMMARY_FILE))).await?;
+    match files.replicates.as_deref().filter(|name| versioned(name)) {
+        Some(replicates) => copy_table(replicates, REPLICATES_FILE, files.replicates_bytes).await?,
+        None => match results.delete(&Path::from(results_file(job, REPLICATES_FILE))).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         },
@@ -599,14 +585,12 @@ async fn restore_seed_copies(results: &dyn ObjectStore, dir: &str, files: &PyObj
     Ok(())
 }
 
-/// The seed's path of the per-replicate table, under a job's results directory.
-pub const REPLICATES_FILE: &str = "replicates.parquet";
-
 /// Deletes the table versions (and abandoned staging files) of a job other than `keep` that are
 /// older than `grace`. Failures only leave files for the next build to collect.
-async fn collect_old_versions(results: &dyn ObjectStore, dir: &str, keep: &[&str], grace: std::time::Duration) {
+async fn collect_old_versions(results: &dyn ObjectStore, job: &JobId, keep: &[&str], grace: std::time::Duration) {
     use futures::TryStreamExt as _;
-    let prefix = Path::from(format!("{dir}/{TABLES_DIR}"));
+    let dir = results_dir(job);
+    let prefix = Path::from(results_file(job, TABLES_DIR));
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let listed: Vec<object_store::ObjectMeta> = match results.list(Some(&prefix)).try_collect().await {
         Ok(listed) => listed,
@@ -616,7 +600,7 @@ async fn collect_old_versions(results: &dyn ObjectStore, dir: &str, keep: &[&str
         }
     };
     for meta in listed {
-        let name = meta.location.as_ref().strip_prefix(dir).unwrap_or_default().trim_start_matches('/');
+        let name = meta.location.as_ref().strip_prefix(dir.as_str()).unwrap_or_default().trim_start_matches('/');
         if keep.contains(&name) || meta.last_modified > cutoff {
             continue;
         }
@@ -634,16 +618,15 @@ async fn collect_old_versions(results: &dyn ObjectStore, dir: &str, keep: &[&str
 /// anything else that produces rows (benchmarks, imports) can too.
 pub struct TableWriter {
     results: Arc<dyn ObjectStore>,
-    job_id: String,
+    job: JobId,
     bundle_ref: String,
-    dir: String,
     staging: Path,
     schema: SchemaRef,
     columns: Vec<ParamColumn>,
     writer: AsyncArrowWriter<BufWriter>,
     stats: Vec<(String, TargetStats)>,
     counts: RowCounts,
-    errors: Vec<(String, String, String)>,
+    errors: Vec<ManifestError>,
     pending: Vec<Row>,
     batch_rows: usize,
     /// How long replaced table versions stay readable.
@@ -676,13 +659,13 @@ fn parquet_writer(results: &Arc<dyn ObjectStore>, path: &Path, schema: &SchemaRe
 
 /// A staging key beside the versions it becomes one of (a rename within one directory leaves
 /// no empty directory behind); an abandoned one is collected with the old versions.
-fn staging_path(dir: &str) -> Path {
-    Path::from(format!("{dir}/{TABLES_DIR}/staging-{}.parquet", uuid::Uuid::new_v4().simple()))
+fn staging_path(job: &JobId) -> Path {
+    Path::from(results_file(job, &format!("{TABLES_DIR}/staging-{}.parquet", uuid::Uuid::new_v4().simple())))
 }
 
 impl std::fmt::Debug for TableWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableWriter").field("job_id", &self.job_id).field("counts", &self.counts).finish_non_exhaustive()
+        f.debug_struct("TableWriter").field("job_id", &self.job).field("counts", &self.counts).finish_non_exhaustive()
     }
 }
 
@@ -708,8 +691,7 @@ impl TableWriter {
     /// A writer of `job`'s table with these targets (in spec order) and parameter columns.
     pub fn new(results: Arc<dyn ObjectStore>, job: &JobId, bundle_ref: &str, targets: Vec<String>, columns: Vec<ParamColumn>, options: IndexOptions) -> Result<Self, IndexError> {
         let schema = table::schema(&columns);
-        let dir = results_dir(job);
-        let staging = staging_path(&dir);
+        let staging = staging_path(job);
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_row_count(Some(options.row_group_rows))
@@ -718,9 +700,8 @@ impl TableWriter {
         let writer = parquet_writer(&results, &staging, &schema, &properties)?;
         Ok(Self {
             results,
-            job_id: job.as_str().to_owned(),
+            job: job.clone(),
             bundle_ref: bundle_ref.to_owned(),
-            dir,
             staging,
             schema,
             columns,
@@ -753,7 +734,11 @@ impl TableWriter {
         if let Some(error) = error
             && self.errors.len() < MAX_ERRORS_LISTED
         {
-            self.errors.push((row.param_id.clone(), row.target.clone(), error));
+            self.errors.push(ManifestError {
+                param_id: row.param_id.clone(),
+                target: row.target.clone(),
+                error,
+            });
         }
         if let Some((_, target_stats)) = self.stats.iter_mut().find(|(t, _)| *t == row.target) {
             target_stats.add(&row);
@@ -769,7 +754,7 @@ impl TableWriter {
     /// per-replicate table, which exists from the first call.
     pub async fn push_replicates(&mut self, param_id: &str, target: &str, losses: &ReplicateLosses) -> Result<(), IndexError> {
         if self.replicates.is_none() {
-            let (staging, schema) = (staging_path(&self.dir), replicates::schema());
+            let (staging, schema) = (staging_path(&self.job), replicates::schema());
             let writer = parquet_writer(&self.results, &staging, &schema, &self.properties)?;
             self.replicates = Some(ReplicatesWriter {
                 staging,
@@ -784,14 +769,14 @@ impl TableWriter {
             table.pending.push(row);
             table.rows += 1;
             if table.pending.len() >= self.batch_rows {
-                table.flush(&self.job_id).await?;
+                table.flush(self.job.as_str()).await?;
             }
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), IndexError> {
-        let batch = table::to_batch(&self.schema, &self.columns, &self.job_id, &self.bundle_ref, &self.pending)?;
+        let batch = table::to_batch(&self.schema, &self.columns, self.job.as_str(), &self.bundle_ref, &self.pending)?;
         self.writer.write(&batch).await?;
         self.pending.clear();
         Ok(())
@@ -805,9 +790,8 @@ impl TableWriter {
         }
         let Self {
             results,
-            job_id,
+            job,
             bundle_ref,
-            dir,
             staging,
             schema,
             writer,
@@ -821,25 +805,23 @@ impl TableWriter {
         } = self;
         writer.close().await?;
         let replicates = match replicates {
-            Some(table) => Some(table.close(&job_id).await?),
+            Some(table) => Some(table.close(job.as_str()).await?),
             None => None,
         };
-        let results_path = format!("{dir}/");
-        let manifest_path = Path::from(format!("{dir}/manifest.json"));
+        let results_path = format!("{}/", results_dir(&job));
+        let manifest_path = Path::from(results_file(&job, MANIFEST_FILE));
         if !rewrite
             && let Some(current) = read_optional(results.as_ref(), &manifest_path).await?
-            && let Ok(PyValue::Object(manifest)) = pyjson::parse(&current)
-            && manifest.get("input_fingerprint").and_then(PyValue::as_str) == Some(fingerprint.as_str())
+            && let Ok(manifest) = Manifest::from_json_bytes(&current)
+            && manifest.input_fingerprint == fingerprint
         {
             results.delete(&staging).await?;
             if let Some((replicates_staging, _)) = &replicates {
                 results.delete(replicates_staging).await?;
             }
             // A crash between the commit and the copies leaves the seed's paths behind: redo them.
-            if let Some(files) = manifest.get("files").and_then(PyValue::as_object) {
-                restore_seed_copies(results.as_ref(), &dir, files).await?;
-            }
-            tracing::info!(job = %job_id, %fingerprint, "inputs unchanged; table kept");
+            restore_seed_copies(results.as_ref(), &job, &manifest.files).await?;
+            tracing::info!(%job, %fingerprint, "inputs unchanged; table kept");
             return Ok(IndexOutcome {
                 counts,
                 fingerprint,
@@ -852,78 +834,59 @@ impl TableWriter {
         // last, names them (the commit point). A reader that read a manifest reads the files it
         // names, which stay for `table_grace` after a newer manifest replaces it.
         let version = &fingerprint[..fingerprint.len().min(16)];
-        let table_name = format!("{TABLES_DIR}/losses-{version}.parquet");
-        let summary_name = format!("{TABLES_DIR}/summary-{version}.json");
-        let table_path = Path::from(format!("{dir}/{table_name}"));
+        let table_name = TableFile::Losses.version_name(version);
+        let summary_name = TableFile::Summary.version_name(version);
+        let table_path = Path::from(results_file(&job, &table_name));
         results.rename(&staging, &table_path).await?;
         let table_bytes = results.head(&table_path).await?.size;
-        let mut summary = PyObject::new();
-        summary.insert("job_id", job_id.as_str().into());
-        summary.insert("schema_version", SCHEMA_VERSION.into());
-        let mut targets = PyObject::new();
-        for (target, target_stats) in &stats {
-            targets.insert(target.as_str(), PyValue::Object(target_stats.to_object()));
-        }
-        summary.insert("targets", PyValue::Object(targets));
-        let summary_bytes = bytes::Bytes::from(pyjson::to_indent2(&PyValue::Object(summary)));
+        let summary = Summary {
+            job_id: job.to_string(),
+            schema_version: SCHEMA_VERSION,
+            targets: loss_table::OrderedObject(stats.iter().map(|(target, target_stats)| (target.clone(), target_stats.to_summary())).collect()),
+        };
         let replicates = match replicates {
             Some((replicates_staging, rows)) => {
-                let name = format!("{TABLES_DIR}/replicates-{version}.parquet");
-                let path = Path::from(format!("{dir}/{name}"));
+                let name = TableFile::Replicates.version_name(version);
+                let path = Path::from(results_file(&job, &name));
                 results.rename(&replicates_staging, &path).await?;
                 Some((name, results.head(&path).await?.size, rows))
             }
             None => None,
         };
         results
-            .put(&Path::from(format!("{dir}/{summary_name}")), PutPayload::from_bytes(summary_bytes.clone()))
+            .put(&Path::from(results_file(&job, &summary_name)), PutPayload::from(summary.to_json_bytes()))
             .await?;
 
-        let mut manifest = PyObject::new();
-        manifest.insert("schema_version", SCHEMA_VERSION.into());
-        manifest.insert("job_id", job_id.as_str().into());
-        manifest.insert("bundle_digest", bundle_ref.as_str().into());
-        manifest.insert("input_fingerprint", fingerprint.as_str().into());
-        manifest.insert("indexed_at", now_iso().into());
-        let mut row_counts = PyObject::new();
-        for (key, value) in [("total", counts.total), ("ok", counts.ok), ("missing", counts.missing), ("failed", counts.failed)] {
-            row_counts.insert(key, value.into());
-        }
-        manifest.insert("counts", PyValue::Object(row_counts));
-        manifest.insert("targets", PyValue::List(stats.iter().map(|(t, _)| t.as_str().into()).collect()));
-        let min = stats.iter().filter_map(|(_, s)| s.min).reduce(f64::min);
-        let max = stats.iter().filter_map(|(_, s)| s.max).reduce(f64::max);
-        manifest.insert("min_loss", min.into());
-        manifest.insert("max_loss", max.into());
-        manifest.insert("columns", PyValue::List(schema.fields().iter().map(|f| f.name().as_str().into()).collect()));
-        let mut files = PyObject::new();
-        files.insert("losses", table_name.as_str().into());
-        files.insert("losses_bytes", table_bytes.into());
-        files.insert("summary", summary_name.as_str().into());
-        if let Some((name, bytes, rows)) = &replicates {
-            files.insert("replicates", name.as_str().into());
-            files.insert("replicates_bytes", (*bytes).into());
-            files.insert("replicates_rows", (*rows).into());
-        }
-        manifest.insert("files", PyValue::Object(files.clone()));
-        let errors = errors
-            .into_iter()
-            .map(|(param_id, target, error)| {
-                let mut entry = PyObject::new();
-                entry.insert("param_id", param_id.into());
-                entry.insert("target", target.into());
-                entry.insert("error", error.into());
-                PyValue::Object(entry)
-            })
-            .collect();
-        manifest.insert("errors", PyValue::List(errors));
-        results.put(&manifest_path, PutPayload::from(pyjson::to_indent2(&PyValue::Object(manifest)))).await?;
+        let files = ManifestFiles {
+            losses: table_name,
+            losses_bytes: table_bytes,
+            summary: summary_name,
+            replicates: replicates.as_ref().map(|(name, _, _)| name.clone()),
+            replicates_bytes: replicates.as_ref().map(|(_, bytes, _)| *bytes),
+            replicates_rows: replicates.as_ref().map(|(_, _, rows)| *rows),
+        };
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            job_id: job.to_string(),
+            bundle_digest: bundle_ref,
+            input_fingerprint: fingerprint.clone(),
+            indexed_at: now_iso(),
+            counts,
+            targets: stats.iter().map(|(target, _)| target.clone()).collect(),
+            min_loss: stats.iter().filter_map(|(_, s)| s.min).reduce(f64::min),
+            max_loss: stats.iter().filter_map(|(_, s)| s.max).reduce(f64::max),
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            files,
+            errors,
+        };
+        results.put(&manifest_path, PutPayload::from(manifest.to_json_bytes())).await?;
         // Committed. The seed's paths, for readers that open them without the manifest.
-        restore_seed_copies(results.as_ref(), &dir, &files).await?;
-        let mut keep = vec![table_name.as_str(), summary_name.as_str()];
-        keep.extend(replicates.as_ref().map(|(name, _, _)| name.as_str()));
-        collect_old_versions(results.as_ref(), &dir, &keep, grace).await;
-        tracing::info!(job = %job_id, rows = counts.total, ok = counts.ok, missing = counts.missing, failed = counts.failed, "job indexed");
+        let files = &manifest.files;
+        restore_seed_copies(results.as_ref(), &job, files).await?;
+        let mut keep = vec![files.losses.as_str(), files.summary.as_str()];
+        keep.extend(files.replicates.as_deref());
+        collect_old_versions(results.as_ref(), &job, &keep, grace).await;
+        tracing::info!(%job, rows = counts.total, ok = counts.ok, missing = counts.missing, failed = counts.failed, "job indexed");
         Ok(IndexOutcome {
             counts,
             fingerprint,

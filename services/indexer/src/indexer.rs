@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use modelops_attribution_client::SharedAttribution;
 use modelops_core::job::{JobId, JobStatus};
+use modelops_core::loss_table::{self, Manifest, RowCounts};
 use modelops_core::store::Store;
 use modelops_core::job::IndexState;
 use modelops_registry_client::{JobEvent, SharedRegistry, WatchFrom};
@@ -19,7 +20,7 @@ use tokio::sync::broadcast;
 use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{IndexOptions, RowCounts, index_rows};
+use crate::build::{IndexOptions, index_rows};
 use crate::error::IndexError;
 use crate::locate::EdgeIndex;
 use crate::source::{self, SpecBlob};
@@ -80,7 +81,7 @@ pub struct Status {
 impl Status {
     fn new(job_id: JobId, phase: Phase) -> Self {
         Self {
-            results_path: crate::build::results_dir(&job_id) + "/",
+            results_path: loss_table::results_dir(&job_id) + "/",
             job_id,
             phase,
             counts: RowCounts::default(),
@@ -249,24 +250,11 @@ impl Indexer {
     /// The counts and fingerprint of a job's committed table, from its manifest (indexed before a
     /// restart, or by another replica).
     async fn committed(&self, job: &JobId) -> Option<(RowCounts, String)> {
-        use modelops_core::pyjson::{self, PyValue};
         use object_store::ObjectStoreExt as _;
-        let path = object_store::path::Path::from(format!("{}/manifest.json", crate::build::results_dir(job)));
+        let path = object_store::path::Path::from(loss_table::results_file(job, loss_table::MANIFEST_FILE));
         let bytes = self.inner.results.object_store.get(&path).await.ok()?.bytes().await.ok()?;
-        let manifest = pyjson::parse(&bytes).ok()?;
-        let manifest = manifest.as_object()?;
-        let counts = manifest.get("counts")?.as_object()?;
-        let count = |key: &str| counts.get(key).and_then(PyValue::as_u64).unwrap_or(0);
-        let fingerprint = manifest.get("input_fingerprint").and_then(PyValue::as_str).unwrap_or_default().to_owned();
-        Some((
-            RowCounts {
-                total: count("total"),
-                ok: count("ok"),
-                missing: count("missing"),
-                failed: count("failed"),
-            },
-            fingerprint,
-        ))
+        let manifest = Manifest::from_json_bytes(&bytes).ok()?;
+        Some((manifest.counts, manifest.input_fingerprint))
     }
 
     /// Queues `job` for indexing (refusing unfinished jobs unless `force`); the build joins the

@@ -5,13 +5,13 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use modelops_core::job::JobId;
+use modelops_core::loss_table::SCHEMA_VERSION;
 use modelops_proto::indexer::v1 as pb;
 use modelops_proto::indexer::v1::indexer_server::{Indexer as IndexerApi, IndexerServer};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
 use crate::indexer::{Indexer, Phase, RequestError};
-use crate::table::SCHEMA_VERSION;
 
 /// The fully-qualified service name, for health and reflection.
 pub const SERVICE_NAME: &str = "modelops.indexer.v1.Indexer";

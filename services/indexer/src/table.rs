@@ -1,4 +1,5 @@
-//! The loss table: its Arrow schema (version [`SCHEMA_VERSION`]) and rows.
+//! The loss table: its Arrow schema (version
+//! [`SCHEMA_VERSION`](modelops_core::loss_table::SCHEMA_VERSION)) and rows.
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -20,9 +21,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use modelops_core::pyjson::{PyObject, PyValue};
 
 use crate::columns::{ParamColumn, ParamType, text_of};
-
-/// The version of the table schema, recorded in every manifest.
-pub const SCHEMA_VERSION: u64 = 1;
 
 /// A row's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

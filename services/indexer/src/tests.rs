@@ -9,6 +9,7 @@ use chrono::Utc;
 use futures::StreamExt as _;
 use modelops_attribution::derive::derive;
 use modelops_core::job::JobId;
+use modelops_core::loss_table::{Manifest, Summary};
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::pyjson::{self, PyValue};
 use modelops_core::store::Store;
@@ -132,16 +133,20 @@ async fn typed_columns_unicode_widening_and_both_target_forms() {
         assert_eq!(*loss, Some(synthetic::synthetic_loss(groups[i / 2].values, i % 2)));
     }
     assert!(strings(&batch, "status").iter().all(|s| s.as_deref() == Some("ok")));
-    let summary = pyjson::parse(&read(&stores, "job-types", "summary.json").await).unwrap();
-    let prev = summary.as_object().unwrap().get("targets").unwrap().as_object().unwrap().get("targets.prev:prevalence_target").unwrap().as_object().unwrap();
-    assert_eq!(prev.get("count"), Some(&PyValue::Int(3)));
-    let best = prev.get("best").unwrap().as_list().unwrap();
+    let summary = Summary::from_json_bytes(&read(&stores, "job-types", "summary.json").await).unwrap();
+    let targets: Vec<&str> = summary.targets.0.iter().map(|(target, _)| target.as_str()).collect();
+    assert_eq!(targets, ["targets.prev:prevalence_target", "targets.deaths/deaths_target"], "in spec order");
+    let prev = &summary.targets.0[0].1;
+    assert_eq!(prev.count, 3);
     let expected_best = groups
         .iter()
         .min_by(|a, b| synthetic::synthetic_loss(a.values, 0).total_cmp(&synthetic::synthetic_loss(b.values, 0)))
         .unwrap();
-    assert_eq!(best[0].as_object().unwrap().get("param_id").and_then(PyValue::as_str), Some(expected_best.param_id));
-    assert_eq!(best.len(), 3);
+    assert_eq!(prev.best[0].param_id, expected_best.param_id);
+    let params: Vec<&str> = prev.best[0].params.0.iter().map(|(name, _)| name.as_str()).collect();
+    let spec_order: Vec<&str> = expected_best.values.keys().collect();
+    assert_eq!(params, spec_order, "parameter values in the spec's order");
+    assert_eq!(prev.best.len(), 3);
 }
 
 #[tokio::test]
@@ -164,11 +169,36 @@ async fn partial_jobs_and_bad_results_become_rows_not_errors() {
         ["failed", "failed", "missing", "missing", "missing", "missing"]
     );
     assert!(floats(&batch, "loss").iter().all(Option::is_none));
-    let manifest = pyjson::parse(&read(&stores, "job-partial", "manifest.json").await).unwrap();
-    let errors = manifest.as_object().unwrap().get("errors").unwrap().as_list().unwrap();
-    assert_eq!(errors.len(), 2);
-    let first = errors[0].as_object().unwrap().get("error").and_then(PyValue::as_str).unwrap();
+    let manifest = Manifest::from_json_bytes(&read(&stores, "job-partial", "manifest.json").await).unwrap();
+    assert_eq!(manifest.errors.len(), 2);
+    let first = &manifest.errors[0].error;
     assert!(first.contains("result.json") && first.contains("invalid JSON"), "{first}");
+}
+
+#[tokio::test]
+async fn non_finite_losses_are_failed_rows_and_never_reach_the_summary() {
+    let stores = stores();
+    let job = job("job-non-finite", STUDY);
+    write(&stores, &job, ProvenanceSchema::Token, &[0, 1, 2], &[], EARLY).await;
+    let derived = derive(stores.provenance.object_store.as_ref(), &job, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let aggs: Vec<&str> = derived.edges.iter().filter(|e| e.kind == modelops_attribution::edge::Kind::Agg).map(|e| e.path.as_str()).collect();
+    assert_eq!(aggs.len(), 6);
+    for (agg, loss) in aggs.iter().zip(["NaN", "Infinity", "-Infinity"]) {
+        let result = format!("{{\"aggregation_id\": \"x\", \"loss\": {loss}, \"n_replicates\": 2}}");
+        stores.provenance.object_store.put(&Path::from(format!("{agg}/result.json")), Bytes::from(result).into()).await.unwrap();
+    }
+    let outcome = index(&stores, &job, Utc::now()).await;
+    assert_eq!((outcome.counts.ok, outcome.counts.failed), (3, 3));
+    // Only ok rows, whose losses are finite, count: the JSON never needs NaN or Infinity.
+    let summary = Summary::from_json_bytes(&read(&stores, "job-non-finite", "summary.json").await).unwrap();
+    for (target, figures) in &summary.targets.0 {
+        let mut losses = [figures.min_loss, figures.mean_loss, figures.max_loss].into_iter().flatten().chain(figures.best.iter().map(|b| b.loss));
+        assert!(losses.all(f64::is_finite), "{target}: {figures:?}");
+        assert_eq!((figures.best.len() as u64, figures.mean_loss.is_some()), (figures.ok, figures.ok > 0), "{target}: {figures:?}");
+    }
+    assert_eq!(summary.targets.0.iter().map(|(_, figures)| figures.failed).sum::<u64>(), 3);
+    let manifest = Manifest::from_json_bytes(&read(&stores, "job-non-finite", "manifest.json").await).unwrap();
+    assert!(manifest.min_loss.is_some_and(f64::is_finite) && manifest.max_loss.is_some_and(f64::is_finite), "{manifest:?}");
 }
 
 #[tokio::test]
@@ -599,10 +629,8 @@ async fn a_manifest_names_immutable_table_versions_and_replaced_ones_outlive_it_
         }
     };
     let manifest_files = |bytes: Bytes| {
-        let manifest = pyjson::parse(&bytes).unwrap();
-        let files = manifest.as_object().unwrap().get("files").unwrap().as_object().unwrap().clone();
-        let name = |key: &str| files.get(key).unwrap().as_str().unwrap().to_owned();
-        (name("losses"), name("summary"))
+        let files = Manifest::from_json_bytes(&bytes).unwrap().files;
+        (files.losses, files.summary)
     };
     build(3600, &[0]).await;
     let (first_table, first_summary) = manifest_files(read(&stores, "job-versions", "manifest.json").await);
@@ -674,10 +702,10 @@ fn ints(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
     (0..array.len()).map(|i| (!array.is_null(i)).then(|| array.value(i))).collect()
 }
 
-fn manifest_file(manifest: &Bytes, key: &str) -> Option<String> {
-    let manifest = pyjson::parse(manifest).unwrap();
-    let files = manifest.as_object().unwrap().get("files").unwrap().as_object().unwrap().clone();
-    files.get(key).map(|name| name.as_str().unwrap().to_owned())
+/// The losses and per-replicate versions a manifest names.
+fn manifest_tables(manifest: &Bytes) -> (String, Option<String>) {
+    let files = Manifest::from_json_bytes(manifest).unwrap().files;
+    (files.losses, files.replicates)
 }
 
 async fn exists(stores: &Stores, job: &str, file: &str) -> bool {
@@ -698,8 +726,8 @@ async fn per_replicate_losses_make_a_replicates_table_with_each_tasks_seed() {
     assert_eq!((outcome.counts.total, outcome.counts.ok), (6, 6), "the loss rows are unaffected");
 
     let manifest = read(&stores, "job-replicates", "manifest.json").await;
-    let name = manifest_file(&manifest, "replicates").expect("the manifest names the replicates table");
-    let losses_name = manifest_file(&manifest, "losses").unwrap();
+    let (losses_name, name) = manifest_tables(&manifest);
+    let name = name.expect("the manifest names the replicates table");
     assert_eq!(name.strip_prefix("tables/replicates-"), losses_name.strip_prefix("tables/losses-"), "one version for both");
     let bytes = read(&stores, "job-replicates", "replicates.parquet").await;
     assert_eq!(read(&stores, "job-replicates", &name).await, bytes, "the seed's path holds the committed version");
@@ -758,7 +786,7 @@ async fn per_replicate_losses_make_a_replicates_table_with_each_tasks_seed() {
     set_replicate_losses(stores.provenance.object_store.as_ref(), &job, |_, _| Some(PyValue::Null)).await;
     let without = index(&stores, &job, Utc::now()).await;
     assert!(!without.unchanged);
-    assert_eq!(manifest_file(&read(&stores, "job-replicates", "manifest.json").await, "replicates"), None);
+    assert_eq!(manifest_tables(&read(&stores, "job-replicates", "manifest.json").await).1, None);
     assert!(!exists(&stores, "job-replicates", "replicates.parquet").await);
 }
 
@@ -772,7 +800,7 @@ async fn a_job_without_per_replicate_losses_has_no_replicates_table() {
     let outcome = index(&stores, &job, Utc::now()).await;
     assert_eq!(outcome.counts.ok, 6);
     let manifest = read(&stores, "job-no-replicates", "manifest.json").await;
-    assert_eq!(manifest_file(&manifest, "replicates"), None);
+    assert_eq!(manifest_tables(&manifest).1, None);
     assert!(!String::from_utf8(manifest.to_vec()).unwrap().contains("\"replicates"), "no replicates entry at all");
     assert!(!exists(&stores, "job-no-replicates", "replicates.parquet").await);
     let listed: Vec<String> = stores
