@@ -15,18 +15,15 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use futures::{StreamExt, TryStreamExt};
 use modelops_core::job::JobId;
+use modelops_core::loss_table::{self, FormatError, MANIFEST_FILE, Manifest, RESULTS_PREFIX, Summary};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::file::statistics::Statistics;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueryError;
 use modelops_core::parquet_file::ParquetObject;
-
-/// The prefix every job's results live under.
-pub const RESULTS_PREFIX: &str = "results";
 
 /// Per-target figures from a job's `summary.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,10 +132,6 @@ pub struct Catalog {
     entries: Arc<RwLock<BTreeMap<String, Arc<JobEntry>>>>,
 }
 
-fn job_dir(job: &str) -> String {
-    format!("{RESULTS_PREFIX}/{job}")
-}
-
 fn version_of(meta: &ObjectMeta) -> (Option<String>, i64, u64) {
     (meta.e_tag.clone(), meta.last_modified.timestamp_micros(), meta.size)
 }
@@ -176,9 +169,9 @@ impl Catalog {
 
     /// Reads `job`'s entry from the store; `None` when it has no committed table.
     async fn fetch(&self, job: &JobId) -> Result<Option<JobEntry>, QueryError> {
-        let manifest = Path::from(format!("{}/manifest.json", job_dir(job.as_str())));
+        let manifest = Path::from(loss_table::results_file(job, MANIFEST_FILE));
         match self.store.head(&manifest).await {
-            Ok(meta) => self.load(job.as_str(), &meta).await.map(Some),
+            Ok(meta) => self.load(job, &meta).await.map(Some),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -210,16 +203,19 @@ impl Catalog {
         let mut manifests = BTreeMap::new();
         for meta in listed {
             let parts: Vec<_> = meta.location.parts().collect();
-            if parts.len() == 3 && parts[2].as_ref() == "manifest.json" && JobId::new(parts[1].as_ref()).is_ok() {
-                manifests.insert(parts[1].as_ref().to_owned(), meta);
+            if parts.len() == 3
+                && parts[2].as_ref() == MANIFEST_FILE
+                && let Ok(job) = JobId::new(parts[1].as_ref())
+            {
+                manifests.insert(job.as_str().to_owned(), (job, meta));
             }
         }
-        let stale: Vec<(String, ObjectMeta)> = {
+        let stale: Vec<(JobId, ObjectMeta)> = {
             let entries = self.entries.read().expect("catalog lock");
             manifests
                 .iter()
-                .filter(|(job, meta)| entries.get(*job).is_none_or(|e| e.manifest_version != version_of(meta)))
-                .map(|(job, meta)| (job.clone(), meta.clone()))
+                .filter(|(job, (_, meta))| entries.get(*job).is_none_or(|e| e.manifest_version != version_of(meta)))
+                .map(|(_, (job, meta))| (job.clone(), meta.clone()))
                 .collect()
         };
         // Manifests, summaries and footers are small reads: a few at once.
@@ -233,7 +229,7 @@ impl Catalog {
         while let Some((job, entry)) = loads.next().await {
             match entry {
                 Ok(entry) => {
-                    self.entries.write().expect("catalog lock").insert(job, Arc::new(entry));
+                    self.entries.write().expect("catalog lock").insert(job.as_str().to_owned(), Arc::new(entry));
                     loaded += 1;
                 }
                 // A job being re-indexed right now may be briefly inconsistent; next round.
@@ -263,15 +259,14 @@ impl Catalog {
         });
     }
 
-    async fn load(&self, job: &str, manifest_meta: &ObjectMeta) -> Result<JobEntry, QueryError> {
-        let dir = job_dir(job);
-        let manifest = read_json(self.store.as_ref(), &Path::from(format!("{dir}/manifest.json"))).await?;
+    async fn load(&self, job: &JobId, manifest_meta: &ObjectMeta) -> Result<JobEntry, QueryError> {
+        let manifest_path = Path::from(loss_table::results_file(job, MANIFEST_FILE));
+        let manifest = read(self.store.as_ref(), &manifest_path, Manifest::from_json_bytes).await?;
         // The files the manifest names are the ones committed with it (immutable versions);
         // manifests from before versions name the seed's paths.
-        let summary_name = manifest.pointer("/files/summary").and_then(Value::as_str).unwrap_or("summary.json");
-        let summary = read_json(self.store.as_ref(), &Path::from(format!("{dir}/{summary_name}"))).await?;
-        let table_name = manifest.pointer("/files/losses").and_then(Value::as_str).unwrap_or("losses.parquet");
-        let table_path = Path::from(format!("{dir}/{table_name}"));
+        let summary_path = Path::from(loss_table::results_file(job, &manifest.files.summary));
+        let summary = read(self.store.as_ref(), &summary_path, Summary::from_json_bytes).await?;
+        let table_path = Path::from(loss_table::results_file(job, &manifest.files.losses));
         let table = self.store.head(&table_path).await?;
         let reader = ParquetObject::new(Arc::clone(&self.store), table_path, table.size);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
@@ -288,52 +283,44 @@ impl Catalog {
                 })
                 .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
         });
-        let replicates = match manifest.pointer("/files/replicates").and_then(Value::as_str) {
+        let replicates = match &manifest.files.replicates {
             Some(name) => {
-                let path = Path::from(format!("{dir}/{name}"));
+                let path = Path::from(loss_table::results_file(job, name));
                 let file = self.store.head(&path).await?;
                 let reader = ParquetObject::new(Arc::clone(&self.store), path, file.size);
                 let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
                 let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), Default::default())?;
                 Some(ReplicatesTable {
-                    rows: manifest.pointer("/files/replicates_rows").and_then(Value::as_u64).unwrap_or(0),
+                    rows: manifest.files.replicates_rows.unwrap_or(0),
                     file,
                     footer,
                 })
             }
             None => None,
         };
-        let count = |key: &str| manifest.pointer(&format!("/counts/{key}")).and_then(Value::as_u64).unwrap_or(0);
         let targets = summary
-            .get("targets")
-            .and_then(Value::as_object)
-            .map(|targets| {
-                targets
-                    .iter()
-                    .map(|(target, stats)| TargetSummary {
-                        target: target.clone(),
-                        count: stats.get("count").and_then(Value::as_u64).unwrap_or(0),
-                        ok: stats.get("ok").and_then(Value::as_u64).unwrap_or(0),
-                        min_loss: stats.get("min_loss").and_then(Value::as_f64),
-                        max_loss: stats.get("max_loss").and_then(Value::as_f64),
-                        best_losses: stats
-                            .get("best")
-                            .and_then(Value::as_array)
-                            .map(|best| best.iter().filter_map(|b| b.get("loss").and_then(Value::as_f64)).collect())
-                            .unwrap_or_default(),
-                    })
-                    .collect()
+            .targets
+            .0
+            .into_iter()
+            .map(|(target, figures)| TargetSummary {
+                target,
+                count: figures.count,
+                ok: figures.ok,
+                min_loss: figures.min_loss,
+                max_loss: figures.max_loss,
+                best_losses: figures.best.iter().map(|best| best.loss).collect(),
             })
-            .unwrap_or_default();
+            .collect();
+        let counts = manifest.counts;
         Ok(JobEntry {
-            job_id: job.to_owned(),
-            bundle_digest: manifest.get("bundle_digest").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            counts: [count("total"), count("ok"), count("missing"), count("failed")],
-            min_loss: manifest.get("min_loss").and_then(Value::as_f64),
-            max_loss: manifest.get("max_loss").and_then(Value::as_f64),
+            job_id: job.as_str().to_owned(),
+            bundle_digest: manifest.bundle_digest,
+            counts: [counts.total, counts.ok, counts.missing, counts.failed],
+            min_loss: manifest.min_loss,
+            max_loss: manifest.max_loss,
             computed_at_range,
-            indexed_at: manifest.get("indexed_at").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            schema_version: manifest.get("schema_version").and_then(Value::as_u64).unwrap_or(0),
+            indexed_at: manifest.indexed_at,
+            schema_version: manifest.schema_version,
             targets,
             schema,
             table_bytes: table.size,
@@ -345,9 +332,10 @@ impl Catalog {
     }
 }
 
-async fn read_json(store: &dyn ObjectStore, path: &Path) -> Result<Value, QueryError> {
+/// Reads the manifest or summary at `path` with `parse`, naming the file when it is not one.
+async fn read<T>(store: &dyn ObjectStore, path: &Path, parse: impl FnOnce(&[u8]) -> Result<T, FormatError>) -> Result<T, QueryError> {
     let bytes = store.get(path).await?.bytes().await?;
-    serde_json::from_slice(&bytes).map_err(|e| QueryError::Catalog(format!("{path}: {e}")))
+    parse(&bytes).map_err(|e| QueryError::Catalog(format!("{path}: {e}")))
 }
 
 #[cfg(test)]

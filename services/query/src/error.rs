@@ -1,6 +1,7 @@
 //! The query service's errors and their one mapping to gRPC statuses.
 
 use datafusion::error::DataFusionError;
+use modelops_core::loss_table::RESULTS_PREFIX;
 use tonic::Status;
 
 /// Why a query could not be answered.
@@ -95,8 +96,9 @@ fn store_status(error: &object_store::Error) -> Status {
     match error {
         object_store::Error::NotFound { path, .. } => {
             // The key inside the results store (`results/{job}/…`), never where the store is.
-            let key = match path.rfind("/results/") {
-                _ if path.starts_with("results/") => path.as_str(),
+            let prefix = format!("/{RESULTS_PREFIX}/");
+            let key = match path.rfind(&prefix) {
+                _ if path.starts_with(&prefix[1..]) => path.as_str(),
                 Some(at) => &path[at + 1..],
                 None => "a table",
             };
