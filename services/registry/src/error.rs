@@ -154,7 +154,7 @@ impl RegistryError {
             Self::Store(StoreError::Unavailable(_)) => tonic::Code::Unavailable,
             Self::Store(StoreError::InvalidKey { .. }) => tonic::Code::InvalidArgument,
             // The store refusing the server's own credentials is a server misconfiguration.
-            Self::Store(StoreError::InvalidUrl { .. } | StoreError::Unauthenticated(_) | StoreError::Backend(_)) => tonic::Code::Internal,
+            Self::Store(StoreError::InvalidUrl { .. } | StoreError::Unauthenticated(_) | StoreError::Backend(_) | StoreError::Compacted(_)) => tonic::Code::Internal,
             Self::SpecStore { unavailable: true, .. } => tonic::Code::Unavailable,
             Self::SpecStore { unavailable: false, .. } => tonic::Code::Internal,
             Self::UnreadableSpec(_) => tonic::Code::FailedPrecondition,

@@ -270,7 +270,8 @@ impl JobRegistry {
     /// A registry over `store` (job states) and `specs` (job spec blobs). Metrics are registered
     /// in `metrics`. Call [`JobRegistry::start`] to run the background work.
     pub fn new(store: Arc<dyn VersionedStore>, specs: Store, config: RegistryConfig, metrics: &prometheus::Registry) -> Self {
-        let hub = ChangeHub::new(config.watch_retention);
+        // On a store with one revision order (etcd), watch positions are its revisions.
+        let hub = if store.orders_revisions() { ChangeHub::at_store_revisions(config.watch_retention) } else { ChangeHub::new(config.watch_retention) };
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -302,7 +303,9 @@ impl JobRegistry {
         tracker.spawn(refresh_job_gauge(self.clone(), token.clone()));
         // Other replicas and other writers (the Python ModelOps) change the store too; backends
         // without a change feed have this process as their only writer.
-        if self.inner.store.changes(JOBS_PREFIX).is_some() {
+        if self.inner.store.orders_revisions() {
+            tracker.spawn(following::follow_revisions(self.clone(), token));
+        } else if self.inner.store.changes(JOBS_PREFIX).is_some() {
             tracker.spawn(following::follow_store(self.clone(), token));
         }
     }

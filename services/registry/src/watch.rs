@@ -1,8 +1,9 @@
 //! The change hub behind `WatchJobs`: every job state this registry writes, or sees written by
-//! another process through the store's change feed, becomes a [`JobEvent`] with a sequence
-//! number. Watchers get live events from a broadcast channel and can resume from a recent
-//! sequence number out of a bounded backlog; one too old for the backlog is refused, and the
-//! client re-lists (like a Kubernetes watch).
+//! another process through the store's change feed, becomes a [`JobEvent`] with a position: the
+//! store's revision on etcd (the same on every replica), this process's own sequence elsewhere.
+//! Watchers get live events from a broadcast channel and can resume from a recent position out
+//! of a bounded backlog; one too old for the backlog, or one this hub cannot place, is refused,
+//! and the client re-lists (like a Kubernetes watch).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,58 +17,150 @@ pub use modelops_registry_client::JobEvent;
 
 #[derive(Debug, Default)]
 struct HubState {
+    /// The position the next event gets at least (the last event's position + 1).
     next_seq: u64,
     backlog: VecDeque<JobEvent>,
     /// What was last published per job: (revision, updated_at, status, index state).
     known: HashMap<JobId, (u64, String, JobStatus, Option<String>)>,
+    /// Positions from this one on can be resumed: every event after it is in the backlog or
+    /// still to come. Older events were trimmed from the backlog, or came before the hub began.
+    servable_from: u64,
+    /// For store positions: whether the store's feed runs (before, no position means anything).
+    started: bool,
+    /// How many times the hub lost the store's history (etcd compacted it while the feed was
+    /// down): a watch begun before a reset ends with OUT_OF_RANGE.
+    resets: u64,
+}
+
+/// Where a hub's positions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Positions {
+    /// This process's own counter under a random epoch (already shifted into the high bits):
+    /// good on this replica until it restarts.
+    Epoch(u64),
+    /// The store's revisions (etcd's): the same on every replica of the registry.
+    Store,
 }
 
 /// Sequences and fans out job changes.
 ///
-/// A sequence number is this hub's epoch (random, chosen when the process starts) in its high
-/// bits and a counter in its low [`COUNTER_BITS`]: a position handed out by another replica or by
-/// this server before a restart is recognised as not this hub's, and refused with OUT_OF_RANGE
-/// (re-list with `replay_current`), instead of being read as a position in this hub's counter,
-/// which would skip or repeat events.
+/// On a store whose changes have one global revision order (etcd), a position is the store's
+/// revision of the change: a watcher can resume on any replica, and a replica that has not yet
+/// seen the position sends only what comes after it. Events then come only from the store's
+/// ordered feed ([`ChangeHub::publish_at`]), never from this process's own writes, so every
+/// replica sends them in the same order.
+///
+/// On other stores, a position is this hub's epoch (random, chosen when the process starts) in
+/// its high bits and a counter in its low [`COUNTER_BITS`]: a position handed out by another
+/// replica or by this server before a restart is recognised as not this hub's, and refused with
+/// OUT_OF_RANGE (re-list with `replay_current`), instead of being read as a position in this
+/// hub's counter, which would skip or repeat events.
 #[derive(Debug)]
 pub struct ChangeHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<JobEvent>,
     retention: usize,
-    /// This hub's epoch, already shifted into the high bits.
-    epoch: u64,
+    positions: Positions,
 }
 
 /// Bits of a sequence number that count events (a trillion events per process).
 pub const COUNTER_BITS: u32 = 40;
 
 impl ChangeHub {
-    /// A hub keeping the last `retention` events for resuming watchers.
+    /// A hub numbering its own events, keeping the last `retention` for resuming watchers.
     pub fn new(retention: usize) -> Self {
-        let (sender, _) = broadcast::channel(retention.max(16));
         use rand::Rng as _;
         // 23 bits: the sequence stays below 2^63, exact in any JSON reader's int64.
         let epoch = u64::from(rand::rng().random_range(1..(1u32 << 23))) << COUNTER_BITS;
+        Self::with_positions(retention, Positions::Epoch(epoch))
+    }
+
+    /// A hub whose positions are the store's revisions, fed by [`ChangeHub::start_at`] and
+    /// [`ChangeHub::publish_at`] from the store's ordered feed.
+    pub fn at_store_revisions(retention: usize) -> Self {
+        Self::with_positions(retention, Positions::Store)
+    }
+
+    fn with_positions(retention: usize, positions: Positions) -> Self {
+        let (sender, _) = broadcast::channel(retention.max(16));
+        let base = match positions {
+            Positions::Epoch(epoch) => epoch,
+            Positions::Store => 0,
+        };
         Self {
             state: Mutex::new(HubState {
-                next_seq: epoch + 1,
+                next_seq: base + 1,
+                servable_from: base,
                 ..HubState::default()
             }),
             sender,
             retention: retention.max(1),
-            epoch,
+            positions,
         }
+    }
+
+    /// Whether positions are the store's revisions (the same on every replica).
+    pub fn at_store_positions(&self) -> bool {
+        self.positions == Positions::Store
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Publishes a job's new state. A state already published (same revision and timestamps)
-    /// or older than the last one published (a late echo from a change feed) is dropped.
-    /// Returns the event when one was published.
+    /// Publishes a job's new state written or read by this process (a hub at store positions
+    /// ignores it: the store's feed brings it, in order). A state already published (same
+    /// revision and timestamps) or older than the last one published (a late echo from a change
+    /// feed) is dropped. Returns the event when one was published.
     pub fn publish(&self, state: JobState) -> Option<JobEvent> {
+        match self.positions {
+            Positions::Store => None,
+            Positions::Epoch(_) => {
+                let mut hub = self.lock();
+                let seq = hub.next_seq;
+                self.publish_locked(&mut hub, state, seq)
+            }
+        }
+    }
+
+    /// Publishes a job's state as the store's ordered feed delivered it, at the store's
+    /// `revision`; one at or before the last published revision (delivered twice) is dropped.
+    pub fn publish_at(&self, state: JobState, revision: u64) -> Option<JobEvent> {
         let mut hub = self.lock();
+        if self.positions != Positions::Store || !hub.started || revision < hub.next_seq {
+            return None;
+        }
+        self.publish_locked(&mut hub, state, revision)
+    }
+
+    /// The store's feed runs from just after `revision` (a hub at store positions): positions
+    /// from it on can be resumed.
+    pub fn start_at(&self, revision: u64) {
+        let mut hub = self.lock();
+        if self.positions == Positions::Store && !hub.started {
+            hub.started = true;
+            hub.next_seq = hub.next_seq.max(revision + 1);
+            hub.servable_from = hub.servable_from.max(revision);
+        }
+    }
+
+    /// The store lost the history the feed needed (compacted): no earlier position can be
+    /// resumed, and watches begun before end with OUT_OF_RANGE; positions mean something again
+    /// once the feed restarts ([`ChangeHub::start_at`]).
+    pub fn reset(&self) {
+        let mut hub = self.lock();
+        hub.backlog.clear();
+        hub.started = false;
+        hub.resets += 1;
+        hub.servable_from = hub.next_seq;
+    }
+
+    /// How many times the hub was [reset](ChangeHub::reset).
+    pub fn resets(&self) -> u64 {
+        self.lock().resets
+    }
+
+    fn publish_locked(&self, hub: &mut HubState, state: JobState, seq: u64) -> Option<JobEvent> {
         let rev = state.revision();
         let fingerprint = (
             rev,
@@ -83,30 +176,33 @@ impl ChangeHub {
         };
         hub.known.insert(state.job_id().clone(), fingerprint);
         let event = JobEvent {
-            seq: hub.next_seq,
+            seq,
             state: Arc::new(state),
             previous,
             replayed: false,
             traceparent: modelops_runtime::telemetry::current_traceparent(),
         };
-        hub.next_seq += 1;
+        hub.next_seq = seq + 1;
         hub.backlog.push_back(event.clone());
         while hub.backlog.len() > self.retention {
-            hub.backlog.pop_front();
+            if let Some(trimmed) = hub.backlog.pop_front() {
+                hub.servable_from = hub.servable_from.max(trimmed.seq);
+            }
         }
         // No receivers is fine: nobody is watching.
         let _ = self.sender.send(event.clone());
         Some(event)
     }
 
-    /// The sequence number of the last event (the epoch alone before any).
+    /// The position of the last event (the epoch alone, or the revision the store's feed started
+    /// from, before any).
     pub fn last_seq(&self) -> u64 {
         self.lock().next_seq - 1
     }
 
-    /// Whether `seq` is a position of this hub (its epoch, not past its last event).
+    /// Whether `seq` is a position this hub can resume from.
     pub fn owns(&self, seq: u64) -> bool {
-        seq >> COUNTER_BITS == self.epoch >> COUNTER_BITS && seq <= self.last_seq()
+        self.since(seq).is_ok()
     }
 
     /// Subscribes to live events, first returning the retained events after `after` (none for
@@ -126,11 +222,24 @@ impl ChangeHub {
         if after == 0 {
             return Ok(Vec::new());
         }
-        if after >> COUNTER_BITS != self.epoch >> COUNTER_BITS || after >= hub.next_seq {
-            return Err(RegistryError::WatchElsewhere { requested: after });
+        match self.positions {
+            Positions::Epoch(epoch) => {
+                if after >> COUNTER_BITS != epoch >> COUNTER_BITS || after >= hub.next_seq {
+                    return Err(RegistryError::WatchElsewhere { requested: after });
+                }
+            }
+            Positions::Store => {
+                if !hub.started {
+                    return Err(RegistryError::WatchElsewhere { requested: after });
+                }
+                if after >= hub.next_seq {
+                    // Another replica has seen further: what comes after it arrives here too.
+                    return Ok(Vec::new());
+                }
+            }
         }
-        let oldest = hub.backlog.front().map_or(hub.next_seq, |e| e.seq);
-        if after + 1 < oldest {
+        if after < hub.servable_from {
+            let oldest = hub.backlog.front().map_or(hub.next_seq, |e| e.seq);
             return Err(RegistryError::WatchTooOld { requested: after, oldest });
         }
         Ok(hub.backlog.iter().filter(|e| e.seq > after).cloned().collect())
@@ -141,6 +250,13 @@ impl ChangeHub {
 mod tests {
     use super::*;
     use modelops_core::pyjson::PyObject;
+
+    fn epoch(hub: &ChangeHub) -> u64 {
+        match hub.positions {
+            Positions::Epoch(epoch) => epoch,
+            Positions::Store => 0,
+        }
+    }
 
     fn state(job: &str, rev: u64, status: JobStatus) -> JobState {
         let mut state = JobState::registered(JobId::new(job).unwrap(), "2026-01-01T00:00:00+00:00", None, None, PyObject::new());
@@ -154,7 +270,7 @@ mod tests {
     fn duplicates_and_late_echoes_are_dropped() {
         let hub = ChangeHub::new(10);
         let first = hub.publish(state("a", 1, JobStatus::Pending)).unwrap().seq;
-        assert_eq!(first, hub.epoch + 1);
+        assert_eq!(first, epoch(&hub) + 1);
         assert!(hub.publish(state("a", 1, JobStatus::Pending)).is_none(), "same state twice");
         let next = hub.publish(state("a", 3, JobStatus::Running)).unwrap();
         assert_eq!((next.seq, next.previous), (first + 1, Some(JobStatus::Pending)));
@@ -168,7 +284,7 @@ mod tests {
         for rev in 1..=5 {
             hub.publish(state("a", rev, JobStatus::Running));
         }
-        let at = |n: u64| hub.epoch + n;
+        let at = |n: u64| epoch(&hub) + n;
         let (backlog, _rx) = hub.subscribe(at(3)).unwrap();
         assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [at(4), at(5)]);
         assert!(hub.subscribe(at(2)).unwrap().0.len() == 3, "seq 3 is still retained");
@@ -179,7 +295,7 @@ mod tests {
     #[test]
     fn positions_of_another_hub_or_past_the_end_are_refused_not_misread() {
         let (a, b) = (ChangeHub::new(8), ChangeHub::new(8));
-        assert_ne!(a.epoch, b.epoch, "two processes (23 random bits each)");
+        assert_ne!(epoch(&a), epoch(&b), "two processes (23 random bits each)");
         for rev in 1..=3 {
             a.publish(state("a", rev, JobStatus::Running));
             b.publish(state("b", rev, JobStatus::Running));
@@ -193,6 +309,50 @@ mod tests {
         // Nor is a position this hub never reached (from before a restart in the same epoch).
         assert!(matches!(a.subscribe(a.last_seq() + 1), Err(RegistryError::WatchElsewhere { .. })));
         assert_eq!(a.subscribe(from_a).unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn store_positions_resume_on_a_replica_that_lags_and_refuse_what_came_before_its_feed() {
+        // Two replicas fed by the same store feed; B has seen less of it so far.
+        let (a, b) = (ChangeHub::at_store_revisions(16), ChangeHub::at_store_revisions(16));
+        assert!(matches!(b.since(5), Err(RegistryError::WatchElsewhere { .. })), "no position means anything before the feed runs");
+        a.start_at(100);
+        b.start_at(100);
+        assert!(a.publish(state("a", 1, JobStatus::Pending)).is_none(), "this process's own writes come through the feed");
+        for (rev, status) in [(101, JobStatus::Pending), (103, JobStatus::Submitting), (104, JobStatus::Scheduled)] {
+            assert_eq!(a.publish_at(state("a", rev, status), rev).unwrap().seq, rev, "the position is the store's revision");
+        }
+        assert!(a.publish_at(state("a", 103, JobStatus::Submitting), 103).is_none(), "delivered twice");
+        b.publish_at(state("a", 101, JobStatus::Pending), 101);
+        // A watcher of A at 103 resumes on B, which has not seen 103 yet: nothing is refused, and
+        // B sends what comes after 103 once it has it.
+        let (backlog, mut live) = b.subscribe(103).unwrap();
+        assert!(backlog.is_empty());
+        b.publish_at(state("a", 103, JobStatus::Submitting), 103);
+        b.publish_at(state("a", 104, JobStatus::Scheduled), 104);
+        let seen: Vec<u64> = std::iter::from_fn(|| live.try_recv().ok()).map(|e| e.seq).collect();
+        assert_eq!(seen, [103, 104], "the watch skips what it already has (<= 103) itself");
+        // Resumed from 101 on either replica: the same events, at the same positions.
+        let on_a: Vec<u64> = a.since(101).unwrap().iter().map(|e| e.seq).collect();
+        let on_b: Vec<u64> = b.since(101).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!((on_a.clone(), on_b), (vec![103, 104], vec![103, 104]));
+        // Before the feed started, nothing can be told.
+        assert!(matches!(a.since(99), Err(RegistryError::WatchTooOld { .. })));
+        assert!(a.since(100).is_ok());
+    }
+
+    #[test]
+    fn a_hub_that_lost_the_store_history_refuses_older_positions_and_counts_the_reset() {
+        let hub = ChangeHub::at_store_revisions(16);
+        hub.start_at(10);
+        hub.publish_at(state("a", 1, JobStatus::Pending), 11);
+        hub.reset();
+        assert_eq!(hub.resets(), 1);
+        assert!(hub.since(11).is_err(), "not running again yet");
+        hub.start_at(500);
+        assert!(matches!(hub.since(11), Err(RegistryError::WatchTooOld { .. })), "the history between 11 and 500 is gone");
+        assert!(hub.since(500).unwrap().is_empty());
+        assert_eq!(hub.publish_at(state("a", 2, JobStatus::Submitting), 501).unwrap().seq, 501);
     }
 
     #[tokio::test]

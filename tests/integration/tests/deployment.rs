@@ -336,11 +336,26 @@ async fn write_directly(plan: &Plan, registry_store: &str, jobs: &Store, provena
     }
 }
 
+/// How a watcher got back after losing its stream.
+#[derive(Debug, Default)]
+struct Reconnects {
+    /// Resumed from its last position (on another replica, or the same one restarted).
+    resumed: AtomicU64,
+    /// Re-listed every job's state: the replica could not resume that position (on Azurite,
+    /// positions are per replica; on etcd, one that started after the position).
+    replayed: AtomicU64,
+    /// Could not reach a replica, or lost the stream before its first message.
+    failed: AtomicU64,
+}
+
 /// The final state each job reached, as one watcher saw it, until every job in `jobs` is seen
 /// terminal with its table done. When its replica dies, the watcher moves to another one and
-/// replays the current states (a position is only good on the replica that gave it).
-async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs: BTreeSet<String>, seen: Arc<Mutex<BTreeMap<String, pb::JobState>>>, reconnects: Arc<AtomicU64>) {
+/// resumes from its last position there, or replays the current states when that replica
+/// cannot resume it.
+async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs: BTreeSet<String>, seen: Arc<Mutex<BTreeMap<String, pb::JobState>>>, reconnects: Arc<Reconnects>) {
     let done = |s: &pb::JobState| s.index_state == i32::from(pb::IndexState::Done);
+    // The last position seen (0 before any: the first watch replays every job).
+    let mut position = 0;
     for attempt in 0usize.. {
         if attempt > 0 {
             // A watcher's backoff between reconnects (a replica restarting, the store down).
@@ -351,19 +366,42 @@ async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs
             endpoints[attempt % endpoints.len()].clone()
         };
         let Ok(transport) = tonic::transport::Channel::from_shared(endpoint).unwrap().connect().await else {
-            reconnects.fetch_add(1, Ordering::Relaxed);
+            reconnects.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let request = pb::WatchJobsRequest {
-            replay_current: true,
+        let mut client = JobRegistryClient::new(transport);
+        let resume = pb::WatchJobsRequest {
+            after_revision: position,
+            replay_current: position == 0,
             ..Default::default()
         };
-        let Ok(stream) = JobRegistryClient::new(transport).watch_jobs(request).await else {
-            reconnects.fetch_add(1, Ordering::Relaxed);
-            continue;
+        let stream = match client.watch_jobs(resume).await {
+            Ok(stream) => {
+                if attempt > 0 {
+                    reconnects.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                stream
+            }
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                let replay = pb::WatchJobsRequest {
+                    replay_current: true,
+                    ..Default::default()
+                };
+                let Ok(stream) = client.watch_jobs(replay).await else {
+                    reconnects.failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                reconnects.replayed.fetch_add(1, Ordering::Relaxed);
+                stream
+            }
+            Err(_) => {
+                reconnects.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
         };
         let mut stream = stream.into_inner();
         while let Some(Ok(change)) = stream.next().await {
+            position = change.watch_revision;
             let state = change.job.unwrap();
             if !jobs.contains(&state.job_id) {
                 continue;
@@ -374,7 +412,6 @@ async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs
                 return;
             }
         }
-        reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -521,7 +558,7 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
     let kill_after: BTreeSet<usize> = (0..4).map(|_| rng.random_range(1..jobs.saturating_sub(4).max(2))).collect();
 
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    let reconnects = Arc::new(AtomicU64::new(0));
+    let reconnects = Arc::new(Reconnects::default());
     let watcher = tokio::spawn(watch_until_indexed(
         Arc::clone(&registries),
         plans.iter().map(|p| p.job.clone()).collect(),
@@ -666,11 +703,13 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         }
     }
     println!(
-        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer, {registry_kills} registry replica and {attribution_kills} attribution kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, {} watcher reconnects, 2 registry / 1 attribution / 2 indexer / 2 query processes meeting over gRPC",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer, {registry_kills} registry replica and {attribution_kills} attribution kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, watcher reconnects: {} resumed from its position, {} replayed, {} failed; 2 registry / 1 attribution / 2 indexer / 2 query processes meeting over gRPC",
         plans.iter().filter(|p| p.direct).count(),
         outage_batches.len(),
         longest_outage.as_millis(),
         ops.load(Ordering::Relaxed),
-        reconnects.load(Ordering::Relaxed)
+        reconnects.resumed.load(Ordering::Relaxed),
+        reconnects.replayed.load(Ordering::Relaxed),
+        reconnects.failed.load(Ordering::Relaxed),
     );
 }

@@ -266,6 +266,78 @@ async fn grpc_watch_replays_streams_filters_and_refuses_stale_resumes() {
     server.stop().await.unwrap();
 }
 
+/// The next change of a watch: its position and the job's status.
+async fn next(stream: &mut tonic::Streaming<pb::WatchJobsResponse>) -> (u64, i32) {
+    // Bounded, not a synchronisation: the message is the event waited for.
+    let message = tokio::time::timeout(Duration::from_secs(15), stream.message()).await.expect("a change within 15 s");
+    let message = message.unwrap().expect("the stream goes on");
+    (message.watch_revision, message.job.unwrap().status)
+}
+
+#[tokio::test]
+async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
+    // Two registry replicas on one etcd prefix. Watch positions are etcd's revisions: a watcher
+    // of replica A that lost its stream resumes on replica B from its last position, without a
+    // replay, and gets what followed it at the same positions A gives.
+    let url = etcd_url(&unique("resume"));
+    let a = TestServer::start(&["--registry-store", &url]).await;
+    let b = TestServer::start(&["--registry-store", &url]).await;
+    let mut on_a = JobRegistryClient::new(channel(&a.endpoint()).await);
+    let mut on_b = JobRegistryClient::new(channel(&b.endpoint()).await);
+    let job = unique("job-resume");
+    // The listing's position is taken before it: watching after it misses nothing after it.
+    let listed = on_a.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
+    let mut watch_a = on_a
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec![job.clone()],
+            after_revision: listed.watch_revision,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    register_bare(&mut on_b, &job).await;
+    let status = |to: pb::JobStatus| pb::UpdateStatusRequest {
+        job_id: job.clone(),
+        status: to.into(),
+        ..Default::default()
+    };
+    on_b.update_status(status(pb::JobStatus::Submitting)).await.unwrap();
+    let registered = next(&mut watch_a).await;
+    let submitted = next(&mut watch_a).await;
+    assert_eq!((registered.1, submitted.1), (i32::from(pb::JobStatus::Pending), i32::from(pb::JobStatus::Submitting)));
+    assert!(submitted.0 > registered.0 && registered.0 > listed.watch_revision, "{registered:?} {submitted:?}");
+    drop(watch_a);
+
+    // Resumed on B after the registration: the submission comes again, at the same position.
+    let mut watch_b = on_b
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec![job.clone()],
+            after_revision: registered.0,
+            ..Default::default()
+        })
+        .await
+        .expect("a position of replica A is good on replica B")
+        .into_inner();
+    assert_eq!(next(&mut watch_b).await, submitted);
+    on_a.update_status(status(pb::JobStatus::Scheduled)).await.unwrap();
+    let scheduled = next(&mut watch_b).await;
+    assert_eq!(scheduled.1, i32::from(pb::JobStatus::Scheduled));
+    // And A, asked from the submission on, gives the same next position.
+    let mut again_a = on_a
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec![job.clone()],
+            after_revision: submitted.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut again_a).await, scheduled);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn grpc_errors_have_the_documented_codes() {
     let server = TestServer::start(&[]).await;

@@ -1,17 +1,19 @@
 //! Following changes: the watch a caller of `WatchJobs` (or a service in this process) gets from
-//! the change hub ([`crate::watch::ChangeHub`]), and the follower that publishes to the hub what
-//! other processes write, from the store's change feed.
+//! the change hub ([`crate::watch::ChangeHub`]), and the followers that publish to the hub what
+//! every process writes: from the store's revision-ordered feed (etcd), or from its change feed
+//! (object stores, polled).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use modelops_core::job::JobId;
+use modelops_core::job::{JobId, JobState};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{JOBS_PREFIX, JobRegistry};
 use crate::error::RegistryError;
+use crate::store::{RevisionFeedItem, StoreError};
 use crate::watch::JobEvent;
 
 impl JobRegistry {
@@ -28,6 +30,8 @@ impl JobRegistry {
         shutdown: CancellationToken,
     ) -> Result<futures::stream::BoxStream<'static, Result<JobEvent, RegistryError>>, RegistryError> {
         let hub = self.hub();
+        // Read first: a reset after it ends this watch, at worst once too many.
+        let resets = hub.resets();
         let (backlog, mut live) = hub.subscribe(after)?;
         let replay = if replay_current { self.all_jobs().await? } else { Vec::new() };
         let replay_seq = hub.last_seq();
@@ -59,6 +63,11 @@ impl JobRegistry {
                     () = tx.closed() => return,
                     received = live.recv() => received,
                 };
+                if registry.hub().resets() != resets {
+                    // The store's history between `last` and now is gone: the watcher re-lists.
+                    let _ = tx.send(Err(RegistryError::WatchTooOld { requested: last, oldest: registry.hub().last_seq() })).await;
+                    return;
+                }
                 let events = match received {
                     Ok(event) if event.seq > last => vec![event],
                     Ok(_) => continue,
@@ -80,6 +89,62 @@ impl JobRegistry {
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+    }
+}
+
+/// Follows a store whose changes have one revision order (etcd) and publishes every job state
+/// change at its revision, as the feed delivers them: in order, none skipped or repeated, so the
+/// positions watchers get are the same on every replica. A broken feed resumes after the last
+/// revision published; one whose history is gone (compacted) resets the hub (watchers re-list)
+/// and starts again from now.
+pub(crate) async fn follow_revisions(registry: JobRegistry, token: CancellationToken) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
+    let mut after: Option<u64> = None;
+    loop {
+        let Some(mut feed) = registry.inner.store.revision_feed(JOBS_PREFIX, after) else { return };
+        loop {
+            let item = tokio::select! {
+                () = token.cancelled() => return,
+                item = feed.next() => item,
+            };
+            match item {
+                Some(Ok(RevisionFeedItem::Started { revision })) => {
+                    registry.hub().start_at(revision);
+                    after = Some(after.map_or(revision, |after| after.max(revision)));
+                }
+                Some(Ok(RevisionFeedItem::Change { key, value, revision })) => {
+                    backoff = FIRST_BACKOFF;
+                    after = Some(revision);
+                    let Some(value) = value else { continue };
+                    if key.strip_prefix(JOBS_PREFIX).and_then(|k| k.strip_suffix("/state.json")).is_none() {
+                        continue;
+                    }
+                    match JobState::from_json(&value) {
+                        Ok(state) => {
+                            registry.hub().publish_at(state, revision);
+                        }
+                        Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable job state"),
+                    }
+                }
+                Some(Err(StoreError::Compacted(compacted))) => {
+                    tracing::warn!(after = after.unwrap_or(0), compacted, "the store's history is compacted past this registry's feed; watchers re-list");
+                    registry.hub().reset();
+                    after = None;
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "store change feed failed; resuming after the last revision");
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

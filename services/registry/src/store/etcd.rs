@@ -29,7 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use self::security::EtcdOptions;
 use self::security::{Authenticator, Token, with_token};
-use super::{StoreChange, StoreError, Version, Versioned, VersionedStore};
+use super::{RevisionFeedItem, StoreChange, StoreError, Version, Versioned, VersionedStore};
 
 /// A versioned store in etcd, with every key under a prefix.
 #[derive(Clone)]
@@ -254,11 +254,18 @@ impl EtcdStore {
 
     /// Sends the changes under `key` to `tx` until either side ends. A watch etcd refuses for
     /// a stale token is opened once more with a new one.
-    async fn watch(self, key: Vec<u8>, tx: tokio::sync::mpsc::Sender<Result<StoreChange, StoreError>>) {
+    /// Watches the keys under `key` from just after `after` (`None`: from now), sending the
+    /// feed's start and every change in revision order to `tx`.
+    async fn watch(self, key: Vec<u8>, after: Option<u64>, tx: tokio::sync::mpsc::Sender<Result<RevisionFeedItem, StoreError>>) {
+        let start_revision = match after {
+            Some(after) => i64::try_from(after).unwrap_or(i64::MAX - 1) + 1,
+            None => 0,
+        };
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
                 range_end: prefix_end(&key),
                 key,
+                start_revision,
                 ..Default::default()
             })),
         };
@@ -312,6 +319,17 @@ impl EtcdStore {
                         return;
                     }
                 };
+                if response.compact_revision > 0 {
+                    let _ = tx.send(Err(StoreError::Compacted(u64::try_from(response.compact_revision).unwrap_or(0)))).await;
+                    return;
+                }
+                if response.created {
+                    // From the requested revision on, or from the revision the watch was made at.
+                    let revision = after.unwrap_or_else(|| response.header.as_ref().map_or(0, |h| u64::try_from(h.revision).unwrap_or(0)));
+                    if tx.send(Ok(RevisionFeedItem::Started { revision })).await.is_err() {
+                        return;
+                    }
+                }
                 if response.canceled {
                     let refused = security::watch_refused(&response.cancel_reason);
                     if refused && may_retry && token.is_some() {
@@ -328,9 +346,10 @@ impl EtcdStore {
                     let Some(key) = self.strip(&kv.key) else { continue };
                     let value = match EventType::try_from(event.r#type) {
                         Ok(EventType::Delete) => None,
-                        _ => Some(versioned(kv)),
+                        _ => Some(Bytes::from(kv.value.clone())),
                     };
-                    if tx.send(Ok(StoreChange { key, value })).await.is_err() {
+                    let revision = u64::try_from(kv.mod_revision).unwrap_or(0);
+                    if tx.send(Ok(RevisionFeedItem::Change { key, value, revision })).await.is_err() {
                         return;
                     }
                 }
@@ -432,8 +451,32 @@ impl VersionedStore for EtcdStore {
     }
 
     fn changes(&self, prefix: &str) -> Option<BoxStream<'static, Result<StoreChange, StoreError>>> {
+        let feed = self.revision_feed(prefix, None)?;
+        Some(
+            feed.filter_map(|item| {
+                std::future::ready(match item {
+                    Ok(RevisionFeedItem::Started { .. }) => None,
+                    Ok(RevisionFeedItem::Change { key, value, revision }) => Some(Ok(StoreChange {
+                        key,
+                        value: value.map(|value| Versioned {
+                            value,
+                            version: Version::new(revision.to_string()),
+                        }),
+                    })),
+                    Err(error) => Some(Err(error)),
+                })
+            })
+            .boxed(),
+        )
+    }
+
+    fn orders_revisions(&self) -> bool {
+        true
+    }
+
+    fn revision_feed(&self, prefix: &str, after: Option<u64>) -> Option<BoxStream<'static, Result<RevisionFeedItem, StoreError>>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(self.clone().watch(self.key(prefix), tx));
+        tokio::spawn(self.clone().watch(self.key(prefix), after, tx));
         Some(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 

@@ -70,6 +70,26 @@ pub struct StoreChange {
     pub value: Option<Versioned>,
 }
 
+/// What a feed in the store's revision order ([`VersionedStore::revision_feed`]) delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevisionFeedItem {
+    /// The feed runs: every change it delivers from now on has a revision above this one, and
+    /// none above it is skipped.
+    Started {
+        /// The revision the feed continues from.
+        revision: u64,
+    },
+    /// One change.
+    Change {
+        /// The key that changed.
+        key: String,
+        /// Its new value, or `None` if it was deleted.
+        value: Option<Bytes>,
+        /// The store's revision of the change.
+        revision: u64,
+    },
+}
+
 /// Why a store operation failed (conflicts are not failures).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -97,6 +117,10 @@ pub enum StoreError {
     /// retrying does not help until the configuration changes.
     #[error("store refused the credentials: {0}")]
     Unauthenticated(String),
+    /// A change feed was asked to start from a revision the backend no longer keeps (etcd
+    /// compacted its history through this revision).
+    #[error("the store's history is compacted through revision {0}")]
+    Compacted(u64),
     /// Any other backend failure.
     #[error("store error: {0}")]
     Backend(String),
@@ -139,6 +163,20 @@ pub trait VersionedStore: Send + Sync + std::fmt::Debug {
     /// possible writer (memory, embedded). A feed may repeat or skip changes: readers reconcile
     /// by reading the key again.
     fn changes(&self, _prefix: &str) -> Option<BoxStream<'static, Result<StoreChange, StoreError>>> {
+        None
+    }
+
+    /// Whether every change of this store has a revision from one increasing sequence shared by
+    /// all its clients (etcd), so that a position in it means the same on every replica.
+    fn orders_revisions(&self) -> bool {
+        false
+    }
+
+    /// For a store that [orders revisions](VersionedStore::orders_revisions): the changes under
+    /// `prefix` in revision order, none skipped or repeated, starting after `after` (`None`: from
+    /// now). A revision older than the store's history ends the feed with
+    /// [`StoreError::Compacted`]. `None` for other stores.
+    fn revision_feed(&self, _prefix: &str, _after: Option<u64>) -> Option<BoxStream<'static, Result<RevisionFeedItem, StoreError>>> {
         None
     }
 
