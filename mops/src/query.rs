@@ -433,7 +433,7 @@ fn render(batches: &[RecordBatch]) -> anyhow::Result<String> {
 fn shorten(column: &str, text: String) -> String {
     match column {
         "param_id" if text.len() > 12 => text[..12].to_owned(),
-        "target" => text.rsplit_once(':').map_or(text.clone(), |(_, name)| name.to_owned()),
+        "target" => text.rsplit_once([':', '/']).map_or(text.clone(), |(_, name)| name.to_owned()),
         _ => text,
     }
 }

@@ -38,8 +38,8 @@ pub struct TargetSummary {
     pub min_loss: Option<f64>,
     /// Highest loss, if any row is ok.
     pub max_loss: Option<f64>,
-    /// The lowest losses, ascending (the summary's best rows).
-    pub best_losses: Vec<f64>,
+    /// The lowest losses, ascending, each with its parameter set (the summary's best rows).
+    pub best: Vec<(String, f64)>,
 }
 
 /// One indexed job as the catalog knows it.
@@ -109,9 +109,10 @@ impl ReplicatesTable {
 }
 
 /// True when a row's `target` entrypoint is the `wanted` one: equal, or `wanted` is the name
-/// after its last `:` (`prevalence_target` for `targets.prev:prevalence_target`).
+/// after its last `:` or `/` (`prevalence_target` for `targets.prev:prevalence_target`,
+/// `deaths_target` for `targets.deaths/deaths_target`).
 pub fn target_matches(target: &str, wanted: &str) -> bool {
-    target == wanted || target.rsplit_once(':').is_some_and(|(_, name)| name == wanted)
+    target == wanted || target.rsplit_once([':', '/']).is_some_and(|(_, name)| name == wanted)
 }
 
 /// True when the bundle ref `bundle` is the `wanted` one (full ref, digest hex, or a hex prefix
@@ -308,7 +309,7 @@ impl Catalog {
                 ok: figures.ok,
                 min_loss: figures.min_loss,
                 max_loss: figures.max_loss,
-                best_losses: figures.best.iter().map(|best| best.loss).collect(),
+                best: figures.best.iter().map(|best| (best.param_id.clone(), best.loss)).collect(),
             })
             .collect();
         let counts = manifest.counts;
@@ -349,6 +350,8 @@ mod tests {
         assert!(!target_matches("targets.prev:prevalence_target", "prevalence"));
         assert!(!target_matches("targets.prev:prevalence_target", "targets.prev"));
         assert!(target_matches("model/targets:t", "t"));
+        assert!(target_matches("targets.deaths/deaths_target", "deaths_target"), "the module/function form too");
+        assert!(!target_matches("targets.deaths/deaths_target", "targets.deaths"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions::expr_fn::ends_with;
+use datafusion::logical_expr::ExprFunctionExt as _;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
@@ -172,8 +173,39 @@ impl Engine {
         SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
     }
 
+    /// Refuses a target name that names several targets: a bare name (`prevalence_target`)
+    /// matches every entrypoint ending in `:prevalence_target`, and two jobs (or one) may have
+    /// two such targets, whose losses must not be mixed or ranked together.
+    fn check_target(&self, command: &Command) -> Result<(), QueryError> {
+        let wanted = match command {
+            Command::Losses(query) => query.target.as_deref(),
+            Command::BestParameters { target, .. } => Some(target.as_str()),
+            Command::Compare { target, .. } => target.as_deref(),
+            Command::Jobs | Command::Replicates { .. } | Command::Sql { .. } => None,
+        };
+        let Some(wanted) = wanted else { return Ok(()) };
+        let matching: std::collections::BTreeSet<String> = self
+            .catalog
+            .jobs()
+            .iter()
+            .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, wanted)).map(|t| t.target.clone()))
+            .collect();
+        if matching.len() > 1 {
+            return Err(QueryError::InvalidArgument {
+                field: "target".into(),
+                message: format!(
+                    "{wanted:?} names {} targets: {}; give one of them whole",
+                    matching.len(),
+                    matching.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The schema `command` answers with, without running it.
     pub async fn schema(&self, command: &Command) -> Result<SchemaRef, QueryError> {
+        self.check_target(command)?;
         match command {
             Command::Losses(query) => match query.single_table() {
                 Some(job) => Ok(Arc::clone(&self.catalog.job(job).await?.schema)),
@@ -187,6 +219,7 @@ impl Engine {
 
     /// Runs `command`.
     pub async fn execute(&self, command: &Command) -> Result<BatchStream, QueryError> {
+        self.check_target(command)?;
         match command {
             Command::Losses(query) if query.single_table().is_some() => {
                 let job = self.catalog.job(query.single_table().expect("checked")).await?;
@@ -441,11 +474,22 @@ impl Engine {
                 if let Some(threshold) = threshold {
                     filter = filter.and(col("loss").lt_eq(lit(threshold)));
                 }
-                Ok(ctx
-                    .read_table(self.losses_table(&jobs.0)?)?
-                    .filter(filter)?
+                // One row per parameter set and target: a set several jobs share (computed by
+                // one, a cache hit in the others) is one of the best once, at its lowest loss,
+                // from the job that computed it, else the first job.
+                let first_of_set = datafusion::functions_window::expr_fn::row_number()
+                    .partition_by(vec![col("param_id"), col("target")])
+                    .order_by(vec![col("loss").sort(true, false), col("cache_hit").sort(true, false), col("job_id").sort(true, false)])
+                    .build()?
+                    .alias(SET_RANK);
+                let frame = ctx.read_table(self.losses_table(&jobs.0)?)?.filter(filter)?;
+                let columns: Vec<Expr> = frame.schema().columns().into_iter().map(Expr::Column).collect();
+                Ok(frame
+                    .window(vec![first_of_set])?
+                    .filter(col(SET_RANK).eq(lit(1u64)))?
                     .sort(vec![col("loss").sort(true, false), col("job_id").sort(true, false), col("param_id").sort(true, false)])?
-                    .limit(0, Some(*n))?)
+                    .limit(0, Some(*n))?
+                    .select(columns)?)
             }
             Command::Compare { job_a, job_b, target } => {
                 let a = self.catalog.job(job_a).await?;
@@ -511,10 +555,16 @@ impl Engine {
             .filter(|job| bundle.is_none_or(|b| job.is_of_bundle(b)))
             .filter(|job| job.targets.iter().any(|t| target_matches(&t.target, target) && t.ok > 0))
             .collect();
-        let mut known: Vec<f64> = jobs
+        // The best listed loss of each parameter set: a set several jobs list counts once.
+        let mut by_set: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+        for (param_id, loss) in jobs
             .iter()
-            .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, target)).flat_map(|t| t.best_losses.iter().copied()))
-            .collect();
+            .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, target)).flat_map(|t| t.best.iter()))
+        {
+            let lowest = by_set.entry(param_id.as_str()).or_insert(*loss);
+            *lowest = lowest.min(*loss);
+        }
+        let mut known: Vec<f64> = by_set.into_values().collect();
         if known.len() < n {
             return (jobs, None);
         }
@@ -699,12 +749,17 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Query
 }
 
 /// Rows whose target is `wanted`, by entrypoint or by the name after its last `:`.
+/// The column that ranks a parameter set's rows across jobs in the best-parameters query.
+const SET_RANK: &str = "__set_rank";
+
 fn target_filter(wanted: &str) -> Expr {
     let exact = col("target").eq(lit(wanted));
-    if wanted.contains(':') {
+    if wanted.contains([':', '/']) {
         exact
     } else {
-        exact.or(ends_with(col("target"), lit(format!(":{wanted}"))))
+        exact
+            .or(ends_with(col("target"), lit(format!(":{wanted}"))))
+            .or(ends_with(col("target"), lit(format!("/{wanted}"))))
     }
 }
 

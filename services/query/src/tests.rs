@@ -100,6 +100,7 @@ struct Row {
     target: String,
     loss: Option<f64>,
     status: String,
+    cache_hit: bool,
 }
 
 fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
@@ -112,6 +113,7 @@ fn rows(batches: &[RecordBatch]) -> Vec<Row> {
         let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
         let (jobs, params, targets, statuses) = (text("job_id"), text("param_id"), text("target"), text("status"));
         let losses = batch.column_by_name("loss").unwrap().as_primitive::<Float64Type>();
+        let cache_hits = batch.column_by_name("cache_hit").unwrap().as_boolean().clone();
         for i in 0..batch.num_rows() {
             out.push(Row {
                 job_id: jobs.value(i).to_owned(),
@@ -119,6 +121,7 @@ fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 target: targets.value(i).to_owned(),
                 loss: (!losses.is_null(i)).then(|| losses.value(i)),
                 status: statuses.value(i).to_owned(),
+                cache_hit: cache_hits.value(i),
             });
         }
     }
@@ -247,14 +250,21 @@ async fn best_parameters_match_a_full_scan() {
             bundle_digest: bundle.map(str::to_owned),
         };
         let got = rows(&run(&fixture, &command).await);
-        let mut expected: Vec<Row> = all
+        // Each parameter set once (A and B share three): its lowest loss, from the job that
+        // computed it, else the first job.
+        let mut candidates: Vec<Row> = all
             .iter()
             .filter(|r| r.target == PREV && r.status == "ok" && (bundle.is_none() || r.job_id != "job-c"))
             .cloned()
             .collect();
+        candidates.sort_by(|a, b| a.loss.partial_cmp(&b.loss).unwrap().then(a.cache_hit.cmp(&b.cache_hit)).then(a.job_id.cmp(&b.job_id)));
+        let mut sets = BTreeSet::new();
+        let mut expected: Vec<Row> = candidates.into_iter().filter(|r| sets.insert(r.param_id.clone())).collect();
         expected.sort_by(|a, b| a.loss.partial_cmp(&b.loss).unwrap().then(a.job_id.cmp(&b.job_id)).then(a.param_id.cmp(&b.param_id)));
         expected.truncate(n);
         assert_eq!(got, expected, "n = {n}, bundle = {bundle:?}");
+        let distinct: BTreeSet<&str> = got.iter().map(|r| r.param_id.as_str()).collect();
+        assert_eq!(distinct.len(), got.len(), "n = {n}: a set is listed once");
     }
 }
 
@@ -291,7 +301,7 @@ async fn compare_joins_shared_sets() {
         },
     )
     .await;
-    assert_eq!(one_target.iter().map(RecordBatch::num_rows).sum::<usize>(), 0, "deaths_target is not after a ':'");
+    assert_eq!(one_target.iter().map(RecordBatch::num_rows).sum::<usize>(), 3, "the name after a '/' names a target as after a ':'");
     let exact = run(
         &fixture,
         &Command::Compare {
@@ -362,6 +372,38 @@ async fn bad_requests_are_invalid_arguments_or_not_found() {
         .await
         .unwrap_err();
     assert_eq!(tonic::Status::from(compare).code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_target_name_that_names_two_targets_is_refused_with_both() {
+    let fixture = fixture().await;
+    // Job D's target has the same name as job A's in another module.
+    let other = "other.module:prevalence_target";
+    let study = format!(r#"{{"model": "m.M", "scenario": "s", "parameter_sets": [{{"beta": 0.5}}], "n_replicates": 1, "targets": ["{other}"]}}"#);
+    let job_d = SimulationStudy::from_json(study.as_bytes()).unwrap().to_sim_job(BUNDLE, Some(JobId::new("job-d").unwrap())).unwrap();
+    write_and_index(&fixture, &job_d, &[], "2026-04-01T00:00:00+00:00").await;
+    fixture.engine.catalog().refresh().await.unwrap();
+    let best = |target: &str| Command::BestParameters {
+        target: target.into(),
+        n: 3,
+        bundle_digest: None,
+    };
+    let refused = fixture.engine.execute(&best("prevalence_target")).await.err().expect("ambiguous");
+    let status = tonic::Status::from(refused);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains(PREV) && status.message().contains(other), "{}", status.message());
+    let query = LossesQuery {
+        target: Some("prevalence_target".into()),
+        ..LossesQuery::whole_table("job-a")
+    };
+    assert!(fixture.engine.schema(&losses(query)).await.is_err(), "the losses query too");
+    // Whole entrypoints are unambiguous, and a name only one target has still works.
+    for (target, job) in [(PREV, "job-a"), (other, "job-d")] {
+        let got = rows(&run(&fixture, &best(target)).await);
+        assert!(!got.is_empty() && got.iter().all(|r| r.target == target), "{target}: {got:?}");
+        assert!(got.iter().any(|r| r.job_id == job));
+    }
+    assert!(!rows(&run(&fixture, &best("deaths_target")).await).is_empty());
 }
 
 #[tokio::test]
