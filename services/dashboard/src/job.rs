@@ -139,6 +139,12 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
                 }
             }
         }
+        @if landscape.ok_rows == 0 {
+            section.landscapes {
+                h2 { "Loss against each parameter" }
+                p.note.no-losses { "No row of this table has a loss (" (missing) " missing, " (failed) " failed), so there is nothing to plot. The rows without a loss are listed below." }
+            }
+        } @else {
         section.landscapes {
             h2 { "Loss against each parameter" }
             p.note {
@@ -159,6 +165,33 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
                 figure.histogram { (layout::svg(histogram)) }
             }
         }
+        }
+        @if !landscape.unlossed.is_empty() {
+            section.unlossed {
+                h2 { "Rows without a loss" }
+                p.note {
+                    (missing + failed) " rows have no loss: a missing row's aggregation is not in the provenance store, a failed row's result is malformed or its loss not finite."
+                    @if ((missing + failed) as usize) > landscape.unlossed.len() { " The first " (landscape.unlossed.len()) " are listed; the CSV download has them all." }
+                }
+                table id="unlossed" class="data" {
+                    thead { tr {
+                        th { "Target" } th { "param_id" } th { "Status" }
+                        @for name in &landscape.param_names { th { (name) } }
+                    } }
+                    tbody {
+                        @for row in &landscape.unlossed {
+                            tr data-target=(row.target) data-param-id=(row.param_id) data-status=(row.status) {
+                                td { (row.target) }
+                                td { code title=(row.param_id) { (row.param_id.get(..12).unwrap_or(&row.param_id)) } }
+                                td { (row.status) }
+                                @for value in &row.params { td.num { (value) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if landscape.ok_rows > 0 {
         section.best {
             h2 { "Best parameter sets" }
             table id="best" class="data" {
@@ -179,6 +212,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
                     }
                 }
             }
+        }
         }
     }
 }

@@ -26,6 +26,21 @@ pub const MAX_POINTS: usize = 2_000;
 pub const KEEP_BEST: usize = 200;
 /// Rows of each target in the best-parameters table.
 pub const BEST_PER_TARGET: usize = 10;
+/// Rows without a loss listed on the page, at most.
+pub const MAX_UNLOSSED_LISTED: usize = 200;
+
+/// A row without a loss (missing or failed), as the page lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnlossedRow {
+    /// Target.
+    pub target: String,
+    /// Parameter-set id.
+    pub param_id: String,
+    /// `missing` or `failed`.
+    pub status: String,
+    /// Each parameter's value as text (empty where the set lacks it).
+    pub params: Vec<String>,
+}
 
 /// One row of the best-parameters table.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +87,8 @@ pub struct Landscape {
     pub rows: usize,
     /// Rows with a finite loss.
     pub ok_rows: usize,
+    /// The first rows without a loss (at most [`MAX_UNLOSSED_LISTED`]), in table order.
+    pub unlossed: Vec<UnlossedRow>,
     /// Points drawn in each plot.
     pub plotted: usize,
     /// Whether losses are drawn on a log scale.
@@ -164,6 +181,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             targets: Vec::new(),
             rows: 0,
             ok_rows: 0,
+            unlossed: Vec::new(),
             plotted: 0,
             log_loss: false,
         });
@@ -184,6 +202,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
     let mut targets: Vec<String> = Vec::new();
     let mut target_index: HashMap<String, usize> = HashMap::new();
     let mut points = Vec::new();
+    let mut unlossed = Vec::new();
     let mut rows = 0;
     for (b, batch) in batches.iter().enumerate() {
         rows += batch.num_rows();
@@ -194,9 +213,6 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             .and_then(|c| c.as_primitive_opt::<Float64Type>())
             .ok_or_else(|| DashboardError::NotFound("the loss table has no float64 loss column".into()))?;
         for row in 0..batch.num_rows() {
-            if status.value(row) != "ok" || loss.is_null(row) || !loss.value(row).is_finite() {
-                continue;
-            }
             let name = target.value(row);
             let t = match target_index.get(name) {
                 Some(&t) => t,
@@ -206,6 +222,17 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
                     targets.len() - 1
                 }
             };
+            if status.value(row) != "ok" || loss.is_null(row) || !loss.value(row).is_finite() {
+                if unlossed.len() < MAX_UNLOSSED_LISTED {
+                    unlossed.push(UnlossedRow {
+                        target: target.value(row).to_owned(),
+                        param_id: utf8_column(batch, "param_id")?.value(row).to_owned(),
+                        status: status.value(row).to_owned(),
+                        params: params.iter().map(|p| column_text(batch.column(p.index).as_ref(), row)).collect(),
+                    });
+                }
+                continue;
+            }
             points.push(Point {
                 target: t,
                 loss: loss.value(row),
@@ -223,7 +250,8 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
     let drawn = sample(&points);
     let mut plots = Vec::new();
     let mut unplotted = Vec::new();
-    for param in &params {
+    // Without a single loss there is nothing to plot: the page lists the rows instead.
+    for param in params.iter().filter(|_| !points.is_empty()) {
         if !param.numeric {
             unplotted.push(param.name.clone());
             continue;
@@ -287,6 +315,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         targets,
         rows,
         ok_rows: points.len(),
+        unlossed,
         plotted: drawn.len(),
         log_loss,
     })

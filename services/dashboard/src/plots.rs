@@ -1,7 +1,8 @@
 //! SVG plots drawn with `plotters`: a loss landscape per parameter, the loss histogram and the
 //! comparison scatter of two jobs. One colour per target, from plotters' 99-colour palette, in
 //! the same order on every plot of a page. Losses arrive already on the drawn scale (log10 when
-//! the caller chose a log scale) and the axis labels say which.
+//! the caller chose a log scale); a log axis is labelled with the values it stands for (`1e-2`),
+//! and every tick as people write numbers (`0`, never `-0`; counts without decimals).
 
 use plotters::prelude::*;
 
@@ -61,7 +62,50 @@ fn bounds<'a>(values: impl Iterator<Item = &'a f64>) -> (f64, f64) {
 }
 
 fn loss_label(log: bool, what: &str) -> String {
-    if log { format!("log10 {what}") } else { what.to_owned() }
+    if log { format!("{what} (log scale)") } else { what.to_owned() }
+}
+
+/// A tick label as people write the number: `0` (never `-0`), `0.25`, `1200`, `3.5e-5`.
+pub fn tick(value: &f64) -> String {
+    let value = *value;
+    if value == 0.0 || !value.is_finite() {
+        return if value.is_finite() { "0".into() } else { value.to_string() };
+    }
+    let magnitude = value.abs();
+    let text = if (1e-3..1e6).contains(&magnitude) {
+        // Six significant digits, trailing zeros dropped (ticks are round numbers).
+        let decimals = (5 - magnitude.log10().floor() as i32).max(0) as usize;
+        let fixed = format!("{value:.decimals$}");
+        if fixed.contains('.') { fixed.trim_end_matches('0').trim_end_matches('.').to_owned() } else { fixed }
+    } else {
+        let scientific = format!("{value:.3e}");
+        let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+        let mantissa = if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
+        format!("{mantissa}e{exponent}")
+    };
+    if text == "-0" { "0".into() } else { text }
+}
+
+/// A tick label of a log10 axis, as the value it stands for: `1e-2` for -2, `3.2e-2` for -1.5.
+pub fn log_tick(exponent: &f64) -> String {
+    let rounded = exponent.round();
+    if (exponent - rounded).abs() < 1e-9 {
+        format!("1e{}", rounded as i64)
+    } else {
+        let scientific = format!("{:.1e}", 10f64.powf(*exponent));
+        scientific.replace(".0e", "e")
+    }
+}
+
+/// A tick label of a count axis: whole numbers only (a tick between two counts has none).
+pub fn count_tick(value: &f64) -> String {
+    let rounded = value.round();
+    if (value - rounded).abs() < 1e-9 { format!("{}", rounded as i64) } else { String::new() }
+}
+
+/// The tick labeller of a loss axis.
+fn loss_ticks(log: bool) -> fn(&f64) -> String {
+    if log { log_tick } else { tick }
 }
 
 fn failed(error: impl std::fmt::Display) -> String {
@@ -109,6 +153,8 @@ pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<Strin
             .y_desc(loss_label(log_loss, "loss"))
             .x_labels(5)
             .y_labels(5)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&loss_ticks(log_loss))
             .light_line_style(WHITE)
             .draw()
             .map_err(failed)?;
@@ -169,6 +215,8 @@ pub fn histogram(series: &[(&str, Vec<f64>)], log_loss: bool) -> Result<String, 
             .y_desc("rows")
             .x_labels(8)
             .y_labels(5)
+            .x_label_formatter(&loss_ticks(log_loss))
+            .y_label_formatter(&count_tick)
             .light_line_style(WHITE)
             .draw()
             .map_err(failed)?;
@@ -205,6 +253,8 @@ pub fn comparison(job_a: &str, job_b: &str, series: &[Series], log_loss: bool) -
             .y_desc(loss_label(log_loss, &format!("loss in {job_b}")))
             .x_labels(6)
             .y_labels(6)
+            .x_label_formatter(&loss_ticks(log_loss))
+            .y_label_formatter(&loss_ticks(log_loss))
             .light_line_style(WHITE)
             .draw()
             .map_err(failed)?;
@@ -244,7 +294,7 @@ mod tests {
         assert!(!svg.contains("<weekly>"));
 
         let one = landscape("x", &[Series::new("t")], true).unwrap();
-        assert!(one.contains("log10 loss"));
+        assert!(one.contains("loss (log scale)"));
 
         let (lo, width, counts) = bin(&[("t", vec![0.0, 1.0, 2.0, 4.0])]);
         assert_eq!((lo, width), (0.0, 0.1));
@@ -252,5 +302,33 @@ mod tests {
         assert_eq!((counts[0][0], counts[0][10], counts[0][20], counts[0][39]), (1, 1, 1, 1));
         assert!(histogram(&[("t", vec![1.0, 1.0])], false).unwrap().contains("<rect"));
         assert!(comparison("a", "b", &[a], false).unwrap().contains("<polyline"));
+    }
+
+    /// The text of every `<text>` element of an SVG.
+    fn labels(svg: &str) -> Vec<String> {
+        svg.split("<text").skip(1).filter_map(|t| t.split_once('>').and_then(|(_, rest)| rest.split_once("</text>")).map(|(text, _)| text.trim().to_owned())).collect()
+    }
+
+    #[test]
+    fn ticks_read_as_people_write_numbers() {
+        for (value, text) in [(0.0, "0"), (-0.0, "0"), (0.25, "0.25"), (-1.5, "-1.5"), (1200.0, "1200"), (0.1 + 0.2, "0.3"), (3.5e-5, "3.5e-5"), (2.0e7, "2e7"), (-1e-9, "-1e-9")] {
+            assert_eq!(tick(&value), text, "{value}");
+        }
+        for (exponent, text) in [(-2.0, "1e-2"), (0.0, "1e0"), (3.0, "1e3"), (-1.5, "3.2e-2")] {
+            assert_eq!(log_tick(&exponent), text, "{exponent}");
+        }
+        assert_eq!((count_tick(&5.0), count_tick(&2.5)), ("5".to_owned(), String::new()));
+        // A landscape around zero, a histogram of counts, and a log-scale landscape, as drawn.
+        let mut around_zero = Series::new("t");
+        around_zero.points = vec![(-0.2, 1.0), (0.0, 0.5), (0.2, 0.25)];
+        let drawn = labels(&landscape("x", &[around_zero], false).unwrap());
+        assert!(!drawn.iter().any(|l| l == "-0" || l == "-0.0"), "{drawn:?}");
+        let counts = labels(&histogram(&[("t", vec![1.0, 1.0, 2.0, 3.0, 3.0, 3.0])], false).unwrap());
+        assert!(!counts.iter().any(|l| l.ends_with(".0")), "{counts:?}");
+        let mut spread = Series::new("t");
+        spread.points = vec![(0.1, -4.0), (0.2, -2.0), (0.3, 0.0)];
+        let log = labels(&landscape("x", &[spread], true).unwrap());
+        assert!(log.iter().any(|l| l == "1e-2"), "{log:?}");
+        assert!(!log.iter().any(|l| l.starts_with("-2")), "{log:?}");
     }
 }

@@ -59,6 +59,11 @@ async fn run_job(fixture: &Fixture, provenance: &Store, job: &str, sets: &[(f64,
 
 /// [`run_job`] with the study as JSON.
 async fn run_study(fixture: &Fixture, provenance: &Store, job: &str, study_json: String) {
+    run_study_sets(fixture, provenance, job, study_json, None).await;
+}
+
+/// [`run_study`] writing the results of `sets` only (all when `None`).
+async fn run_study_sets(fixture: &Fixture, provenance: &Store, job: &str, study_json: String, sets: Option<&[usize]>) {
     let id = JobId::new(job).unwrap();
     fixture
         .registry
@@ -79,7 +84,7 @@ async fn run_study(fixture: &Fixture, provenance: &Store, job: &str, study_json:
     let run = SyntheticRun {
         schema: ProvenanceSchema::Token,
         timestamp: "2026-01-01T00:00:00+00:00",
-        param_sets: None,
+        param_sets: sets,
         failed_aggregations: &[],
     };
     synthetic::write_job_results(provenance.object_store.as_ref(), &spec, &run).await.unwrap();
@@ -639,4 +644,24 @@ async fn a_cancelled_jobs_page_says_how_to_build_its_table_and_waits_for_none() 
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("mops results index --force job-cancelled"), "{body}");
     assert!(!body.contains("reloads by itself") && !body.contains("data-reload-when-indexed"), "{body}");
+}
+
+#[tokio::test]
+async fn a_job_without_a_single_loss_lists_its_sets_instead_of_empty_plots() {
+    let fixture = fixture().await;
+    // A study whose runs wrote nothing: every row is missing.
+    let sets: Vec<(f64, i64)> = (1..=3i32).map(|i| (f64::from(i) + 100.0, i64::from(i))).collect();
+    run_study_sets(&fixture, &fixture.provenance.clone(), "job-empty", study(&sets), Some(&[])).await;
+    fixture.dashboard.engine.as_ref().unwrap().catalog().refresh().await.unwrap();
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (status, _, body) = get(&router, "/jobs/job-empty", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("No row of this table has a loss"), "{body}");
+    assert!(!body.contains("<figure"), "no empty plots: {body}");
+    assert_eq!(body.matches("data-status=\"missing\"").count(), 6, "every set × target (3 × 2) listed as missing");
+    assert!(body.contains(PREV) && body.contains(DEATHS), "the targets are named though none has a loss");
+    assert!(!body.contains("id=\"best\""), "no best table without a loss");
+    // A job with losses keeps its plots and lists nothing.
+    let (_, _, with_losses) = get(&router, "/jobs/job-a", &[]).await;
+    assert!(with_losses.contains("<figure class=\"landscape\"") && !with_losses.contains("Rows without a loss"));
 }

@@ -248,10 +248,12 @@ class ResultClient:
         *,
         as_arrow: bool = False,
     ) -> Union["pd.DataFrame", pa.Table]:
-        """The ``n_best`` lowest-loss rows (status ok) for ``target`` across every indexed job,
-        lowest first, ties broken by job_id then param_id (the ``best_parameters`` command).
+        """The ``n_best`` parameter sets with the lowest loss (status ok) for ``target`` across every
+        indexed job, lowest first, ties broken by job_id then param_id (the ``best_parameters``
+        command). A set several jobs share is one row: its lowest loss, from the job that computed it.
 
-        ``target`` is a full entrypoint or its short name; ``bundle_digest`` restricts to one bundle.
+        ``target`` is a full entrypoint or its short name (refused when two entrypoints share it);
+        ``bundle_digest`` restricts to one bundle.
         """
         command = {"type": "best_parameters", "target": target, "n": operator.index(n_best), "bundle_digest": bundle_digest}
         return self.run_command(command, as_arrow=as_arrow)
