@@ -151,7 +151,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
                 "Each plot draws " (landscape.plotted) " of the " (landscape.ok_rows) " rows with a loss"
                 @if landscape.plotted < landscape.ok_rows { " (the " (crate::landscape::KEEP_BEST) " lowest losses and an even sample of the rest)" }
                 "; the histogram counts every row."
-                @if landscape.log_loss { " Losses span over three orders of magnitude and are drawn as log10." }
+                @if landscape.log_loss { " Losses span over three orders of magnitude and are drawn on a log scale." }
             }
             div.plots {
                 @for plot in &landscape.plots {
