@@ -33,8 +33,10 @@ impl JobRegistry {
         // Read first: a reset after it ends this watch, at worst once too many.
         let resets = hub.resets();
         let (backlog, mut live) = hub.subscribe(after)?;
-        let replay = if replay_current { self.all_jobs().await? } else { Vec::new() };
+        // The replay's position is read before the listing: every change at or before it is in
+        // the listing, every later one comes live (and again to a watch resumed from it).
         let replay_seq = hub.last_seq();
+        let replay = if replay_current { self.all_jobs().await? } else { Vec::new() };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<JobEvent, RegistryError>>(64);
         let registry = self.clone();
         tokio::spawn(async move {
