@@ -408,6 +408,15 @@ def test_adbc_flight_sql(flight_uri: str, table_a: pa.Table) -> None:
         assert rows[JOB_A]["rows"] == table_a.num_rows
         assert JOB_B in rows
 
+        # What SQL tools browse with: the catalog's objects, a table's schema, the table types.
+        objects = connection.adbc_get_objects(depth="all").read_all().to_pylist()
+        tables = {t["table_name"]: t for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"]}
+        assert set(tables) == {"losses", "jobs"}
+        assert {"job_id", "param_id", "loss", "target", "status"} <= {c["column_name"] for c in tables["losses"]["table_columns"]}
+        schema = connection.adbc_get_table_schema("losses")
+        assert schema.field("loss").type == pa.float64()
+        assert connection.adbc_get_table_types() == ["TABLE"]
+
 
 # --- JobClient -------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 //! `arrow.flight.protocol.FlightService`: the JSON commands, descriptor paths and Flight SQL
-//! (statements, prepared statements, SqlInfo) of `FLIGHT_COMMANDS.md`, on one Flight service.
+//! (statements, prepared statements, SqlInfo, and the catalog metadata SQL tools browse with:
+//! catalogs, schemas, tables with their schemas, table types) of `FLIGHT_COMMANDS.md`, on one
+//! Flight service.
 //! Tickets are commands (JSON), so any replica answers any ticket. The service is read-only:
 //! DoPut and DoExchange are refused.
 
@@ -41,6 +43,78 @@ enum Asked {
     Query(Command),
     /// Flight SQL server metadata.
     SqlInfo(sql::CommandGetSqlInfo),
+    /// Flight SQL catalog metadata.
+    Metadata(Metadata),
+}
+
+/// The catalog metadata Flight SQL clients ask for (ADBC's `get_objects`, `get_table_schema`,
+/// `get_table_types`).
+#[derive(Debug, Clone)]
+enum Metadata {
+    Catalogs(sql::CommandGetCatalogs),
+    Schemas(sql::CommandGetDbSchemas),
+    Tables(sql::CommandGetTables),
+    TableTypes(sql::CommandGetTableTypes),
+}
+
+/// The catalog SQL queries run in (DataFusion's default): `datafusion.public.losses` is `losses`.
+const SQL_CATALOG: &str = "datafusion";
+/// The schema SQL queries run in.
+const SQL_SCHEMA: &str = "public";
+/// The tables SQL queries see.
+const SQL_TABLES: [&str; 2] = ["losses", "jobs"];
+
+impl Metadata {
+    /// The command, packed as it travels in a descriptor or a ticket.
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Catalogs(command) => command.as_any().encode_to_vec(),
+            Self::Schemas(command) => command.as_any().encode_to_vec(),
+            Self::Tables(command) => command.as_any().encode_to_vec(),
+            Self::TableTypes(command) => command.as_any().encode_to_vec(),
+        }
+    }
+
+    /// The schema of the answer.
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        match self {
+            Self::Catalogs(command) => command.clone().into_builder().schema(),
+            Self::Schemas(command) => command.clone().into_builder().schema(),
+            Self::Tables(command) => command.clone().into_builder().schema(),
+            Self::TableTypes(command) => command.clone().into_builder().schema(),
+        }
+    }
+
+    /// The answer: one catalog and schema, the tables `losses` and `jobs` (with their schemas
+    /// when asked), filtered as the command says.
+    async fn answer(&self, engine: &Engine) -> Result<arrow::array::RecordBatch, QueryError> {
+        let built = match self {
+            Self::Catalogs(command) => {
+                let mut builder = command.clone().into_builder();
+                builder.append(SQL_CATALOG);
+                builder.build()
+            }
+            Self::Schemas(command) => {
+                let mut builder = command.clone().into_builder();
+                builder.append(SQL_CATALOG, SQL_SCHEMA);
+                builder.build()
+            }
+            Self::Tables(command) => {
+                let mut builder = command.clone().into_builder();
+                for table in SQL_TABLES {
+                    let schema = engine.schema(&Command::Sql { query: format!("SELECT * FROM {table}") }).await?;
+                    builder.append(SQL_CATALOG, SQL_SCHEMA, table, "TABLE", &schema)?;
+                }
+                builder.build()
+            }
+            Self::TableTypes(command) => {
+                let mut builder = command.clone().into_builder();
+                builder.append("TABLE");
+                builder.build()
+            }
+        };
+        Ok(built?)
+    }
 }
 
 /// The query service.
@@ -110,9 +184,16 @@ impl QueryService {
                 query: utf8(&prepared.prepared_statement_handle, field)?,
             })),
             sql::Command::CommandGetSqlInfo(info) => Ok(Asked::SqlInfo(info)),
+            sql::Command::CommandGetCatalogs(command) => Ok(Asked::Metadata(Metadata::Catalogs(command))),
+            sql::Command::CommandGetDbSchemas(command) => Ok(Asked::Metadata(Metadata::Schemas(command))),
+            sql::Command::CommandGetTables(command) => Ok(Asked::Metadata(Metadata::Tables(command))),
+            sql::Command::CommandGetTableTypes(command) => Ok(Asked::Metadata(Metadata::TableTypes(command))),
             other => Err(QueryError::invalid(
                 field,
-                format!("{} is not supported: this service answers SQL queries, prepared statements and SqlInfo", other.type_url()),
+                format!(
+                    "{} is not supported: this service answers SQL queries, prepared statements (without parameters), SqlInfo, catalogs, schemas, tables and table types",
+                    other.type_url()
+                ),
             )),
         }
     }
@@ -134,6 +215,10 @@ impl QueryService {
                 .try_with_schema(&self.sql_info.schema())?
                 .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(info.as_any().encode_to_vec())))
                 .with_descriptor(descriptor)),
+            Asked::Metadata(metadata) => Ok(FlightInfo::new()
+                .try_with_schema(&metadata.schema())?
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(metadata.encode())))
+                .with_descriptor(descriptor)),
         }
     }
 
@@ -149,6 +234,10 @@ impl QueryService {
             }
             Asked::SqlInfo(info) => {
                 let batch = self.sql_info.record_batch(info.info)?;
+                Box::pin(futures::stream::once(async { Ok(batch) }))
+            }
+            Asked::Metadata(metadata) => {
+                let batch = metadata.answer(&self.engine).await?;
                 Box::pin(futures::stream::once(async { Ok(batch) }))
             }
         };
@@ -217,6 +306,7 @@ impl FlightService for QueryService {
         let schema = match Self::decode_descriptor(&descriptor)? {
             Asked::Query(command) => self.engine.schema(&command).await?,
             Asked::SqlInfo(_) => self.sql_info.schema(),
+            Asked::Metadata(metadata) => metadata.schema(),
         };
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).try_into().map_err(|e| Status::from(QueryError::from(e)))?;
         Ok(Response::new(result))

@@ -667,3 +667,64 @@ async fn replicates_are_served_by_path_and_command_and_not_found_without_a_table
     let missing_field = do_get(&mut client, Ticket::new(r#"{"type": "replicates"}"#)).await.unwrap_err();
     assert_eq!(missing_field.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn sql_tools_can_browse_catalogs_schemas_tables_and_their_schemas() {
+    use arrow_flight::sql::{CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, ProstMessageExt as _};
+    use prost::Message as _;
+    let fixture = fixture().await;
+    let mut client = served(&fixture).await;
+    // As ADBC's get_objects / get_table_schema / get_table_types ask: GetFlightInfo, then DoGet.
+    async fn ask(client: &mut FlightServiceClient<tonic::transport::Channel>, command: Vec<u8>) -> RecordBatch {
+        let info = client.get_flight_info(arrow_flight::FlightDescriptor::new_cmd(command)).await.unwrap().into_inner();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let batches = do_get(client, ticket).await.unwrap();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+    let strings = |batch: &RecordBatch, column: &str| -> Vec<String> {
+        let array = batch.column_by_name(column).unwrap().as_string::<i32>();
+        (0..array.len()).map(|i| array.value(i).to_owned()).collect()
+    };
+    let catalogs = ask(&mut client, CommandGetCatalogs {}.as_any().encode_to_vec()).await;
+    assert_eq!(strings(&catalogs, "catalog_name"), ["datafusion"]);
+    let schemas = CommandGetDbSchemas {
+        catalog: None,
+        db_schema_filter_pattern: Some("pub%".into()),
+    };
+    assert_eq!(strings(&ask(&mut client, schemas.as_any().encode_to_vec()).await, "db_schema_name"), ["public"]);
+    let types = ask(&mut client, CommandGetTableTypes {}.as_any().encode_to_vec()).await;
+    assert_eq!(strings(&types, "table_type"), ["TABLE"]);
+
+    let tables = CommandGetTables {
+        catalog: None,
+        db_schema_filter_pattern: None,
+        table_name_filter_pattern: None,
+        table_types: vec![],
+        include_schema: true,
+    };
+    let tables = ask(&mut client, tables.as_any().encode_to_vec()).await;
+    let mut names = strings(&tables, "table_name");
+    names.sort();
+    assert_eq!(names, ["jobs", "losses"]);
+    // Each table's schema, as IPC: what the SQL `SELECT *` of it answers with.
+    let schemas = tables.column_by_name("table_schema").unwrap().as_binary::<i32>();
+    for (row, name) in strings(&tables, "table_name").iter().enumerate() {
+        let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(schemas.value(row)).unwrap();
+        let expected = fixture.engine.schema(&Command::Sql { query: format!("SELECT * FROM {name}") }).await.unwrap();
+        assert_eq!(&schema, expected.as_ref(), "{name}");
+    }
+    // A filter on the name, and the table types: only what matches.
+    let only_losses = CommandGetTables {
+        catalog: Some("datafusion".into()),
+        db_schema_filter_pattern: Some("public".into()),
+        table_name_filter_pattern: Some("lo%".into()),
+        table_types: vec!["TABLE".into()],
+        include_schema: false,
+    };
+    let only = ask(&mut client, only_losses.as_any().encode_to_vec()).await;
+    assert_eq!(strings(&only, "table_name"), ["losses"]);
+    assert!(only.column_by_name("table_schema").is_none());
+    // The qualified name those answers imply works in SQL.
+    let counted = run(&fixture, &Command::Sql { query: "SELECT count(*) AS n FROM datafusion.public.losses".into() }).await;
+    assert!(counted[0].column(0).as_primitive::<Int64Type>().value(0) > 0);
+}
