@@ -402,6 +402,12 @@ def test_adbc_flight_sql(flight_uri: str, table_a: pa.Table) -> None:
         cursor.execute(f"SELECT count(*) FROM losses WHERE job_id = '{JOB_A}'")
         assert cursor.fetchone()[0] == table_a.num_rows
 
+        # A bound parameter (a prepared statement; the server hands back a handle carrying it).
+        cursor.execute("SELECT count(*) FROM losses WHERE job_id = $1", (JOB_A,))
+        assert cursor.fetchone()[0] == table_a.num_rows
+        cursor.execute("SELECT count(*) FROM losses WHERE job_id = $1", (JOB_B,))
+        assert cursor.fetchone()[0] == read_losses(JOB_B).num_rows
+
         cursor.execute("SELECT * FROM jobs")
         catalog = cursor.fetch_arrow_table()
         rows = {r["job_id"]: r for r in catalog.to_pylist()}

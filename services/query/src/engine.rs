@@ -528,14 +528,42 @@ impl Engine {
                 let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(table.schema()));
                 Ok(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)
             }
-            Command::Sql { query } => {
-                let jobs = self.catalog.jobs();
-                ctx.register_table("losses", self.losses_table(&jobs)?)?;
-                ctx.register_table("jobs", self.jobs_table()?)?;
-                let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-                Ok(ctx.sql_with_options(query, options).await?)
-            }
+            Command::Sql { query } => self.sql_frame(&ctx, query).await,
         }
+    }
+
+    /// `query` planned over `losses` and `jobs`, read-only (no DDL, DML or statements).
+    async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame, QueryError> {
+        let jobs = self.catalog.jobs();
+        ctx.register_table("losses", self.losses_table(&jobs)?)?;
+        ctx.register_table("jobs", self.jobs_table()?)?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        Ok(ctx.sql_with_options(query, options).await?)
+    }
+
+    /// The parameters `query` takes (`$1`, `$2`, …), in order, with their types where the plan
+    /// tells them.
+    pub async fn sql_parameters(&self, query: &str) -> Result<Vec<(String, Option<arrow::datatypes::DataType>)>, QueryError> {
+        let frame = self.sql_frame(&self.session(), query).await?;
+        let mut parameters: Vec<(String, Option<arrow::datatypes::DataType>)> = frame.logical_plan().get_parameter_types()?.into_iter().collect();
+        parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<u64>().unwrap_or(u64::MAX));
+        Ok(parameters)
+    }
+
+    /// `query` with `params` bound to its placeholders (`$1` is the first): its schema.
+    pub async fn bound_sql_schema(&self, query: &str, params: Vec<ScalarValue>) -> Result<SchemaRef, QueryError> {
+        let frame = self.sql_frame(&self.session(), query).await?.with_param_values(params)?;
+        Ok(Arc::new(frame.schema().as_arrow().clone()))
+    }
+
+    /// Runs `query` with `params` bound to its placeholders, under the same limits as any query.
+    pub async fn execute_bound_sql(&self, query: &str, params: Vec<ScalarValue>) -> Result<BatchStream, QueryError> {
+        let planned = tokio::time::timeout(self.limits.timeout, async {
+            let frame = self.sql_frame(&self.session(), query).await?.with_param_values(params)?;
+            frame.execute_stream().await.map_err(QueryError::from)
+        });
+        let stream = planned.await.map_err(|_| QueryError::Timeout(self.limits.timeout))??;
+        Ok(with_deadline(stream, self.limits.timeout))
     }
 
     fn jobs_table(&self) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {

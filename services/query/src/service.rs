@@ -3,7 +3,8 @@
 //! catalogs, schemas, tables with their schemas, table types) of `FLIGHT_COMMANDS.md`, on one
 //! Flight service.
 //! Tickets are commands (JSON), so any replica answers any ticket. The service is read-only:
-//! DoPut and DoExchange are refused.
+//! DoPut only binds parameters to a prepared statement (answering with a handle that carries
+//! them, so that too is stateless), and DoExchange is refused.
 
 use std::pin::Pin;
 
@@ -45,6 +46,56 @@ enum Asked {
     SqlInfo(sql::CommandGetSqlInfo),
     /// Flight SQL catalog metadata.
     Metadata(Metadata),
+    /// A prepared statement with parameters bound (by DoPut); `command` is the Flight SQL
+    /// message it came in, which is its ticket too.
+    Bound {
+        query: String,
+        params: Vec<datafusion::common::ScalarValue>,
+        command: Vec<u8>,
+    },
+}
+
+/// Marks a prepared-statement handle that carries bound parameters (no SQL starts with NUL).
+const BOUND_HANDLE: &[u8] = b"\0mops-bound\0";
+/// The most parameter rows one DoPut may bind (a query runs with one row).
+const MAX_PARAMETER_ROWS: usize = 1;
+
+/// A prepared statement's handle: the SQL itself, or, once parameters are bound, [`BOUND_HANDLE`],
+/// the SQL's length (u32, little-endian), the SQL, and the one-row parameter batch as an Arrow IPC
+/// stream. Handles are stateless: any replica runs any handle.
+fn bound_handle(query: &str, params: &arrow::array::RecordBatch) -> Result<Vec<u8>, QueryError> {
+    let length = u32::try_from(query.len()).map_err(|_| QueryError::invalid("query", "longer than 4 GiB"))?;
+    let mut handle = BOUND_HANDLE.to_vec();
+    handle.extend_from_slice(&length.to_le_bytes());
+    handle.extend_from_slice(query.as_bytes());
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut handle, &params.schema())?;
+    writer.write(params)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(handle)
+}
+
+/// The SQL of a handle and its bound parameters (none for a handle that is the SQL itself).
+fn read_handle(handle: &[u8], field: &str) -> Result<(String, Option<Vec<datafusion::common::ScalarValue>>), QueryError> {
+    let Some(rest) = handle.strip_prefix(BOUND_HANDLE) else {
+        return Ok((utf8(handle, field)?, None));
+    };
+    let malformed = || QueryError::invalid(field, "a malformed prepared statement handle");
+    let (length, rest) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+    let length = usize::try_from(u32::from_le_bytes(*length)).map_err(|_| malformed())?;
+    let (query, ipc) = (rest.get(..length).ok_or_else(malformed)?, rest.get(length..).ok_or_else(malformed)?);
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).map_err(|_| malformed())?;
+    let mut params = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|_| malformed())?;
+        if batch.num_rows() != 1 {
+            return Err(malformed());
+        }
+        for column in batch.columns() {
+            params.push(datafusion::common::ScalarValue::try_from_array(column, 0).map_err(|_| malformed())?);
+        }
+    }
+    Ok((utf8(query, field)?, Some(params)))
 }
 
 /// The catalog metadata Flight SQL clients ask for (ADBC's `get_objects`, `get_table_schema`,
@@ -78,10 +129,10 @@ impl Metadata {
     /// The schema of the answer.
     fn schema(&self) -> arrow::datatypes::SchemaRef {
         match self {
-            Self::Catalogs(command) => command.clone().into_builder().schema(),
+            Self::Catalogs(command) => (*command).into_builder().schema(),
             Self::Schemas(command) => command.clone().into_builder().schema(),
             Self::Tables(command) => command.clone().into_builder().schema(),
-            Self::TableTypes(command) => command.clone().into_builder().schema(),
+            Self::TableTypes(command) => (*command).into_builder().schema(),
         }
     }
 
@@ -90,7 +141,7 @@ impl Metadata {
     async fn answer(&self, engine: &Engine) -> Result<arrow::array::RecordBatch, QueryError> {
         let built = match self {
             Self::Catalogs(command) => {
-                let mut builder = command.clone().into_builder();
+                let mut builder = (*command).into_builder();
                 builder.append(SQL_CATALOG);
                 builder.build()
             }
@@ -108,7 +159,7 @@ impl Metadata {
                 builder.build()
             }
             Self::TableTypes(command) => {
-                let mut builder = command.clone().into_builder();
+                let mut builder = (*command).into_builder();
                 builder.append("TABLE");
                 builder.build()
             }
@@ -180,9 +231,14 @@ impl QueryService {
             sql::Command::TicketStatementQuery(ticket) => Ok(Asked::Query(Command::Sql {
                 query: utf8(&ticket.statement_handle, field)?,
             })),
-            sql::Command::CommandPreparedStatementQuery(prepared) => Ok(Asked::Query(Command::Sql {
-                query: utf8(&prepared.prepared_statement_handle, field)?,
-            })),
+            sql::Command::CommandPreparedStatementQuery(prepared) => match read_handle(&prepared.prepared_statement_handle, field)? {
+                (query, None) => Ok(Asked::Query(Command::Sql { query })),
+                (query, Some(params)) => Ok(Asked::Bound {
+                    query,
+                    params,
+                    command: prepared.as_any().encode_to_vec(),
+                }),
+            },
             sql::Command::CommandGetSqlInfo(info) => Ok(Asked::SqlInfo(info)),
             sql::Command::CommandGetCatalogs(command) => Ok(Asked::Metadata(Metadata::Catalogs(command))),
             sql::Command::CommandGetDbSchemas(command) => Ok(Asked::Metadata(Metadata::Schemas(command))),
@@ -219,6 +275,10 @@ impl QueryService {
                 .try_with_schema(&metadata.schema())?
                 .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(metadata.encode())))
                 .with_descriptor(descriptor)),
+            Asked::Bound { query, params, command } => Ok(FlightInfo::new()
+                .try_with_schema(self.engine.bound_sql_schema(&query, params).await?.as_ref())?
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command)))
+                .with_descriptor(descriptor)),
         }
     }
 
@@ -239,6 +299,14 @@ impl QueryService {
             Asked::Metadata(metadata) => {
                 let batch = metadata.answer(&self.engine).await?;
                 Box::pin(futures::stream::once(async { Ok(batch) }))
+            }
+            Asked::Bound { query, params, .. } => {
+                let stream = self.engine.execute_bound_sql(&query, params).await?;
+                let schema = stream.schema();
+                let encoded = FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(QueryError::from(e))))));
+                return Ok(Box::pin(encoded.map_err(Status::from)));
             }
         };
         Ok(Box::pin(FlightDataEncoderBuilder::new().build(batches).map_err(Status::from)))
@@ -307,6 +375,7 @@ impl FlightService for QueryService {
             Asked::Query(command) => self.engine.schema(&command).await?,
             Asked::SqlInfo(_) => self.sql_info.schema(),
             Asked::Metadata(metadata) => metadata.schema(),
+            Asked::Bound { query, params, .. } => self.engine.bound_sql_schema(&query, params).await?,
         };
         let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).try_into().map_err(|e| Status::from(QueryError::from(e)))?;
         Ok(Response::new(result))
@@ -320,8 +389,45 @@ impl FlightService for QueryService {
         Ok(Response::new(self.stream(asked).await?))
     }
 
-    async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("DoPut: the query service is read-only; tables are written by the indexer"))
+    /// Binds parameters to a prepared statement (Flight SQL's stateless form: the answer is a new
+    /// handle carrying them). Anything else is refused: the service is read-only.
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("DoPut: an empty stream"))?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| Status::invalid_argument("DoPut: the first message has no descriptor"))?;
+        let read_only = || Status::unimplemented("DoPut: the query service is read-only (tables are written by the indexer); it only binds parameters to prepared statements");
+        if descriptor.r#type() != DescriptorType::Cmd {
+            return Err(read_only());
+        }
+        let any = Any::decode(descriptor.cmd.as_ref()).map_err(|_| read_only())?;
+        let Ok(Some(prepared)) = any.unpack::<sql::CommandPreparedStatementQuery>() else {
+            return Err(read_only());
+        };
+        let (query, _) = read_handle(&prepared.prepared_statement_handle, "descriptor.cmd")?;
+        let messages = futures::StreamExt::chain(futures::stream::once(async { Ok::<_, Status>(first) }), stream).map_err(|status| FlightError::Tonic(Box::new(status)));
+        let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(messages);
+        let mut params: Option<arrow::array::RecordBatch> = None;
+        while let Some(batch) = batches.try_next().await.map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::invalid_argument(format!("DoPut: the parameters: {other}")),
+        })? {
+            let rows = params.as_ref().map_or(0, arrow::array::RecordBatch::num_rows) + batch.num_rows();
+            if rows > MAX_PARAMETER_ROWS {
+                return Err(Status::invalid_argument(format!("DoPut: a query binds one row of parameters, got {rows}")));
+            }
+            if batch.num_rows() > 0 {
+                params = Some(batch);
+            }
+        }
+        let params = params.ok_or_else(|| Status::invalid_argument("DoPut: no row of parameters"))?;
+        let handle = bound_handle(&query, &params)?;
+        let result = sql::DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        };
+        let put = PutResult {
+            app_metadata: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(put) }))))
     }
 
     #[tracing::instrument(skip_all)]
@@ -334,12 +440,22 @@ impl FlightService for QueryService {
                     .unpack()
                     .map_err(|e| Status::invalid_argument(format!("action.body: {e}")))?
                     .ok_or_else(|| Status::invalid_argument("action.body: expected ActionCreatePreparedStatementRequest"))?;
-                let command = Command::Sql { query: prepare.query.clone() };
-                let schema = self.engine.schema(&command).await?;
+                let parameters = self.engine.sql_parameters(&prepare.query).await?;
+                // A statement with placeholders has no result schema until they are bound.
+                let (dataset_schema, parameter_schema) = if parameters.is_empty() {
+                    let schema = self.engine.schema(&Command::Sql { query: prepare.query.clone() }).await?;
+                    (schema_ipc(&schema)?, bytes::Bytes::new())
+                } else {
+                    let fields: Vec<arrow::datatypes::Field> = parameters
+                        .iter()
+                        .map(|(name, data_type)| arrow::datatypes::Field::new(name, data_type.clone().unwrap_or(arrow::datatypes::DataType::Null), true))
+                        .collect();
+                    (bytes::Bytes::new(), schema_ipc(&arrow::datatypes::Schema::new(fields))?)
+                };
                 let result = sql::ActionCreatePreparedStatementResult {
                     prepared_statement_handle: prepare.query.into_bytes().into(),
-                    dataset_schema: schema_ipc(&schema)?,
-                    parameter_schema: bytes::Bytes::new(),
+                    dataset_schema,
+                    parameter_schema,
                 };
                 result.as_any().encode_to_vec()
             }

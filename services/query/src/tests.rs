@@ -728,3 +728,60 @@ async fn sql_tools_can_browse_catalogs_schemas_tables_and_their_schemas() {
     let counted = run(&fixture, &Command::Sql { query: "SELECT count(*) AS n FROM datafusion.public.losses".into() }).await;
     assert!(counted[0].column(0).as_primitive::<Int64Type>().value(0) > 0);
 }
+
+#[tokio::test]
+async fn prepared_statements_take_bound_parameters_in_a_stateless_handle() {
+    use arrow_flight::sql::{ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, CommandPreparedStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt as _};
+    use futures::TryStreamExt as _;
+    use prost::Message as _;
+    let fixture = fixture().await;
+    let mut client = served(&fixture).await;
+    let query = "SELECT count(*) AS n FROM losses WHERE job_id = $1";
+    let prepare = arrow_flight::Action::new("CreatePreparedStatement", ActionCreatePreparedStatementRequest { query: query.into(), transaction_id: None }.as_any().encode_to_vec());
+    let answer = client.do_action(prepare).await.unwrap().into_inner().try_next().await.unwrap().unwrap();
+    let prepared: ActionCreatePreparedStatementResult = Any::decode(answer.body).unwrap().unpack().unwrap().unwrap();
+    let parameters = arrow::ipc::convert::try_schema_from_ipc_buffer(&prepared.parameter_schema).unwrap();
+    assert_eq!(parameters.fields().iter().map(|f| (f.name().as_str(), f.data_type().clone())).collect::<Vec<_>>(), [("$1", DataType::Utf8)]);
+
+    // Binding: DoPut of one row on the statement answers with a new handle carrying it.
+    let bind = |client: &mut FlightServiceClient<tonic::transport::Channel>, command: Vec<u8>, jobs: Vec<&'static str>| {
+        let mut client = client.clone();
+        async move {
+            let batch = RecordBatch::try_from_iter([("$1", Arc::new(arrow::array::StringArray::from(jobs)) as arrow::array::ArrayRef)]).unwrap();
+            let messages = arrow_flight::encode::FlightDataEncoderBuilder::new()
+                .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_cmd(command)))
+                .build(futures::stream::once(async { Ok(batch) }))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap();
+            let result = client.do_put(futures::stream::iter(messages)).await?.into_inner().try_next().await?.unwrap();
+            Ok::<_, tonic::Status>(DoPutPreparedStatementResult::decode(result.app_metadata).unwrap().prepared_statement_handle.unwrap())
+        }
+    };
+    let statement = |handle: bytes::Bytes| CommandPreparedStatementQuery { prepared_statement_handle: handle }.as_any().encode_to_vec();
+    let count = |client: &mut FlightServiceClient<tonic::transport::Channel>, handle: bytes::Bytes| {
+        let mut client = client.clone();
+        async move {
+            let info = client.get_flight_info(arrow_flight::FlightDescriptor::new_cmd(statement(handle))).await?.into_inner();
+            let batches = do_get(&mut client, info.endpoint[0].ticket.clone().unwrap()).await?;
+            Ok::<_, tonic::Status>(batches[0].column(0).as_primitive::<Int64Type>().value(0))
+        }
+    };
+    let rows_of = |job: &str| fixture.engine.catalog().jobs().into_iter().find(|j| j.job_id == job).unwrap().counts[0] as i64;
+    for job in ["job-a", "job-c"] {
+        let handle = bind(&mut client, statement(prepared.prepared_statement_handle.clone()), vec![job]).await.unwrap();
+        // Stateless: the handle alone answers, on any replica, as often as asked.
+        assert_eq!(count(&mut client, handle.clone()).await.unwrap(), rows_of(job), "{job}");
+        assert_eq!(count(&mut client, handle).await.unwrap(), rows_of(job), "{job}, again");
+    }
+    // One row binds a query; more are refused, and nothing else is written.
+    let two = bind(&mut client, statement(prepared.prepared_statement_handle.clone()), vec!["job-a", "job-b"]).await.unwrap_err();
+    assert_eq!(two.code(), tonic::Code::InvalidArgument, "{two:?}");
+    let update = CommandStatementUpdate { query: "DELETE FROM losses".into(), transaction_id: None }.as_any().encode_to_vec();
+    assert_eq!(bind(&mut client, update, vec!["x"]).await.unwrap_err().code(), tonic::Code::Unimplemented);
+    // A forged handle is refused, not trusted.
+    let mut forged = b"\0mops-bound\0".to_vec();
+    forged.extend_from_slice(&u32::MAX.to_le_bytes());
+    let refused = count(&mut client, forged.into()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+}
