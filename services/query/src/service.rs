@@ -394,8 +394,8 @@ impl FlightService for QueryService {
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
         let mut stream = request.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("DoPut: an empty stream"))?;
-        let descriptor = first.flight_descriptor.clone().ok_or_else(|| Status::invalid_argument("DoPut: the first message has no descriptor"))?;
         let read_only = || Status::unimplemented("DoPut: the query service is read-only (tables are written by the indexer); it only binds parameters to prepared statements");
+        let descriptor = first.flight_descriptor.clone().ok_or_else(read_only)?;
         if descriptor.r#type() != DescriptorType::Cmd {
             return Err(read_only());
         }
