@@ -9,7 +9,6 @@
 //! edges live in the results store, but only attribution reads or writes them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use modelops_core::job::JobId;
@@ -17,7 +16,7 @@ use modelops_proto::attribution::v1 as pb;
 use modelops_runtime::telemetry::ClientInterceptor;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 /// Attribution shared by the parts of one process.
 pub type SharedAttribution = Arc<dyn AttributionClient>;
@@ -68,9 +67,6 @@ pub trait AttributionClient: Send + Sync + std::fmt::Debug {
     async fn counts(&self, job: &JobId) -> Result<AttributionCounts, Status>;
 }
 
-/// How long a call may wait for attribution's answer (for a stream: its first headers).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The attribution service's gRPC API as an [`AttributionClient`].
 #[derive(Debug, Clone)]
 pub struct GrpcAttribution {
@@ -83,16 +79,7 @@ impl GrpcAttribution {
     /// It connects on first use and again after a failure: until attribution answers, calls fail
     /// UNAVAILABLE.
     pub fn connect_lazy(endpoint: &str, token: Option<&str>, max_message_bytes: usize) -> Result<Self, tonic::transport::Error> {
-        let mut channel = Endpoint::from_shared(endpoint.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        if endpoint.starts_with("https://") {
-            channel = channel.tls_config(ClientTlsConfig::new().with_native_roots())?;
-        }
-        let client = pb::attribution_client::AttributionClient::new(InterceptedService::new(channel.connect_lazy(), ClientInterceptor::with_token(token)))
+        let client = pb::attribution_client::AttributionClient::new(modelops_runtime::peer::lazy_channel(endpoint, token)?)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Ok(Self { client })

@@ -11,13 +11,10 @@ use modelops_proto::registry::v1::job_registry_client::JobRegistryClient;
 use modelops_runtime::telemetry::ClientInterceptor;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use crate::convert::{index_to_proto, state_from_proto, status_from_proto, status_to_proto, timestamp_from_proto, timestamp_to_proto};
 use crate::{Claim, JobEvent, JobEvents, JobPage, ListQuery, RegistryClient, SpecStream, WatchFrom};
-
-/// How long a call may wait for the registry's answer (for a watch: its first headers).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The registry's gRPC API as a [`RegistryClient`]. Cloning shares one HTTP/2 connection.
 #[derive(Debug, Clone)]
@@ -32,18 +29,7 @@ impl GrpcRegistry {
     /// `max_message_bytes`. It connects on first use and again after a failure, so a service may
     /// start before the registry does: until then its calls fail UNAVAILABLE.
     pub fn connect_lazy(endpoint: &str, token: Option<&str>, max_message_bytes: usize) -> Result<Self, tonic::transport::Error> {
-        let mut channel = Endpoint::from_shared(endpoint.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT)
-            // A registry that vanished without closing its connections (a node lost) is noticed
-            // by its watchers within seconds, not at the next TCP timeout.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        if endpoint.starts_with("https://") {
-            channel = channel.tls_config(ClientTlsConfig::new().with_native_roots())?;
-        }
-        let client = JobRegistryClient::new(InterceptedService::new(channel.connect_lazy(), ClientInterceptor::with_token(token)))
+        let client = JobRegistryClient::new(modelops_runtime::peer::lazy_channel(endpoint, token)?)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Ok(Self {

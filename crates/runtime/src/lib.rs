@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod messages;
 pub mod metrics;
+pub mod peer;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

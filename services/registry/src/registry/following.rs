@@ -142,11 +142,9 @@ pub(crate) async fn follow_revisions(registry: JobRegistry, token: CancellationT
                 None => break,
             }
         }
-        tokio::select! {
-            () = token.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !back_off(&token, &mut backoff).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -187,12 +185,21 @@ pub(crate) async fn follow_store(registry: JobRegistry, token: CancellationToken
                 },
             }
         }
-        tokio::select! {
-            () = token.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !back_off(&token, &mut backoff).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+}
+
+/// Waits `backoff` before a feed is opened again, and doubles it (up to 10 s); false when `token`
+/// was cancelled meanwhile.
+async fn back_off(token: &CancellationToken, backoff: &mut Duration) -> bool {
+    tokio::select! {
+        () = token.cancelled() => return false,
+        () = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(10));
+    true
 }
 
 async fn reconcile(registry: &JobRegistry) {
