@@ -61,6 +61,8 @@ pub struct ChangeHub {
     sender: broadcast::Sender<JobEvent>,
     retention: usize,
     positions: Positions,
+    /// Whether the store's feed runs (store positions), for watchers that wait for it.
+    running: tokio::sync::watch::Sender<bool>,
 }
 
 /// Bits of a sequence number that count events (a trillion events per process).
@@ -96,7 +98,15 @@ impl ChangeHub {
             sender,
             retention: retention.max(1),
             positions,
+            running: tokio::sync::watch::Sender::new(positions != Positions::Store),
         }
+    }
+
+    /// Waits until positions mean something (a hub at store positions whose feed has started),
+    /// at most `within`; whether they do.
+    pub async fn until_running(&self, within: std::time::Duration) -> bool {
+        let mut running = self.running.subscribe();
+        matches!(tokio::time::timeout(within, running.wait_for(|running| *running)).await, Ok(Ok(_)))
     }
 
     /// Whether positions are the store's revisions (the same on every replica).
@@ -141,6 +151,7 @@ impl ChangeHub {
             hub.started = true;
             hub.next_seq = hub.next_seq.max(revision + 1);
             hub.servable_from = hub.servable_from.max(revision);
+            self.running.send_replace(true);
         }
     }
 
@@ -153,6 +164,7 @@ impl ChangeHub {
         hub.started = false;
         hub.resets += 1;
         hub.servable_from = hub.next_seq;
+        self.running.send_replace(false);
     }
 
     /// How many times the hub was [reset](ChangeHub::reset).

@@ -276,9 +276,9 @@ async fn next(stream: &mut tonic::Streaming<pb::WatchJobsResponse>) -> (u64, i32
 
 #[tokio::test]
 async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
-    // Two registry replicas on one etcd prefix. Watch positions are etcd's revisions: a watcher
-    // of replica A that lost its stream resumes on replica B from its last position, without a
-    // replay, and gets what followed it at the same positions A gives.
+    // Registry replicas on one etcd prefix. Watch positions are etcd's revisions: a watcher of
+    // replica A that lost its stream resumes on replica B, or on a replica C started later, from
+    // its last position, without a replay, and gets what followed it at the same positions.
     let url = etcd_url(&unique("resume"));
     let a = TestServer::start(&["--registry-store", &url]).await;
     let b = TestServer::start(&["--registry-store", &url]).await;
@@ -334,8 +334,23 @@ async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
         .unwrap()
         .into_inner();
     assert_eq!(next(&mut again_a).await, scheduled);
+    // A replica started after those changes replays the store's recent revisions into its
+    // backlog: a watcher moving to it resumes there too.
+    let c = TestServer::start(&["--registry-store", &url]).await;
+    let mut on_c = JobRegistryClient::new(channel(&c.endpoint()).await);
+    let mut watch_c = on_c
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec![job.clone()],
+            after_revision: submitted.0,
+            ..Default::default()
+        })
+        .await
+        .expect("a position from before this replica started is good on it")
+        .into_inner();
+    assert_eq!(next(&mut watch_c).await, scheduled);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]

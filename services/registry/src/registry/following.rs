@@ -30,6 +30,10 @@ impl JobRegistry {
         shutdown: CancellationToken,
     ) -> Result<futures::stream::BoxStream<'static, Result<JobEvent, RegistryError>>, RegistryError> {
         let hub = self.hub();
+        // A replica that has just started resumes a position once its store feed runs.
+        if after > 0 && !hub.until_running(Duration::from_secs(10)).await {
+            tracing::debug!(after, "the store feed is not running yet");
+        }
         // Read first: a reset after it ends this watch, at worst once too many.
         let resets = hub.resets();
         let (backlog, mut live) = hub.subscribe(after)?;
@@ -94,15 +98,27 @@ impl JobRegistry {
     }
 }
 
+/// How many of the store's revisions before its start a registry replays into its backlog, so a
+/// watcher moving to a replica that has just started resumes from its position there.
+pub(crate) const START_WINDOW_REVISIONS: u64 = 10_000;
+
 /// Follows a store whose changes have one revision order (etcd) and publishes every job state
 /// change at its revision, as the feed delivers them: in order, none skipped or repeated, so the
-/// positions watchers get are the same on every replica. A broken feed resumes after the last
-/// revision published; one whose history is gone (compacted) resets the hub (watchers re-list)
-/// and starts again from now.
+/// positions watchers get are the same on every replica. It starts [`START_WINDOW_REVISIONS`]
+/// back, when the store still has them. A broken feed resumes after the last revision published;
+/// one whose history is gone (compacted) resets the hub (watchers re-list) and starts again from
+/// now.
 pub(crate) async fn follow_revisions(registry: JobRegistry, token: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut backoff = FIRST_BACKOFF;
-    let mut after: Option<u64> = None;
+    let mut after: Option<u64> = match registry.inner.store.current_revision().await {
+        Ok(Some(current)) => Some(current.saturating_sub(START_WINDOW_REVISIONS)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the store's revision; following from now");
+            None
+        }
+    };
     loop {
         let Some(mut feed) = registry.inner.store.revision_feed(JOBS_PREFIX, after) else { return };
         loop {

@@ -474,6 +474,17 @@ impl VersionedStore for EtcdStore {
         true
     }
 
+    async fn current_revision(&self) -> Result<Option<u64>, StoreError> {
+        // Any read answers with the store's revision in its header; this one reads no value.
+        let request = RangeRequest {
+            key: self.key(""),
+            count_only: true,
+            ..Default::default()
+        };
+        let response = self.kv_call(request, |mut kv, request| async move { kv.range(request).await }).await?;
+        Ok(response.header.and_then(|h| u64::try_from(h.revision).ok()))
+    }
+
     fn revision_feed(&self, prefix: &str, after: Option<u64>) -> Option<BoxStream<'static, Result<RevisionFeedItem, StoreError>>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(self.clone().watch(self.key(prefix), after, tx));

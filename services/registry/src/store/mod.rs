@@ -172,6 +172,12 @@ pub trait VersionedStore: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// For a store that [orders revisions](VersionedStore::orders_revisions): its current
+    /// revision (`None` for other stores).
+    async fn current_revision(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// For a store that [orders revisions](VersionedStore::orders_revisions): the changes under
     /// `prefix` in revision order, none skipped or repeated, starting after `after` (`None`: from
     /// now). A revision older than the store's history ends the feed with
