@@ -93,6 +93,11 @@ pub fn job_state_key(job_id: &crate::job::JobId) -> String {
     format!("jobs/{job_id}/state.json")
 }
 
+/// The job id of a [`job_state_key`] (`None` for any other key), unchecked.
+pub fn job_state_key_id(key: &str) -> Option<&str> {
+    key.strip_prefix("jobs/")?.strip_suffix("/state.json")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +137,14 @@ mod tests {
     fn store_paths_refuse_escapes() {
         assert!(to_store_path("token/v1/sims/../../etc").is_err());
         assert!(to_store_path("token/v1/aggs/x/target_a:b/agg_1").is_ok());
+    }
+
+    #[test]
+    fn a_state_key_gives_back_its_job_id_and_no_other_key_does() {
+        let job = crate::job::JobId::new("job-5b718dc8").unwrap();
+        assert_eq!(job_state_key_id(&job_state_key(&job)), Some("job-5b718dc8"));
+        for other in ["claims/index/job-5b718dc8.json", "jobs/simulation/job-5b718dc8.json", "jobs/job-5b718dc8/state.json.tmp", "x/jobs/a/state.json"] {
+            assert_eq!(job_state_key_id(other), None, "{other}");
+        }
     }
 }

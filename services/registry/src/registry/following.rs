@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use modelops_core::job::{JobId, JobState};
+use modelops_core::paths;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -135,7 +136,7 @@ pub(crate) async fn follow_revisions(registry: JobRegistry, token: CancellationT
                     backoff = FIRST_BACKOFF;
                     after = Some(revision);
                     let Some(value) = value else { continue };
-                    if key.strip_prefix(JOBS_PREFIX).and_then(|k| k.strip_suffix("/state.json")).is_none() {
+                    if paths::job_state_key_id(&key).is_none() {
                         continue;
                     }
                     match JobState::from_json(&value) {
@@ -181,7 +182,7 @@ pub(crate) async fn follow_store(registry: JobRegistry, token: CancellationToken
                 change = feed.next() => match change {
                     Some(Ok(change)) => {
                         backoff = Duration::from_millis(200);
-                        if let Some(job) = change.key.strip_prefix(JOBS_PREFIX).and_then(|k| k.strip_suffix("/state.json"))
+                        if let Some(job) = paths::job_state_key_id(&change.key)
                             && let Ok(job_id) = JobId::new(job)
                         {
                             match registry.get(&job_id).await {
