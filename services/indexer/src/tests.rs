@@ -268,7 +268,7 @@ async fn cached_results_are_flagged_per_job() {
 async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
     use modelops_attribution::Attribution;
     use modelops_core::job::JobStatus;
-    use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
+    use modelops_registry::registry::StatusUpdate;
     use modelops_registry::store::memory::MemoryStore;
     use modelops_registry::{JobRegistry, RegistryConfig};
 
@@ -296,19 +296,8 @@ async fn the_streamed_build_writes_the_bytes_of_the_in_memory_build() {
         } else {
             attribution.clone().into()
         };
-        let id = JobId::new(&format!("job-streamed-{round}")).unwrap();
-        let registration = Registration {
-            job_id: Some(id.clone()),
-            spec: Some(SpecInput::Study {
-                study_json: STUDY.into(),
-                bundle_ref: BUNDLE.into(),
-            }),
-            ..Registration::default()
-        };
-        registry.register(registration).await.unwrap();
-        let modelops_core::study::JobSpec::Simulation(spec) = registry.get_parsed_spec(&id).await.unwrap() else {
-            panic!("a SimJob")
-        };
+        let id = JobId::new(format!("job-streamed-{round}")).unwrap();
+        let spec = register_study(&registry, &id).await;
         let run = SyntheticRun {
             schema: ProvenanceSchema::Token,
             timestamp: EARLY,
@@ -440,6 +429,22 @@ async fn unreadable_aggregations_are_failed_rows_and_nothing_outside_the_store_i
     assert_eq!(statuses.iter().filter(|s| s.as_deref() == Some("ok")).count(), 1);
 }
 
+/// Registers `id` in `registry` from `STUDY` and returns the spec the registry expanded it to.
+async fn register_study(registry: &modelops_registry::JobRegistry, id: &JobId) -> SimJobSpec {
+    use modelops_registry::registry::{Registration, SpecInput};
+    let registration = Registration {
+        job_id: Some(id.clone()),
+        spec: Some(SpecInput::Study {
+            study_json: STUDY.into(),
+            bundle_ref: BUNDLE.into(),
+        }),
+        ..Registration::default()
+    };
+    registry.register(registration).await.unwrap();
+    let modelops_core::study::JobSpec::Simulation(spec) = registry.get_parsed_spec(id).await.unwrap() else { panic!("a SimJob") };
+    spec
+}
+
 /// A registry, attribution and stores for one job registered from `STUDY` and finished as
 /// succeeded, its results written; `provenance` is the store the indexer reads results from.
 struct FinishedJob {
@@ -451,22 +456,13 @@ struct FinishedJob {
 
 async fn finished_job(name: &str, registry_store: Arc<dyn modelops_registry::store::VersionedStore>, jobs: Store, provenance: &Store) -> FinishedJob {
     use modelops_core::job::JobStatus;
-    use modelops_registry::registry::{Registration, SpecInput, StatusUpdate};
+    use modelops_registry::registry::StatusUpdate;
     use modelops_registry::{JobRegistry, RegistryConfig};
     let results = Store::in_memory();
     let registry = JobRegistry::new(registry_store, jobs, RegistryConfig::default(), &prometheus::Registry::new());
     let attribution = modelops_attribution::Attribution::new(results.clone(), provenance.clone(), registry.clone());
     let id = JobId::new(name).unwrap();
-    let registration = Registration {
-        job_id: Some(id.clone()),
-        spec: Some(SpecInput::Study {
-            study_json: STUDY.into(),
-            bundle_ref: BUNDLE.into(),
-        }),
-        ..Registration::default()
-    };
-    registry.register(registration).await.unwrap();
-    let modelops_core::study::JobSpec::Simulation(spec) = registry.get_parsed_spec(&id).await.unwrap() else { panic!("a SimJob") };
+    let spec = register_study(&registry, &id).await;
     let run = SyntheticRun {
         schema: ProvenanceSchema::Token,
         timestamp: EARLY,

@@ -266,6 +266,16 @@ async fn grpc_watch_replays_streams_filters_and_refuses_stale_resumes() {
     server.stop().await.unwrap();
 }
 
+/// A watch of `job`'s changes after position `after`.
+async fn watch_after(client: &mut JobRegistryClient<tonic::transport::Channel>, job: &str, after: u64) -> Result<tonic::Streaming<pb::WatchJobsResponse>, tonic::Status> {
+    let request = pb::WatchJobsRequest {
+        job_ids: vec![job.to_owned()],
+        after_revision: after,
+        ..Default::default()
+    };
+    Ok(client.watch_jobs(request).await?.into_inner())
+}
+
 /// The next change of a watch: its position and the job's status.
 async fn next(stream: &mut tonic::Streaming<pb::WatchJobsResponse>) -> (u64, i32) {
     // Bounded, not a synchronisation: the message is the event waited for.
@@ -287,15 +297,7 @@ async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
     let job = unique("job-resume");
     // The listing's position is taken before it: watching after it misses nothing after it.
     let listed = on_a.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
-    let mut watch_a = on_a
-        .watch_jobs(pb::WatchJobsRequest {
-            job_ids: vec![job.clone()],
-            after_revision: listed.watch_revision,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch_a = watch_after(&mut on_a, &job, listed.watch_revision).await.unwrap();
     register_bare(&mut on_b, &job).await;
     let status = |to: pb::JobStatus| pb::UpdateStatusRequest {
         job_id: job.clone(),
@@ -310,43 +312,19 @@ async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
     drop(watch_a);
 
     // Resumed on B after the registration: the submission comes again, at the same position.
-    let mut watch_b = on_b
-        .watch_jobs(pb::WatchJobsRequest {
-            job_ids: vec![job.clone()],
-            after_revision: registered.0,
-            ..Default::default()
-        })
-        .await
-        .expect("a position of replica A is good on replica B")
-        .into_inner();
+    let mut watch_b = watch_after(&mut on_b, &job, registered.0).await.expect("a position of replica A is good on replica B");
     assert_eq!(next(&mut watch_b).await, submitted);
     on_a.update_status(status(pb::JobStatus::Scheduled)).await.unwrap();
     let scheduled = next(&mut watch_b).await;
     assert_eq!(scheduled.1, i32::from(pb::JobStatus::Scheduled));
     // And A, asked from the submission on, gives the same next position.
-    let mut again_a = on_a
-        .watch_jobs(pb::WatchJobsRequest {
-            job_ids: vec![job.clone()],
-            after_revision: submitted.0,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut again_a = watch_after(&mut on_a, &job, submitted.0).await.unwrap();
     assert_eq!(next(&mut again_a).await, scheduled);
     // A replica started after those changes replays the store's recent revisions into its
     // backlog: a watcher moving to it resumes there too.
     let c = TestServer::start(&["--registry-store", &url]).await;
     let mut on_c = JobRegistryClient::new(channel(&c.endpoint()).await);
-    let mut watch_c = on_c
-        .watch_jobs(pb::WatchJobsRequest {
-            job_ids: vec![job.clone()],
-            after_revision: submitted.0,
-            ..Default::default()
-        })
-        .await
-        .expect("a position from before this replica started is good on it")
-        .into_inner();
+    let mut watch_c = watch_after(&mut on_c, &job, submitted.0).await.expect("a position from before this replica started is good on it");
     assert_eq!(next(&mut watch_c).await, scheduled);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
