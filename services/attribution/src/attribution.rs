@@ -128,6 +128,19 @@ impl Attribution {
         }
     }
 
+    /// A job's edges, at most `batch_size` at a time: a sealed job's streamed from its file (a row
+    /// group in memory at a time), a running job's from its recorded batches merged.
+    pub async fn job_edge_batches(&self, job: &JobId, batch_size: usize) -> Result<futures::stream::BoxStream<'static, Result<Vec<Edge>, AttributionError>>, AttributionError> {
+        use futures::StreamExt as _;
+        self.created_at(job).await?;
+        if let Some(seal) = self.edges.seal(job).await? {
+            return self.edges.sealed_edge_batches(job, &seal, batch_size).await;
+        }
+        let edges = self.edges.merged_batches(job).await?.0;
+        let chunks: Vec<Result<Vec<Edge>, AttributionError>> = edges.chunks(batch_size.max(1)).map(|chunk| Ok(chunk.to_vec())).collect();
+        Ok(futures::stream::iter(chunks).boxed())
+    }
+
     /// Hands every aggregation edge of `job` that names a target to `visit`: streamed from the
     /// sealed file, or from the recorded batches merged.
     pub async fn visit_agg_edges(&self, job: &JobId, mut visit: impl FnMut(crate::codec::AggEdgeRef<'_>)) -> Result<(), AttributionError> {
@@ -159,7 +172,15 @@ impl Attribution {
 
     /// Counts, seal, a sample of `sample_size` edges and the missing paths of `job`.
     pub async fn summary(&self, job: &JobId, sample_size: usize) -> Result<Summary, AttributionError> {
-        let edges = self.job_edges(job).await?;
+        use futures::TryStreamExt as _;
+        // Counted as streamed: a sealed job's edges a row group at a time.
+        let mut batches = self.job_edge_batches(job, 8192).await?;
+        let mut counts = Counts::default();
+        let mut sample = Vec::with_capacity(sample_size);
+        while let Some(batch) = batches.try_next().await? {
+            counts.add(&batch);
+            sample.extend(batch.into_iter().take(sample_size - sample.len()));
+        }
         let seal = self.edges.seal(job).await?;
         let derivation = self.edges.derivation(job).await?;
         let missing_paths = match (&seal, &derivation) {
@@ -172,9 +193,10 @@ impl Attribution {
             (None, Some(derivation)) => derivation.counts.expected_missing,
             (None, None) => 0,
         };
+        counts.expected_missing = expected_missing;
         Ok(Summary {
-            counts: Counts::of(&edges, expected_missing),
-            sample: edges.into_iter().take(sample_size).collect(),
+            counts,
+            sample,
             seal,
             missing_paths,
         })

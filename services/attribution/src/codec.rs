@@ -131,33 +131,39 @@ pub fn from_parquet(bytes: Bytes) -> Result<Vec<Edge>, CodecError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
     let mut edges = Vec::new();
     for batch in reader {
-        let batch = batch?;
-        let (job_id, kind, path, param_id) = (strings(&batch, "job_id")?, strings(&batch, "kind")?, strings(&batch, "path")?, strings(&batch, "param_id")?);
-        let (target, aggregation_id, role, source) = (strings(&batch, "target")?, strings(&batch, "aggregation_id")?, strings(&batch, "role")?, strings(&batch, "source")?);
-        let seed = batch
-            .column_by_name("seed")
-            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-            .ok_or_else(|| CodecError::Malformed("missing uint64 column seed".into()))?;
-        let recorded_at = batch
-            .column_by_name("recorded_at")
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-            .ok_or_else(|| CodecError::Malformed("missing timestamp column recorded_at".into()))?;
-        let bad = |what: &str, row: usize| CodecError::Malformed(format!("row {row}: invalid {what}"));
-        for row in 0..batch.num_rows() {
-            let text = |array: &StringArray| (!array.is_null(row)).then(|| array.value(row).to_owned());
-            edges.push(Edge {
-                job_id: JobId::new(job_id.value(row)).map_err(|_| bad("job_id", row))?,
-                kind: Kind::parse(kind.value(row)).ok_or_else(|| bad("kind", row))?,
-                path: path.value(row).to_owned(),
-                param_id: param_id.value(row).to_owned(),
-                seed: (!seed.is_null(row)).then(|| seed.value(row)),
-                target: text(target),
-                aggregation_id: text(aggregation_id),
-                role: Role::parse(role.value(row)).ok_or_else(|| bad("role", row))?,
-                source: Source::parse(source.value(row)).ok_or_else(|| bad("source", row))?,
-                recorded_at: DateTime::from_timestamp_micros(recorded_at.value(row)).ok_or_else(|| bad("recorded_at", row))?,
-            });
-        }
+        edges.extend(edges_of(&batch?)?);
+    }
+    Ok(edges)
+}
+
+/// The edges of one batch of an edge file.
+pub fn edges_of(batch: &RecordBatch) -> Result<Vec<Edge>, CodecError> {
+    let (job_id, kind, path, param_id) = (strings(batch, "job_id")?, strings(batch, "kind")?, strings(batch, "path")?, strings(batch, "param_id")?);
+    let (target, aggregation_id, role, source) = (strings(batch, "target")?, strings(batch, "aggregation_id")?, strings(batch, "role")?, strings(batch, "source")?);
+    let seed = batch
+        .column_by_name("seed")
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| CodecError::Malformed("missing uint64 column seed".into()))?;
+    let recorded_at = batch
+        .column_by_name("recorded_at")
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| CodecError::Malformed("missing timestamp column recorded_at".into()))?;
+    let bad = |what: &str, row: usize| CodecError::Malformed(format!("row {row}: invalid {what}"));
+    let mut edges = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let text = |array: &StringArray| (!array.is_null(row)).then(|| array.value(row).to_owned());
+        edges.push(Edge {
+            job_id: JobId::new(job_id.value(row)).map_err(|_| bad("job_id", row))?,
+            kind: Kind::parse(kind.value(row)).ok_or_else(|| bad("kind", row))?,
+            path: path.value(row).to_owned(),
+            param_id: param_id.value(row).to_owned(),
+            seed: (!seed.is_null(row)).then(|| seed.value(row)),
+            target: text(target),
+            aggregation_id: text(aggregation_id),
+            role: Role::parse(role.value(row)).ok_or_else(|| bad("role", row))?,
+            source: Source::parse(source.value(row)).ok_or_else(|| bad("source", row))?,
+            recorded_at: DateTime::from_timestamp_micros(recorded_at.value(row)).ok_or_else(|| bad("recorded_at", row))?,
+        });
     }
     Ok(edges)
 }

@@ -234,19 +234,25 @@ impl AttributionApi for AttributionService {
             Ok(pb::Role::Unspecified) => None,
             Err(_) => return Err(Status::invalid_argument("role: unknown value")),
         };
-        let edges = self.attribution.job_edges(&job_id(&request.job_id)?).await?;
+        // Streamed as read: a sealed job's edges a row group at a time, never all at once.
+        let batches = self.attribution.job_edge_batches(&job_id(&request.job_id)?, EDGES_PER_MESSAGE).await?;
         let target = request.target;
-        let selected: Vec<pb::Edge> = edges
-            .iter()
-            .filter(|e| kind.is_none_or(|k| e.kind == k) && role.is_none_or(|r| e.role == r))
-            .filter(|e| target.as_deref().is_none_or(|t| e.target.as_deref() == Some(t)))
-            .map(edge_to_proto)
-            .collect();
-        let messages: Vec<Result<pb::ListJobResultsResponse, Status>> = selected
-            .chunks(EDGES_PER_MESSAGE)
-            .map(|chunk| Ok(pb::ListJobResultsResponse { edges: chunk.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+        let messages = batches.filter_map(move |batch| {
+            let message = match batch {
+                Ok(edges) => {
+                    let selected: Vec<pb::Edge> = edges
+                        .iter()
+                        .filter(|e| kind.is_none_or(|k| e.kind == k) && role.is_none_or(|r| e.role == r))
+                        .filter(|e| target.as_deref().is_none_or(|t| e.target.as_deref() == Some(t)))
+                        .map(edge_to_proto)
+                        .collect();
+                    (!selected.is_empty()).then_some(Ok(pb::ListJobResultsResponse { edges: selected }))
+                }
+                Err(e) => Some(Err(Status::from(e))),
+            };
+            std::future::ready(message)
+        });
+        Ok(Response::new(Box::pin(messages)))
     }
 
     async fn get_result_owners(&self, request: Request<pb::GetResultOwnersRequest>) -> Result<Response<pb::GetResultOwnersResponse>, Status> {

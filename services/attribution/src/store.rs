@@ -54,6 +54,13 @@ impl Counts {
             expected_missing,
             ..Self::default()
         };
+        counts.add(edges);
+        counts
+    }
+
+    /// Adds `edges` to the counts.
+    pub fn add(&mut self, edges: &[Edge]) {
+        let counts = self;
         for edge in edges {
             match edge.kind {
                 Kind::Sim => counts.sims += 1,
@@ -65,7 +72,6 @@ impl Counts {
                 Role::Unknown => counts.unknown += 1,
             }
         }
-        counts
     }
 
     fn to_object(self) -> PyObject {
@@ -294,6 +300,27 @@ impl EdgeStore {
     /// by byte ranges, only the columns needed and one batch at a time: a job of a million
     /// edges costs a row group in memory, not the file.
     pub async fn visit_sealed_agg_edges(&self, job: &JobId, seal: &Seal, mut visit: impl FnMut(codec::AggEdgeRef<'_>)) -> Result<(), AttributionError> {
+        let mut batches = self.sealed_batches(job, seal, Some(&codec::AGG_EDGE_COLUMNS)).await?;
+        while let Some(batch) = batches.try_next().await.map_err(codec::CodecError::from)? {
+            codec::visit_agg_edges(&batch, &mut visit)?;
+        }
+        Ok(())
+    }
+
+    /// A job's sealed edges in file order, `batch_size` at most at a time, read as
+    /// [`EdgeStore::visit_sealed_agg_edges`] reads them: a row group in memory, not the file.
+    pub async fn sealed_edge_batches(&self, job: &JobId, seal: &Seal, batch_size: usize) -> Result<futures::stream::BoxStream<'static, Result<Vec<Edge>, AttributionError>>, AttributionError> {
+        use futures::StreamExt as _;
+        let batches = self.sealed_batches(job, seal, None).await?;
+        let batches = batches.map(move |batch| Ok::<_, AttributionError>(codec::edges_of(&batch.map_err(codec::CodecError::from)?)?));
+        Ok(batches
+            .map_ok(move |edges: Vec<Edge>| futures::stream::iter(edges.chunks(batch_size.max(1)).map(|chunk| Ok(chunk.to_vec())).collect::<Vec<_>>()))
+            .try_flatten()
+            .boxed())
+    }
+
+    /// The sealed file's record batches (of 8,192 rows), with only `columns` when given.
+    async fn sealed_batches(&self, job: &JobId, seal: &Seal, columns: Option<&[&str]>) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<modelops_core::parquet_file::ParquetObject>, AttributionError> {
         use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
         let key = self.sealed_key(job, seal)?;
         let meta = match self.store.object_store.head(&path(&key)).await {
@@ -302,17 +329,12 @@ impl EdgeStore {
             Err(e) => return Err(e.into()),
         };
         let reader = modelops_core::parquet_file::ParquetObject::new(std::sync::Arc::clone(&self.store.object_store), meta.location, meta.size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(codec::CodecError::from)?;
-        let columns = ProjectionMask::columns(builder.parquet_schema(), codec::AGG_EDGE_COLUMNS);
-        let mut batches = builder
-            .with_projection(columns)
-            .with_batch_size(8192)
-            .build()
-            .map_err(codec::CodecError::from)?;
-        while let Some(batch) = batches.try_next().await.map_err(codec::CodecError::from)? {
-            codec::visit_agg_edges(&batch, &mut visit)?;
+        let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(codec::CodecError::from)?;
+        if let Some(columns) = columns {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+            builder = builder.with_projection(mask);
         }
-        Ok(())
+        Ok(builder.with_batch_size(8192).build().map_err(codec::CodecError::from)?)
     }
 
     /// The key of a job's sealed edge file, checked to be inside the job's directory.

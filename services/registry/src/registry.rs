@@ -270,8 +270,15 @@ impl JobRegistry {
     /// A registry over `store` (job states) and `specs` (job spec blobs). Metrics are registered
     /// in `metrics`. Call [`JobRegistry::start`] to run the background work.
     pub fn new(store: Arc<dyn VersionedStore>, specs: Store, config: RegistryConfig, metrics: &prometheus::Registry) -> Self {
-        // On a store with one revision order (etcd), watch positions are its revisions.
-        let hub = if store.orders_revisions() { ChangeHub::at_store_revisions(config.watch_retention) } else { ChangeHub::new(config.watch_retention) };
+        // Watch positions come from the store: its revisions where it orders them (etcd,
+        // embedded), its clock where it keeps modification times (object stores).
+        let hub = if store.orders_revisions() {
+            ChangeHub::at_store_revisions(config.watch_retention)
+        } else if store.keeps_modification_times() {
+            ChangeHub::at_store_clock(config.watch_retention)
+        } else {
+            ChangeHub::new(config.watch_retention)
+        };
         Self {
             inner: Arc::new(Inner {
                 store,

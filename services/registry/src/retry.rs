@@ -106,10 +106,13 @@ pub async fn update_from<T, E>(
     mut update: impl FnMut(&Versioned) -> Result<Update<T>, E>,
     mut on_conflict: impl FnMut(),
 ) -> Result<Updated<T>, RetryError<E>> {
+    // What the last conflict read back: the next attempt's current value.
+    let mut fresh: Option<Versioned> = None;
     for attempt in 0..policy.max_attempts {
-        let (current, guessed) = match guess.take() {
-            Some(guessed) => (guessed, true),
-            None => (store.get(key).await?.ok_or_else(|| RetryError::NotFound(key.to_owned()))?, false),
+        let (current, guessed) = match (guess.take(), fresh.take()) {
+            (Some(guessed), _) => (guessed, true),
+            (None, Some(read)) => (read, false),
+            (None, None) => (store.get(key).await?.ok_or_else(|| RetryError::NotFound(key.to_owned()))?, false),
         };
         let decided = update(&current);
         if guessed && !matches!(decided, Ok(Update::Write(..))) {
@@ -133,6 +136,18 @@ pub async fn update_from<T, E>(
                         written: true,
                     });
                 }
+                // A write whose answer was lost on the way back is sent again by the store's
+                // client, and that retry conflicts with the write itself: if the stored bytes
+                // are this write's (each write bumps the revision inside them), it happened.
+                let now = store.get(key).await?.ok_or_else(|| RetryError::NotFound(key.to_owned()))?;
+                if now.value == bytes {
+                    return Ok(Updated {
+                        value,
+                        stored: now,
+                        written: true,
+                    });
+                }
+                fresh = Some(now);
                 if guessed {
                     // The guess was stale; read and try again at once, without counting it.
                     continue;
@@ -156,7 +171,10 @@ pub async fn create_with_retry(store: &dyn VersionedStore, key: &str, value: Byt
     let mut attempt = 0;
     loop {
         match store.create_if_absent(key, value.clone()).await {
-            Ok(created) => return Ok(created.is_some()),
+            Ok(Some(_)) => return Ok(true),
+            // As for updates: a create retried by the store's client after its answer was lost
+            // finds the key it made; the stored bytes say so.
+            Ok(None) => return Ok(store.get(key).await?.is_some_and(|stored| stored.value == value)),
             Err(StoreError::Unavailable(reason)) if attempt + 1 < policy.max_attempts => {
                 tracing::debug!(key, %reason, attempt, "create failed, retrying");
                 tokio::time::sleep(policy.backoff(attempt)).await;
@@ -200,6 +218,53 @@ mod tests {
         };
         update_from(&store, "k", RetryPolicy::default(), Some(stale), append, || {}).await.unwrap();
         assert_eq!(store.get("k").await.unwrap().unwrap().value, "scheduled+");
+    }
+
+    /// A store whose client loses the answer to each write and sends it again (as object_store
+    /// does on a dropped connection): the write lands, the retry conflicts with it.
+    #[derive(Debug)]
+    struct LostAnswers(MemoryStore);
+
+    #[async_trait::async_trait]
+    impl VersionedStore for LostAnswers {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn create_if_absent(&self, key: &str, value: Bytes) -> Result<Option<crate::store::Version>, StoreError> {
+            self.0.create_if_absent(key, value.clone()).await?;
+            self.0.create_if_absent(key, value).await
+        }
+        async fn put_if_version(&self, key: &str, value: Bytes, expected: &crate::store::Version) -> Result<Option<crate::store::Version>, StoreError> {
+            self.0.put_if_version(key, value.clone(), expected).await?;
+            self.0.put_if_version(key, value, expected).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+            self.0.delete(key).await
+        }
+        fn describe(&self) -> String {
+            "lost answers".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_retry_conflicts_with_itself_is_reported_done_once() {
+        let store = LostAnswers(MemoryStore::new());
+        assert!(create_with_retry(&store, "k", "pending".into(), RetryPolicy::default()).await.unwrap(), "created, though the retry found the key");
+        assert!(!create_with_retry(&store, "k", "other".into(), RetryPolicy::default()).await.unwrap(), "another value is another writer's");
+        let mut decisions = 0;
+        let to_running = |current: &Versioned| -> Result<Update<()>, &'static str> {
+            decisions += 1;
+            match current.value.as_ref() {
+                b"pending" => Ok(Update::Write("running".into(), ())),
+                _ => Err("invalid transition from running to running"),
+            }
+        };
+        let updated = update_from(&store, "k", RetryPolicy::default(), None, to_running, || {}).await.unwrap();
+        assert!(updated.written);
+        assert_eq!((store.get("k").await.unwrap().unwrap().value, decisions), (bytes::Bytes::from("running"), 1));
     }
 
     #[test]

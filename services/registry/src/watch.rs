@@ -1,9 +1,10 @@
 //! The change hub behind `WatchJobs`: every job state this registry writes, or sees written by
-//! another process through the store's change feed, becomes a [`JobEvent`] with a position: the
-//! store's revision on etcd (the same on every replica), this process's own sequence elsewhere.
-//! Watchers get live events from a broadcast channel and can resume from a recent position out
-//! of a bounded backlog; one too old for the backlog, or one this hub cannot place, is refused,
-//! and the client re-lists (like a Kubernetes watch).
+//! another process through the store's change feed, becomes a [`JobEvent`] with a position that
+//! comes from the store, so a watcher can resume on any replica and after restarts: the store's
+//! revision on etcd and on the embedded store, a time on the store's clock on object stores (see
+//! [`ChangeHub::at_store_clock`]). Watchers get live events from a broadcast channel and resume
+//! from a recent revision out of a bounded backlog; one too old for the backlog, or one this hub
+//! cannot place, is refused, and the client re-lists (like a Kubernetes watch).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -38,19 +39,36 @@ enum Positions {
     /// This process's own counter under a random epoch (already shifted into the high bits):
     /// good on this replica until it restarts.
     Epoch(u64),
-    /// The store's revisions (etcd's): the same on every replica of the registry.
+    /// The store's revisions (etcd's, the embedded store's): the same on every replica of the
+    /// registry and after restarts.
     Store,
+    /// Microseconds on the store's clock (object stores): see [`ChangeHub::at_store_clock`].
+    StoreClock,
+}
+
+/// How far a store-clock position lags the poll that vouches for it: clock skew between this
+/// process and the store, the store's one-second `Last-Modified`, and writes in flight.
+pub const STORE_CLOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The earliest store-clock position taken as one (2020-01-01): smaller numbers are another
+/// kind of position (an etcd revision, an older server's counter).
+const EARLIEST_CLOCK_POSITION: u64 = 1_577_836_800_000_000;
+
+pub(crate) fn micros(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Sequences and fans out job changes.
 ///
-/// On a store whose changes have one global revision order (etcd), a position is the store's
+/// On a store whose changes have one global revision order (etcd, embedded), a position is the store's
 /// revision of the change: a watcher can resume on any replica, and a replica that has not yet
 /// seen the position sends only what comes after it. Events then come only from the store's
 /// ordered feed ([`ChangeHub::publish_at`]), never from this process's own writes, so every
 /// replica sends them in the same order.
 ///
-/// On other stores, a position is this hub's epoch (random, chosen when the process starts) in
+/// On object stores, a position is a time on the store's clock ([`ChangeHub::at_store_clock`]).
+///
+/// On the in-memory store (tests), a position is this hub's epoch (random, chosen when the process starts) in
 /// its high bits and a counter in its low [`COUNTER_BITS`]: a position handed out by another
 /// replica or by this server before a restart is recognised as not this hub's, and refused with
 /// OUT_OF_RANGE (re-list with `replay_current`), instead of being read as a position in this
@@ -83,11 +101,28 @@ impl ChangeHub {
         Self::with_positions(retention, Positions::Store)
     }
 
+    /// A hub for a store without a revision order but with modification times (object stores,
+    /// whose `Last-Modified` every replica reads alike). A position is a watermark in
+    /// microseconds: every change written before it, by the store's clock, has reached the
+    /// watcher (or its listing). The store's polled feed raises it ([`ChangeHub::caught_up`]);
+    /// events carry the current watermark, so positions are not unique. A watcher resumes on
+    /// any replica, or after a restart, with what [`VersionedStore::modified_since`] its
+    /// position says, then live events: positions are never too old here, and one that is not
+    /// a time (before 2020, or over a day ahead) is refused.
+    ///
+    /// [`VersionedStore::modified_since`]: crate::store::VersionedStore::modified_since
+    pub fn at_store_clock(retention: usize) -> Self {
+        Self::with_positions(retention, Positions::StoreClock)
+    }
+
     fn with_positions(retention: usize, positions: Positions) -> Self {
         let (sender, _) = broadcast::channel(retention.max(16));
         let base = match positions {
             Positions::Epoch(epoch) => epoch,
             Positions::Store => 0,
+            // Whatever was written before this process began, a watcher starting here has in
+            // its listing or does not need ("from now").
+            Positions::StoreClock => micros(std::time::SystemTime::now() - STORE_CLOCK_MARGIN),
         };
         Self {
             state: Mutex::new(HubState {
@@ -114,6 +149,23 @@ impl ChangeHub {
         self.positions == Positions::Store
     }
 
+    /// Whether positions are times on the store's clock: a watch resumes by asking the store
+    /// what changed since (see [`ChangeHub::at_store_clock`]).
+    pub fn resumes_by_store_clock(&self) -> bool {
+        self.positions == Positions::StoreClock
+    }
+
+    /// For a hub on the store's clock: the store's polled feed has delivered every change written
+    /// before `before`; positions move up to it, less [`STORE_CLOCK_MARGIN`].
+    pub fn caught_up(&self, before: std::time::SystemTime) {
+        if self.positions != Positions::StoreClock {
+            return;
+        }
+        let watermark = micros(before.checked_sub(STORE_CLOCK_MARGIN).unwrap_or(std::time::UNIX_EPOCH));
+        let mut hub = self.lock();
+        hub.next_seq = hub.next_seq.max(watermark + 1);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -129,6 +181,11 @@ impl ChangeHub {
                 let mut hub = self.lock();
                 let seq = hub.next_seq;
                 self.publish_locked(&mut hub, state, seq)
+            }
+            Positions::StoreClock => {
+                let mut hub = self.lock();
+                let watermark = hub.next_seq - 1;
+                self.publish_locked(&mut hub, state, watermark)
             }
         }
     }
@@ -244,6 +301,14 @@ impl ChangeHub {
                     return Ok(Vec::new());
                 }
             }
+            Positions::StoreClock => {
+                // The store says what changed since: the watch asks it, not the backlog.
+                let latest = micros(std::time::SystemTime::now() + std::time::Duration::from_secs(86_400));
+                if !(EARLIEST_CLOCK_POSITION..=latest).contains(&after) {
+                    return Err(RegistryError::WatchElsewhere { requested: after });
+                }
+                return Ok(Vec::new());
+            }
         }
         if after < hub.servable_from {
             let oldest = hub.backlog.front().map_or(hub.next_seq, |e| e.seq);
@@ -261,7 +326,7 @@ mod tests {
     fn epoch(hub: &ChangeHub) -> u64 {
         match hub.positions {
             Positions::Epoch(epoch) => epoch,
-            Positions::Store => 0,
+            Positions::Store | Positions::StoreClock => 0,
         }
     }
 

@@ -270,6 +270,11 @@ impl MopsProcess {
     /// [`MopsProcess::serve`] on given ports: a process restarted where its peers reach it (as
     /// behind a Kubernetes Service).
     pub fn serve_on(home: &std::path::Path, port: u16, metrics_port: u16, args: &[&str]) -> Self {
+        Self::serve_on_with_env(home, port, metrics_port, args, &[])
+    }
+
+    /// [`MopsProcess::serve_on`] with `env` added to its environment.
+    pub fn serve_on_with_env(home: &std::path::Path, port: u16, metrics_port: u16, args: &[&str], env: &[(String, String)]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -286,6 +291,7 @@ impl MopsProcess {
             .args(args)
             // As the image (Dockerfile) runs it.
             .env("MIMALLOC_ARENA_RESERVE", "64MiB")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -330,5 +336,69 @@ impl Drop for MopsProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP forwarder in front of a backend that can be cut and restored. While cut, connections are
+/// refused and the open ones are dropped, as when the backend's process is killed, but the
+/// backend keeps what it acknowledged (Azurite's own store would lose its last writes to a
+/// SIGKILL, which would test Azurite, not its clients).
+#[derive(Debug)]
+pub struct TcpGate {
+    port: u16,
+    target: SocketAddr,
+    open: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl TcpGate {
+    /// Starts forwarding a free port to `target` (inside a Tokio runtime).
+    pub fn start(target: SocketAddr) -> Self {
+        let mut gate = Self { port: free_port(), target, open: None };
+        gate.restore();
+        gate
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Refuses new connections and drops the open ones.
+    pub fn cut(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.cancel();
+        }
+    }
+
+    /// Accepts and forwards connections again, on the same port.
+    pub fn restore(&mut self) {
+        if self.open.is_some() {
+            return;
+        }
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // The dropped connections' TIME_WAIT must not keep the port.
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], self.port))).expect("the gate's port is free again");
+        let listener = socket.listen(128).expect("listen");
+        let open = tokio_util::sync::CancellationToken::new();
+        let (token, target) = (open.clone(), self.target);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        self.open = Some(open);
     }
 }

@@ -8,9 +8,13 @@
 //! one table with the right rows (read through the query process), and a watcher on one
 //! registry replica must have seen every job's final state and its table done.
 //!
-//! On etcd, the test's own etcd is also SIGKILLed for up to three seconds while clients' requests
-//! are in flight: a call left unanswered is made again, and must then find its first attempt
-//! applied or apply it (no acknowledged update lost, none applied twice).
+//! The registry's store is also taken down for up to three seconds, twice, while clients'
+//! requests are in flight: on etcd the test's own etcd is SIGKILLed and restarted; on Azurite the
+//! registry replicas reach it through a TCP gate that is cut (connections refused, open ones
+//! dropped) while the direct writer keeps writing. A call left unanswered is made again, and must
+//! then find its first attempt applied or apply it (no acknowledged update lost, none applied
+//! twice). A watcher moving between replicas resumes from its position (positions come from the
+//! store): it never has to replay every job.
 //!
 //! It runs twice: with job state in etcd, and with job state and specs in Azurite (the Azure
 //! container the Python ModelOps writes), where some jobs are written straight into the stores
@@ -33,7 +37,7 @@ use std::time::Duration;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::StreamExt as _;
 use modelops_core::store::Store;
-use modelops_integration_tests::{MopsProcess, azurite_container, channel, free_port, start_private_etcd, unique, write_results};
+use modelops_integration_tests::{MopsProcess, TcpGate, azurite_container, channel, free_port, required_env, start_private_etcd, unique, write_results};
 use modelops_proto::attribution::v1 as attribution_pb;
 use modelops_proto::attribution::v1::attribution_client::AttributionClient;
 use modelops_proto::registry::v1 as pb;
@@ -80,6 +84,8 @@ struct Deployment {
     shared: tempfile::TempDir,
     /// The registry's stores.
     registry_args: Vec<String>,
+    /// The registry's extra environment (how it reaches Azurite).
+    registry_env: Vec<(String, String)>,
     /// The shared data stores and the indexers' timings.
     common: Vec<String>,
     /// Each registry replica's (gRPC, HTTP) ports.
@@ -95,7 +101,7 @@ struct Deployment {
 impl Deployment {
     /// Starts the processes with job state in `registry_store` and job specs in `jobs_store`
     /// (`None`: a shared directory), the provenance and results stores in a shared directory.
-    fn start(registry_store: String, jobs_store: Option<String>) -> Self {
+    fn start(registry_store: String, jobs_store: Option<String>, registry_env: Vec<(String, String)>) -> Self {
         let shared = tempfile::tempdir().unwrap();
         let url = |name: &str| format!("file://{}/{name}", shared.path().display());
         let registry_args = vec!["--registry-store".to_owned(), registry_store, "--jobs-store".to_owned(), jobs_store.unwrap_or_else(|| url("jobs"))];
@@ -122,6 +128,7 @@ impl Deployment {
             queries: Vec::new(),
             shared,
             registry_args,
+            registry_env,
             common,
             registry_ports,
             attribution_ports,
@@ -168,7 +175,7 @@ impl Deployment {
         args.extend(self.registry_args.iter().map(String::as_str));
         args.extend(self.common.iter().map(String::as_str));
         let (port, http_port) = self.registry_ports[n];
-        MopsProcess::serve_on(&Self::home(self.shared.path(), "registry", n), port, http_port, &args)
+        MopsProcess::serve_on_with_env(&Self::home(self.shared.path(), "registry", n), port, http_port, &args, &self.registry_env)
     }
 
     fn endpoint(process: &MopsProcess) -> String {
@@ -341,11 +348,12 @@ async fn write_directly(plan: &Plan, registry_store: &str, jobs: &Store, provena
 struct Reconnects {
     /// Resumed from its last position (on another replica, or the same one restarted).
     resumed: AtomicU64,
-    /// Re-listed every job's state: the replica could not resume that position (on Azurite,
-    /// positions are per replica; on etcd, one that started after the position).
+    /// Re-listed every job's state: the replica could not resume that position.
     replayed: AtomicU64,
     /// Could not reach a replica, or lost the stream before its first message.
     failed: AtomicU64,
+    /// Left a replica on its own (every [`MOVE_AFTER_EVENTS`] changes).
+    moved: AtomicU64,
 }
 
 /// The final state each job reached, as one watcher saw it, until every job in `jobs` is seen
@@ -400,8 +408,11 @@ async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs
             }
         };
         let mut stream = stream.into_inner();
+        let (mut received, resumed_from) = (0, position);
         while let Some(Ok(change)) = stream.next().await {
             position = change.watch_revision;
+            // A replay is taken whole: its states carry where live changes continue from.
+            received += usize::from(!change.replayed);
             let state = change.job.unwrap();
             if !jobs.contains(&state.job_id) {
                 continue;
@@ -411,9 +422,18 @@ async fn watch_until_indexed(endpoints: Arc<std::sync::Mutex<Vec<String>>>, jobs
             if seen.len() == jobs.len() && seen.values().all(done) {
                 return;
             }
+            // Every so often the watcher moves to the next replica on its own, and resumes there
+            // (once its position moved on: a resume may first send what it already had).
+            if received >= MOVE_AFTER_EVENTS && position != resumed_from {
+                reconnects.moved.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
         }
     }
 }
+
+/// How many changes a watcher takes from one replica before it moves to the next.
+const MOVE_AFTER_EVENTS: usize = 10;
 
 async fn table_rows(endpoint: &str, job: &str) -> usize {
     let mut flight = FlightServiceClient::new(channel(endpoint).await);
@@ -501,6 +521,30 @@ impl PrivateEtcd {
     }
 }
 
+/// The registry's store, which the test takes down and brings back.
+enum Backend {
+    /// A private etcd, SIGKILLed and restarted.
+    Etcd(PrivateEtcd),
+    /// Azurite behind a gate the registry replicas connect through, cut and restored.
+    Gated(TcpGate),
+}
+
+impl Backend {
+    fn take_down(&mut self) {
+        match self {
+            Self::Etcd(etcd) => etcd.kill(),
+            Self::Gated(gate) => gate.cut(),
+        }
+    }
+
+    fn bring_back(&mut self) {
+        match self {
+            Self::Etcd(etcd) => etcd.restart(),
+            Self::Gated(gate) => gate.restore(),
+        }
+    }
+}
+
 impl Drop for PrivateEtcd {
     fn drop(&mut self) {
         let _ = self.process.kill();
@@ -514,7 +558,7 @@ async fn separate_processes_with_replicas_index_every_job_once_on_etcd() {
     let prefix = unique("deploy");
     let etcd = PrivateEtcd::start();
     let url = etcd.url(&prefix);
-    run_deployment("etcd", url, None, &prefix, Some(etcd)).await;
+    run_deployment("etcd", url, None, Vec::new(), &prefix, Backend::Etcd(etcd)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,14 +567,22 @@ async fn separate_processes_with_replicas_index_every_job_once_on_azurite() {
     // change feed is a poll: jobs written straight in as succeeded are first seen finished.
     let prefix = unique("deploy-az");
     let container = azurite_container(&prefix).await;
-    run_deployment("azurite", format!("{container}/registry"), Some(format!("{container}/jobs")), &prefix, None).await;
+    // The registry replicas reach Azurite through the gate; the direct writer does not.
+    let blob = required_env("MOPS_TEST_AZURITE_BLOB");
+    let azurite: std::net::SocketAddr = blob.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap();
+    let gate = TcpGate::start(azurite);
+    let gated = format!("http://127.0.0.1:{}/devstoreaccount1", gate.port());
+    let connection = required_env("AZURE_STORAGE_CONNECTION_STRING").replace(&blob, &gated);
+    assert!(connection.contains(&gated), "the connection string names {blob}");
+    let env = vec![("AZURE_STORAGE_CONNECTION_STRING".to_owned(), connection)];
+    run_deployment("azurite", format!("{container}/registry"), Some(format!("{container}/jobs")), env, &prefix, Backend::Gated(gate)).await;
 }
 
-async fn run_deployment(backend: &str, registry_store: String, jobs_store: Option<String>, prefix: &str, mut etcd: Option<PrivateEtcd>) {
+async fn run_deployment(backend: &str, registry_store: String, jobs_store: Option<String>, registry_env: Vec<(String, String)>, prefix: &str, mut store: Backend) {
     let seed: u64 = std::env::var("MOPS_DEPLOY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let jobs: usize = std::env::var("MOPS_DEPLOY_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut deployment = Deployment::start(registry_store.clone(), jobs_store.clone());
+    let mut deployment = Deployment::start(registry_store.clone(), jobs_store.clone(), registry_env);
     let jobs_specs = Store::open(jobs_store.as_deref().unwrap_or(&format!("file://{}/jobs", deployment.shared.path().display()))).unwrap();
     let registries = Arc::new(std::sync::Mutex::new(deployment.registries.iter().map(Deployment::endpoint).collect::<Vec<_>>()));
     let replicas = deployment.registries.len();
@@ -570,25 +622,20 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
     let (mut indexer_kills, mut registry_kills, mut attribution_kills) = (0, 0, 0);
     // Four clients at a time; during a batch, the planned kills of processes (and of etcd), with
     // requests in flight, while the indexers work on what earlier batches finished.
-    // Batches during which the registry's etcd is SIGKILLed, for a while, with requests in flight.
-    let outage_batches: BTreeSet<usize> = if etcd.is_some() { (0..2).map(|_| rng.random_range(0..(jobs / 4).saturating_sub(1).max(1))).collect() } else { BTreeSet::new() };
+    // Batches during which the registry's store is down, for a while, with requests in flight.
+    let outage_batches: BTreeSet<usize> = (0..2).map(|_| rng.random_range(0..(jobs / 4).saturating_sub(1).max(1))).collect();
     let mut longest_outage = Duration::ZERO;
     for (start, batch) in plans.chunks(4).enumerate().map(|(i, b)| (i * 4, b)) {
-        let outage = match (&mut etcd, outage_batches.contains(&(start / 4))) {
-            (Some(etcd), true) => {
-                let (after, down) = (Duration::from_millis(rng.random_range(20..200)), Duration::from_millis(rng.random_range(500..3000)));
-                Some((etcd, after, down))
-            }
-            _ => None,
-        };
-        let outage = async {
-            if let Some((etcd, after, down)) = outage {
+        let outage = outage_batches.contains(&(start / 4)).then(|| (Duration::from_millis(rng.random_range(20..200)), Duration::from_millis(rng.random_range(500..3000))));
+        let store_ref = &mut store;
+        let outage = async move {
+            if let Some((after, down)) = outage {
                 // Chaos timing, not synchronisation: when to pull the plug and for how long.
                 tokio::time::sleep(after).await;
                 let began = std::time::Instant::now();
-                etcd.kill();
+                store_ref.take_down();
                 tokio::time::sleep(down).await;
-                etcd.restart();
+                store_ref.bring_back();
                 return began.elapsed();
             }
             Duration::ZERO
@@ -703,13 +750,17 @@ async fn run_deployment(backend: &str, registry_store: String, jobs_store: Optio
         }
     }
     println!(
-        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer, {registry_kills} registry replica and {attribution_kills} attribution kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, watcher reconnects: {} resumed from its position, {} replayed, {} failed; 2 registry / 1 attribution / 2 indexer / 2 query processes meeting over gRPC",
+        "deployment on {backend}: seed {seed}, {jobs} jobs ({} written straight into the stores), {indexer_kills} indexer, {registry_kills} registry replica and {attribution_kills} attribution kills (SIGKILL), {} store outages (longest {} ms, requests in flight), {} registry operations, {checked} operations on contended jobs checked linearizable, watcher reconnects: {} resumed from its position ({} of them moves between replicas), {} replayed, {} failed; 2 registry / 1 attribution / 2 indexer / 2 query processes meeting over gRPC",
         plans.iter().filter(|p| p.direct).count(),
         outage_batches.len(),
         longest_outage.as_millis(),
         ops.load(Ordering::Relaxed),
         reconnects.resumed.load(Ordering::Relaxed),
+        reconnects.moved.load(Ordering::Relaxed),
         reconnects.replayed.load(Ordering::Relaxed),
         reconnects.failed.load(Ordering::Relaxed),
     );
+    // Positions come from the store: a watcher resumes on any replica, restarted or not.
+    assert!(reconnects.moved.load(Ordering::Relaxed) > 0, "seed {seed}: the watcher never moved between replicas");
+    assert_eq!(reconnects.replayed.load(Ordering::Relaxed), 0, "seed {seed}: a watcher had to replay every job");
 }

@@ -332,6 +332,47 @@ async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
 }
 
 #[tokio::test]
+async fn on_azurite_a_watch_resumes_on_another_replica_with_what_changed_since_its_position() {
+    // Registry replicas on one Azure container. Positions are times on the store's clock
+    // (`Last-Modified`): a watcher of replica A resumes on replica B, or on a replica C started
+    // later, without a replay, and first gets the latest state of every job written since.
+    let container = azurite_container(&unique("resume-az")).await;
+    let url = format!("{container}/registry");
+    let a = TestServer::start(&["--registry-store", &url]).await;
+    let b = TestServer::start(&["--registry-store", &url]).await;
+    let mut on_a = JobRegistryClient::new(channel(&a.endpoint()).await);
+    let mut on_b = JobRegistryClient::new(channel(&b.endpoint()).await);
+    let job = unique("job-resume");
+    let listed = on_a.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
+    let mut watch_a = watch_after(&mut on_a, &job, listed.watch_revision).await.unwrap();
+    register_bare(&mut on_b, &job).await;
+    let status = |to: pb::JobStatus| pb::UpdateStatusRequest {
+        job_id: job.clone(),
+        status: to.into(),
+        ..Default::default()
+    };
+    // B's write reaches A's watcher through A's poll of the container.
+    let registered = next(&mut watch_a).await;
+    assert_eq!(registered.1, i32::from(pb::JobStatus::Pending));
+    drop(watch_a);
+    on_a.update_status(status(pb::JobStatus::Submitting)).await.unwrap();
+
+    // Resumed on B: the job's latest state, not a replay and not an error.
+    let mut watch_b = watch_after(&mut on_b, &job, registered.0).await.expect("a position of replica A is good on replica B");
+    assert_eq!(next(&mut watch_b).await.1, i32::from(pb::JobStatus::Submitting));
+    on_a.update_status(status(pb::JobStatus::Scheduled)).await.unwrap();
+    assert_eq!(next(&mut watch_b).await.1, i32::from(pb::JobStatus::Scheduled));
+    // A replica started after those changes asks the container too.
+    let c = TestServer::start(&["--registry-store", &url]).await;
+    let mut on_c = JobRegistryClient::new(channel(&c.endpoint()).await);
+    let mut watch_c = watch_after(&mut on_c, &job, registered.0).await.expect("a position from before this replica started is good on it");
+    assert_eq!(next(&mut watch_c).await.1, i32::from(pb::JobStatus::Scheduled));
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    c.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn grpc_errors_have_the_documented_codes() {
     let server = TestServer::start(&[]).await;
     let mut client = JobRegistryClient::new(channel(&server.endpoint()).await);
@@ -370,13 +411,19 @@ async fn grpc_errors_have_the_documented_codes() {
         ..transition(pb::JobStatus::Submitting)
     };
     assert_eq!(client.update_status(stale).await.unwrap_err().code(), tonic::Code::Aborted);
-    let elsewhere = client
+    // On the embedded store a position is its revision, kept in its file: revision 1 (job-1's
+    // registration) is one, and a watch resumed from it gets the next change.
+    let mut since_first = client
         .watch_jobs(pb::WatchJobsRequest {
             after_revision: 1,
             ..Default::default()
         })
-        .await;
-    assert_eq!(elsewhere.unwrap_err().code(), tonic::Code::OutOfRange, "revision 1 is no position of this server");
+        .await
+        .unwrap()
+        .into_inner();
+    client.update_status(transition(pb::JobStatus::Submitting)).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(15), since_first.message()).await.expect("the next change within 15 s");
+    assert_eq!(next.unwrap().unwrap().job.unwrap().status, i32::from(pb::JobStatus::Submitting));
     // The server is still up and answering.
     assert_eq!(client.count_jobs_by_status(pb::CountJobsByStatusRequest {}).await.unwrap().into_inner().counts.len(), 9);
     server.stop().await.unwrap();
@@ -472,6 +519,7 @@ async fn conformance_and_watch_on_etcd_with_tls_client_certificates_and_auth() {
             }
         }
     };
+    let modelops_registry::store::ChangeFeedItem::Changed(seen) = seen else { panic!("etcd's feed reports changes only") };
     assert_eq!(seen.key, key);
     let value = seen.value.expect("a write, not a delete");
     assert!(written.contains(&(value.version.clone(), value.value.clone())), "{value:?} is not one of {written:?}");

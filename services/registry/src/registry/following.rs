@@ -1,8 +1,9 @@
 //! Following changes: the watch a caller of `WatchJobs` (or a service in this process) gets from
 //! the change hub ([`crate::watch::ChangeHub`]), and the followers that publish to the hub what
-//! every process writes: from the store's revision-ordered feed (etcd), or from its change feed
-//! (object stores, polled).
+//! every process writes: from the store's revision-ordered feed (etcd, embedded), or from its
+//! polled change feed (object stores).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{JOBS_PREFIX, JobRegistry};
 use crate::error::RegistryError;
-use crate::store::{RevisionFeedItem, StoreError};
+use crate::store::{ChangeFeedItem, RevisionFeedItem, StoreError};
 use crate::watch::JobEvent;
 
 impl JobRegistry {
@@ -42,6 +43,9 @@ impl JobRegistry {
         // the listing, every later one comes live (and again to a watch resumed from it).
         let replay_seq = hub.last_seq();
         let replay = if replay_current { self.all_jobs().await? } else { Vec::new() };
+        // On the store's clock, what changed since the position is asked of the store.
+        let by_clock = hub.resumes_by_store_clock();
+        let changed = if by_clock && after > 0 { self.changed_since(after).await? } else { Vec::new() };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<JobEvent, RegistryError>>(64);
         let registry = self.clone();
         tokio::spawn(async move {
@@ -56,6 +60,11 @@ impl JobRegistry {
                 if tx.send(Ok(event)).await.is_err() {
                     return;
                 }
+            }
+            // What a resume on the store's clock sent, per job: older live events are dropped.
+            let mut sent = SentStates::default();
+            if !sent.send_changed(&tx, changed, after, replay_seq).await {
+                return;
             }
             let mut last = after;
             for event in backlog {
@@ -76,8 +85,31 @@ impl JobRegistry {
                     return;
                 }
                 let events = match received {
+                    Ok(event) if by_clock => {
+                        if sent.is_older(&event) {
+                            continue;
+                        }
+                        vec![event]
+                    }
                     Ok(event) if event.seq > last => vec![event],
                     Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) if by_clock => {
+                        // Ask the store again what changed since the last position sent.
+                        let position = registry.hub().last_seq();
+                        match registry.changed_since(last.max(1)).await {
+                            Ok(changed) => {
+                                if !sent.send_changed(&tx, changed, last, position).await {
+                                    return;
+                                }
+                                last = last.max(position);
+                                continue;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => match registry.hub().since(last) {
                         Ok(events) => events,
                         Err(e) => {
@@ -96,6 +128,63 @@ impl JobRegistry {
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+    }
+}
+
+/// The job states a watch resumed on the store's clock has sent, so that a live event older than
+/// one of them (published before the store was asked, received after) is not sent after it.
+#[derive(Default)]
+struct SentStates(HashMap<JobId, (u64, String)>);
+
+impl SentStates {
+    /// Sends `changed`, the states written since `from`, and remembers them; false when the
+    /// watcher has gone. Until the last is sent they carry `from` (a watcher that leaves midway
+    /// resumes there and is sent them again); the last carries `then` when later, the position
+    /// the live events continue from.
+    async fn send_changed(&mut self, tx: &tokio::sync::mpsc::Sender<Result<JobEvent, RegistryError>>, changed: Vec<JobState>, from: u64, then: u64) -> bool {
+        let count = changed.len();
+        for (n, state) in changed.into_iter().enumerate() {
+            self.0.insert(state.job_id().clone(), (state.revision(), state.updated_at().to_owned()));
+            let event = JobEvent {
+                seq: if n + 1 == count { then.max(from) } else { from },
+                state: Arc::new(state),
+                previous: None,
+                replayed: false,
+                traceparent: None,
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether `event` is a state of its job at or before the one sent.
+    fn is_older(&self, event: &JobEvent) -> bool {
+        self.0.get(event.state.job_id()).is_some_and(|(revision, updated_at)| {
+            let event_revision = event.state.revision();
+            if *revision > 0 && event_revision > 0 {
+                event_revision <= *revision
+            } else {
+                event.state.updated_at() <= updated_at.as_str()
+            }
+        })
+    }
+}
+
+impl JobRegistry {
+    /// The current state of every job whose state was written at or after `position` (a time on
+    /// the store's clock, in microseconds), read a few at a time.
+    async fn changed_since(&self, position: u64) -> Result<Vec<JobState>, RegistryError> {
+        let since = std::time::UNIX_EPOCH + Duration::from_micros(position);
+        let keys = self.inner.store.modified_since(JOBS_PREFIX, since).await?.unwrap_or_default();
+        let jobs: Vec<JobId> = keys.iter().filter_map(|key| paths::job_state_key_id(key)).filter_map(|job| JobId::new(job).ok()).collect();
+        let read: Vec<Result<Option<JobState>, RegistryError>> = futures::stream::iter(jobs).map(|job| async move { self.get(&job).await }).buffered(16).collect().await;
+        let mut changed = Vec::with_capacity(read.len());
+        for state in read {
+            changed.extend(state?);
+        }
+        Ok(changed)
     }
 }
 
@@ -165,41 +254,39 @@ pub(crate) async fn follow_revisions(registry: JobRegistry, token: CancellationT
     }
 }
 
-/// Follows the store's change feed (other processes' writes) and publishes what changed. The
-/// feed may repeat or skip events, so every change is re-read, and the whole prefix is
-/// reconciled after each reconnect and every 30 seconds.
+/// Follows the store's polled change feed (other processes' writes) and publishes what changed;
+/// each poll it caught up with raises the hub's store-clock watermark. Every time the feed
+/// (re)opens, its first poll reports every job, so nothing changed while it was down is missed.
 pub(crate) async fn follow_store(registry: JobRegistry, token: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        reconcile(&registry).await;
         let Some(mut feed) = registry.inner.store.changes(JOBS_PREFIX) else { return };
-        let mut resync = tokio::time::interval(Duration::from_secs(30));
-        resync.tick().await;
         loop {
-            tokio::select! {
+            let item = tokio::select! {
                 () = token.cancelled() => return,
-                _ = resync.tick() => reconcile(&registry).await,
-                change = feed.next() => match change {
-                    Some(Ok(change)) => {
-                        backoff = Duration::from_millis(200);
-                        if let Some(job) = paths::job_state_key_id(&change.key)
-                            && let Ok(job_id) = JobId::new(job)
-                        {
-                            match registry.get(&job_id).await {
-                                Ok(Some(state)) => {
-                                    registry.hub().publish(state);
-                                }
-                                Ok(None) => {}
-                                Err(e) => tracing::warn!(job, error = %e, "cannot re-read a changed job"),
-                            }
+                item = feed.next() => item,
+            };
+            match item {
+                Some(Ok(ChangeFeedItem::Changed(change))) => {
+                    backoff = FIRST_BACKOFF;
+                    let Some(value) = change.value else { continue };
+                    if paths::job_state_key_id(&change.key).is_none() {
+                        continue;
+                    }
+                    match JobState::from_json(&value.value) {
+                        Ok(state) => {
+                            registry.hub().publish(state);
                         }
+                        Err(e) => tracing::warn!(key = %change.key, error = %e, "skipping an unreadable job state"),
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "store change feed failed; reconnecting");
-                        break;
-                    }
-                    None => break,
-                },
+                }
+                Some(Ok(ChangeFeedItem::CaughtUp { before })) => registry.hub().caught_up(before),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "store change feed failed; reconnecting");
+                    break;
+                }
+                None => break,
             }
         }
         if !back_off(&token, &mut backoff).await {
@@ -217,15 +304,4 @@ async fn back_off(token: &CancellationToken, backoff: &mut Duration) -> bool {
     }
     *backoff = (*backoff * 2).min(Duration::from_secs(10));
     true
-}
-
-async fn reconcile(registry: &JobRegistry) {
-    match registry.all_jobs().await {
-        Ok(jobs) => {
-            for state in jobs {
-                registry.hub().publish(state);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot reconcile job states"),
-    }
 }

@@ -805,3 +805,58 @@ async fn on_the_embedded_store_a_watch_resumes_its_position_after_a_restart() {
         ]
     );
 }
+
+#[tokio::test]
+async fn on_an_object_store_a_watch_resumes_on_another_replica_with_what_changed_since_its_position() {
+    use futures::StreamExt as _;
+    async fn next(watch: &mut futures::stream::BoxStream<'static, Result<crate::watch::JobEvent, RegistryError>>) -> crate::watch::JobEvent {
+        tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap()
+    }
+    // Two replicas (and a direct writer, as the Python ModelOps) on one object store.
+    let objects = Store::in_memory();
+    let backend = || crate::store::object::ObjectStoreBackend::new(objects.clone()).with_poll_interval(Duration::from_millis(20));
+    let replica = || {
+        let registry = JobRegistry::new(Arc::new(backend()), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
+        let token = started(&registry);
+        (registry, token)
+    };
+    let ((a, token), (b, _b_token)) = (replica(), replica());
+    register(&a, "job-1").await;
+    let between = crate::watch::micros(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let mut watch = a.watch(0, false, token.clone()).await.unwrap();
+    register(&a, "job-2").await;
+    let seen = next(&mut watch).await;
+    assert_eq!(seen.state.job_id().as_str(), "job-2");
+    let position = seen.seq;
+    assert!(position >= between - 11_000_000 && position <= between, "a time on the store's clock, less the margin");
+    drop(watch);
+    // While the watcher is away: a transition on A, and a job written straight into the store.
+    walk(&a, "job-2", &[Submitting]).await;
+    let direct = register(&new_registry(), "job-3").await;
+    backend().create_if_absent("jobs/job-3/state.json", bytes::Bytes::from(direct.to_json())).await.unwrap().unwrap();
+
+    // B never handed out this position, and may not have polled since: it asks the store.
+    let mut resumed = b.watch(position, false, token.clone()).await.unwrap();
+    let mut got: Vec<(String, JobStatus, bool)> = Vec::new();
+    while !got.iter().any(|(job, ..)| job == "job-3") || !got.iter().any(|(job, status, _)| job == "job-2" && *status == Submitting) {
+        let event = next(&mut resumed).await;
+        got.push((event.state.job_id().as_str().to_owned(), event.state.status(), event.replayed));
+    }
+    assert!(got.iter().all(|(.., replayed)| !replayed), "changes, not a replay: {got:?}");
+    assert!(!got.iter().any(|(job, status, _)| job == "job-2" && *status == Pending), "nothing older than what was sent: {got:?}");
+    // A position past job-1's write does not bring it again.
+    let mut later = b.watch(between, false, token.clone()).await.unwrap();
+    let mut jobs = vec![next(&mut later).await.state.job_id().as_str().to_owned(), next(&mut later).await.state.job_id().as_str().to_owned()];
+    jobs.sort();
+    assert_eq!(jobs, ["job-2", "job-3"]);
+    // Live events follow on B, A's writes included.
+    walk(&a, "job-3", &[Submitting]).await;
+    let live = next(&mut later).await;
+    assert_eq!((live.state.job_id().as_str(), live.state.status()), ("job-3", Submitting));
+    // A position that is not a time on any clock (an etcd revision, an old counter) is refused.
+    for foreign in [5, 1 << 62] {
+        assert!(matches!(b.watch(foreign, false, token.clone()).await.map(|_| ()), Err(RegistryError::WatchElsewhere { .. })));
+    }
+}

@@ -29,7 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use self::security::EtcdOptions;
 use self::security::{Authenticator, Token, with_token};
-use super::{RevisionFeedItem, StoreChange, StoreError, Version, Versioned, VersionedStore};
+use super::{ChangeFeedItem, RevisionFeedItem, StoreChange, StoreError, Version, Versioned, VersionedStore};
 
 /// A versioned store in etcd, with every key under a prefix.
 #[derive(Clone)]
@@ -450,19 +450,19 @@ impl VersionedStore for EtcdStore {
         Ok(response.deleted > 0)
     }
 
-    fn changes(&self, prefix: &str) -> Option<BoxStream<'static, Result<StoreChange, StoreError>>> {
+    fn changes(&self, prefix: &str) -> Option<BoxStream<'static, Result<ChangeFeedItem, StoreError>>> {
         let feed = self.revision_feed(prefix, None)?;
         Some(
             feed.filter_map(|item| {
                 std::future::ready(match item {
                     Ok(RevisionFeedItem::Started { .. }) => None,
-                    Ok(RevisionFeedItem::Change { key, value, revision }) => Some(Ok(StoreChange {
+                    Ok(RevisionFeedItem::Change { key, value, revision }) => Some(Ok(ChangeFeedItem::Changed(StoreChange {
                         key,
                         value: value.map(|value| Versioned {
                             value,
                             version: Version::new(revision.to_string()),
                         }),
-                    })),
+                    }))),
                     Err(error) => Some(Err(error)),
                 })
             })

@@ -70,6 +70,18 @@ pub struct StoreChange {
     pub value: Option<Versioned>,
 }
 
+/// What a polled change feed ([`VersionedStore::changes`]) delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeFeedItem {
+    /// A key changed (or, on the feed's first poll, exists).
+    Changed(StoreChange),
+    /// Every change written before `before` (by this process's clock) has been delivered.
+    CaughtUp {
+        /// When the poll that found them began.
+        before: std::time::SystemTime,
+    },
+}
+
 /// What a feed in the store's revision order ([`VersionedStore::revision_feed`]) delivers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RevisionFeedItem {
@@ -160,10 +172,22 @@ pub trait VersionedStore: Send + Sync + std::fmt::Debug {
 
     /// A feed of changes under `prefix` made by anyone, including other processes, if the backend
     /// has one (etcd watches, object stores are polled). `None` when this process is the only
-    /// possible writer (memory, embedded). A feed may repeat or skip changes: readers reconcile
-    /// by reading the key again.
-    fn changes(&self, _prefix: &str) -> Option<BoxStream<'static, Result<StoreChange, StoreError>>> {
+    /// possible writer (memory, embedded). A polled feed first reports every key, then what
+    /// changed, and after each poll how far it has [caught up](ChangeFeedItem::CaughtUp).
+    fn changes(&self, _prefix: &str) -> Option<BoxStream<'static, Result<ChangeFeedItem, StoreError>>> {
         None
+    }
+
+    /// Whether the store keeps when each key was last written, by its own clock (object stores'
+    /// `Last-Modified`), so that [`VersionedStore::modified_since`] answers.
+    fn keeps_modification_times(&self) -> bool {
+        false
+    }
+
+    /// For a store that [keeps modification times](VersionedStore::keeps_modification_times):
+    /// the keys under `prefix` last written at or after `since` (`None` for other stores).
+    async fn modified_since(&self, _prefix: &str, _since: std::time::SystemTime) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(None)
     }
 
     /// Whether every change of this store has a revision from one increasing sequence shared by

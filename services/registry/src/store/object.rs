@@ -4,7 +4,8 @@
 //! a registry written by the Python ModelOps is served as is.
 //!
 //! Object stores have no change feed; [`ObjectStoreBackend::changes`] polls listings and reports
-//! objects whose ETag changed.
+//! objects whose ETag changed. Each object's `Last-Modified` (the store's clock) answers
+//! [`VersionedStore::modified_since`], which is what lets a watch resume on any replica.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use modelops_core::store::Store;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::{StoreChange, StoreError, Version, Versioned, VersionedStore};
+use super::{ChangeFeedItem, StoreChange, StoreError, Version, Versioned, VersionedStore};
 
 /// How often [`ObjectStoreBackend::changes`] lists the prefix.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -150,22 +151,26 @@ impl VersionedStore for ObjectStoreBackend {
         }
     }
 
-    fn changes(&self, prefix: &str) -> Option<BoxStream<'static, Result<StoreChange, StoreError>>> {
+    fn changes(&self, prefix: &str) -> Option<BoxStream<'static, Result<ChangeFeedItem, StoreError>>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let backend = self.clone();
         let prefix = prefix.to_owned();
         tokio::spawn(async move {
-            let mut known: HashMap<String, String> = HashMap::new();
-            let mut first = true;
+            // None until a first poll succeeds: that one reports every key.
+            let mut known: Option<HashMap<String, String>> = None;
             loop {
-                match poll_once(&backend, &prefix, &mut known, first).await {
-                    Ok(changes) => {
+                let before = std::time::SystemTime::now();
+                match poll_once(&backend, &prefix, known.as_ref()).await {
+                    Ok((changes, seen)) => {
                         for change in changes {
-                            if tx.send(Ok(change)).await.is_err() {
+                            if tx.send(Ok(ChangeFeedItem::Changed(change))).await.is_err() {
                                 return;
                             }
                         }
-                        first = false;
+                        known = Some(seen);
+                        if tx.send(Ok(ChangeFeedItem::CaughtUp { before })).await.is_err() {
+                            return;
+                        }
                     }
                     Err(e) => {
                         if tx.send(Err(e)).await.is_err() {
@@ -182,31 +187,53 @@ impl VersionedStore for ObjectStoreBackend {
         Some(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
+    fn keeps_modification_times(&self) -> bool {
+        true
+    }
+
+    async fn modified_since(&self, prefix: &str, since: std::time::SystemTime) -> Result<Option<Vec<String>>, StoreError> {
+        let since = chrono::DateTime::<chrono::Utc>::from(since);
+        let metas = self.list_metas(prefix).await?;
+        Ok(Some(metas.into_iter().filter(|meta| meta.last_modified >= since).map(|meta| meta.location.to_string()).collect()))
+    }
+
     fn describe(&self) -> String {
         self.store.url.clone()
     }
 }
 
-/// One listing: the keys whose ETag changed since the last one (none on the first, which only
-/// records what exists), and the keys that disappeared.
-async fn poll_once(backend: &ObjectStoreBackend, prefix: &str, known: &mut HashMap<String, String>, first: bool) -> Result<Vec<StoreChange>, StoreError> {
+/// How many objects a poll reads at once.
+const POLL_READS: usize = 16;
+
+/// One listing: the keys whose ETag changed since `known` (every key when there is no `known`
+/// yet), with their values, and the keys that disappeared; and what the listing saw.
+async fn poll_once(
+    backend: &ObjectStoreBackend,
+    prefix: &str,
+    known: Option<&HashMap<String, String>>,
+) -> Result<(Vec<StoreChange>, HashMap<String, String>), StoreError> {
+    use futures::StreamExt as _;
     let metas = backend.list_metas(prefix).await?;
     let mut seen = HashMap::with_capacity(metas.len());
     let mut changed = Vec::new();
     for meta in metas {
         let key = meta.location.to_string();
         let e_tag = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
-        if !first && known.get(&key) != Some(&e_tag) {
+        if known.is_none_or(|known| known.get(&key) != Some(&e_tag)) {
             changed.push(key.clone());
         }
         seen.insert(key, e_tag);
     }
-    let mut changes = Vec::new();
-    for key in changed {
-        let value = backend.get(&key).await?;
-        changes.push(StoreChange { key, value });
-    }
-    if !first {
+    let read: Vec<Result<StoreChange, StoreError>> = futures::stream::iter(changed)
+        .map(|key| async move {
+            let value = backend.get(&key).await?;
+            Ok(StoreChange { key, value })
+        })
+        .buffered(POLL_READS)
+        .collect()
+        .await;
+    let mut changes = read.into_iter().collect::<Result<Vec<_>, _>>()?;
+    if let Some(known) = known {
         for gone in known.keys().filter(|k| !seen.contains_key(*k)) {
             changes.push(StoreChange {
                 key: gone.clone(),
@@ -214,8 +241,7 @@ async fn poll_once(backend: &ObjectStoreBackend, prefix: &str, known: &mut HashM
             });
         }
     }
-    *known = seen;
-    Ok(changes)
+    Ok((changes, seen))
 }
 
 #[cfg(test)]
@@ -235,14 +261,41 @@ mod tests {
         let backend = ObjectStoreBackend::new(Store::in_memory()).with_poll_interval(Duration::from_millis(20));
         backend.create_if_absent("jobs/old/state.json", "0".into()).await.unwrap();
         let mut feed = backend.changes("jobs/").unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        let mut next = async || tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap().unwrap();
+        // The first poll reports what exists, then that it caught up with what came before it.
+        let ChangeFeedItem::Changed(change) = next().await else { panic!("the existing key first") };
+        assert_eq!((change.key.as_str(), change.value.unwrap().value.as_ref()), ("jobs/old/state.json", &b"0"[..]));
+        let ChangeFeedItem::CaughtUp { before: first_poll } = next().await else { panic!("caught up") };
         backend.create_if_absent("jobs/new/state.json", "1".into()).await.unwrap();
-        let change = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap().unwrap();
+        let change = loop {
+            match next().await {
+                ChangeFeedItem::Changed(change) => break change,
+                ChangeFeedItem::CaughtUp { before } => assert!(before >= first_poll),
+            }
+        };
         assert_eq!(change.key, "jobs/new/state.json");
         assert_eq!(change.value.unwrap().value, "1");
         backend.delete("jobs/old/state.json").await.unwrap();
-        let change = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap().unwrap();
+        let change = loop {
+            if let ChangeFeedItem::Changed(change) = next().await {
+                break change;
+            }
+        };
         assert_eq!((change.key.as_str(), change.value), ("jobs/old/state.json", None));
+    }
+
+    #[tokio::test]
+    async fn modified_since_answers_by_the_store_clock() {
+        let backend = ObjectStoreBackend::new(Store::in_memory());
+        backend.create_if_absent("jobs/a/state.json", "a".into()).await.unwrap();
+        let between = std::time::SystemTime::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        backend.create_if_absent("jobs/b/state.json", "b".into()).await.unwrap();
+        let since = |at| backend.modified_since("jobs/", at);
+        assert_eq!(since(between).await.unwrap().unwrap(), ["jobs/b/state.json"]);
+        let mut all = since(std::time::UNIX_EPOCH).await.unwrap().unwrap();
+        all.sort();
+        assert_eq!(all, ["jobs/a/state.json", "jobs/b/state.json"]);
     }
 
     #[test]
