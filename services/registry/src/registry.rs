@@ -424,6 +424,7 @@ impl JobRegistry {
         state.set(REVISION_KEY, 1u64.into());
         let encoded = encode(&state);
         self.check_state_size(&encoded)?;
+        self.inner.hub.will_write(&state);
         let created = retry::create_with_retry(self.inner.store.as_ref(), &key, encoded, self.policy()).await?;
         if !created {
             return Err(RegistryError::AlreadyExists(job_id.to_string()));
@@ -460,6 +461,7 @@ impl JobRegistry {
                     if bounded {
                         self.check_state_size(&encoded)?;
                     }
+                    self.inner.hub.will_write(&state);
                     Ok(Update::Write(encoded, (state, true)))
                 } else {
                     Ok(Update::Keep((state, false)))

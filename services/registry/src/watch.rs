@@ -31,7 +31,13 @@ struct HubState {
     /// How many times the hub lost the store's history (etcd compacted it while the feed was
     /// down): a watch begun before a reset ends with OUT_OF_RANGE.
     resets: u64,
+    /// For store positions: the trace of each of this process's writes still to come back from
+    /// the store's feed, by job (the state's revision, the writer's `traceparent`).
+    traces: HashMap<JobId, (u64, String)>,
 }
+
+/// How many writes' traces a hub at store positions holds for the feed to pick up.
+const PENDING_TRACES: usize = 4096;
 
 /// Where a hub's positions come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +196,23 @@ impl ChangeHub {
         }
     }
 
+    /// Notes that this process is about to write `state` (a hub at store positions): its event
+    /// comes from the store's feed, outside the writer's trace, so the trace is kept for it and
+    /// work the change starts joins the trace that made it. Noted before the write, since the
+    /// feed may deliver it before the writer hears back.
+    pub fn will_write(&self, state: &JobState) {
+        if self.positions != Positions::Store {
+            return;
+        }
+        if let Some(traceparent) = modelops_runtime::telemetry::current_traceparent() {
+            let mut hub = self.lock();
+            if hub.traces.len() >= PENDING_TRACES {
+                hub.traces.clear();
+            }
+            hub.traces.insert(state.job_id().clone(), (state.revision(), traceparent));
+        }
+    }
+
     /// Publishes a job's state as the store's ordered feed delivered it, at the store's
     /// `revision`; one at or before the last published revision (delivered twice) is dropped.
     pub fn publish_at(&self, state: JobState, revision: u64) -> Option<JobEvent> {
@@ -244,12 +267,18 @@ impl ChangeHub {
             None => None,
         };
         hub.known.insert(state.job_id().clone(), fingerprint);
+        // This process's own write, noted before it was made, or the publisher's trace.
+        let traceparent = match hub.traces.get(state.job_id()) {
+            Some((revision, _)) if *revision <= rev => hub.traces.remove(state.job_id()).filter(|(revision, _)| *revision == rev).map(|(_, traceparent)| traceparent),
+            _ => None,
+        }
+        .or_else(modelops_runtime::telemetry::current_traceparent);
         let event = JobEvent {
             seq,
             state: Arc::new(state),
             previous,
             replayed: false,
-            traceparent: modelops_runtime::telemetry::current_traceparent(),
+            traceparent,
         };
         hub.next_seq = seq + 1;
         hub.backlog.push_back(event.clone());
