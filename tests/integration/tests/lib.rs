@@ -10,6 +10,7 @@ mod demo;
 mod deployment;
 mod indexer;
 mod query;
+mod readme;
 mod registry;
 mod serve;
 mod stores;
