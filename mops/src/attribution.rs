@@ -6,7 +6,7 @@ use modelops_proto::registry::v1 as registry_pb;
 use modelops_runtime::config::ClientConfig;
 
 use crate::client::{self, AuthedChannel, status_error};
-use crate::output::Table;
+use crate::output::{self, Format, FormatArg, Table};
 
 /// `mops attribution` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -18,9 +18,9 @@ pub enum AttributionCommand {
         /// How many edges to show (0 to 100).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=MAX_SAMPLE))]
         sample: u32,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output (json: one object with the counts and the sample; csv: the sampled edges).
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// The jobs that own a result directory (relative to the provenance root).
     Owners {
@@ -62,6 +62,40 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
+/// `mops attribution show --format json`: one object, its names those of the text.
+fn show_json(job_id: &str, response: &pb::GetJobAttributionResponse, sample: u32) -> String {
+    use modelops_core::pyjson::{PyObject, PyValue};
+    let counts = response.counts.unwrap_or_default();
+    let mut object = PyObject::new();
+    object.insert("job_id", job_id.into());
+    object.insert("sealed", PyValue::Bool(response.sealed));
+    for (name, value) in [
+        ("sims", counts.sims),
+        ("aggs", counts.aggs),
+        ("computed", counts.computed),
+        ("cache_hits", counts.cache_hits),
+        ("unknown", counts.unknown),
+        ("missing", counts.expected_missing),
+    ] {
+        object.insert(name, value.into());
+    }
+    let edges = response
+        .sample
+        .iter()
+        .take(sample as usize)
+        .map(|edge| {
+            let mut object = PyObject::new();
+            object.insert("kind", kind_name(edge.kind).into());
+            object.insert("role", role_name(edge.role).into());
+            object.insert("path", edge.path.as_str().into());
+            PyValue::Object(object)
+        })
+        .collect();
+    object.insert("sample", PyValue::List(edges));
+    object.insert("missing_paths", PyValue::List(response.missing_paths.iter().map(|p| p.as_str().into()).collect()));
+    modelops_core::pyjson::to_canonical(&PyValue::Object(object))
+}
+
 /// The text of `mops attribution show`: counts, at most `sample` edges, the first missing paths.
 fn show_text(job_id: &str, response: &pb::GetJobAttributionResponse, sample: u32) -> String {
     let counts = response.counts.unwrap_or_default();
@@ -91,7 +125,7 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
     let channel = client::connect(config).await?;
     let mut client = client::attribution(channel.clone());
     match command {
-        AttributionCommand::Show { job_id, sample, json } => {
+        AttributionCommand::Show { job_id, sample, format } => {
             let response = client
                 .get_job_attribution(pb::GetJobAttributionRequest {
                     job_id: job_id.clone(),
@@ -101,15 +135,16 @@ pub async fn run(command: AttributionCommand, config: &ClientConfig) -> anyhow::
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let counts = response.counts.unwrap_or_default();
-            if json {
-                println!(
-                    "{{\"job_id\": \"{job_id}\", \"sealed\": {}, \"sims\": {}, \"aggs\": {}, \"computed\": {}, \"cache_hits\": {}, \"unknown\": {}, \"expected_missing\": {}}}",
-                    response.sealed, counts.sims, counts.aggs, counts.computed, counts.cache_hits, counts.unknown, counts.expected_missing
-                );
-                return Ok(());
+            match format.get() {
+                Format::Table => print!("{}", show_text(&job_id, &response, sample)),
+                Format::Json => println!("{}", show_json(&job_id, &response, sample)),
+                Format::Csv => {
+                    println!("{}", output::csv_record(&["kind", "role", "path"]));
+                    for edge in response.sample.iter().take(sample as usize) {
+                        println!("{}", output::csv_record(&[kind_name(edge.kind), role_name(edge.role), edge.path.as_str()]));
+                    }
+                }
             }
-            print!("{}", show_text(&job_id, &response, sample));
             Ok(())
         }
         AttributionCommand::Owners { path } => {

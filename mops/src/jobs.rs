@@ -13,7 +13,7 @@ use modelops_registry::service::{status_from_proto, status_to_proto};
 use modelops_runtime::config::ClientConfig;
 
 use crate::client::{self, AuthedChannel, status_error};
-use crate::output::{self, Table};
+use crate::output::{self, Format, FormatArg, Table};
 
 /// `mops jobs` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -31,17 +31,17 @@ pub enum JobsCommand {
         /// Kubernetes namespace to record.
         #[arg(long)]
         namespace: Option<String>,
-        /// Print the registered state as JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output.
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Show one job: status, progress, times, Kubernetes names, error, results.
     Status {
         /// The job id.
         job_id: String,
-        /// Print upstream's state.json.
-        #[arg(long)]
-        json: bool,
+        /// Output (json: upstream's state.json, on one line).
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// List recent jobs, newest first.
     List {
@@ -54,17 +54,17 @@ pub enum JobsCommand {
         /// At most N jobs.
         #[arg(long, short = 'n', default_value_t = 10)]
         limit: u32,
-        /// Print a JSON list of states.
-        #[arg(long)]
-        json: bool,
+        /// Output (json: one upstream state.json per line).
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Follow one job with a progress bar until it ends, or every job's changes.
     Watch {
         /// The job to follow (all jobs when omitted).
         job_id: Option<String>,
-        /// Print each change as one JSON line.
-        #[arg(long)]
-        json: bool,
+        /// Output (json or csv: each change as a line, no progress bar).
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Cancel a job.
     Cancel {
@@ -73,9 +73,9 @@ pub enum JobsCommand {
         /// Why (stored as "Cancelled: {reason}").
         #[arg(long)]
         reason: Option<String>,
-        /// Print the new state as JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output.
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Change a job's status or counters (for operators and scripts).
     Update {
@@ -96,9 +96,9 @@ pub enum JobsCommand {
         /// Results path to record with the status.
         #[arg(long)]
         results_path: Option<String>,
-        /// Print the new state as JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output.
+        #[command(flatten)]
+        format: FormatArg,
     },
 }
 
@@ -120,8 +120,37 @@ fn job_of<T>(job: Option<T>) -> anyhow::Result<T> {
     job.context("the server sent no job")
 }
 
-fn print_json_state(job: &pb::JobState) {
-    println!("{}", job.state_json);
+/// Prints one job: upstream's state.json on one line (json), a CSV row with its header (csv), or
+/// `table`, the command's text for people.
+fn print_job(job: &pb::JobState, format: Format, table: impl FnOnce(&pb::JobState)) {
+    match format {
+        Format::Table => table(job),
+        Format::Json => println!("{}", state_line(job)),
+        Format::Csv => println!("{}\n{}", output::csv_record(&JOB_CSV_HEADER), output::csv_record(&job_csv_row(job))),
+    }
+}
+
+/// A job's upstream state.json, compact on one line.
+fn state_line(job: &pb::JobState) -> String {
+    pyjson::parse(job.state_json.as_bytes()).map_or_else(|_| job.state_json.replace('\n', " "), |state| pyjson::to_canonical(&state))
+}
+
+/// The columns of a job in CSV.
+const JOB_CSV_HEADER: [&str; 9] = ["job_id", "status", "tasks_completed", "tasks_total", "created_at", "updated_at", "index_state", "results_path", "error_message"];
+
+fn job_csv_row(job: &pb::JobState) -> Vec<String> {
+    let index = pb::IndexState::try_from(job.index_state).map_or_else(|_| String::new(), |i| i.as_str_name().trim_start_matches("INDEX_STATE_").to_lowercase());
+    vec![
+        job.job_id.clone(),
+        status_name(job.status).to_owned(),
+        job.tasks_completed.to_string(),
+        job.tasks_total.to_string(),
+        job.created_at.clone(),
+        job.updated_at.clone(),
+        index,
+        job.results_path.clone().unwrap_or_default(),
+        job.error_message.clone().unwrap_or_default(),
+    ]
 }
 
 fn progress(job: &pb::JobState) -> String {
@@ -189,23 +218,23 @@ pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<
             bundle_ref,
             job_id,
             namespace,
-            json,
-        } => submit(&mut client, file, bundle_ref, job_id, namespace, json).await,
-        JobsCommand::Status { job_id, json } => {
+            format,
+        } => submit(&mut client, file, bundle_ref, job_id, namespace, format.get()).await,
+        JobsCommand::Status { job_id, format } => {
             let job = job_of(client.get_job(pb::GetJobRequest { job_id }).await.map_err(status_error)?.into_inner().job)?;
-            if json { print_json_state(&job) } else { print_status(&job) }
+            print_job(&job, format.get(), print_status);
             Ok(())
         }
         JobsCommand::List {
             statuses,
             hours,
             limit,
-            json,
-        } => list(&mut client, statuses, hours, limit, json).await,
-        JobsCommand::Watch { job_id, json } => watch(&mut client, job_id, json).await,
-        JobsCommand::Cancel { job_id, reason, json } => {
+            format,
+        } => list(&mut client, statuses, hours, limit, format.get()).await,
+        JobsCommand::Watch { job_id, format } => watch(&mut client, job_id, format.get()).await,
+        JobsCommand::Cancel { job_id, reason, format } => {
             let job = job_of(client.cancel_job(pb::CancelJobRequest { job_id, reason }).await.map_err(status_error)?.into_inner().job)?;
-            if json { print_json_state(&job) } else { println!("{} cancelled", job.job_id) }
+            print_job(&job, format.get(), |job| println!("{} cancelled", job.job_id));
             Ok(())
         }
         JobsCommand::Update {
@@ -215,7 +244,7 @@ pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<
             total,
             error,
             results_path,
-            json,
+            format,
         } => {
             if status.is_none() && completed.is_none() && total.is_none() {
                 anyhow::bail!("nothing to update: give --status, --completed or --total");
@@ -249,7 +278,7 @@ pub async fn run(command: JobsCommand, config: &ClientConfig) -> anyhow::Result<
                 }
             };
             let job = job_of(job)?;
-            if json { print_json_state(&job) } else { print_status(&job) }
+            print_job(&job, format.get(), print_status);
             Ok(())
         }
     }
@@ -280,7 +309,7 @@ async fn submit(
     bundle_ref: Option<String>,
     job_id: Option<String>,
     namespace: Option<String>,
-    json: bool,
+    format: Format,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let parsed = pyjson::parse(text.as_bytes()).with_context(|| format!("{} is not JSON", file.display()))?;
@@ -301,14 +330,12 @@ async fn submit(
     };
     let response = client.register_job(request).await.map_err(status_error)?.into_inner();
     let job = job_of(response.job)?;
-    if json {
-        print_json_state(&job);
-    } else {
+    print_job(&job, format, |job| {
         println!("Registered {} ({} tasks)", job.job_id, job.tasks_total);
-        if let Some(key) = response.spec_key {
+        if let Some(key) = &response.spec_key {
             println!("Spec stored at {key}");
         }
-    }
+    });
     Ok(())
 }
 
@@ -360,14 +387,14 @@ fn footer(listing: &Listing) -> String {
     format!("Showing {} of {} matching jobs, newest first. Active jobs: {}", listing.jobs.len(), listing.matching, listing.active)
 }
 
-async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<String>, hours: f64, limit: u32, json: bool) -> anyhow::Result<()> {
+async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<String>, hours: f64, limit: u32, format: Format) -> anyhow::Result<()> {
     let statuses = statuses.iter().map(|s| parse_status(s).map(i32::from)).collect::<anyhow::Result<Vec<_>>>()?;
     let since = Utc::now() - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
     let since = prost_types::Timestamp {
         seconds: since.timestamp(),
         nanos: 0,
     };
-    if json {
+    if format != Format::Table {
         let request = pb::ListJobsRequest {
             statuses,
             since: Some(since),
@@ -375,8 +402,15 @@ async fn list(client: &mut JobRegistryClient<AuthedChannel>, statuses: Vec<Strin
             page_token: String::new(),
         };
         let jobs = client.list_jobs(request).await.map_err(status_error)?.into_inner().jobs;
-        let states: Vec<PyValue> = jobs.iter().filter_map(|j| pyjson::parse(j.state_json.as_bytes()).ok()).collect();
-        println!("{}", pyjson::to_indent2(&PyValue::List(states)));
+        if format == Format::Csv {
+            println!("{}", output::csv_record(&JOB_CSV_HEADER));
+        }
+        for job in &jobs {
+            match format {
+                Format::Csv => println!("{}", output::csv_record(&job_csv_row(job))),
+                _ => println!("{}", state_line(job)),
+            }
+        }
         return Ok(());
     }
     let listing = fetch_listing(client, statuses, since, limit).await?;
@@ -409,14 +443,18 @@ fn show_progress(bar: &indicatif::ProgressBar, job: &pb::JobState) {
     bar.set_message(status_name(job.status).to_owned());
 }
 
-async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<String>, json: bool) -> anyhow::Result<()> {
+async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<String>, format: Format) -> anyhow::Result<()> {
+    let lines = format != Format::Table;
     let request = pb::WatchJobsRequest {
         job_ids: job_id.iter().cloned().collect(),
         replay_current: true,
         ..Default::default()
     };
     let mut stream = client.watch_jobs(request).await.map_err(status_error)?.into_inner();
-    let bar = (!json && job_id.is_some()).then(indicatif::ProgressBar::no_length);
+    let bar = (!lines && job_id.is_some()).then(indicatif::ProgressBar::no_length);
+    if format == Format::Csv {
+        println!("{}", output::csv_record(&JOB_CSV_HEADER));
+    }
     if let Some(id) = &job_id
         && let Some(bar) = &bar
     {
@@ -427,8 +465,10 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
         let Some(job) = message.job else { continue };
         seen_any = true;
         let status = status_from_proto(job.status);
-        if json {
-            println!("{}", pyjson::to_canonical(&pyjson::parse(job.state_json.as_bytes()).unwrap_or(PyValue::Null)));
+        if format == Format::Json {
+            println!("{}", state_line(&job));
+        } else if format == Format::Csv {
+            println!("{}", output::csv_record(&job_csv_row(&job)));
         } else if let Some(bar) = &bar {
             show_progress(bar, &job);
         } else {
@@ -438,7 +478,7 @@ async fn watch(client: &mut JobRegistryClient<AuthedChannel>, job_id: Option<Str
             if let Some(bar) = &bar {
                 bar.finish();
             }
-            if !json {
+            if !lines {
                 print_status(&job);
             }
             return Ok(());
@@ -508,7 +548,7 @@ mod tests {
             bundle_ref: Some(format!("sha256:{}", "0123456789abcdef".repeat(4))),
             job_id: Some(job.into()),
             namespace: None,
-            json: false,
+            format: FormatArg::default(),
         };
         run(submit, config).await.expect("submit");
     }
@@ -559,7 +599,7 @@ mod tests {
             total: None,
             error: None,
             results_path: None,
-            json: false,
+            format: FormatArg::default(),
         };
         let error = run(update("running"), &config).await.expect_err("pending → running is no transition");
         assert!(format!("{error:#}").contains("job-update is pending; it can move to: submitting, cancelled"), "{error:#}");
@@ -589,10 +629,10 @@ mod tests {
             bundle_ref: Some(format!("sha256:{}", "0123456789abcdef".repeat(4))),
             job_id: Some("job-big".into()),
             namespace: None,
-            json: false,
+            format: FormatArg::default(),
         };
         run(submit, &config).await.expect("submit");
-        run(JobsCommand::Status { job_id: "job-big".into(), json: false }, &config).await.expect("status");
+        run(JobsCommand::Status { job_id: "job-big".into(), format: FormatArg::default() }, &config).await.expect("status");
         // The spec the demo reads back is over tonic's default 4 MiB decode limit.
         let mut registry = client::registry(client::connect(&config).await.unwrap());
         let spec = registry.get_job_spec(pb::GetJobSpecRequest { job_id: "job-big".into() }).await.expect("a spec over 4 MiB is decoded");

@@ -65,9 +65,9 @@ pub enum Command {
         /// The server to talk to.
         #[command(flatten)]
         client: ClientConfig,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = stores::StoresFormat::Table)]
-        format: stores::StoresFormat,
+        /// Output: a table (table), one JSON object (json) or CSV with a header (csv).
+        #[arg(long, value_enum, default_value_t = output::Format::Table)]
+        format: output::Format,
     },
     /// Submit, inspect, list, watch, cancel and update jobs.
     Jobs {

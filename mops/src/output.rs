@@ -1,7 +1,50 @@
-//! Output for people: aligned tables, relative times as upstream's CLI shows them, progress
-//! text.
+//! Output: the `--format table|json|csv` convention, and for people aligned tables, relative
+//! times as upstream's CLI shows them, progress text.
 
 use chrono::{DateTime, Local, Utc};
+
+/// The output convention of `mops` commands: `--format table|json|csv` (the results commands,
+/// whose answers are Arrow tables, add `parquet`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Text and aligned tables for people.
+    #[default]
+    Table,
+    /// JSON lines: one object per line.
+    Json,
+    /// CSV with a header.
+    Csv,
+}
+
+/// `--format`, with the older `--json` kept (hidden) as `--format json`.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct FormatArg {
+    /// Output: text for people (table), JSON lines (json) or CSV with a header (csv).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// The same as `--format json`.
+    #[arg(long, hide = true)]
+    json: bool,
+}
+
+impl FormatArg {
+    /// The format asked for.
+    pub fn get(self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
+}
+
+/// One CSV record (RFC 4180: a field holding a comma, quote or line break is quoted).
+pub fn csv_record<S: AsRef<str>>(cells: &[S]) -> String {
+    cells
+        .iter()
+        .map(|cell| {
+            let cell = cell.as_ref();
+            if cell.contains([',', '"', '\n', '\r']) { format!("\"{}\"", cell.replace('"', "\"\"")) } else { cell.to_owned() }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// A plain text table with a header row; columns are padded to their widest cell.
 #[derive(Debug, Default)]
@@ -175,6 +218,27 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_records_quote_what_needs_it() {
+        assert_eq!(csv_record(&["a", "b c", "d,e", "say \"hi\"", "two\nlines"]), "a,b c,\"d,e\",\"say \"\"hi\"\"\",\"two\nlines\"");
+    }
+
+    #[test]
+    fn every_jobs_command_takes_one_format_flag_and_json_stays_an_alias() {
+        use clap::Parser as _;
+        let format_of = |args: &[&str]| match crate::Cli::try_parse_from(args).unwrap().command {
+            crate::Command::Jobs { command, .. } => match command {
+                crate::jobs::JobsCommand::List { format, .. } | crate::jobs::JobsCommand::Status { format, .. } => format.get(),
+                other => panic!("{other:?}"),
+            },
+            _ => panic!("a jobs command"),
+        };
+        assert_eq!(format_of(&["mops", "jobs", "list"]), Format::Table);
+        assert_eq!(format_of(&["mops", "jobs", "list", "--format", "csv"]), Format::Csv);
+        assert_eq!(format_of(&["mops", "jobs", "status", "j", "--json"]), Format::Json);
+        assert!(crate::Cli::try_parse_from(["mops", "jobs", "list", "--format", "xml"]).is_err());
+    }
 
     #[test]
     fn tables_align() {

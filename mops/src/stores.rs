@@ -6,27 +6,17 @@ use modelops_proto::registry::v1 as pb;
 use modelops_runtime::config::ClientConfig;
 
 use crate::client::{self, status_error};
-use crate::output::Table;
-
-/// Output of `mops stores`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum StoresFormat {
-    /// A table for people.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
-}
+use crate::output::{self, Format, Table};
 
 /// Asks the server for its stores and prints them.
-pub async fn run(client_config: &ClientConfig, format: StoresFormat) -> anyhow::Result<()> {
+pub async fn run(client_config: &ClientConfig, format: Format) -> anyhow::Result<()> {
     let mut registry = client::registry(client::connect(client_config).await?);
     let stores = registry.get_stores(pb::GetStoresRequest {}).await.map_err(status_error)?.into_inner();
     println!("{}", render(&stores, format));
     Ok(())
 }
 
-fn render(stores: &pb::GetStoresResponse, format: StoresFormat) -> String {
+fn render(stores: &pb::GetStoresResponse, format: Format) -> String {
     let rows = [
         ("provenance", stores.provenance_url.as_str()),
         ("results", stores.results_url.as_str()),
@@ -34,14 +24,19 @@ fn render(stores: &pb::GetStoresResponse, format: StoresFormat) -> String {
         ("registry", stores.registry_store.as_str()),
     ];
     match format {
-        StoresFormat::Json => {
+        Format::Json => {
             let mut object = PyObject::new();
             for (name, url) in rows {
                 object.insert(name, url.into());
             }
             pyjson::to_canonical(&PyValue::Object(object))
         }
-        StoresFormat::Table => {
+        Format::Csv => {
+            let mut lines = vec![output::csv_record(&["store", "url"])];
+            lines.extend(rows.iter().map(|(name, url)| output::csv_record(&[name, url])));
+            lines.join("\n")
+        }
+        Format::Table => {
             let mut table = Table::new(["store", "url"]);
             for (name, url) in rows {
                 table.row(vec![name.to_owned(), url.to_owned()]);
@@ -56,18 +51,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stores_print_as_a_table_or_one_json_object() {
+    fn stores_print_as_a_table_one_json_object_or_csv() {
         let stores = pb::GetStoresResponse {
             provenance_url: "file:///data/provenance".into(),
             results_url: "file:///data/results".into(),
             jobs_url: "az://jobs".into(),
             registry_store: "etcd://127.0.0.1:2379/modelops".into(),
         };
-        let json = pyjson::parse(render(&stores, StoresFormat::Json).as_bytes()).unwrap();
+        let json = pyjson::parse(render(&stores, Format::Json).as_bytes()).unwrap();
         let json = json.as_object().unwrap();
         assert_eq!(json.get("provenance").and_then(PyValue::as_str), Some("file:///data/provenance"));
         assert_eq!(json.get("registry").and_then(PyValue::as_str), Some("etcd://127.0.0.1:2379/modelops"));
-        let table = render(&stores, StoresFormat::Table);
+        let table = render(&stores, Format::Table);
         assert!(table.lines().any(|l| l.contains("jobs") && l.contains("az://jobs")), "{table}");
+        let csv = render(&stores, Format::Csv);
+        assert_eq!(csv.lines().take(2).collect::<Vec<_>>(), ["store,url", "provenance,file:///data/provenance"]);
+        assert_eq!(csv.lines().count(), 5);
     }
 }

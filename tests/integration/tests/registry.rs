@@ -616,9 +616,20 @@ fn the_jobs_cli_submits_lists_updates_and_reports_errors() {
 
     let list = String::from_utf8(mops(&["list"]).stdout).unwrap();
     assert!(list.contains("job-cli") && list.contains("running") && list.contains("3/9"), "{list}");
-    let json = mops(&["list", "--status", "running", "--json"]);
-    let listed = modelops_core::pyjson::parse(&json.stdout).unwrap();
-    assert_eq!(listed.as_list().unwrap().len(), 1);
+    // One output convention: JSON lines (one upstream state per line), CSV with a header; the
+    // older --json is --format json.
+    for format in [&["--format", "json"][..], &["--json"][..]] {
+        let json = mops(&[&["list", "--status", "running"][..], format].concat());
+        let lines: Vec<&[u8]> = json.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{}", String::from_utf8_lossy(&json.stdout));
+        assert_eq!(modelops_core::job::JobState::from_json(lines[0]).unwrap().job_id().as_str(), "job-cli");
+    }
+    let csv = String::from_utf8(mops(&["list", "--format", "csv"]).stdout).unwrap();
+    let mut rows = csv.lines();
+    assert_eq!(rows.next(), Some("job_id,status,tasks_completed,tasks_total,created_at,updated_at,index_state,results_path,error_message"));
+    assert!(rows.next().is_some_and(|row| row.starts_with("job-cli,running,3,9,")), "{csv}");
+    let status = String::from_utf8(mops(&["status", "job-cli", "--format", "csv"]).stdout).unwrap();
+    assert_eq!(status.lines().count(), 2, "{status}");
 
     let refused = mops(&["update", "job-cli", "--status", "pending"]);
     assert!(!refused.status.success());
