@@ -220,6 +220,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn help_lists_a_command_s_own_options_before_the_server_and_logging_ones() {
+        use clap::CommandFactory as _;
+        let mut cli = crate::Cli::command();
+        cli.build();
+        let list = cli.find_subcommand_mut("jobs").and_then(|jobs| jobs.find_subcommand_mut("list")).unwrap();
+        let help = list.render_help().to_string();
+        let at = |text: &str| help.find(text).unwrap_or_else(|| panic!("{text} not in {help}"));
+        assert!(at("--format") < at("Server:") && at("Server:") < at("--endpoint"), "{help}");
+        assert!(at("--endpoint") < at("Logging and tracing:") && at("Logging and tracing:") < at("--log-filter"), "{help}");
+    }
+
+    #[test]
     fn csv_records_quote_what_needs_it() {
         assert_eq!(csv_record(&["a", "b c", "d,e", "say \"hi\"", "two\nlines"]), "a,b c,\"d,e\",\"say \"\"hi\"\"\",\"two\nlines\"");
     }

@@ -13,8 +13,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logging and tracing.
+/// Logging and tracing (listed under their own heading in every command's help).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Logging and tracing")]
 pub struct LoggingConfig {
     /// Log filter in `tracing` EnvFilter syntax (e.g. `info,modelops=debug`). `RUST_LOG` is used
     /// when this is unset.
@@ -155,8 +156,9 @@ impl StoreConfig {
     }
 }
 
-/// Where clients connect.
+/// Where clients connect (listed under their own heading in every client command's help).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Server")]
 pub struct ClientConfig {
     /// The server's gRPC endpoint.
     #[arg(long = "endpoint", env = "MOPS_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
