@@ -71,7 +71,11 @@ fn show_json(job_id: &str, response: &pb::GetJobAttributionResponse, sample: u32
     object.insert("sealed", PyValue::Bool(response.sealed));
     for (name, value) in [
         ("sims", counts.sims),
+        ("sims_computed", counts.sims_computed),
+        ("sims_cache_hits", counts.sims_cache_hits),
         ("aggs", counts.aggs),
+        ("aggs_computed", counts.aggs_computed),
+        ("aggs_cache_hits", counts.aggs_cache_hits),
         ("computed", counts.computed),
         ("cache_hits", counts.cache_hits),
         ("unknown", counts.unknown),
@@ -99,14 +103,13 @@ fn show_json(job_id: &str, response: &pb::GetJobAttributionResponse, sample: u32
 /// The text of `mops attribution show`: counts, at most `sample` edges, the first missing paths.
 fn show_text(job_id: &str, response: &pb::GetJobAttributionResponse, sample: u32) -> String {
     let counts = response.counts.unwrap_or_default();
-    let mut text = format!("Job:        {job_id}{}\n", if response.sealed { " (sealed)" } else { "" });
-    text += &format!("Results:    {} simulations, {} aggregations\n", counts.sims, counts.aggs);
-    text += &format!("Computed:   {}\n", counts.computed);
-    text += &format!("Cache hits: {}\n", counts.cache_hits);
+    let mut text = format!("Job:          {job_id}{}\n", if response.sealed { " (sealed)" } else { "" });
+    text += &format!("Simulations:  {} ({} computed, {} cache hits)\n", counts.sims, counts.sims_computed, counts.sims_cache_hits);
+    text += &format!("Aggregations: {} ({} computed, {} cache hits)\n", counts.aggs, counts.aggs_computed, counts.aggs_cache_hits);
     if counts.unknown > 0 {
-        text += &format!("Unknown:    {}\n", counts.unknown);
+        text += &format!("Unknown role: {}\n", counts.unknown);
     }
-    text += &format!("Missing:    {}\n", counts.expected_missing);
+    text += &format!("Missing:      {}\n", counts.expected_missing);
     if sample > 0 && !response.sample.is_empty() {
         let mut table = Table::new(["Kind", "Role", "Path"]);
         for edge in response.sample.iter().take(sample as usize) {

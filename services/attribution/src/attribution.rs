@@ -176,10 +176,29 @@ impl Attribution {
         // Counted as streamed: a sealed job's edges a row group at a time.
         let mut batches = self.job_edge_batches(job, 8192).await?;
         let mut counts = Counts::default();
-        let mut sample = Vec::with_capacity(sample_size);
+        // The sample takes simulations and aggregations in turn (a job's file lists every
+        // simulation first), up to `sample_size` of each kind held.
+        let (mut sims, mut aggs) = (Vec::new(), Vec::new());
         while let Some(batch) = batches.try_next().await? {
             counts.add(&batch);
-            sample.extend(batch.into_iter().take(sample_size - sample.len()));
+            for edge in batch {
+                let kind = if edge.kind == edge::Kind::Sim { &mut sims } else { &mut aggs };
+                if kind.len() < sample_size {
+                    kind.push(edge);
+                }
+            }
+        }
+        let (mut sims, mut aggs) = (sims.into_iter(), aggs.into_iter());
+        let mut sample = Vec::with_capacity(sample_size);
+        while sample.len() < sample_size {
+            let (sim, agg) = (sims.next(), aggs.next());
+            if sim.is_none() && agg.is_none() {
+                break;
+            }
+            sample.extend(sim);
+            if sample.len() < sample_size {
+                sample.extend(agg);
+            }
         }
         let seal = self.edges.seal(job).await?;
         let derivation = self.edges.derivation(job).await?;

@@ -152,6 +152,10 @@ fn counts_to_proto(counts: Counts) -> pb::AttributionCounts {
         cache_hits: counts.cache_hits,
         unknown: counts.unknown,
         expected_missing: counts.expected_missing,
+        sims_computed: counts.sims_computed,
+        sims_cache_hits: counts.sims_cache_hits,
+        aggs_computed: counts.aggs_computed,
+        aggs_cache_hits: counts.aggs_cache_hits,
     }
 }
 

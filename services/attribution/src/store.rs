@@ -45,6 +45,14 @@ pub struct Counts {
     pub unknown: u64,
     /// Expected results with no edge and no directory.
     pub expected_missing: u64,
+    /// Simulation edges the job computed.
+    pub sims_computed: u64,
+    /// Simulation edges the job found in the cache.
+    pub sims_cache_hits: u64,
+    /// Aggregation edges the job computed.
+    pub aggs_computed: u64,
+    /// Aggregation edges the job found in the cache.
+    pub aggs_cache_hits: u64,
 }
 
 impl Counts {
@@ -71,6 +79,13 @@ impl Counts {
                 Role::CacheHit => counts.cache_hits += 1,
                 Role::Unknown => counts.unknown += 1,
             }
+            match (edge.kind, edge.role) {
+                (Kind::Sim, Role::Computed) => counts.sims_computed += 1,
+                (Kind::Sim, Role::CacheHit) => counts.sims_cache_hits += 1,
+                (Kind::Agg, Role::Computed) => counts.aggs_computed += 1,
+                (Kind::Agg, Role::CacheHit) => counts.aggs_cache_hits += 1,
+                (_, Role::Unknown) => {}
+            }
         }
     }
 
@@ -83,6 +98,10 @@ impl Counts {
             ("cache_hits", self.cache_hits),
             ("unknown", self.unknown),
             ("expected_missing", self.expected_missing),
+            ("sims_computed", self.sims_computed),
+            ("sims_cache_hits", self.sims_cache_hits),
+            ("aggs_computed", self.aggs_computed),
+            ("aggs_cache_hits", self.aggs_cache_hits),
         ] {
             object.insert(key, value.into());
         }
@@ -98,6 +117,10 @@ impl Counts {
             cache_hits: get("cache_hits"),
             unknown: get("unknown"),
             expected_missing: get("expected_missing"),
+            sims_computed: get("sims_computed"),
+            sims_cache_hits: get("sims_cache_hits"),
+            aggs_computed: get("aggs_computed"),
+            aggs_cache_hits: get("aggs_cache_hits"),
         }
     }
 }

@@ -164,7 +164,15 @@ async fn a_second_job_sharing_parameter_sets_gets_cache_hits() {
     let (counts_b, missing_b) = attribution.derive(&id("job-b"), &[ProvenanceSchema::Token], |_, _| {}).await.unwrap();
     assert_eq!((counts_b.sims, counts_b.aggs), (9, 3));
     assert_eq!((counts_b.computed, counts_b.cache_hits), (4, 8), "set 2 computed (3 sims + 1 agg), sets 0-1 reused");
+    assert_eq!(
+        (counts_b.sims_computed, counts_b.sims_cache_hits, counts_b.aggs_computed, counts_b.aggs_cache_hits),
+        (3, 6, 1, 2),
+        "each kind on its own"
+    );
     assert!(missing_b.is_empty());
+    // The summary's sample takes both kinds in turn, though the file lists simulations first.
+    let sample = attribution.summary(&id("job-b"), 4).await.unwrap().sample;
+    assert_eq!(sample.iter().map(|e| e.kind).collect::<Vec<_>>(), [Kind::Sim, Kind::Agg, Kind::Sim, Kind::Agg]);
     let edges_b = attribution.job_edges(&id("job-b")).await.unwrap();
     for edge in &edges_b {
         let own = written_b.sims.contains(&edge.path) || written_b.aggs.contains(&edge.path);

@@ -46,9 +46,16 @@ fn demo_runs_end_to_end_and_its_results_are_served() {
     let server = MopsProcess::serve(home.path(), &[]);
     let endpoint = format!("http://127.0.0.1:{}", server.port);
     let mops = |args: &[&str]| Command::new(mops_binary()).args(args).env("MOPS_ENDPOINT", &endpoint).output().unwrap();
-    let shown = mops(&["attribution", "show", overlap]);
-    let shown_text = text(&shown.stdout);
-    assert!(shown_text.contains("Cache hits: 24") && shown_text.contains("Computed:   24"), "{shown_text}\n{}", text(&shown.stderr));
+    let shown = mops(&["attribution", "show", overlap, "--format", "json"]);
+    let shown_json = modelops_core::pyjson::parse(&shown.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&shown.stdout), text(&shown.stderr)));
+    let count = |name: &str| shown_json.as_object().and_then(|o| o.get(name)).and_then(modelops_core::pyjson::PyValue::as_u64).unwrap();
+    assert_eq!((count("computed"), count("cache_hits")), (24, 24));
+    // Each kind on its own: the second study found half its simulations and aggregations cached.
+    assert_eq!(count("sims_computed") + count("aggs_computed"), 24);
+    assert_eq!((count("sims_cache_hits"), count("aggs_cache_hits")), (count("sims_computed"), count("aggs_computed")));
+    assert!(count("aggs_cache_hits") > 0);
+    let shown_text = text(&mops(&["attribution", "show", overlap]).stdout);
+    assert!(shown_text.contains(&format!("Aggregations: {} ({} computed, {} cache hits)", count("aggs"), count("aggs_computed"), count("aggs_cache_hits"))), "{shown_text}");
 
     let best = mops(&["results", "best", "--target", "prevalence_target", "-n", "1", "--format", "csv"]);
     let best_csv = text(&best.stdout);
