@@ -60,6 +60,7 @@ pub const STORE_CLOCK_MARGIN: std::time::Duration = std::time::Duration::from_se
 /// kind of position (an etcd revision, an older server's counter).
 const EARLIEST_CLOCK_POSITION: u64 = 1_577_836_800_000_000;
 
+/// `at` in microseconds since the Unix epoch (0 before it).
 pub(crate) fn micros(at: std::time::SystemTime) -> u64 {
     at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }

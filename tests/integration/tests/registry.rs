@@ -284,21 +284,39 @@ async fn next(stream: &mut tonic::Streaming<pb::WatchJobsResponse>) -> (u64, i32
     (message.watch_revision, message.job.unwrap().status)
 }
 
+/// Two registry replicas on one store, a client of each, and a new job registered through B while
+/// A's watch follows it from the position of a listing taken before (which misses nothing after it).
+struct Replicas {
+    a: TestServer,
+    b: TestServer,
+    on_a: JobRegistryClient<tonic::transport::Channel>,
+    on_b: JobRegistryClient<tonic::transport::Channel>,
+    job: String,
+    listed: pb::ListJobsResponse,
+    watch_a: tonic::Streaming<pb::WatchJobsResponse>,
+}
+
+impl Replicas {
+    async fn watching_a_new_job(url: &str) -> Self {
+        let a = TestServer::start(&["--registry-store", url]).await;
+        let b = TestServer::start(&["--registry-store", url]).await;
+        let mut on_a = JobRegistryClient::new(channel(&a.endpoint()).await);
+        let mut on_b = JobRegistryClient::new(channel(&b.endpoint()).await);
+        let job = unique("job-resume");
+        let listed = on_a.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
+        let watch_a = watch_after(&mut on_a, &job, listed.watch_revision).await.unwrap();
+        register_bare(&mut on_b, &job).await;
+        Self { a, b, on_a, on_b, job, listed, watch_a }
+    }
+}
+
 #[tokio::test]
 async fn on_etcd_a_watch_resumes_on_another_replica_at_the_same_positions() {
     // Registry replicas on one etcd prefix. Watch positions are etcd's revisions: a watcher of
     // replica A that lost its stream resumes on replica B, or on a replica C started later, from
     // its last position, without a replay, and gets what followed it at the same positions.
     let url = etcd_url(&unique("resume"));
-    let a = TestServer::start(&["--registry-store", &url]).await;
-    let b = TestServer::start(&["--registry-store", &url]).await;
-    let mut on_a = JobRegistryClient::new(channel(&a.endpoint()).await);
-    let mut on_b = JobRegistryClient::new(channel(&b.endpoint()).await);
-    let job = unique("job-resume");
-    // The listing's position is taken before it: watching after it misses nothing after it.
-    let listed = on_a.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
-    let mut watch_a = watch_after(&mut on_a, &job, listed.watch_revision).await.unwrap();
-    register_bare(&mut on_b, &job).await;
+    let Replicas { a, b, mut on_a, mut on_b, job, listed, mut watch_a } = Replicas::watching_a_new_job(&url).await;
     let status = |to: pb::JobStatus| pb::UpdateStatusRequest {
         job_id: job.clone(),
         status: to.into(),
@@ -338,14 +356,7 @@ async fn on_azurite_a_watch_resumes_on_another_replica_with_what_changed_since_i
     // later, without a replay, and first gets the latest state of every job written since.
     let container = azurite_container(&unique("resume-az")).await;
     let url = format!("{container}/registry");
-    let a = TestServer::start(&["--registry-store", &url]).await;
-    let b = TestServer::start(&["--registry-store", &url]).await;
-    let mut on_a = JobRegistryClient::new(channel(&a.endpoint()).await);
-    let mut on_b = JobRegistryClient::new(channel(&b.endpoint()).await);
-    let job = unique("job-resume");
-    let listed = on_a.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
-    let mut watch_a = watch_after(&mut on_a, &job, listed.watch_revision).await.unwrap();
-    register_bare(&mut on_b, &job).await;
+    let Replicas { a, b, mut on_a, mut on_b, job, listed: _, mut watch_a } = Replicas::watching_a_new_job(&url).await;
     let status = |to: pb::JobStatus| pb::UpdateStatusRequest {
         job_id: job.clone(),
         status: to.into(),

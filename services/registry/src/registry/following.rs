@@ -94,14 +94,16 @@ impl JobRegistry {
                     Ok(event) if event.seq > last => vec![event],
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) if by_clock => {
-                        // Ask the store again what changed since the last position sent.
+                        // Ask the store again what changed since the last position sent (or
+                        // since this watch began, from now).
                         let position = registry.hub().last_seq();
-                        match registry.changed_since(last.max(1)).await {
+                        let since = if last == 0 { replay_seq } else { last };
+                        match registry.changed_since(since).await {
                             Ok(changed) => {
-                                if !sent.send_changed(&tx, changed, last, position).await {
+                                if !sent.send_changed(&tx, changed, since, position).await {
                                     return;
                                 }
-                                last = last.max(position);
+                                last = since.max(position);
                                 continue;
                             }
                             Err(e) => {

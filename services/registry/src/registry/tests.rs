@@ -725,52 +725,32 @@ async fn a_spec_blob_that_is_a_fifo_or_a_link_is_refused_not_waited_on() {
     }
 }
 
+/// The next event of a watch, within 10 s.
+async fn next_event(watch: &mut futures::stream::BoxStream<'static, Result<crate::watch::JobEvent, RegistryError>>) -> crate::watch::JobEvent {
+    use futures::StreamExt as _;
+    tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap()
+}
+
 #[tokio::test]
 async fn on_the_embedded_store_a_watch_resumes_its_position_after_a_restart() {
-    use futures::StreamExt as _;
     let dir = tempfile::tempdir().unwrap();
     let open = |dir: std::path::PathBuf| async move {
-        let store = crate::store::embedded::EmbeddedStore::open(&dir)
-            .await
-            .unwrap();
-        let registry = JobRegistry::new(
-            Arc::new(store),
-            Store::in_memory(),
-            RegistryConfig::default(),
-            &prometheus::Registry::new(),
-        );
-        let (token, tracker) = (
-            tokio_util::sync::CancellationToken::new(),
-            tokio_util::task::TaskTracker::new(),
-        );
+        let store = crate::store::embedded::EmbeddedStore::open(&dir).await.unwrap();
+        let registry = JobRegistry::new(Arc::new(store), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
+        let (token, tracker) = (tokio_util::sync::CancellationToken::new(), tokio_util::task::TaskTracker::new());
         registry.start(token.clone(), &tracker);
         (registry, token, tracker)
     };
-    async fn next(
-        watch: &mut futures::stream::BoxStream<
-            'static,
-            Result<crate::watch::JobEvent, RegistryError>,
-        >,
-    ) -> crate::watch::JobEvent {
-        tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-    }
     let (registry, token, tracker) = open(dir.path().to_owned()).await;
     register(&registry, "job-1").await;
     let mut watch = registry.watch(0, false, token.clone()).await.unwrap();
     register(&registry, "job-2").await;
     // job-1 comes too when the store's feed had not delivered it yet.
-    let mut seen = next(&mut watch).await;
+    let mut seen = next_event(&mut watch).await;
     if seen.state.job_id().as_str() == "job-1" {
-        seen = next(&mut watch).await;
+        seen = next_event(&mut watch).await;
     }
-    assert_eq!(
-        (seen.state.job_id().as_str(), seen.replayed),
-        ("job-2", false)
-    );
+    assert_eq!((seen.state.job_id().as_str(), seen.replayed), ("job-2", false));
     let position = seen.seq;
     walk(&registry, "job-2", &[Submitting]).await;
     drop(watch);
@@ -782,36 +762,14 @@ async fn on_the_embedded_store_a_watch_resumes_its_position_after_a_restart() {
     // Another process on the same file, later: the position still means the same change.
     let (registry, token, _tracker) = open(dir.path().to_owned()).await;
     register(&registry, "job-3").await;
-    let mut watch = registry
-        .watch(position, false, token.clone())
-        .await
-        .unwrap();
-    let resumed = [next(&mut watch).await, next(&mut watch).await];
-    let resumed: Vec<_> = resumed
-        .iter()
-        .map(|e| {
-            (
-                e.state.job_id().as_str().to_owned(),
-                e.state.status(),
-                e.seq > position,
-            )
-        })
-        .collect();
-    assert_eq!(
-        resumed,
-        [
-            ("job-2".to_owned(), Submitting, true),
-            ("job-3".to_owned(), Pending, true)
-        ]
-    );
+    let mut watch = registry.watch(position, false, token.clone()).await.unwrap();
+    let resumed = [next_event(&mut watch).await, next_event(&mut watch).await];
+    let resumed: Vec<_> = resumed.iter().map(|e| (e.state.job_id().as_str().to_owned(), e.state.status(), e.seq > position)).collect();
+    assert_eq!(resumed, [("job-2".to_owned(), Submitting, true), ("job-3".to_owned(), Pending, true)]);
 }
 
 #[tokio::test]
 async fn on_an_object_store_a_watch_resumes_on_another_replica_with_what_changed_since_its_position() {
-    use futures::StreamExt as _;
-    async fn next(watch: &mut futures::stream::BoxStream<'static, Result<crate::watch::JobEvent, RegistryError>>) -> crate::watch::JobEvent {
-        tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap()
-    }
     // Two replicas (and a direct writer, as the Python ModelOps) on one object store.
     let objects = Store::in_memory();
     let backend = || crate::store::object::ObjectStoreBackend::new(objects.clone()).with_poll_interval(Duration::from_millis(20));
@@ -827,7 +785,7 @@ async fn on_an_object_store_a_watch_resumes_on_another_replica_with_what_changed
 
     let mut watch = a.watch(0, false, token.clone()).await.unwrap();
     register(&a, "job-2").await;
-    let seen = next(&mut watch).await;
+    let seen = next_event(&mut watch).await;
     assert_eq!(seen.state.job_id().as_str(), "job-2");
     let position = seen.seq;
     assert!(position >= between - 11_000_000 && position <= between, "a time on the store's clock, less the margin");
@@ -841,19 +799,19 @@ async fn on_an_object_store_a_watch_resumes_on_another_replica_with_what_changed
     let mut resumed = b.watch(position, false, token.clone()).await.unwrap();
     let mut got: Vec<(String, JobStatus, bool)> = Vec::new();
     while !got.iter().any(|(job, ..)| job == "job-3") || !got.iter().any(|(job, status, _)| job == "job-2" && *status == Submitting) {
-        let event = next(&mut resumed).await;
+        let event = next_event(&mut resumed).await;
         got.push((event.state.job_id().as_str().to_owned(), event.state.status(), event.replayed));
     }
     assert!(got.iter().all(|(.., replayed)| !replayed), "changes, not a replay: {got:?}");
     assert!(!got.iter().any(|(job, status, _)| job == "job-2" && *status == Pending), "nothing older than what was sent: {got:?}");
     // A position past job-1's write does not bring it again.
     let mut later = b.watch(between, false, token.clone()).await.unwrap();
-    let mut jobs = vec![next(&mut later).await.state.job_id().as_str().to_owned(), next(&mut later).await.state.job_id().as_str().to_owned()];
+    let mut jobs = vec![next_event(&mut later).await.state.job_id().as_str().to_owned(), next_event(&mut later).await.state.job_id().as_str().to_owned()];
     jobs.sort();
     assert_eq!(jobs, ["job-2", "job-3"]);
     // Live events follow on B, A's writes included.
     walk(&a, "job-3", &[Submitting]).await;
-    let live = next(&mut later).await;
+    let live = next_event(&mut later).await;
     assert_eq!((live.state.job_id().as_str(), live.state.status()), ("job-3", Submitting));
     // A position that is not a time on any clock (an etcd revision, an old counter) is refused.
     for foreign in [5, 1 << 62] {

@@ -360,14 +360,8 @@ mod tests {
         assert_ne!(next, version, "the sequence continues after a restart");
     }
 
-    async fn next_item(
-        feed: &mut BoxStream<'static, Result<RevisionFeedItem, StoreError>>,
-    ) -> RevisionFeedItem {
-        tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
+    async fn next_item(feed: &mut BoxStream<'static, Result<RevisionFeedItem, StoreError>>) -> RevisionFeedItem {
+        tokio::time::timeout(std::time::Duration::from_secs(10), feed.next()).await.unwrap().unwrap().unwrap()
     }
 
     fn change(key: &str, value: Option<&str>, revision: u64) -> RevisionFeedItem {
@@ -378,36 +372,20 @@ mod tests {
         }
     }
 
+    async fn create(store: &EmbeddedStore, key: &str, value: &'static str) -> Version {
+        store.create_if_absent(key, value.into()).await.unwrap().unwrap()
+    }
+
     #[tokio::test]
     async fn a_feed_resumes_after_any_revision_from_the_log_even_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let first = {
             let store = EmbeddedStore::open(dir.path()).await.unwrap();
-            let first = store
-                .create_if_absent("jobs/a/state.json", "a1".into())
-                .await
-                .unwrap()
-                .unwrap();
-            let b = store
-                .create_if_absent("jobs/b/state.json", "b1".into())
-                .await
-                .unwrap()
-                .unwrap();
-            store
-                .put_if_version("jobs/b/state.json", "b2".into(), &b)
-                .await
-                .unwrap()
-                .unwrap();
-            store
-                .create_if_absent("other/c", "c".into())
-                .await
-                .unwrap()
-                .unwrap();
-            store
-                .create_if_absent("jobs/d/state.json", "d".into())
-                .await
-                .unwrap()
-                .unwrap();
+            let first = create(&store, "jobs/a/state.json", "a1").await;
+            let b = create(&store, "jobs/b/state.json", "b1").await;
+            store.put_if_version("jobs/b/state.json", "b2".into(), &b).await.unwrap().unwrap();
+            create(&store, "other/c", "c").await;
+            create(&store, "jobs/d/state.json", "d").await;
             assert!(store.delete("jobs/d/state.json").await.unwrap());
             first.as_str().parse::<u64>().unwrap()
         };
@@ -415,42 +393,15 @@ mod tests {
         assert_eq!(store.current_revision().await.unwrap(), Some(6));
         // After a's write: b's last write (its first is superseded) and d's deletion, not c.
         let mut feed = store.revision_feed("jobs/", Some(first)).unwrap();
-        assert_eq!(
-            next_item(&mut feed).await,
-            RevisionFeedItem::Started { revision: first }
-        );
-        assert_eq!(
-            next_item(&mut feed).await,
-            change("jobs/b/state.json", Some("b2"), 3)
-        );
-        assert_eq!(
-            next_item(&mut feed).await,
-            change("jobs/d/state.json", None, 6)
-        );
+        assert_eq!(next_item(&mut feed).await, RevisionFeedItem::Started { revision: first });
+        assert_eq!(next_item(&mut feed).await, change("jobs/b/state.json", Some("b2"), 3));
+        assert_eq!(next_item(&mut feed).await, change("jobs/d/state.json", None, 6));
         // Then live, in commit order; a re-created key leaves its tombstone.
-        store
-            .create_if_absent("jobs/d/state.json", "d2".into())
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .create_if_absent("other/e", "e".into())
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .create_if_absent("jobs/f/state.json", "f".into())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            next_item(&mut feed).await,
-            change("jobs/d/state.json", Some("d2"), 7)
-        );
-        assert_eq!(
-            next_item(&mut feed).await,
-            change("jobs/f/state.json", Some("f"), 9)
-        );
+        create(&store, "jobs/d/state.json", "d2").await;
+        create(&store, "other/e", "e").await;
+        create(&store, "jobs/f/state.json", "f").await;
+        assert_eq!(next_item(&mut feed).await, change("jobs/d/state.json", Some("d2"), 7));
+        assert_eq!(next_item(&mut feed).await, change("jobs/f/state.json", Some("f"), 9));
         // From the start: every key once, at its last revision.
         let mut feed = store.revision_feed("jobs/", Some(0)).unwrap();
         let mut items = Vec::new();
@@ -469,10 +420,7 @@ mod tests {
         );
         // From now: only what comes.
         let mut feed = store.revision_feed("jobs/", None).unwrap();
-        assert_eq!(
-            next_item(&mut feed).await,
-            RevisionFeedItem::Started { revision: 9 }
-        );
+        assert_eq!(next_item(&mut feed).await, RevisionFeedItem::Started { revision: 9 });
     }
 
     #[tokio::test]
@@ -480,20 +428,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).await.unwrap();
         let mut feed = store.revision_feed("jobs/", None).unwrap();
-        assert_eq!(
-            next_item(&mut feed).await,
-            RevisionFeedItem::Started { revision: 0 }
-        );
+        assert_eq!(next_item(&mut feed).await, RevisionFeedItem::Started { revision: 0 });
         let writers: Vec<_> = (0..8)
             .map(|w| {
                 let store = store.clone();
                 tokio::spawn(async move {
                     for i in 0..25 {
-                        store
-                            .create_if_absent(&format!("jobs/{w}-{i}/state.json"), "x".into())
-                            .await
-                            .unwrap()
-                            .unwrap();
+                        store.create_if_absent(&format!("jobs/{w}-{i}/state.json"), "x".into()).await.unwrap().unwrap();
                     }
                 })
             })
@@ -502,9 +443,7 @@ mod tests {
             writer.await.unwrap();
         }
         for expected in 1..=200 {
-            let RevisionFeedItem::Change { revision, .. } = next_item(&mut feed).await else {
-                panic!("a change")
-            };
+            let RevisionFeedItem::Change { revision, .. } = next_item(&mut feed).await else { panic!("a change") };
             assert_eq!(revision, expected);
         }
     }
