@@ -57,8 +57,9 @@ pub enum Sampler {
 /// Arguments of `mops demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Use the server at this endpoint instead of starting one in this process. Its provenance
-    /// store must be the one given by `--provenance` (default: under `--home`).
+    /// Use the server at this endpoint instead of starting one in this process. The demo writes
+    /// its records to the server's provenance store (asked of the server), or to `--provenance`
+    /// when given.
     #[arg(long = "endpoint", env = "MOPS_DEMO_ENDPOINT")]
     pub endpoint: Option<String>,
     /// File with the bearer token of `--endpoint`.
@@ -147,7 +148,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         indexer: client::indexer(channel.clone()),
         channel,
     };
-    let provenance = Store::open(&args.stores.provenance_url()).context("opening the provenance store")?;
+    // With --endpoint, the records go where that server reads them, unless told otherwise.
+    let provenance_url = match (&args.endpoint, &args.stores.provenance) {
+        (Some(_), None) => {
+            let stores = clients.registry.clone().get_stores(registry_pb::GetStoresRequest {}).await.map_err(client::status_error)?.into_inner();
+            eprintln!("Writing the demo's records where the server reads them: {}", stores.provenance_url);
+            stores.provenance_url
+        }
+        _ => args.stores.provenance_url(),
+    };
+    let provenance = Store::open(&provenance_url).with_context(|| format!("opening the provenance store {provenance_url}"))?;
     let setup = modelops_seir::DEFAULT_SETUP;
     let observed = modelops_seir::target::synthetic_target(&modelops_seir::DEFAULT_TRUTH, &setup, args.seed);
     let ranges = modelops_seir::default_ranges();
@@ -168,9 +178,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| {
                 format!(
-                    "the demo wrote its results to {}; with --endpoint, give the server's provenance store \
-                     (--provenance URL, or the server's --home)",
-                    args.stores.provenance_url()
+                    "the demo wrote its results to {provenance_url}; with --endpoint, give the server's provenance \
+                     store (--provenance URL), or leave --provenance out to use the one the server names"
                 )
             })?;
         let attribution = clients

@@ -102,14 +102,28 @@ fn the_embedded_demo_prints_its_bundle_and_how_to_reach_its_dashboard() {
 }
 
 #[test]
-fn a_demo_against_a_server_reading_another_provenance_store_fails_naming_the_flag() {
-    let (server_home, demo_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+fn a_demo_against_a_server_writes_its_records_where_the_server_reads_them() {
+    let (server_home, demo_home, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let server = MopsProcess::serve(server_home.path(), &[]);
     let endpoint = format!("http://127.0.0.1:{}", server.port);
-    let out = Command::new(mops_binary())
-        .args(["demo", "--endpoint", &endpoint, "--home", demo_home.path().to_str().unwrap(), "--n-samples", "4", "--n-replicates", "1"])
-        .output()
-        .unwrap();
+    let demo = |extra: &[&str]| {
+        Command::new(mops_binary())
+            .args(["demo", "--endpoint", &endpoint, "--home", demo_home.path().to_str().unwrap(), "--n-samples", "4", "--n-replicates", "1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Run from another home without --provenance: the server names the store it reads.
+    let out = demo(&[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
+    assert!(stderr.contains("where the server reads them"), "{stderr}");
+    assert!(server_home.path().join("provenance/token/v1").is_dir(), "the records are in the server's store");
+    assert!(!demo_home.path().join("provenance").exists(), "and not under the demo's own home");
+    // A store the server does not read, given explicitly, fails naming the flag (other sets than
+    // the first run's, which the server would find in its own store).
+    let other = format!("file://{}", elsewhere.path().display());
+    let out = demo(&["--provenance", &other, "--sampler", "lhs", "--seed", "99"]);
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{}\n{stderr}", text(&out.stdout));
     assert!(stderr.contains("--provenance") && stderr.contains("missing"), "{stderr}");
