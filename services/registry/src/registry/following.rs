@@ -203,14 +203,20 @@ pub(crate) const START_WINDOW_REVISIONS: u64 = 10_000;
 pub(crate) async fn follow_revisions(registry: JobRegistry, token: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut backoff = FIRST_BACKOFF;
-    let mut after: Option<u64> = match registry.inner.store.current_revision().await {
-        Ok(Some(current)) => Some(current.saturating_sub(START_WINDOW_REVISIONS)),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the store's revision; following from now");
-            None
+    // Where the window starts. A replica started while the store is down waits for it: following
+    // from "now" instead would refuse every position from before it.
+    let mut after: Option<u64> = loop {
+        match registry.inner.store.current_revision().await {
+            Ok(current) => break current.map(|current| current.saturating_sub(START_WINDOW_REVISIONS)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the store's revision yet; retrying");
+                if !back_off(&token, &mut backoff).await {
+                    return;
+                }
+            }
         }
     };
+    backoff = FIRST_BACKOFF;
     loop {
         let Some(mut feed) = registry.inner.store.revision_feed(JOBS_PREFIX, after) else { return };
         loop {

@@ -818,3 +818,68 @@ async fn on_an_object_store_a_watch_resumes_on_another_replica_with_what_changed
         assert!(matches!(b.watch(foreign, false, token.clone()).await.map(|_| ()), Err(RegistryError::WatchElsewhere { .. })));
     }
 }
+
+/// The embedded store, unreachable for its first few revision reads (a replica started while
+/// etcd is down).
+#[derive(Debug)]
+struct DownAtFirst {
+    store: crate::store::embedded::EmbeddedStore,
+    failures_left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl VersionedStore for DownAtFirst {
+    async fn get(&self, key: &str) -> Result<Option<crate::store::Versioned>, crate::store::StoreError> {
+        self.store.get(key).await
+    }
+    async fn create_if_absent(&self, key: &str, value: bytes::Bytes) -> Result<Option<crate::store::Version>, crate::store::StoreError> {
+        self.store.create_if_absent(key, value).await
+    }
+    async fn put_if_version(&self, key: &str, value: bytes::Bytes, expected: &crate::store::Version) -> Result<Option<crate::store::Version>, crate::store::StoreError> {
+        self.store.put_if_version(key, value, expected).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+        self.store.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, crate::store::StoreError> {
+        self.store.delete(key).await
+    }
+    fn orders_revisions(&self) -> bool {
+        true
+    }
+    async fn current_revision(&self) -> Result<Option<u64>, crate::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(crate::store::StoreError::Unavailable("down".into()));
+        }
+        self.store.current_revision().await
+    }
+    fn revision_feed(&self, prefix: &str, after: Option<u64>) -> Option<futures::stream::BoxStream<'static, Result<crate::store::RevisionFeedItem, crate::store::StoreError>>> {
+        self.store.revision_feed(prefix, after)
+    }
+    fn describe(&self) -> String {
+        "down at first".into()
+    }
+}
+
+#[tokio::test]
+async fn a_replica_started_while_its_store_is_down_still_resumes_earlier_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::embedded::EmbeddedStore::open(dir.path()).await.unwrap();
+    // Changes made before this replica started, through another (the same file here).
+    let earlier = JobRegistry::new(Arc::new(store.clone()), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
+    register(&earlier, "job-1").await;
+    register(&earlier, "job-2").await;
+    let flaky = DownAtFirst {
+        store,
+        failures_left: std::sync::atomic::AtomicU32::new(3),
+    };
+    let registry = JobRegistry::new(Arc::new(flaky), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
+    let token = started(&registry);
+    // Position 1 (job-1's registration) comes from before the replica started; once the store
+    // answers, the replica follows from its window and resumes it.
+    let mut watch = registry.watch(1, false, token.clone()).await.unwrap();
+    let resumed = next_event(&mut watch).await;
+    assert_eq!((resumed.state.job_id().as_str(), resumed.seq), ("job-2", 2));
+}
