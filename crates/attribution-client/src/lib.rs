@@ -53,6 +53,21 @@ pub struct AttributionCounts {
     pub sealed: bool,
 }
 
+impl AttributionCounts {
+    /// The counts of the API's message, for a job `sealed` or not.
+    pub fn from_proto(counts: pb::AttributionCounts, sealed: bool) -> Self {
+        Self {
+            sims: counts.sims,
+            aggs: counts.aggs,
+            computed: counts.computed,
+            cache_hits: counts.cache_hits,
+            unknown: counts.unknown,
+            expected_missing: counts.expected_missing,
+            sealed,
+        }
+    }
+}
+
 /// What the indexer and the dashboard need of attribution.
 #[async_trait::async_trait]
 pub trait AttributionClient: Send + Sync + std::fmt::Debug {
@@ -138,15 +153,6 @@ impl AttributionClient for GrpcAttribution {
             sample_size: 1,
         };
         let answer = self.client.clone().get_job_attribution(request).await?.into_inner();
-        let counts = answer.counts.unwrap_or_default();
-        Ok(AttributionCounts {
-            sims: counts.sims,
-            aggs: counts.aggs,
-            computed: counts.computed,
-            cache_hits: counts.cache_hits,
-            unknown: counts.unknown,
-            expected_missing: counts.expected_missing,
-            sealed: answer.sealed,
-        })
+        Ok(AttributionCounts::from_proto(answer.counts.unwrap_or_default(), answer.sealed))
     }
 }

@@ -40,16 +40,8 @@ impl AttributionClient for Attribution {
     }
 
     async fn counts(&self, job: &JobId) -> Result<AttributionCounts, Status> {
+        // The same counts the gRPC service answers with.
         let summary = self.summary(job, 0).await?;
-        let counts = summary.counts;
-        Ok(AttributionCounts {
-            sims: counts.sims,
-            aggs: counts.aggs,
-            computed: counts.computed,
-            cache_hits: counts.cache_hits,
-            unknown: counts.unknown,
-            expected_missing: counts.expected_missing,
-            sealed: summary.seal.is_some(),
-        })
+        Ok(AttributionCounts::from_proto(crate::service::counts_to_proto(summary.counts), summary.seal.is_some()))
     }
 }

@@ -144,7 +144,8 @@ fn edge_from_proto(edge: pb::Edge, batch_job: &JobId, index: usize, now: DateTim
     })
 }
 
-fn counts_to_proto(counts: Counts) -> pb::AttributionCounts {
+/// A job's counts as the API sends them.
+pub(crate) fn counts_to_proto(counts: Counts) -> pb::AttributionCounts {
     pb::AttributionCounts {
         sims: counts.sims,
         aggs: counts.aggs,

@@ -310,9 +310,11 @@ impl JobRegistry {
         tracker.spawn(refresh_job_gauge(self.clone(), token.clone()));
         // Other replicas and other writers (the Python ModelOps) change the store too; backends
         // without a change feed have this process as their only writer.
+        // Decided as the hub's positions were (asking `changes` would start a feed, whose first
+        // poll reads every job, only to drop it).
         if self.inner.store.orders_revisions() {
             tracker.spawn(following::follow_revisions(self.clone(), token));
-        } else if self.inner.store.changes(JOBS_PREFIX).is_some() {
+        } else if self.inner.store.keeps_modification_times() {
             tracker.spawn(following::follow_store(self.clone(), token));
         }
     }

@@ -37,6 +37,16 @@ struct Committed {
     value: Option<Bytes>,
 }
 
+impl Committed {
+    fn into_feed_item(self) -> RevisionFeedItem {
+        RevisionFeedItem::Change {
+            key: self.key.to_string(),
+            value: self.value,
+            revision: self.revision,
+        }
+    }
+}
+
 /// A versioned store in a local redb file.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -291,12 +301,7 @@ impl VersionedStore for EmbeddedStore {
                 return;
             }
             for change in logged {
-                let item = RevisionFeedItem::Change {
-                    key: change.key.to_string(),
-                    value: change.value,
-                    revision: change.revision,
-                };
-                if tx.send(Ok(item)).await.is_err() {
+                if tx.send(Ok(change.into_feed_item())).await.is_err() {
                     return;
                 }
             }
@@ -309,12 +314,7 @@ impl VersionedStore for EmbeddedStore {
                 match change {
                     Ok(change) if change.revision > last && change.key.starts_with(prefix.as_str()) => {
                         last = change.revision;
-                        let item = RevisionFeedItem::Change {
-                            key: change.key.to_string(),
-                            value: change.value,
-                            revision: change.revision,
-                        };
-                        if tx.send(Ok(item)).await.is_err() {
+                        if tx.send(Ok(change.into_feed_item())).await.is_err() {
                             return;
                         }
                     }
