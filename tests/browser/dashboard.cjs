@@ -90,13 +90,14 @@ async function main() {
       loss: Number(r.getAttribute("data-loss")),
     })));
     const histogram = await page.$$eval("figure.histogram svg rect", (rects) => rects.length);
-    const computed = await page.textContent("[data-count=computed]");
+    const counts = await page.$$eval("[data-count]", (cells) =>
+      Object.fromEntries(cells.map((c) => [c.getAttribute("data-count"), Number(c.textContent)])));
     const downloads = await page.$$eval("a.download", (links) => links.map((a) => a.getAttribute("href")));
     const screenshot = process.env.MOPS_DASHBOARD_SCREENSHOT;
     if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
 
     console.log("RESULT " + JSON.stringify({
-      job, before, mark, seen, progress, landscapes, best, histogram, computed: Number(computed), downloads, problems,
+      job, before, mark, seen, progress, landscapes, best, histogram, counts, downloads, problems,
     }));
   } finally {
     await browser.close();

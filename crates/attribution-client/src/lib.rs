@@ -45,6 +45,14 @@ pub struct AttributionCounts {
     pub computed: u64,
     /// Results the job found already computed.
     pub cache_hits: u64,
+    /// Simulation results the job computed.
+    pub sims_computed: u64,
+    /// Simulation results the job found already computed.
+    pub sims_cache_hits: u64,
+    /// Aggregation results the job computed.
+    pub aggs_computed: u64,
+    /// Aggregation results the job found already computed.
+    pub aggs_cache_hits: u64,
     /// Results whose role is unknown.
     pub unknown: u64,
     /// Results the spec expects that are nowhere.
@@ -61,6 +69,10 @@ impl AttributionCounts {
             aggs: counts.aggs,
             computed: counts.computed,
             cache_hits: counts.cache_hits,
+            sims_computed: counts.sims_computed,
+            sims_cache_hits: counts.sims_cache_hits,
+            aggs_computed: counts.aggs_computed,
+            aggs_cache_hits: counts.aggs_cache_hits,
             unknown: counts.unknown,
             expected_missing: counts.expected_missing,
             sealed,

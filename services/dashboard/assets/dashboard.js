@@ -1,5 +1,6 @@
-// The dashboard's only script: relative times, filter forms that submit on change, and live
-// job rows from the server-sent event stream at /jobs/events. No network polling.
+// The dashboard's only script: relative times, filter forms that submit on change, live job rows
+// from the server-sent event stream at /jobs/events, and the hover text of plot marks
+// (data-hover). No network polling.
 "use strict";
 
 (function () {
@@ -25,6 +26,15 @@
     });
   }
 
+  // A number as the server's tables print it (layout::number): six decimals trimmed, or
+  // scientific outside [1e-3, 1e6).
+  function number(value) {
+    if (value === 0 || (Math.abs(value) >= 1e-3 && Math.abs(value) < 1e6)) {
+      return value.toFixed(6).replace(/0+$/, "").replace(/\.$/, "");
+    }
+    return value.toExponential(4);
+  }
+
   // Fills the elements marked data-field inside `root` from a job row (see JobRow in jobs.rs).
   function fill(root, job) {
     root.querySelectorAll("[data-field]").forEach(function (el) {
@@ -46,6 +56,13 @@
         el.textContent = job.index_state;
       } else if (field === "error") {
         el.textContent = job.error || "";
+      } else if (job.table && field === "best_loss") {
+        el.textContent = job.table.best_loss === null ? "" : number(job.table.best_loss);
+      } else if (job.table && field === "target") {
+        el.textContent = job.table.target + (job.table.more_targets > 0 ? " +" + job.table.more_targets : "");
+        el.setAttribute("title", job.table.target);
+      } else if (job.table && field === "sets") {
+        el.textContent = String(job.table.sets);
       }
     });
     if (root.hasAttribute("data-status")) root.setAttribute("data-status", job.status);
@@ -104,7 +121,102 @@
     });
   }
 
+  // One tooltip for every mark with a data-hover text, following the pointer.
+  function hovers() {
+    const tip = document.createElement("div");
+    tip.className = "tooltip";
+    tip.hidden = true;
+    document.body.appendChild(tip);
+    function place(event) {
+      tip.style.left = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
+      tip.style.top = Math.min(event.clientY + 14, window.innerHeight - tip.offsetHeight - 8) + "px";
+    }
+    document.addEventListener("mouseover", function (event) {
+      const mark = event.target.closest ? event.target.closest("[data-hover]") : null;
+      if (!mark) { tip.hidden = true; return; }
+      tip.textContent = mark.getAttribute("data-hover");
+      tip.hidden = false;
+      place(event);
+    });
+    document.addEventListener("mousemove", function (event) { if (!tip.hidden) place(event); });
+  }
+
+  // Brushing of parallel coordinates: a drag along an axis keeps the lines whose value on it is
+  // in the dragged range (all brushed axes must agree); a short drag clears the axis.
+  function parallel(svg) {
+    const top = Number(svg.getAttribute("data-top"));
+    const height = Number(svg.getAttribute("data-height"));
+    const lines = Array.from(svg.querySelectorAll("path.line")).map(function (el) {
+      return { el: el, values: el.getAttribute("data-values").split(",").map(Number) };
+    });
+    const ranges = {};
+    const counter = document.querySelector("[data-brushed]");
+    function apply() {
+      let shown = 0;
+      lines.forEach(function (line) {
+        const keep = Object.keys(ranges).every(function (k) {
+          const v = line.values[Number(k)];
+          return v >= ranges[k][0] && v <= ranges[k][1];
+        });
+        line.el.classList.toggle("hidden", !keep);
+        if (keep) shown += 1;
+      });
+      svg.setAttribute("data-shown", String(shown));
+      if (counter) counter.textContent = shown + " of " + lines.length + " shown";
+    }
+    function svgY(event) {
+      const point = svg.createSVGPoint();
+      point.x = event.clientX;
+      point.y = event.clientY;
+      const y = point.matrixTransform(svg.getScreenCTM().inverse()).y;
+      return Math.min(Math.max(y, top), top + height);
+    }
+    svg.querySelectorAll("g.axis").forEach(function (axis) {
+      const area = axis.querySelector("rect.brush-area");
+      const brush = axis.querySelector("rect.brush");
+      const k = axis.getAttribute("data-index");
+      const lo = Number(axis.getAttribute("data-lo"));
+      const hi = Number(axis.getAttribute("data-hi"));
+      const log = axis.getAttribute("data-log") === "true";
+      function valueAt(y) {
+        const scaled = lo + (1 - (y - top) / height) * (hi - lo);
+        return log ? Math.pow(10, scaled) : scaled;
+      }
+      let start = null;
+      area.addEventListener("pointerdown", function (event) {
+        start = svgY(event);
+        area.setPointerCapture(event.pointerId);
+        event.preventDefault();
+      });
+      area.addEventListener("pointermove", function (event) {
+        if (start === null) return;
+        const y = svgY(event);
+        brush.setAttribute("y", String(Math.min(start, y)));
+        brush.setAttribute("height", String(Math.abs(y - start)));
+      });
+      area.addEventListener("pointerup", function (event) {
+        if (start === null) return;
+        const y = svgY(event);
+        const a = Math.min(start, y);
+        const b = Math.max(start, y);
+        start = null;
+        if (b - a < 3) {
+          delete ranges[k];
+          brush.setAttribute("height", "0");
+          axis.removeAttribute("data-range");
+        } else {
+          ranges[k] = [valueAt(b), valueAt(a)];
+          axis.setAttribute("data-range", ranges[k].join(","));
+        }
+        apply();
+      });
+    });
+    apply();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    hovers();
+    document.querySelectorAll("svg.parallel").forEach(parallel);
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 5000);
     document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {

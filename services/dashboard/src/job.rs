@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -37,7 +37,7 @@ async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEnt
 
 /// `GET /jobs/{job_id}`.
 #[tracing::instrument(name = "dashboard_job", skip(dashboard))]
-pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -> Result<Markup, DashboardError> {
+pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
     let state = match &dashboard.registry {
         Some(registry) => registry.get_job(&job).await?,
@@ -54,6 +54,12 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -
     };
     let landscape = match (&dashboard.engine, &entry) {
         (Some(engine), Some(entry)) => Some(dashboard.landscapes.get(engine, entry).await?),
+        _ => None,
+    };
+    let pairs = match &landscape {
+        Some(landscape) if landscape.ok_rows > 0 => params
+            .resolve(&landscape.explorer)?
+            .map(|view| crate::pairs::section(job.as_str(), &landscape.explorer, &view)),
         _ => None,
     };
     // A cancelled job never gets a table on its own (only when forced): its page waits for none.
@@ -83,18 +89,28 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>) -
             @if let Some(counts) = &attribution {
                 section.attribution {
                     h2 { "Attribution" }
+                    table.data.counts {
+                        thead { tr { th { "" } th { "Recorded" } th { "Computed" } th { "Cache hits" } } }
+                        tbody {
+                            tr data-kind="sims" {
+                                th { "Simulations" } td.num data-count="sims" { (counts.sims) }
+                                td.num data-count="sims_computed" { (counts.sims_computed) } td.num data-count="sims_cache_hits" { (counts.sims_cache_hits) }
+                            }
+                            tr data-kind="aggs" {
+                                th { "Aggregations" } td.num data-count="aggs" { (counts.aggs) }
+                                td.num data-count="aggs_computed" { (counts.aggs_computed) } td.num data-count="aggs_cache_hits" { (counts.aggs_cache_hits) }
+                            }
+                        }
+                    }
                     dl.counts {
-                        dt { "Simulations" } dd data-count="sims" { (counts.sims) }
-                        dt { "Aggregations" } dd data-count="aggs" { (counts.aggs) }
-                        dt { "Computed" } dd data-count="computed" { (counts.computed) }
-                        dt { "Cache hits" } dd data-count="cache_hits" { (counts.cache_hits) }
                         dt { "Missing" } dd data-count="missing" { (counts.expected_missing) }
+                        @if counts.unknown > 0 { dt { "Role unknown" } dd data-count="unknown" { (counts.unknown) } }
                         dt { "Sealed" } dd { (if counts.sealed { "yes" } else { "no" }) }
                     }
                 }
             }
             @match (&entry, &landscape) {
-                (Some(entry), Some(landscape)) => { (landscape_section(entry, landscape)) }
+                (Some(entry), Some(landscape)) => { (landscape_section(entry, landscape, pairs)) }
                 _ => {
                     section.landscape-missing {
                         h2 { "Loss landscape" }
@@ -119,7 +135,9 @@ pub fn swatch(index: usize) -> Markup {
     html! { svg.swatch width="12" height="12" viewBox="0 0 12 12" aria-hidden="true" { circle cx="6" cy="6" r="5" fill=(plots::colour_hex(index)) {} } }
 }
 
-fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
+/// The loss table's sections: its summary, the two-parameter views (`pairs`), the landscapes
+/// per parameter, the rows without a loss and the best sets.
+fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>) -> Markup {
     let [total, ok, missing, failed] = entry.counts;
     html! {
         section.table-summary {
@@ -139,6 +157,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape) -> Markup {
                 }
             }
         }
+        @if let Some(pairs) = pairs { (pairs) }
         @if landscape.ok_rows == 0 {
             section.landscapes {
                 h2 { "Loss against each parameter" }

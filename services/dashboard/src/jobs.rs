@@ -79,6 +79,34 @@ pub struct JobRow {
     pub error: Option<String>,
     /// The loss table's state: none, running, done or failed.
     pub index_state: &'static str,
+    /// What the loss table holds, once the job is indexed.
+    pub table: Option<TableSummary>,
+}
+
+/// What a job's loss table holds, as the jobs list shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableSummary {
+    /// The first target (in spec order).
+    pub target: String,
+    /// Its lowest loss, if any row has one.
+    pub best_loss: Option<f64>,
+    /// Other targets.
+    pub more_targets: usize,
+    /// Parameter sets (rows of the target with the most).
+    pub sets: u64,
+}
+
+impl TableSummary {
+    /// The summary of a catalog entry (`None` without a target).
+    pub fn of(entry: &modelops_query::catalog::JobEntry) -> Option<Self> {
+        let first = entry.targets.first()?;
+        Some(Self {
+            target: first.target.clone(),
+            best_loss: first.min_loss,
+            more_targets: entry.targets.len() - 1,
+            sets: entry.targets.iter().map(|t| t.count).max().unwrap_or(0),
+        })
+    }
 }
 
 impl JobRow {
@@ -94,7 +122,16 @@ impl JobRow {
             updated_at: state.updated_at().to_owned(),
             error: layout::job_error(state).map(str::to_owned),
             index_state: IndexState::of(state).as_str(),
+            table: None,
         }
+    }
+
+    /// This row with its table's summary from `engine`'s catalog, when the job is indexed.
+    pub async fn with_table(mut self, engine: Option<&modelops_query::Engine>) -> Self {
+        if let (Some(engine), "done") = (engine, self.index_state) {
+            self.table = engine.catalog().job(&self.job_id).await.ok().and_then(|entry| TableSummary::of(&entry));
+        }
+        self
     }
 
     fn markup(&self) -> Markup {
@@ -106,6 +143,12 @@ impl JobRow {
                 td { (layout::time(&self.created_at, "created_at")) }
                 td { (layout::time(&self.updated_at, "updated_at")) }
                 td data-field="index_state" { (self.index_state) }
+                td.num data-field="best_loss" { (self.table.as_ref().and_then(|t| t.best_loss).map(layout::number).unwrap_or_default()) }
+                td data-field="target" title=(self.table.as_ref().map(|t| t.target.as_str()).unwrap_or("")) {
+                    (self.table.as_ref().map(|t| t.target.as_str()).unwrap_or(""))
+                    @if let Some(table) = self.table.as_ref().filter(|t| t.more_targets > 0) { span.more { " +" (table.more_targets) } }
+                }
+                td.num data-field="sets" { (self.table.as_ref().map(|t| t.sets.to_string()).unwrap_or_default()) }
                 td.error data-field="error" { (self.error.as_deref().unwrap_or("")) }
             }
         }
@@ -134,7 +177,17 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
     // it reaches the page as an event, so none falls between this listing and the stream.
     let listed = registry.list_jobs(query).await?;
     let seq = listed.watch_revision;
-    let rows: Vec<JobRow> = listed.jobs.iter().map(JobRow::of).collect();
+    // Each indexed job's table summary, from the catalog in memory.
+    let tables: std::collections::HashMap<String, TableSummary> = dashboard
+        .engine
+        .as_ref()
+        .map(|engine| engine.catalog().jobs().iter().filter_map(|e| Some((e.job_id.clone(), TableSummary::of(e)?))).collect())
+        .unwrap_or_default();
+    let rows: Vec<JobRow> = listed
+        .jobs
+        .iter()
+        .map(|state| JobRow { table: tables.get(state.job_id().as_str()).cloned(), ..JobRow::of(state) })
+        .collect();
     let status_choices = ["active", "terminal"].into_iter().chain(JobStatus::ALL.iter().map(|s| s.as_str()));
     Ok(layout::page(
         "Jobs",
@@ -163,14 +216,14 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
             }
             table id="jobs" class="jobs" data-events={ "/jobs/events?after=" (seq) }
                 data-filter-statuses=(kept_statuses) data-filter-since=(since.map(|t| t.to_rfc3339()).unwrap_or_default()) {
-                thead { tr { th { "Job" } th { "Status" } th { "Progress" } th { "Created" } th { "Updated" } th { "Index" } th { "Error" } } }
+                thead { tr { th { "Job" } th { "Status" } th { "Progress" } th { "Created" } th { "Updated" } th { "Index" } th { "Best loss" } th { "Target" } th { "Sets" } th { "Error" } } }
                 tbody {
                     @for row in &rows { (row.markup()) }
                 }
             }
             @if rows.is_empty() { p.empty { "No jobs match." } }
             @if listed.next_page_token.is_some() { p.note { "Showing the " (rows.len()) " newest; narrow the filters to see older jobs." } }
-            template id="job-row" { (JobRow { job_id: String::new(), status: "pending", terminal: false, completed: 0, total: 0, created_at: String::new(), updated_at: String::new(), error: None, index_state: "none" }.markup()) }
+            template id="job-row" { (JobRow { job_id: String::new(), status: "pending", terminal: false, completed: 0, total: 0, created_at: String::new(), updated_at: String::new(), error: None, index_state: "none", table: None }.markup()) }
         },
     ))
 }
@@ -206,7 +259,7 @@ pub async fn events(
         .and_then(|v| v.parse().ok())
         .unwrap_or(query.after);
     tracing::debug!(after = resume, "dashboard job stream opened");
-    let stream = job_events(registry, resume, dashboard.shutdown.clone());
+    let stream = job_events(registry, dashboard.engine.clone(), resume, dashboard.shutdown.clone());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -214,7 +267,12 @@ pub async fn events(
 /// the server shuts down. When the registry no longer holds the changes asked for (or never
 /// did: a position from before a restart or of another replica), or this stream falls too far
 /// behind, every job's current row is sent once and live changes follow.
-fn job_events(registry: SharedRegistry, after: u64, shutdown: tokio_util::sync::CancellationToken) -> impl Stream<Item = Result<Event, Infallible>> {
+fn job_events(
+    registry: SharedRegistry,
+    engine: Option<modelops_query::Engine>,
+    after: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let mut from = WatchFrom { after, replay_current: false };
@@ -243,7 +301,8 @@ fn job_events(registry: SharedRegistry, after: u64, shutdown: tokio_util::sync::
                 };
                 match event {
                     Some(Ok(event)) => {
-                        if sender.send(job_event(event.seq, &JobRow::of(&event.state))).await.is_err() {
+                        let row = JobRow::of(&event.state).with_table(engine.as_ref()).await;
+                        if sender.send(job_event(event.seq, &row)).await.is_err() {
                             return;
                         }
                     }

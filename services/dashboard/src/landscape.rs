@@ -69,7 +69,7 @@ pub struct ParamPlot {
 }
 
 /// What the job page shows of a table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Landscape {
     /// Every parameter's name, in column order.
     pub param_names: Vec<String>,
@@ -93,6 +93,8 @@ pub struct Landscape {
     pub plotted: usize,
     /// Whether losses are drawn on a log scale.
     pub log_loss: bool,
+    /// The rows with a loss as columns, for the two-parameter views.
+    pub explorer: crate::explore::Explorer,
 }
 
 /// A row with a loss, as the reduction keeps it.
@@ -110,7 +112,8 @@ struct ParamColumn {
     numeric: bool,
 }
 
-fn column_value(array: &dyn Array, row: usize) -> Option<f64> {
+/// A numeric cell as a float (booleans as 0 and 1), `None` when null or not numeric.
+pub(crate) fn column_value(array: &dyn Array, row: usize) -> Option<f64> {
     if array.is_null(row) {
         return None;
     }
@@ -184,6 +187,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             unlossed: Vec::new(),
             plotted: 0,
             log_loss: false,
+            explorer: crate::explore::Explorer::new(&[], &[], &[], Vec::new(), false)?,
         });
     };
     let schema = first.schema();
@@ -306,6 +310,10 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         }
     }
 
+    let numeric: Vec<(usize, String)> = params.iter().filter(|p| p.numeric).map(|p| (p.index, p.name.clone())).collect();
+    let rows_with_loss: Vec<(usize, usize, usize, f64)> = points.iter().map(|p| (p.at.0, p.at.1, p.target, p.loss)).collect();
+    let explorer = crate::explore::Explorer::new(batches, &numeric, &rows_with_loss, targets.clone(), log_loss)?;
+
     Ok(Landscape {
         param_names: params.iter().map(|p| p.name.clone()).collect(),
         plots,
@@ -318,6 +326,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         unlossed,
         plotted: drawn.len(),
         log_loss,
+        explorer,
     })
 }
 

@@ -26,6 +26,7 @@ pub fn page(title: &str, active: &str, body: Markup) -> Markup {
                     a.brand href="/jobs" { "ModelOps" }
                     nav {
                         a href="/jobs" class=[(active == "jobs").then_some("active")] { "Jobs" }
+                        a href="/history" class=[(active == "history").then_some("active")] { "History" }
                         a href="/compare" class=[(active == "compare").then_some("active")] { "Compare" }
                     }
                 }

@@ -2,8 +2,10 @@
 //!
 //! - `/jobs`: every job with status, progress and relative times, filtered by status and age,
 //!   kept current by server-sent events from the registry's `WatchJobs` (`/jobs/events`).
-//! - `/jobs/{id}`: one job's state, attribution counts and loss landscape (loss against each
-//!   parameter, a loss histogram, the best parameter sets), with the table as Parquet or CSV.
+//! - `/jobs/{id}`: one job's state, attribution counts by kind and loss landscape (two parameters
+//!   at once as a heat map binned on the server, every pair, parameter importance; loss against
+//!   each parameter, a loss histogram, the best parameter sets), with the table as Parquet or CSV.
+//! - `/history`: the best loss of a target over time, each indexed job a point.
 //! - `/compare`: two jobs' losses on their shared parameter sets, and the best parameter sets of
 //!   a target across every indexed job.
 //!
@@ -19,11 +21,16 @@ pub mod auth;
 pub mod compare;
 pub mod csv;
 pub mod error;
+pub mod explore;
+pub mod heatmap;
+pub mod history;
 pub mod job;
 pub mod jobs;
 pub mod landscape;
 pub mod layout;
 pub mod limit;
+pub mod pairs;
+pub mod parallel;
 pub mod plots;
 
 use std::sync::Arc;
@@ -83,6 +90,7 @@ impl Dashboard {
             .route("/jobs/{job_id}/losses.parquet", get(job::download_parquet))
             .route("/jobs/{job_id}/losses.csv", get(job::download_csv))
             .route("/compare", get(compare::page))
+            .route("/history", get(history::page))
             .with_state(self)
             .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_token));
         axum::Router::new()

@@ -185,7 +185,9 @@ async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
     assert_eq!(body.matches("<figure class=\"landscape\"").count(), 2, "{body}");
     assert!(body.contains("data-param=\"beta\"") && body.contains("data-param=\"gamma\""));
     assert!(body.contains("<figure class=\"histogram\">"));
-    assert!(body.contains("data-count=\"computed\""), "{body}");
+    for kind in ["sims", "sims_computed", "sims_cache_hits", "aggs", "aggs_computed", "aggs_cache_hits", "missing"] {
+        assert!(body.contains(&format!("data-count=\"{kind}\"")), "{kind}: {body}");
+    }
 
     // The first best row of each target is the stored table's lowest loss of that target.
     let (_, batches) = stored_table(&fixture, "job-a").await;
@@ -203,8 +205,9 @@ async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
             }
         }
         let (_, param_id) = best.unwrap();
-        let first_row = body.find(&format!("data-target=\"{target}\"")).unwrap();
-        assert!(body[first_row..].starts_with(&format!("data-target=\"{target}\" data-param-id=\"{param_id}\"")), "{target}");
+        let table = &body[body.find("id=\"best\"").unwrap()..];
+        let first_row = table.find(&format!("data-target=\"{target}\"")).unwrap();
+        assert!(table[first_row..].starts_with(&format!("data-target=\"{target}\" data-param-id=\"{param_id}\"")), "{target}");
     }
 
     let (status, _, body) = get(&router, "/jobs/..", &[]).await;
@@ -664,4 +667,122 @@ async fn a_job_without_a_single_loss_lists_its_sets_instead_of_empty_plots() {
     // A job with losses keeps its plots and lists nothing.
     let (_, _, with_losses) = get(&router, "/jobs/job-a", &[]).await;
     assert!(with_losses.contains("<figure class=\"landscape\"") && !with_losses.contains("Rows without a loss"));
+}
+
+/// The values of attribute `name` on every element of `body` that has class `class`.
+fn attributes(body: &str, class: &str, name: &str) -> Vec<String> {
+    body.split('<')
+        .filter(|element| element.contains(&format!("class=\"{class}\"")))
+        .filter_map(|element| element.split(&format!(" {name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn job_page_shows_two_parameters_at_once_and_refuses_wrong_choices_naming_the_right_ones() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (status, _, body) = get(&router, "/jobs/job-a", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("id=\"pairs\"") && body.contains("<svg class=\"heatmap\""), "{body}");
+    assert!(body.contains("data-x=\"beta\" data-y=\"gamma\""), "{body}");
+    // Every row of the first target with a loss is in one cell.
+    let (_, batches) = stored_table(&fixture, "job-a").await;
+    let mut of_prev: Vec<(f64, String)> = Vec::new();
+    for batch in &batches {
+        use arrow::array::{Array, AsArray};
+        let ids = batch.column_by_name("param_id").unwrap().as_string::<i32>();
+        let targets = batch.column_by_name("target").unwrap().as_string::<i32>();
+        let losses = batch.column_by_name("loss").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+        for row in 0..batch.num_rows() {
+            if targets.value(row) == PREV && !losses.is_null(row) && losses.value(row).is_finite() {
+                of_prev.push((losses.value(row), ids.value(row).to_owned()));
+            }
+        }
+    }
+    of_prev.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let counts: u32 = attributes(&body, "cell", "data-count").iter().map(|c| c.parse::<u32>().unwrap()).sum();
+    assert_eq!(counts as usize, of_prev.len(), "{body}");
+    // The points are the lowest rows, lowest first, named by their parameter set.
+    // (drawn highest first, so the lowest is on top)
+    let mut points = attributes(&body, "point", "data-param-id");
+    points.reverse();
+    assert_eq!(points.len(), of_prev.len().min(crate::explore::DEFAULT_TOP));
+    let lowest: Vec<String> = of_prev.iter().take(points.len()).map(|(_, id)| id.clone()).collect();
+    assert_eq!(points, lowest);
+    let best_cells: Vec<&str> = body.split("data-best").skip(1).collect();
+    assert_eq!(best_cells.len(), 1, "one best cell");
+    // Importance and interactions of both parameters, and the pair matrix.
+    assert_eq!(body.matches("<tr data-param=").count(), 2, "{body}");
+    assert!(body.contains("<svg class=\"pairs\""), "{body}");
+
+    // Keeping the best half keeps half the rows (rounded up).
+    let (status, _, half) = get(&router, "/jobs/job-a?keep=50&cell=mean&xscale=log&top=1", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{half}");
+    let counts: u32 = attributes(&half, "cell", "data-count").iter().map(|c| c.parse::<u32>().unwrap()).sum();
+    assert_eq!(counts as usize, of_prev.len().div_ceil(2));
+    assert_eq!(attributes(&half, "point", "data-param-id"), vec![of_prev[0].1.clone()]);
+    assert!(half.contains("data-log-x=\"true\""), "{half}");
+    // The other target, by its exact name.
+    let (status, _, deaths) = get(&router, &format!("/jobs/job-a?target={}", DEATHS.replace('/', "%2F")), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{deaths}");
+    assert!(deaths.contains(&format!("data-target=\"{DEATHS}\"")), "{deaths}");
+
+    for (query, names) in [
+        ("target=nope", PREV),
+        ("x=nope", "beta, gamma"),
+        ("x=beta&y=beta", "two different parameters"),
+        ("keep=0", "above 0 and at most 100"),
+        ("keep=-5", "above 0 and at most 100"),
+        ("keep=1e999", "above 0 and at most 100"),
+        ("keep=NaN", "above 0 and at most 100"),
+        ("top=201", "from 0 to 200"),
+        ("top=-1", "from 0 to 200"),
+        ("top=99999999999999999999999", "from 0 to 200"),
+        ("cell=max", "min or mean"),
+        ("xscale=cubic", "linear or log"),
+    ] {
+        let (status, _, body) = get(&router, &format!("/jobs/job-a?{query}"), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(body.contains(names), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn jobs_list_shows_each_indexed_jobs_best_loss_target_and_sets() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (_, _, body) = get(&router, "/jobs", &[]).await;
+    let entry = fixture.dashboard.engine.as_ref().unwrap().catalog().job("job-a").await.unwrap();
+    let row = body.split("<tr data-job=\"job-a\"").nth(1).unwrap().split("</tr>").next().unwrap();
+    let best = crate::layout::number(entry.targets[0].min_loss.unwrap());
+    assert!(row.contains(&format!("data-field=\"best_loss\">{best}<")), "{row}");
+    assert!(row.contains(&format!("data-field=\"target\" title=\"{PREV}\">{PREV}")) && row.contains(" +1"), "{row}");
+    assert!(row.contains("data-field=\"sets\">12<"), "{row}");
+}
+
+#[tokio::test]
+async fn history_draws_each_jobs_lowest_loss_and_the_best_so_far() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (status, _, body) = get(&router, &format!("/history?target={}", PREV.replace(':', "%3A")), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let catalog = fixture.dashboard.engine.as_ref().unwrap().catalog().clone();
+    let (a, b) = (catalog.job("job-a").await.unwrap(), catalog.job("job-b").await.unwrap());
+    let drawn = attributes(&body, "job", "data-job");
+    assert_eq!(drawn.len(), 2, "{body}");
+    // In commit order; the first is always an improvement, the second only when lower.
+    let (first, second) = if a.indexed_at <= b.indexed_at { (&a, &b) } else { (&b, &a) };
+    assert_eq!(drawn, vec![first.job_id.clone(), second.job_id.clone()]);
+    let (l1, l2) = (first.targets[0].min_loss.unwrap(), second.targets[0].min_loss.unwrap());
+    assert_eq!(body.matches("<tr data-job=").count(), if l2 < l1 { 2 } else { 1 }, "{body}");
+    assert!(body.contains(&format!("data-best=\"{}\"", l1.min(l2))), "{body}");
+    // Of one bundle, by a 12-digit prefix: the same jobs; the bundle list names the wrong one.
+    let (status, _, of_bundle) = get(&router, &format!("/history?target={}&bundle=0123456789ab", PREV.replace(':', "%3A")), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{of_bundle}");
+    assert_eq!(attributes(&of_bundle, "job", "data-job").len(), 2);
+    for query in ["target=nope", "bundle=0123", "bundle=ffffffffffffffff"] {
+        let (status, _, body) = get(&router, &format!("/history?{query}"), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(body.contains("expected"), "{query}: {body}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The web dashboard in a real browser: Playwright (`tests/browser/dashboard.cjs`) drives
 //! Debian's Chromium against `mops serve` with a token, while this test runs `mops demo`
-//! against the same server and then checks what the browser saw against the CLI.
+//! against the same server and then checks what the browser saw against the CLI; a second
+//! script (`tests/browser/calibration.cjs`) walks the calibration views of a larger demo job.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -119,7 +120,13 @@ fn browser_watches_the_demo_job_succeed_live_and_finds_its_landscape_and_best_ro
     assert!(!params.is_empty());
     assert_eq!(plotted, params, "{result}");
     assert!(seen["landscapes"].as_array().unwrap().iter().all(|l| l["points"].as_u64() > Some(0)), "{result}");
-    assert!(seen["histogram"].as_u64() > Some(0) && seen["computed"].as_u64() > Some(0), "{result}");
+    assert!(seen["histogram"].as_u64() > Some(0), "{result}");
+    // The page's attribution counts, by kind, are the CLI's.
+    let shown: serde_json::Value = serde_json::from_str(&mops(&["attribution", "show", &job, "--format", "json"])).unwrap();
+    for name in ["sims", "sims_computed", "sims_cache_hits", "aggs", "aggs_computed", "aggs_cache_hits", "missing"] {
+        assert_eq!(seen["counts"][name].as_u64(), shown[name].as_u64(), "{name}: {result} against {shown}");
+    }
+    assert!(seen["counts"]["sims_computed"].as_u64() > Some(0) && seen["counts"]["aggs_computed"].as_u64() > Some(0), "{result}");
     let downloads = seen["downloads"].to_string();
     assert!(downloads.contains(&format!("/jobs/{job}/losses.parquet")) && downloads.contains(&format!("/jobs/{job}/losses.csv")));
 
@@ -137,6 +144,107 @@ fn browser_watches_the_demo_job_succeed_live_and_finds_its_landscape_and_best_ro
 
     let png = std::fs::read(&screenshot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_pointer() {
+    let home = tempfile::tempdir().unwrap();
+    let server = MopsProcess::serve(home.path(), &[]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let home_arg = home.path().to_str().unwrap();
+    // Enough sets for the plane of two parameters to show its ridge.
+    let demo = Command::new(mops_binary())
+        .args(["demo", "--endpoint", &endpoint, "--home", home_arg, "--n-samples", "256", "--n-replicates", "2"])
+        .output()
+        .unwrap();
+    let demo_out = text(&demo.stdout);
+    assert!(demo.status.success(), "{demo_out}\n{}", text(&demo.stderr));
+    let job = demo_out
+        .lines()
+        .find(|l| l.starts_with("demo-") && l.contains(" simulations ("))
+        .and_then(|l| l.split_once(':'))
+        .map(|(job, _)| job.to_owned())
+        .unwrap_or_else(|| panic!("no job line in {demo_out}"));
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser/calibration.cjs");
+    let shots = std::env::var("MOPS_SCREENSHOT_DIR").ok();
+    let mut command = Command::new("node");
+    command
+        .arg(&script)
+        .env("NODE_PATH", required_env("MOPS_TEST_NODE_MODULES"))
+        .env("MOPS_TEST_CHROMIUM", required_env("MOPS_TEST_CHROMIUM"))
+        .env("MOPS_DASHBOARD_URL", format!("http://127.0.0.1:{}", server.http_port))
+        .env("MOPS_DASHBOARD_JOB", &job);
+    if let Some(shots) = &shots {
+        command.env("MOPS_SCREENSHOT_DIR", shots);
+    }
+    let out = command.output().expect("node (installed by scripts/install-test-tools.sh)");
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("no RESULT in {stdout}"));
+    let seen: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert!(seen["problems"].as_array().unwrap().is_empty(), "{result}");
+
+    // By default the pair that interacts most: β and γ, whose ratio R0 decides the epidemic.
+    let initial = &seen["initial"];
+    let pair = [initial["x"].as_str().unwrap(), initial["y"].as_str().unwrap()];
+    assert!(pair == ["beta", "gamma"] || pair == ["gamma", "beta"], "{result}");
+    // The best cell lies on the ridge R0 = β/γ = 3 of the truth: the ratios its corners span,
+    // widened by one cell's width either way, include 3.
+    let cells = initial["cells"].as_array().unwrap();
+    let best: Vec<&serde_json::Value> = cells.iter().filter(|c| c["best"] == true).collect();
+    assert_eq!(best.len(), 1, "{result}");
+    let lowest = cells.iter().map(|c| c["value"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    assert_eq!(best[0]["value"].as_f64(), Some(lowest));
+    let f = |c: &serde_json::Value, k: &str| c[k].as_f64().unwrap();
+    let (beta, gamma) = if pair[0] == "beta" { (("x0", "x1"), ("y0", "y1")) } else { (("y0", "y1"), ("x0", "x1")) };
+    let (b0, b1, g0, g1) = (f(best[0], beta.0), f(best[0], beta.1), f(best[0], gamma.0), f(best[0], gamma.1));
+    let (db, dg) = (b1 - b0, g1 - g0);
+    let truth = 0.3 / 0.1;
+    assert!((b0 - db) / (g1 + dg) <= truth && truth <= (b1 + db) / (g0 - dg).max(1e-9), "best cell β {b0}–{b1}, γ {g0}–{g1}: {result}");
+    // Every row of the target is in a cell; the plot fills its card at 1400 px.
+    let rows: u64 = cells.iter().map(|c| c["count"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 256, "{result}");
+    assert!(seen["width"].as_f64().unwrap() >= 700.0, "{result}");
+
+    // Hovering the lowest point shows the best row of the target: its id and its loss.
+    let best_row = &seen["bestRow"];
+    let tooltip = seen["tooltip"].as_str().unwrap();
+    assert!(tooltip.contains(best_row["param_id"].as_str().unwrap()), "{tooltip} against {best_row}");
+    assert_eq!(initial["points"][0]["param_id"], best_row["param_id"], "{result}");
+    assert_eq!(initial["points"][0]["loss"].as_f64(), best_row["loss"].as_f64(), "{result}");
+
+    // Brushing β on the parallel coordinates shows exactly the sets in the brushed range.
+    let brushed = &seen["brushed"];
+    let (index, range) = (brushed["index"].as_u64().unwrap() as usize, brushed["range"].as_array().unwrap());
+    let (lo, hi) = (range[0].as_f64().unwrap(), range[1].as_f64().unwrap());
+    let inside = |line: &serde_json::Value| (lo..=hi).contains(&line[index].as_f64().unwrap());
+    let all = brushed["all"].as_array().unwrap();
+    let visible = brushed["visible"].as_array().unwrap();
+    let expected = all.iter().filter(|l| inside(l)).count();
+    assert!(lo < hi && expected > 0 && expected < all.len(), "{result}");
+    assert_eq!(visible.len(), expected, "{result}");
+    assert!(visible.iter().all(inside), "{result}");
+    assert_eq!(brushed["shown"].as_u64(), Some(expected as u64));
+    assert_eq!(brushed["counter"].as_str(), Some(format!("{expected} of {} shown", all.len()).as_str()), "{result}");
+
+    // The best 10 % filter is in the URL and keeps 26 of the 256 rows, all at or below the
+    // lowest loss of the rows it drops.
+    assert!(seen["keptUrl"].as_str().unwrap().contains("keep=10"), "{result}");
+    let kept: u64 = seen["kept"]["cells"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum();
+    assert_eq!(kept, 26, "{result}");
+    // Clicking another pair of the matrix shows it.
+    let switched = &seen["switched"];
+    assert_eq!((switched["x"].as_str(), switched["y"].as_str()), (seen["next"]["x"].as_str(), seen["next"]["y"].as_str()), "{result}");
+    assert_eq!(seen["importance"].as_array().unwrap().len(), 3, "{result}");
+
+    // The jobs list and the history have the job with its lowest loss.
+    assert_eq!(seen["listed"]["sets"], "256", "{result}");
+    assert_eq!(seen["listed"]["target"].as_str(), seen["target"].as_str(), "{result}");
+    let on_history = seen["history"].as_array().unwrap().iter().find(|p| p["job"] == job.as_str()).unwrap_or_else(|| panic!("{result}"));
+    assert_eq!(on_history["loss"].as_f64(), best_row["loss"].as_f64(), "{result}");
+    assert!(seen["historyTooltip"].as_str().unwrap().contains(&job), "{result}");
     assert!(server.terminate().success());
 }
 

@@ -1,0 +1,259 @@
+//! The job page's two-parameter section: the chosen landscape as a heat map, the matrix of every
+//! pair, and each parameter's importance with the strongest interactions. Every choice (target,
+//! pair, scales, what a cell shows, the best percent kept, points drawn) is in the query string,
+//! so a view can be linked, and every wrong value is refused with the values that would work.
+
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::error::DashboardError;
+use crate::explore::{CellValue, DEFAULT_TOP, Explorer, MATRIX_GRID, MAX_GRID, MAX_MATRIX_PARAMS, MAX_TOP, View};
+use crate::heatmap;
+
+/// The best-percent choices the form offers (any value in (0, 100] is accepted).
+const KEEP_CHOICES: [f64; 6] = [100.0, 50.0, 25.0, 10.0, 5.0, 1.0];
+/// The point-count choices the form offers (any count up to [`MAX_TOP`] is accepted).
+const TOP_CHOICES: [usize; 4] = [1, 10, 50, MAX_TOP];
+
+/// The job page's query string: what the two-parameter view shows (every field optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ViewParams {
+    /// The target (default: the first).
+    #[serde(default)]
+    pub target: String,
+    /// The parameter across (default: the strongest interacting pair's first).
+    #[serde(default)]
+    pub x: String,
+    /// The parameter up.
+    #[serde(default)]
+    pub y: String,
+    /// `linear` or `log` (default: log when the parameter is positive and spans over 100×).
+    #[serde(default)]
+    pub xscale: String,
+    /// See `xscale`.
+    #[serde(default)]
+    pub yscale: String,
+    /// `min` (default) or `mean`.
+    #[serde(default)]
+    pub cell: String,
+    /// The best percent of the target's rows kept, in (0, 100] (default 100).
+    #[serde(default)]
+    pub keep: String,
+    /// Lowest rows drawn as points, 0 to [`MAX_TOP`] (default [`DEFAULT_TOP`]).
+    #[serde(default)]
+    pub top: String,
+}
+
+fn bad(what: &str, got: &str, expected: impl std::fmt::Display) -> DashboardError {
+    DashboardError::BadRequest(format!("{what}: expected {expected}; got {got:?}"))
+}
+
+fn one_of(names: &[String]) -> String {
+    format!("one of {}", names.join(", "))
+}
+
+fn scale(raw: &str, what: &str, default: bool) -> Result<bool, DashboardError> {
+    match raw {
+        "" => Ok(default),
+        "linear" => Ok(false),
+        "log" => Ok(true),
+        other => Err(bad(what, other, "linear or log")),
+    }
+}
+
+impl ViewParams {
+    /// The view these parameters choose on `explorer`'s table, `None` when it has fewer than two
+    /// numeric parameters; an unknown name or a value out of range is a bad request that lists
+    /// what would work.
+    pub fn resolve(&self, explorer: &Explorer) -> Result<Option<View>, DashboardError> {
+        let target = match self.target.as_str() {
+            "" => 0,
+            wanted => explorer
+                .targets
+                .iter()
+                .position(|t| t == wanted)
+                .ok_or_else(|| bad("target", wanted, one_of(&explorer.targets)))?,
+        };
+        let param = |raw: &str, what: &str| -> Result<Option<usize>, DashboardError> {
+            match raw {
+                "" => Ok(None),
+                wanted => explorer.params.iter().position(|p| p == wanted).map(Some).ok_or_else(|| bad(what, wanted, one_of(&explorer.params))),
+            }
+        };
+        let (x, y) = (param(&self.x, "x")?, param(&self.y, "y")?);
+        let Some((default_x, default_y)) = explorer.default_pair(target) else {
+            return Ok(None);
+        };
+        let (x, y) = match (x, y) {
+            (None, None) => (default_x, default_y),
+            (Some(x), None) => (x, if x == default_y { default_x } else { default_y }),
+            (None, Some(y)) => (if y == default_x { default_y } else { default_x }, y),
+            (Some(x), Some(y)) => (x, y),
+        };
+        if x == y {
+            return Err(DashboardError::BadRequest(format!("x and y are both {:?}: choose two different parameters", explorer.params[x])));
+        }
+        let value = match self.cell.as_str() {
+            "" | "min" => CellValue::Min,
+            "mean" => CellValue::Mean,
+            other => return Err(bad("cell", other, "min or mean")),
+        };
+        let keep = match self.keep.as_str() {
+            "" => 100.0,
+            raw => raw
+                .parse::<f64>()
+                .ok()
+                .filter(|k| *k > 0.0 && *k <= 100.0)
+                .ok_or_else(|| bad("keep", raw, "a percent above 0 and at most 100"))?,
+        };
+        let top = match self.top.as_str() {
+            "" => DEFAULT_TOP,
+            raw => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|t| *t <= MAX_TOP)
+                .ok_or_else(|| bad("top", raw, format!("a count from 0 to {MAX_TOP}")))?,
+        };
+        Ok(Some(View {
+            target,
+            x,
+            y,
+            log_x: scale(&self.xscale, "xscale", explorer.log_by_default(x))?,
+            log_y: scale(&self.yscale, "yscale", explorer.log_by_default(y))?,
+            keep,
+            top,
+            value,
+        }))
+    }
+}
+
+/// The query string of `view` on `explorer`, with `x` and `y` replaced.
+fn href(job: &str, explorer: &Explorer, view: &View, x: usize, y: usize) -> String {
+    let scale = |log: bool| if log { "log" } else { "linear" };
+    let (log_x, log_y) = if (x, y) == (view.x, view.y) { (view.log_x, view.log_y) } else { (explorer.log_by_default(x), explorer.log_by_default(y)) };
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("target", &explorer.targets[view.target])
+        .append_pair("x", &explorer.params[x])
+        .append_pair("y", &explorer.params[y])
+        .append_pair("xscale", scale(log_x))
+        .append_pair("yscale", scale(log_y))
+        .append_pair("cell", if view.value == CellValue::Mean { "mean" } else { "min" })
+        .append_pair("keep", &view.keep.to_string())
+        .append_pair("top", &view.top.to_string())
+        .finish();
+    format!("/jobs/{job}?{query}#pairs")
+}
+
+/// The two-parameter section of `job`'s page for `view`.
+pub fn section(job: &str, explorer: &Explorer, view: &View) -> Markup {
+    let Some(grid) = explorer.grid(view, MAX_GRID) else {
+        return html! { section.pairs id="pairs" { h2 { "Two parameters at once" } p.note { "No row of this target has both parameters." } } };
+    };
+    let sensitivity = &explorer.sensitivity[view.target];
+    let matrix = (explorer.params.len() <= MAX_MATRIX_PARAMS).then(|| {
+        let grids: Vec<_> = (0..explorer.params.len())
+            .flat_map(|i| (i + 1..explorer.params.len()).map(move |j| (i, j)))
+            .filter_map(|(i, j)| {
+                let pair = View {
+                    x: i,
+                    y: j,
+                    log_x: explorer.log_by_default(i),
+                    log_y: explorer.log_by_default(j),
+                    top: 0,
+                    ..view.clone()
+                };
+                explorer.grid(&pair, MATRIX_GRID)
+            })
+            .collect();
+        heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, x, y))
+    });
+    let scale_name = |log: bool| if log { "log" } else { "linear" };
+    html! {
+        section.pairs id="pairs" data-target=(explorer.targets[view.target]) {
+            h2 { "Two parameters at once" }
+            form.filters method="get" action={ "/jobs/" (job) } {
+                label { "Target "
+                    select name="target" data-autosubmit {
+                        @for (t, name) in explorer.targets.iter().enumerate() { option value=(name) selected[t == view.target] { (name) } }
+                    }
+                }
+                label { "Across "
+                    select name="x" data-autosubmit {
+                        @for (p, name) in explorer.params.iter().enumerate() { option value=(name) selected[p == view.x] { (name) } }
+                    }
+                    select name="xscale" data-autosubmit {
+                        @for choice in ["linear", "log"] { option value=(choice) selected[scale_name(view.log_x) == choice] { (choice) } }
+                    }
+                }
+                label { "Up "
+                    select name="y" data-autosubmit {
+                        @for (p, name) in explorer.params.iter().enumerate() { option value=(name) selected[p == view.y] { (name) } }
+                    }
+                    select name="yscale" data-autosubmit {
+                        @for choice in ["linear", "log"] { option value=(choice) selected[scale_name(view.log_y) == choice] { (choice) } }
+                    }
+                }
+                label { "Each cell "
+                    select name="cell" data-autosubmit {
+                        option value="min" selected[view.value == CellValue::Min] { "lowest loss" }
+                        option value="mean" selected[view.value == CellValue::Mean] { "mean loss" }
+                    }
+                }
+                label { "Rows "
+                    select name="keep" data-autosubmit {
+                        @if !KEEP_CHOICES.contains(&view.keep) { option value=(view.keep) selected { "best " (view.keep) " %" } }
+                        @for keep in KEEP_CHOICES {
+                            option value=(keep) selected[keep == view.keep] { @if keep == 100.0 { "all" } @else { "best " (keep) " %" } }
+                        }
+                    }
+                }
+                label { "Points "
+                    select name="top" data-autosubmit {
+                        @if !TOP_CHOICES.contains(&view.top) { option value=(view.top) selected { (view.top) " lowest" } }
+                        @for top in TOP_CHOICES { option value=(top) selected[top == view.top] { (top) " lowest" } }
+                    }
+                }
+                noscript { button type="submit" { "Show" } }
+            }
+            p.note {
+                (grid.rows) " rows of " (explorer.targets[view.target])
+                @if let Some(threshold) = grid.threshold { " (the best " (view.keep) " %, loss at most " (crate::layout::number(threshold)) ")" }
+                " on a " (grid.size) " × " (grid.size) " grid; each cell is coloured by its "
+                (if view.value == CellValue::Min { "lowest" } else { "mean" }) " loss (brighter is lower), the "
+                (grid.points.len()) " lowest rows are ringed (the lowest in red). Hover a cell or a point for its values."
+            }
+            div.pair-views {
+                figure.pair-landscape { (heatmap::landscape(explorer, &grid, view.value)) }
+                @if let Some(matrix) = matrix {
+                    figure.pair-matrix {
+                        (matrix)
+                        figcaption { "Every pair (lowest loss per cell); click one to show it. On the diagonal, each parameter's importance." }
+                    }
+                }
+            }
+            div.sensitivity {
+                table.data id="importance" {
+                    thead { tr { th { "Parameter" } th { "Importance" } } }
+                    tbody {
+                        @for (p, name) in explorer.params.iter().enumerate() {
+                            tr data-param=(name) data-importance=(sensitivity.importance[p]) { td { (name) } td.num { (format!("{:.1} %", 100.0 * sensitivity.importance[p])) } }
+                        }
+                    }
+                }
+                table.data id="interactions" {
+                    thead { tr { th { "Pair" } th { "Interaction" } } }
+                    tbody {
+                        @for &(i, j, share) in sensitivity.interactions.iter().take(5) {
+                            tr data-x=(explorer.params[i]) data-y=(explorer.params[j]) data-interaction=(share) {
+                                td { a href=(href(job, explorer, view, i, j)) { (explorer.params[i]) " × " (explorer.params[j]) } }
+                                td.num { (format!("{:.1} %", 100.0 * share)) }
+                            }
+                        }
+                    }
+                }
+                p.note { "Importance: the share of the loss variance (on the drawn scale) explained by the parameter's binned means; interaction: the share a pair's cells explain beyond both parameters alone. Computed once per table over " (sensitivity.rows) " rows." }
+            }
+            (crate::parallel::section(explorer, &explorer.lines(view, crate::parallel::MAX_LINES), &explorer.targets[view.target]))
+        }
+    }
+}
