@@ -62,9 +62,10 @@ impl Axis {
         }
         let log = log && positive;
         let (lo, hi) = if log { (lo.log10(), hi.log10()) } else { (lo, hi) };
-        // A single value still gets a width, so it sits in the middle of the axis.
+        // A single value still gets a width, so it sits in the middle of the axis: half a decade
+        // on a log axis, half its size (or ±0.5 for zero) on a linear one.
         let (lo, hi) = if hi - lo <= f64::EPSILON * lo.abs().max(1.0) {
-            let pad = (lo.abs() * 0.05).max(if log { 0.1 } else { 0.5 });
+            let pad = if log { 0.5 } else if lo == 0.0 { 0.5 } else { lo.abs() * 0.5 };
             (lo - pad, hi + pad)
         } else {
             (lo, hi)
@@ -306,8 +307,9 @@ impl Explorer {
         if self.log_loss { self.loss[r].log10() } else { self.loss[r] }
     }
 
-    /// The rows of target `t`, from the lowest loss up.
-    fn rows_of(&self, t: usize) -> impl Iterator<Item = usize> + '_ {
+    /// The rows of target `t`, from the lowest loss up, as indices into the rows given to
+    /// [`Explorer::new`].
+    pub fn lowest(&self, t: usize) -> impl Iterator<Item = usize> + '_ {
         self.by_target.get(t).into_iter().flatten().map(|&r| r as usize)
     }
 
@@ -317,7 +319,7 @@ impl Explorer {
     }
 
     fn sensitivity_of(&self, t: usize) -> Sensitivity {
-        let rows: Vec<usize> = self.rows_of(t).filter(|&r| self.drawn_loss(r).is_finite()).collect();
+        let rows: Vec<usize> = self.lowest(t).filter(|&r| self.drawn_loss(r).is_finite()).collect();
         let n_params = self.params.len();
         let bins = sensitivity_bins(rows.len());
         // Each row's bin along each parameter (None where the value is missing).
@@ -403,7 +405,7 @@ impl Explorer {
     /// The landscape of `view` on a grid of at most `max_grid` cells a side.
     pub fn grid(&self, view: &View, max_grid: usize) -> Option<Grid> {
         // The best `keep` percent of the target's rows (they are in loss order).
-        let of_target: Vec<usize> = self.rows_of(view.target).collect();
+        let of_target: Vec<usize> = self.lowest(view.target).collect();
         let kept = kept_rows(of_target.len(), view.keep);
         let threshold = (kept < of_target.len() && kept > 0).then(|| self.loss[of_target[kept - 1]]);
         let rows: Vec<usize> = of_target[..kept]
@@ -472,7 +474,7 @@ impl Explorer {
     /// At most `max` rows of `view`'s target (its best `keep` percent): its `top` lowest, then
     /// an even sample of the rest, for parallel coordinates.
     pub fn lines(&self, view: &View, max: usize) -> Lines {
-        let mut rows: Vec<usize> = self.rows_of(view.target).collect();
+        let mut rows: Vec<usize> = self.lowest(view.target).collect();
         rows.truncate(kept_rows(rows.len(), view.keep));
         let of = rows.len();
         let top = view.top.min(max).min(of);

@@ -105,8 +105,17 @@ fn plot(entries: &[Entry]) -> Markup {
         let (lo, hi) = entries.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| (lo.min(e.loss), hi.max(e.loss)));
         lo > 0.0 && hi / lo > 1e3
     };
-    let times = Axis::over(entries.iter().map(|e| e.at.timestamp_micros() as f64 / 1e6), false);
-    let losses = Axis::over(entries.iter().map(|e| e.loss), log);
+    // The jobs' span and a margin of 5 % (at least 30 s) on each side, so no point sits on an edge.
+    let times = {
+        let seconds: Vec<f64> = entries.iter().map(|e| e.at.timestamp_micros() as f64 / 1e6).collect();
+        let (lo, hi) = seconds.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        let margin = ((hi - lo) * 0.05).max(30.0);
+        (lo <= hi).then_some(Axis { lo: lo - margin, hi: hi + margin, log: false })
+    };
+    let losses = Axis::over(entries.iter().map(|e| e.loss), log).map(|a| {
+        let margin = (a.hi - a.lo) * 0.05;
+        Axis { lo: a.lo - margin, hi: a.hi + margin, ..a }
+    });
     let (Some(times), Some(losses)) = (times, losses) else { return html! {} };
     let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let x = |e: &Entry| LEFT + times.fraction(e.at.timestamp_micros() as f64 / 1e6) * w;
@@ -122,9 +131,12 @@ fn plot(entries: &[Entry]) -> Markup {
     if let Some(last) = entries.last() {
         steps += &format!(" H{}", fmt(LEFT + w.max(x(last) - LEFT)));
     }
+    // Labels as precise as the axis needs: seconds within an hour, minutes within a few days.
+    let span = times.hi - times.lo;
+    let format = if span < 3600.0 { "%H:%M:%S" } else if span < 3.0 * 86_400.0 { "%m-%d %H:%M" } else { "%Y-%m-%d" };
     let time_label = |f: f64| {
         let seconds = times.value_at(f);
-        DateTime::<Utc>::from_timestamp(seconds as i64, 0).map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+        DateTime::<Utc>::from_timestamp(seconds as i64, 0).map(|t| t.format(format).to_string()).unwrap_or_default()
     };
     html! {
         svg.history xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } width=(WIDTH) height=(HEIGHT) role="img" aria-label="best loss over time" {
@@ -209,7 +221,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Histor
                 p.empty { "No indexed job has a loss for this target." }
             } @else {
                 p.note {
-                    (entries.len()) " jobs with a loss for " code { (target) } ", each at the time its loss table was committed; "
+                    (entries.len()) (if entries.len() == 1 { " job" } else { " jobs" }) " with a loss for " code { (target) } ", each at the time its loss table was committed; "
                     (improvements.len()) " lowered the best loss (red, joined by the best-so-far line). Best now: "
                     strong data-best=(entries.last().map_or(f64::NAN, |e| e.best_so_far)) { (layout::number(entries.last().map_or(f64::NAN, |e| e.best_so_far))) } "."
                     @if entries.len() > MAX_DRAWN { " Drawn: every improvement and an even sample of the rest, " (MAX_DRAWN) " points in all." }

@@ -286,11 +286,16 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         Some(plots::histogram(&series, log_loss).map_err(DashboardError::Plot)?)
     };
 
+    let numeric: Vec<(usize, String)> = params.iter().filter(|p| p.numeric).map(|p| (p.index, p.name.clone())).collect();
+    let rows_with_loss: Vec<(usize, usize, usize, f64)> = points.iter().map(|p| (p.at.0, p.at.1, p.target, p.loss)).collect();
+    let explorer = crate::explore::Explorer::new(batches, &numeric, &rows_with_loss, targets.clone(), log_loss)?;
+
+    // The best rows of each target: the explorer holds each target's rows in loss order, and its
+    // rows are `points` in order.
     let mut best = Vec::new();
     for (t, name) in targets.iter().enumerate() {
-        let mut of_target: Vec<&Point> = points.iter().filter(|p| p.target == t).collect();
-        of_target.sort_by(|a, b| a.loss.total_cmp(&b.loss));
-        for point in of_target.into_iter().take(BEST_PER_TARGET) {
+        for index in explorer.lowest(t).take(BEST_PER_TARGET) {
+            let point = &points[index];
             let batch = &batches[point.at.0];
             let row = point.at.1;
             best.push(BestRow {
@@ -310,9 +315,6 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         }
     }
 
-    let numeric: Vec<(usize, String)> = params.iter().filter(|p| p.numeric).map(|p| (p.index, p.name.clone())).collect();
-    let rows_with_loss: Vec<(usize, usize, usize, f64)> = points.iter().map(|p| (p.at.0, p.at.1, p.target, p.loss)).collect();
-    let explorer = crate::explore::Explorer::new(batches, &numeric, &rows_with_loss, targets.clone(), log_loss)?;
 
     Ok(Landscape {
         param_names: params.iter().map(|p| p.name.clone()).collect(),

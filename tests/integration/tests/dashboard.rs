@@ -153,9 +153,9 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
     let server = MopsProcess::serve(home.path(), &[]);
     let endpoint = format!("http://127.0.0.1:{}", server.port);
     let home_arg = home.path().to_str().unwrap();
-    // Enough sets for the plane of two parameters to show its ridge.
+    // Enough sets for the plane of two parameters to show its ridge; two jobs for the history.
     let demo = Command::new(mops_binary())
-        .args(["demo", "--endpoint", &endpoint, "--home", home_arg, "--n-samples", "256", "--n-replicates", "2"])
+        .args(["demo", "--endpoint", &endpoint, "--home", home_arg, "--n-samples", "256", "--n-replicates", "2", "--overlap"])
         .output()
         .unwrap();
     let demo_out = text(&demo.stdout);
