@@ -2,9 +2,9 @@
 //! new user would type it, against the demo's own data, and the test fails when one exits with an
 //! error or prints nothing. What differs from a new user's machine is said here and only here:
 //!
-//! - `cargo run --release --` is the `mops` this test suite built (a debug build: the release
-//!   build's time is a figure of its own), already on `PATH`, so `export PATH=…` is not run, and
-//!   `scripts/test` is not run (it is what runs this test).
+//! - `cargo run --` is the `mops` this test suite built (the same debug build), already on
+//!   `PATH`, so `export PATH=…` is not run, and `scripts/test` is not run (it is what runs this
+//!   test).
 //! - Ids a reader takes from the demo's output are the demo's: `job-5b718dc8` is its first job,
 //!   `job-77aa0011` and `demo-…-overlap` its overlapping one, `agg_4efec569a17ca9ef` one of its
 //!   aggregations.
@@ -166,7 +166,7 @@ fn every_command_of_the_readme_runs_in_order_against_the_demo() {
     env.insert("MOPS_METRICS_LISTEN".into(), format!("127.0.0.1:{http_port}"));
     env.insert("MOPS_ENDPOINT".into(), format!("http://127.0.0.1:{port}"));
     let mut substitutions = vec![
-        ("cargo run --release -- ".to_owned(), "mops ".to_owned()),
+        ("cargo run -- ".to_owned(), "mops ".to_owned()),
         ("127.0.0.1:50051".to_owned(), format!("127.0.0.1:{port}")),
         ("127.0.0.1:9464".to_owned(), format!("127.0.0.1:{http_port}")),
         ("127.0.0.1:2379".to_owned(), required_env("MOPS_TEST_ETCD_ENDPOINT").trim_start_matches("http://").to_owned()),
