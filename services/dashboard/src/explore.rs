@@ -596,9 +596,16 @@ mod tests {
         let threshold = kept.threshold.unwrap();
         assert!(kept.cells.iter().flatten().all(|c| c.min <= threshold));
         // A log axis over values that are all positive; none over values that are not.
-        let log = explorer.grid(&View { log_x: true, ..view }, MAX_GRID).unwrap();
+        let log = explorer.grid(&View { log_x: true, ..view.clone() }, MAX_GRID).unwrap();
         assert!(log.x_axis.log && (log.x_axis.lo - 0.1f64.log10()).abs() < 1e-12);
         assert!(Axis::over([-1.0, 2.0].into_iter(), true).is_some_and(|a| !a.log));
+        // Parallel coordinates: the lowest first, then an even sample, never more than asked.
+        let lines = explorer.lines(&View { top: 5, ..view.clone() }, 40);
+        assert_eq!((lines.rows.len(), lines.top, lines.of), (40, 5, 144));
+        let mut sorted = explorer.loss.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(lines.rows[..5].iter().map(|r| r.1).collect::<Vec<_>>(), sorted[..5].to_vec());
+        assert_eq!(explorer.lines(&View { keep: 10.0, ..view.clone() }, 1000).rows.len(), 15);
         assert_eq!(Axis::over([f64::NAN].into_iter(), false), None);
     }
 }

@@ -137,7 +137,7 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
                         fill=(shades.colour(pick(cell, value)))
                         data-x0=(x0) data-x1=(x1) data-y0=(y0) data-y1=(y1)
                         data-value=(pick(cell, value)) data-count=(cell.count) data-best[best == Some((i, j))]
-                        data-hover={ (x_name) " " (tick(&x0)) "–" (tick(&x1)) " · " (y_name) " " (tick(&y0)) "–" (tick(&y1)) "\n"
+                        data-hover={ (x_name) " " (short(x0)) "–" (short(x1)) " · " (y_name) " " (short(y0)) "–" (short(y1)) "\n"
                             "lowest loss " (layout::number(cell.min)) " · mean " (layout::number(cell.mean)) " · " (cell.count) (if cell.count == 1 { " row" } else { " rows" }) } {}
                 }
             }

@@ -167,6 +167,13 @@ fn plot(entries: &[Entry]) -> Markup {
     }
 }
 
+/// The first 20 of `names`, comma-separated, with how many more there are.
+fn listed<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = names.len();
+    let shown: Vec<&str> = names.take(20).collect();
+    if total > shown.len() { format!("{}, and {} more", shown.join(", "), total - shown.len()) } else { shown.join(", ") }
+}
+
 /// `GET /history`.
 #[tracing::instrument(name = "dashboard_history", skip(dashboard))]
 pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<HistoryQuery>) -> Result<Markup, DashboardError> {
@@ -180,7 +187,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Histor
     } else {
         return Err(DashboardError::BadRequest(format!(
             "target: expected one of {}; got {:?}",
-            targets.iter().copied().collect::<Vec<_>>().join(", "),
+            listed(targets.iter().copied()),
             query.target
         )));
     };
@@ -192,7 +199,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Histor
     if !query.bundle.is_empty() && !bundles.iter().any(|b| modelops_query::catalog::bundle_matches(b, &query.bundle)) {
         return Err(DashboardError::BadRequest(format!(
             "bundle: expected the ref of a bundle with jobs of this target, or at least 12 hex digits of its digest ({}); got {:?}",
-            bundles.iter().copied().collect::<Vec<_>>().join(", "),
+            listed(bundles.iter().copied()),
             query.bundle
         )));
     }
