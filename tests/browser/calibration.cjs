@@ -5,13 +5,7 @@
 // to $MOPS_SCREENSHOT_DIR when set.
 "use strict";
 
-const { chromium } = require("playwright-core");
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-}
+const { launch, watchedPage, env } = require("./chromium.cjs");
 
 // The cells and points of the heat map on the page.
 async function heatmap(page) {
@@ -37,20 +31,9 @@ async function main() {
   const base = env("MOPS_DASHBOARD_URL");
   const job = env("MOPS_DASHBOARD_JOB");
   const shots = process.env.MOPS_SCREENSHOT_DIR;
-  const browser = await chromium.launch({
-    executablePath: process.env.MOPS_TEST_CHROMIUM || "/usr/bin/chromium",
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    const problems = [];
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-    page.on("console", (message) => {
-      if (message.type() === "error") problems.push(`console: ${message.text()}`);
-    });
+    const { page, problems } = await watchedPage(browser);
 
     // The default view: the strongest interacting pair.
     await page.goto(`${base}/jobs/${job}`);

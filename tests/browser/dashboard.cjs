@@ -11,14 +11,8 @@
 //      one line "RESULT <json>" with what it saw. The Rust test asserts on it.
 "use strict";
 
-const { chromium } = require("playwright-core");
+const { launch, watchedPage, env } = require("./chromium.cjs");
 const readline = require("node:readline");
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-}
 
 async function nextLine() {
   const lines = readline.createInterface({ input: process.stdin });
@@ -31,20 +25,9 @@ async function nextLine() {
 
 async function main() {
   const base = env("MOPS_DASHBOARD_URL");
-  const browser = await chromium.launch({
-    executablePath: process.env.MOPS_TEST_CHROMIUM || "/usr/bin/chromium",
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    const problems = [];
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-    page.on("console", (message) => {
-      if (message.type() === "error") problems.push(`console: ${message.text()}`);
-    });
+    const { page, problems } = await watchedPage(browser);
 
     // Without the token the dashboard sends the browser to its login form.
     await page.goto(`${base}/jobs`);

@@ -133,7 +133,7 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
                     @let (i, j) = (at % grid.size, at / grid.size);
                     @let (x0, x1) = cell_range(&grid.x_axis, i, grid.size);
                     @let (y0, y1) = cell_range(&grid.y_axis, j, grid.size);
-                    rect.cell x=(fmt(LEFT + i as f64 * cw)) y=(fmt(TOP + (grid.size - 1 - j) as f64 * ch)) width=(fmt(cw + 0.3)) height=(fmt(ch + 0.3))
+                    rect.cell x=(px(LEFT + i as f64 * cw)) y=(px(TOP + (grid.size - 1 - j) as f64 * ch)) width=(px(cw + 0.3)) height=(px(ch + 0.3))
                         fill=(shades.colour(pick(cell, value)))
                         data-x0=(x0) data-x1=(x1) data-y0=(y0) data-y1=(y1)
                         data-value=(pick(cell, value)) data-count=(cell.count) data-best[best == Some((i, j))]
@@ -143,7 +143,7 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
             }
             // Lowest last, so it is on top; transparent fills, so the whole disc answers the pointer.
             @for (rank, point) in grid.points.iter().enumerate().rev() {
-                circle.point cx=(fmt(at_x(point.values[grid.x]))) cy=(fmt(at_y(point.values[grid.y]))) r=(if rank == 0 { 6 } else { 4 })
+                circle.point cx=(px(at_x(point.values[grid.x]))) cy=(px(at_y(point.values[grid.y]))) r=(if rank == 0 { 6 } else { 4 })
                     fill="#ffffff" fill-opacity="0" stroke=(if rank == 0 { "#d7191c" } else { "#ffffff" }) stroke-width="2"
                     data-param-id=(point.param_id) data-loss=(point.loss) data-rank=(rank + 1)
                     data-hover=(point_hover(explorer, point, rank)) {}
@@ -151,13 +151,13 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
             // Axes, ticks and names.
             @for (f, label) in ticks(&grid.x_axis) {
                 @let x = LEFT + f * plot_w;
-                line x1=(fmt(x)) x2=(fmt(x)) y1=(TOP + plot_h) y2=(TOP + plot_h + 5.0) stroke="#5b6475" {}
-                text.tick x=(fmt(x)) y=(TOP + plot_h + 19.0) text-anchor="middle" { (label) }
+                line x1=(px(x)) x2=(px(x)) y1=(TOP + plot_h) y2=(TOP + plot_h + 5.0) stroke="#5b6475" {}
+                text.tick x=(px(x)) y=(TOP + plot_h + 19.0) text-anchor="middle" { (label) }
             }
             @for (f, label) in ticks(&grid.y_axis) {
                 @let y = TOP + (1.0 - f) * plot_h;
-                line x1=(LEFT - 5.0) x2=(LEFT) y1=(fmt(y)) y2=(fmt(y)) stroke="#5b6475" {}
-                text.tick x=(LEFT - 8.0) y=(fmt(y + 4.0)) text-anchor="end" { (label) }
+                line x1=(LEFT - 5.0) x2=(LEFT) y1=(px(y)) y2=(px(y)) stroke="#5b6475" {}
+                text.tick x=(LEFT - 8.0) y=(px(y + 4.0)) text-anchor="end" { (label) }
             }
             text.axis x=(LEFT + plot_w / 2.0) y=(HEIGHT - 12.0) text-anchor="middle" { (x_name) (if grid.x_axis.log { " (log scale)" } else { "" }) }
             text.axis transform={ "translate(16 " (TOP + plot_h / 2.0) ") rotate(-90)" } text-anchor="middle" { (y_name) (if grid.y_axis.log { " (log scale)" } else { "" }) }
@@ -165,11 +165,11 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
             @let bar_x = WIDTH - RIGHT + 24.0;
             @for k in 0..40 {
                 @let f = k as f64 / 40.0;
-                rect x=(bar_x) y=(fmt(TOP + f * plot_h)) width="16" height=(fmt(plot_h / 40.0 + 0.3)) fill=(colour(1.0 - f)) {}
+                rect x=(bar_x) y=(px(TOP + f * plot_h)) width="16" height=(px(plot_h / 40.0 + 0.3)) fill=(colour(1.0 - f)) {}
             }
             @for k in 0..5 {
                 @let f = k as f64 / 4.0;
-                text.tick x=(bar_x + 22.0) y=(fmt(TOP + f * plot_h + 4.0)) { (short(shades.loss_at(f))) }
+                text.tick x=(bar_x + 22.0) y=(px(TOP + f * plot_h + 4.0)) { (short(shades.loss_at(f))) }
             }
             text.tick x=(bar_x + 8.0) y=(TOP + plot_h + 19.0) text-anchor="middle" { (value_name) }
         }
@@ -182,8 +182,8 @@ fn point_hover(explorer: &Explorer, point: &crate::explore::Point, rank: usize) 
     format!("#{} {}\nloss {}\n{}", rank + 1, point.param_id, layout::number(point.loss), params.join(" · "))
 }
 
-/// Two decimals are plenty for pixel positions.
-fn fmt(v: f64) -> String {
+/// A pixel position as SVG text: two decimals are plenty.
+pub(crate) fn px(v: f64) -> String {
     format!("{v:.2}")
 }
 
@@ -201,7 +201,7 @@ pub fn matrix(explorer: &Explorer, grids: &[Grid], importance: &[f64], selected:
                 @let origin = k as f64 * (SIDE + GAP);
                 rect x=(origin) y=(origin) width=(SIDE) height=(SIDE) fill="#ffffff" stroke="#dde1e8" {}
                 text.axis x=(origin + SIDE / 2.0) y=(origin + SIDE / 2.0 - 6.0) text-anchor="middle" { (name) }
-                rect x=(origin + 10.0) y=(origin + SIDE / 2.0 + 6.0) width=(fmt((SIDE - 20.0) * importance.get(k).copied().unwrap_or(0.0))) height="8" fill="#2456c7" {}
+                rect x=(origin + 10.0) y=(origin + SIDE / 2.0 + 6.0) width=(px((SIDE - 20.0) * importance.get(k).copied().unwrap_or(0.0))) height="8" fill="#2456c7" {}
                 text.tick x=(origin + SIDE / 2.0) y=(origin + SIDE / 2.0 + 30.0) text-anchor="middle" { (format!("{:.0} %", 100.0 * importance.get(k).copied().unwrap_or(0.0))) }
             }
             @for grid in grids {
@@ -216,8 +216,8 @@ pub fn matrix(explorer: &Explorer, grids: &[Grid], importance: &[f64], selected:
                     rect x=(ox) y=(oy) width=(SIDE) height=(SIDE) fill="#f2f3f6" {}
                     @for (at, c) in grid.cells.iter().enumerate() {
                         @if let Some(c) = c {
-                            rect x=(fmt(ox + (at % grid.size) as f64 * cell)) y=(fmt(oy + (grid.size - 1 - at / grid.size) as f64 * cell))
-                                width=(fmt(cell + 0.3)) height=(fmt(cell + 0.3)) fill=(shades.colour(c.min)) {}
+                            rect x=(px(ox + (at % grid.size) as f64 * cell)) y=(px(oy + (grid.size - 1 - at / grid.size) as f64 * cell))
+                                width=(px(cell + 0.3)) height=(px(cell + 0.3)) fill=(shades.colour(c.min)) {}
                         }
                     }
                     rect x=(ox) y=(oy) width=(SIDE) height=(SIDE) fill="none" stroke=(if chosen { "#d7191c" } else { "#dde1e8" }) stroke-width=(if chosen { 3 } else { 1 }) {}

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::DashboardError;
 use crate::explore::Axis;
+use crate::heatmap::px;
 use crate::{Dashboard, layout};
 
 /// Most points drawn.
@@ -94,10 +95,6 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 56.0;
 
-fn fmt(v: f64) -> String {
-    format!("{v:.2}")
-}
-
 /// The plot of `entries`: each drawn job a point (linking to its page), the best so far a step
 /// line, losses on a log axis when they span over three orders of magnitude.
 fn plot(entries: &[Entry]) -> Markup {
@@ -123,13 +120,13 @@ fn plot(entries: &[Entry]) -> Markup {
     let mut steps = String::new();
     for (k, e) in entries.iter().enumerate() {
         if k == 0 {
-            steps += &format!("M{} {}", fmt(x(e)), fmt(y(e.best_so_far)));
+            steps += &format!("M{} {}", px(x(e)), px(y(e.best_so_far)));
         } else {
-            steps += &format!(" H{} V{}", fmt(x(e)), fmt(y(e.best_so_far)));
+            steps += &format!(" H{} V{}", px(x(e)), px(y(e.best_so_far)));
         }
     }
     if let Some(last) = entries.last() {
-        steps += &format!(" H{}", fmt(LEFT + w.max(x(last) - LEFT)));
+        steps += &format!(" H{}", px(LEFT + w.max(x(last) - LEFT)));
     }
     // Labels as precise as the axis needs: seconds within an hour, minutes within a few days.
     let span = times.hi - times.lo;
@@ -143,12 +140,12 @@ fn plot(entries: &[Entry]) -> Markup {
             rect x=(LEFT) y=(TOP) width=(w) height=(h) fill="#ffffff" stroke="#dde1e8" {}
             @for k in 0..5 {
                 @let f = k as f64 / 4.0;
-                line x1=(fmt(LEFT + f * w)) x2=(fmt(LEFT + f * w)) y1=(TOP + h) y2=(TOP + h + 5.0) stroke="#5b6475" {}
-                text.tick x=(fmt(LEFT + f * w)) y=(TOP + h + 19.0) text-anchor=(if k == 0 { "start" } else if k == 4 { "end" } else { "middle" }) { (time_label(f)) }
+                line x1=(px(LEFT + f * w)) x2=(px(LEFT + f * w)) y1=(TOP + h) y2=(TOP + h + 5.0) stroke="#5b6475" {}
+                text.tick x=(px(LEFT + f * w)) y=(TOP + h + 19.0) text-anchor=(if k == 0 { "start" } else if k == 4 { "end" } else { "middle" }) { (time_label(f)) }
             }
             @for (f, label) in crate::heatmap::ticks(&losses) {
-                line x1=(LEFT - 5.0) x2=(LEFT) y1=(fmt(TOP + (1.0 - f) * h)) y2=(fmt(TOP + (1.0 - f) * h)) stroke="#5b6475" {}
-                text.tick x=(LEFT - 8.0) y=(fmt(TOP + (1.0 - f) * h + 4.0)) text-anchor="end" { (label) }
+                line x1=(LEFT - 5.0) x2=(LEFT) y1=(px(TOP + (1.0 - f) * h)) y2=(px(TOP + (1.0 - f) * h)) stroke="#5b6475" {}
+                text.tick x=(LEFT - 8.0) y=(px(TOP + (1.0 - f) * h + 4.0)) text-anchor="end" { (label) }
             }
             text.axis x=(LEFT + w / 2.0) y=(HEIGHT - 10.0) text-anchor="middle" { "table committed (UTC)" }
             text.axis transform={ "translate(16 " (TOP + h / 2.0) ") rotate(-90)" } text-anchor="middle" { "lowest loss" (if log { " (log scale)" } else { "" }) }
@@ -156,7 +153,7 @@ fn plot(entries: &[Entry]) -> Markup {
             @for i in drawn(entries) {
                 @let e = &entries[i];
                 a href={ "/jobs/" (e.job_id) } {
-                    circle.job cx=(fmt(x(e))) cy=(fmt(y(e.loss))) r=(if e.improved { 5 } else { 3 })
+                    circle.job cx=(px(x(e))) cy=(px(y(e.loss))) r=(if e.improved { 5 } else { 3 })
                         fill=(if e.improved { "#d7191c" } else { "#2456c7" }) fill-opacity="0.7"
                         data-job=(e.job_id) data-loss=(e.loss) data-improved[e.improved]
                         data-hover={ (e.job_id) "\nlowest loss " (layout::number(e.loss)) (if e.improved { " (a new best)" } else { "" })

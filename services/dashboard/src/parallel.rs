@@ -10,7 +10,7 @@
 use maud::{Markup, html};
 
 use crate::explore::{Axis, Explorer, Lines};
-use crate::heatmap::colour;
+use crate::heatmap::{colour, px};
 use crate::layout;
 use crate::plots::tick;
 
@@ -22,10 +22,6 @@ const TOP: f64 = 34.0;
 const BOTTOM: f64 = 28.0;
 const SPACING: f64 = 150.0;
 const SIDE: f64 = 72.0;
-
-fn fmt(v: f64) -> String {
-    format!("{v:.2}")
-}
 
 /// The parallel coordinates of `lines` (each parameter on its default scale, the loss on the
 /// page's).
@@ -45,14 +41,14 @@ pub fn plot(explorer: &Explorer, lines: &Lines) -> Markup {
         for (k, axis) in axes.iter().enumerate() {
             let v = if k < values.len() { values[k] } else { *loss };
             if let Some(at) = y(axis, v).filter(|at| at.is_finite()) {
-                d += &format!("{}{} {}", if d.is_empty() { "M" } else { " L" }, fmt(x(k)), fmt(at));
+                d += &format!("{}{} {}", if d.is_empty() { "M" } else { " L" }, px(x(k)), px(at));
             }
         }
         d
     };
     let shown = lines.rows.len().max(1);
     html! {
-        svg.parallel xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (fmt(width)) " " (HEIGHT) } width=(fmt(width)) height=(HEIGHT)
+        svg.parallel xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (px(width)) " " (HEIGHT) } width=(px(width)) height=(HEIGHT)
             role="img" aria-label="parallel coordinates of the parameter sets" data-top=(TOP) data-height=(h) {
             // Sampled lines first, the lowest on top of them, the very lowest last.
             @for (k, row) in lines.rows.iter().enumerate().rev() {
@@ -64,15 +60,15 @@ pub fn plot(explorer: &Explorer, lines: &Lines) -> Markup {
             @for (k, axis) in axes.iter().enumerate() {
                 @if let Some(axis) = axis {
                     g.axis data-index=(k) data-name=(names[k]) data-lo=(axis.lo) data-hi=(axis.hi) data-log=(axis.log) data-x=(x(k)) {
-                        line x1=(fmt(x(k))) x2=(fmt(x(k))) y1=(TOP) y2=(TOP + h) stroke="#1d2330" stroke-width="1.5" {}
+                        line x1=(px(x(k))) x2=(px(x(k))) y1=(TOP) y2=(TOP + h) stroke="#1d2330" stroke-width="1.5" {}
                         @for (f, label) in crate::heatmap::ticks(axis) {
-                            line x1=(fmt(x(k) - 4.0)) x2=(fmt(x(k))) y1=(fmt(TOP + (1.0 - f) * h)) y2=(fmt(TOP + (1.0 - f) * h)) stroke="#1d2330" {}
-                            text.tick x=(fmt(x(k) - 6.0)) y=(fmt(TOP + (1.0 - f) * h + 4.0)) text-anchor="end" { (label) }
+                            line x1=(px(x(k) - 4.0)) x2=(px(x(k))) y1=(px(TOP + (1.0 - f) * h)) y2=(px(TOP + (1.0 - f) * h)) stroke="#1d2330" {}
+                            text.tick x=(px(x(k) - 6.0)) y=(px(TOP + (1.0 - f) * h + 4.0)) text-anchor="end" { (label) }
                         }
-                        text.axis x=(fmt(x(k))) y=(TOP - 14.0) text-anchor="middle" { (names[k]) (if axis.log { " (log)" } else { "" }) }
+                        text.axis x=(px(x(k))) y=(TOP - 14.0) text-anchor="middle" { (names[k]) (if axis.log { " (log)" } else { "" }) }
                         // The area the pointer drags along to brush this axis.
-                        rect.brush-area x=(fmt(x(k) - 12.0)) y=(TOP) width="24" height=(h) fill="#000000" fill-opacity="0" {}
-                        rect.brush x=(fmt(x(k) - 8.0)) y=(TOP) width="16" height="0" fill="#2456c7" fill-opacity="0.25" stroke="#2456c7" {}
+                        rect.brush-area x=(px(x(k) - 12.0)) y=(TOP) width="24" height=(h) fill="#000000" fill-opacity="0" {}
+                        rect.brush x=(px(x(k) - 8.0)) y=(TOP) width="16" height="0" fill="#2456c7" fill-opacity="0.25" stroke="#2456c7" {}
                     }
                 }
             }

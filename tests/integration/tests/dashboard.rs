@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use modelops_integration_tests::{MopsProcess, mops_binary, required_env, text};
 
+/// The first job `mops demo` printed (its line "demo-…: N simulations (…").
+fn first_demo_job(demo_out: &str) -> String {
+    demo_out
+        .lines()
+        .find(|l| l.starts_with("demo-") && l.contains(" simulations ("))
+        .and_then(|l| l.split_once(':'))
+        .map(|(job, _)| job.to_owned())
+        .unwrap_or_else(|| panic!("no job line in {demo_out}"))
+}
+
 /// The header and first row of a CSV the CLI printed, as (column → value).
 fn first_csv_row(csv: &str) -> std::collections::HashMap<String, String> {
     let mut lines = csv.lines();
@@ -72,12 +82,7 @@ fn browser_watches_the_demo_job_succeed_live_and_finds_its_landscape_and_best_ro
         .unwrap();
     let demo_out = text(&demo.stdout);
     assert!(demo.status.success(), "{demo_out}\n{}", text(&demo.stderr));
-    let job = demo_out
-        .lines()
-        .find(|l| l.starts_with("demo-") && l.contains(" simulations ("))
-        .and_then(|l| l.split_once(':'))
-        .map(|(job, _)| job.to_owned())
-        .unwrap_or_else(|| panic!("no job line in {demo_out}"));
+    let job = first_demo_job(&demo_out);
     writeln!(stdin, "{job}").unwrap();
     stdin.flush().unwrap();
     let result = wait_for("RESULT ");
@@ -160,12 +165,7 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
         .unwrap();
     let demo_out = text(&demo.stdout);
     assert!(demo.status.success(), "{demo_out}\n{}", text(&demo.stderr));
-    let job = demo_out
-        .lines()
-        .find(|l| l.starts_with("demo-") && l.contains(" simulations ("))
-        .and_then(|l| l.split_once(':'))
-        .map(|(job, _)| job.to_owned())
-        .unwrap_or_else(|| panic!("no job line in {demo_out}"));
+    let job = first_demo_job(&demo_out);
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser/calibration.cjs");
     let shots = std::env::var("MOPS_SCREENSHOT_DIR").ok();
