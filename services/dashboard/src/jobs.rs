@@ -126,7 +126,9 @@ impl JobRow {
         }
     }
 
-    /// This row with its table's summary from `engine`'s catalog, when the job is indexed.
+    /// This row with its table's summary from `engine`'s catalog, when the job is indexed. A job
+    /// the catalog has not loaded yet is read from the results store here, so on a slow store
+    /// that one event waits for the read.
     pub async fn with_table(mut self, engine: Option<&modelops_query::Engine>) -> Self {
         if let (Some(engine), "done") = (engine, self.index_state) {
             self.table = engine.catalog().job(&self.job_id).await.ok().and_then(|entry| TableSummary::of(&entry));
