@@ -5,8 +5,9 @@
 //!   an even sample (evenly spaced in table order) of the rest;
 //! - the best parameter sets are the [`BEST_PER_TARGET`] lowest losses of each target.
 //!
-//! Rendered landscapes are kept per (job, indexing time) in a small cache, so revisiting a page
-//! costs nothing and a re-indexed job is rendered afresh.
+//! Rendered landscapes are kept per (job, indexing time) in a small cache (at most 8 jobs and
+//! [`MAX_CACHED_ROWS`] rows), so revisiting a page costs nothing and a re-indexed job is
+//! rendered afresh.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,9 @@ pub const MAX_POINTS: usize = 2_000;
 pub const KEEP_BEST: usize = 200;
 /// Rows of each target in the best-parameters table.
 pub const BEST_PER_TARGET: usize = 10;
+/// Rows the landscape cache holds in all, beyond the newest landscape (whatever its size): about
+/// 130 MB of columns for three parameters.
+pub const MAX_CACHED_ROWS: usize = 4_000_000;
 /// Rows without a loss listed on the page, at most.
 pub const MAX_UNLOSSED_LISTED: usize = 200;
 
@@ -332,6 +336,14 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
     })
 }
 
+/// Drops the oldest of `entries` (oldest first) until at most `capacity` remain and, beyond the
+/// newest, they hold at most [`MAX_CACHED_ROWS`] rows: each holds its rows as columns.
+fn evict<K>(entries: &mut Vec<(K, Arc<Landscape>)>, capacity: usize) {
+    while entries.len() > 1 && (entries.len() > capacity || entries.iter().map(|(_, l)| l.rows).sum::<usize>() > MAX_CACHED_ROWS) {
+        entries.remove(0);
+    }
+}
+
 /// Rendered landscapes of the last few jobs viewed, keyed by job and indexing time.
 #[derive(Debug)]
 pub struct LandscapeCache {
@@ -363,10 +375,32 @@ impl LandscapeCache {
         let landscape = Arc::new(build(engine, entry).await?);
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.retain(|(k, _)| k.0 != key.0);
-        if entries.len() >= self.capacity {
-            entries.remove(0);
-        }
         entries.push((key, Arc::clone(&landscape)));
+        evict(&mut entries, self.capacity);
         Ok(landscape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_the_newest_landscapes_within_its_count_and_rows() {
+        let of_rows = |rows: usize| {
+            let mut landscape = reduce(&[]).unwrap();
+            landscape.rows = rows;
+            Arc::new(landscape)
+        };
+        let mut entries: Vec<(usize, Arc<Landscape>)> = (0..10).map(|k| (k, of_rows(10))).collect();
+        evict(&mut entries, 8);
+        assert_eq!(entries.iter().map(|e| e.0).collect::<Vec<_>>(), (2..10).collect::<Vec<_>>());
+        entries.push((10, of_rows(MAX_CACHED_ROWS - 50)));
+        evict(&mut entries, 8);
+        assert_eq!(entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9, 10]);
+        // One landscape over the budget still stays: it is the one just viewed.
+        entries.push((11, of_rows(MAX_CACHED_ROWS * 2)));
+        evict(&mut entries, 8);
+        assert_eq!(entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![11]);
     }
 }
