@@ -101,7 +101,8 @@ start_azurite() {
 start_moto() {
   local port
   port=$(free_port)
-  "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$services_dir/moto.log" 2>&1 &
+  # moto's server, with its conditional writes made atomic as S3's are (see moto_atomic.py).
+  "$TOOLS/venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto_atomic.py" -H 127.0.0.1 -p "$port" >"$services_dir/moto.log" 2>&1 &
   services_pids+=($!)
   wait_port moto "$port"
   export MOPS_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
