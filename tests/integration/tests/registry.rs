@@ -68,6 +68,8 @@ async fn register_bare(client: &mut JobRegistryClient<tonic::transport::Channel>
 async fn conformance_on_etcd_azurite_and_s3() {
     for (name, url) in backend_urls("conformance").await.into_iter().skip(2) {
         let store = store::open(&url).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        // A failure's output then names the backend it happened on.
+        eprintln!("conformance on {name}");
         conformance::run_all(store.as_ref(), &format!("{}/", unique("ns"))).await;
     }
 }
