@@ -86,6 +86,10 @@ pub struct DemoArgs {
     /// Best parameter sets to print.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Wait this long after each parameter set, so a job runs long enough to watch its
+    /// provisional landscape grow on the dashboard (e.g. 100 for ten sets a second).
+    #[arg(long, env = "MOPS_DEMO_SET_DELAY_MS", default_value_t = 0)]
+    pub set_delay_ms: u64,
 }
 
 /// What one study's run did.
@@ -174,7 +178,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         jobs.push((format!("demo-{stamp}-overlap"), second));
     }
     for (job_id, sets) in &jobs {
-        let counts = run_study(&clients, &provenance, job_id, &ranges, sets, args.n_replicates, &setup, &observed)
+        let pace = Duration::from_millis(args.set_delay_ms);
+        let counts = run_study(&clients, &provenance, job_id, &ranges, sets, args.n_replicates, &setup, &observed, pace)
             .await
             .with_context(|| {
                 format!(
@@ -286,6 +291,7 @@ async fn run_study(
     replicates: u64,
     setup: &SeirSetup,
     observed: &[f64],
+    pace: Duration,
 ) -> anyhow::Result<RunCounts> {
     let mut registry = clients.registry.clone();
     registry
@@ -336,7 +342,11 @@ async fn run_study(
         })
         .buffer_unordered(8);
     let mut counts = RunCounts::default();
+    // Edges are reported as the sets finish, as a runner reports them: at most every half second
+    // or every 1,000 edges, so the dashboard sees the job's results while it runs.
+    let mut attribution = clients.attribution.clone();
     let mut edges = Vec::new();
+    let mut reported = Instant::now();
     while let Some(done) = runs.next().await {
         let (group_edges, group_counts) = done?;
         counts.sims_computed += group_counts.sims_computed;
@@ -345,6 +355,10 @@ async fn run_study(
         counts.aggs_cached += group_counts.aggs_cached;
         let tasks = (group_counts.sims_computed + group_counts.sims_cached) as i64;
         edges.extend(group_edges);
+        if edges.len() >= 1000 || reported.elapsed() >= Duration::from_millis(500) {
+            record_edges(&mut attribution, job_id, std::mem::take(&mut edges)).await?;
+            reported = Instant::now();
+        }
         registry
             .add_progress(registry_pb::AddProgressRequest {
                 job_id: job_id.into(),
@@ -357,19 +371,12 @@ async fn run_study(
             .await
             .map_err(status_error)?;
         bar.inc(tasks as u64);
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
     }
     bar.finish_and_clear();
-
-    let mut attribution = clients.attribution.clone();
-    let batches: Vec<attribution_pb::RecordEdgesRequest> = edges
-        .chunks(1000)
-        .map(|chunk| attribution_pb::RecordEdgesRequest {
-            job_id: job_id.into(),
-            batch_id: String::new(),
-            edges: chunk.to_vec(),
-        })
-        .collect();
-    attribution.record_edges(futures::stream::iter(batches)).await.map_err(status_error)?;
+    record_edges(&mut attribution, job_id, edges).await?;
     attribution
         .seal_job(attribution_pb::SealJobRequest {
             job_id: job_id.into(),
@@ -403,6 +410,20 @@ async fn run_study(
         );
     }
     Ok(counts)
+}
+
+/// Records `edges` of `job_id` as one batch (nothing when empty).
+async fn record_edges(attribution: &mut AttributionClient<AuthedChannel>, job_id: &str, edges: Vec<attribution_pb::Edge>) -> anyhow::Result<()> {
+    if edges.is_empty() {
+        return Ok(());
+    }
+    let batch = attribution_pb::RecordEdgesRequest {
+        job_id: job_id.into(),
+        batch_id: String::new(),
+        edges,
+    };
+    attribution.record_edges(futures::stream::iter([batch])).await.map_err(status_error)?;
+    Ok(())
 }
 
 /// Waits until the indexer has committed the job's table, and returns its row counts.
@@ -493,6 +514,9 @@ async fn run_group(
     let mut diagnostics = PyObject::new();
     diagnostics.insert("target_name", "prevalence_target".into());
     diagnostics.insert("n_sim_returns", (task_ids.len() as u64).into());
+    // Each replicate's own loss against the target, as upstream's evaluators report it.
+    let per_replicate = series.iter().map(|replicate| PyValue::Float(modelops_seir::target::loss(replicate, observed))).collect();
+    diagnostics.insert("per_replicate_losses", PyValue::List(per_replicate));
     let record = AggRecord {
         bundle_ref: spec.bundle_ref.clone(),
         target_entrypoint: TARGET.into(),

@@ -365,7 +365,9 @@ pub async fn serve(
     }
 
     let http_stop = tokio_util::sync::CancellationToken::new();
-    let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution_view.clone(), engine).with_shutdown(background.token());
+    let dashboard = Dashboard::new(state.job_reader.clone(), state.attribution_view.clone(), engine)
+        .with_provenance(state.provenance.clone())
+        .with_shutdown(background.token());
     let router = runtime_serve::metrics_router(state.metrics.clone()).merge(dashboard.router(state.web_auth.clone()));
     let http_task = tokio::spawn(runtime_serve::serve_http(http, state.http_tls.clone(), router, http_stop.clone().cancelled_owned()));
 

@@ -4,6 +4,7 @@
 //! - [`ids`]: param_id, seeds, task and aggregation ids, shards, bundle digests;
 //! - [`paths`]: the `token/v1` and `bundle/v1` provenance layouts and the other keys;
 //! - [`loss_table`]: the loss table's results paths, manifest and summary;
+//! - [`param_columns`]: the loss table's parameter columns, typed from a job's spec;
 //! - [`records`]: simulation and aggregation records through `object_store`;
 //! - [`job`]: job ids, statuses, transitions and `state.json`;
 //! - [`study`]: Calabaria studies expanded to SimJobs, and the SimJob spec JSON;
@@ -27,6 +28,7 @@ pub mod ids;
 pub mod job;
 pub mod loss_table;
 pub mod page_token;
+pub mod param_columns;
 #[cfg(feature = "stores")]
 pub mod parquet_file;
 pub mod paths;

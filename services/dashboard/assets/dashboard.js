@@ -1,6 +1,7 @@
 // The dashboard's only script: relative times, filter forms that submit on change, live job rows
-// from the server-sent event stream at /jobs/events, and the hover text of plot marks
-// (data-hover). No network polling.
+// from the server-sent event stream at /jobs/events, the provisional landscape of a job without a
+// table fetched again when the job reports progress (at most every two seconds), and the hover
+// text of plot marks (data-hover). No polling: every fetch follows an event.
 "use strict";
 
 (function () {
@@ -110,13 +111,50 @@
     });
   }
 
+  // The provisional landscape (#landscape[data-live-url]) fetched again after an event: at most
+  // one fetch in flight and one every two seconds; an event meanwhile fetches once more after.
+  function provisional(container) {
+    const url = container.getAttribute("data-live-url") + window.location.search;
+    let busy = false;
+    let again = false;
+    let last = 0;
+    function fetchNow() {
+      busy = true;
+      last = Date.now();
+      fetch(url, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (html !== null) {
+            container.innerHTML = html;
+            container.querySelectorAll("svg.parallel").forEach(parallel);
+          }
+        })
+        .catch(function () {})
+        .then(function () {
+          busy = false;
+          if (again) { again = false; schedule(); }
+        });
+    }
+    function schedule() {
+      if (busy) { again = true; return; }
+      const wait = Math.max(0, last + 2000 - Date.now());
+      busy = true;
+      setTimeout(function () { busy = false; fetchNow(); }, wait);
+    }
+    return schedule;
+  }
+
   function jobPage(section) {
     const id = section.getAttribute("data-live-job");
+    const container = document.querySelector("#landscape[data-live-url]");
+    const refresh = container ? provisional(container) : null;
     follow("/jobs/events", function (job) {
       if (job.job_id !== id) return;
       fill(section, job);
       if (section.hasAttribute("data-reload-when-indexed") && job.index_state === "done") {
         window.location.reload();
+      } else if (refresh) {
+        refresh();
       }
     });
   }

@@ -65,7 +65,7 @@ impl Axis {
         // A single value still gets a width, so it sits in the middle of the axis: half a decade
         // on a log axis, half its size (or ±0.5 for zero) on a linear one.
         let (lo, hi) = if hi - lo <= f64::EPSILON * lo.abs().max(1.0) {
-            let pad = if log { 0.5 } else if lo == 0.0 { 0.5 } else { lo.abs() * 0.5 };
+            let pad = if log || lo == 0.0 { 0.5 } else { lo.abs() * 0.5 };
             (lo - pad, hi + pad)
         } else {
             (lo, hi)

@@ -56,12 +56,17 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
         (Some(engine), Some(entry)) => Some(dashboard.landscapes.get(engine, entry).await?),
         _ => None,
     };
-    let pairs = match &landscape {
-        Some(landscape) if landscape.ok_rows > 0 => params
-            .resolve(&landscape.explorer)?
-            .map(|view| crate::pairs::section(job.as_str(), &landscape.explorer, &view)),
+    // Without a table, the aggregations recorded so far, marked provisional.
+    let provisional = match (&entry, &state, dashboard.live_sources()) {
+        (None, Some(_), Some(sources)) => Some(dashboard.live.get(&sources, &job).await?),
+        (Some(_), _, _) => {
+            dashboard.live.forget(job.as_str());
+            None
+        }
         _ => None,
     };
+    let drawn = landscape.as_deref().or(provisional.as_ref().and_then(|p| p.landscape.as_deref()));
+    let pairs = pairs_of(job.as_str(), drawn, &params)?;
     // A cancelled job never gets a table on its own (only when forced): its page waits for none.
     let cancelled = state.as_ref().is_some_and(|s| s.status() == JobStatus::Cancelled);
     let reload_when_indexed = entry.is_none() && !cancelled && row.as_ref().is_some_and(|r| r.index_state != "failed");
@@ -109,8 +114,13 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
                     }
                 }
             }
-            @match (&entry, &landscape) {
-                (Some(entry), Some(landscape)) => { (landscape_section(entry, landscape, pairs)) }
+            @match (&entry, &landscape, &provisional) {
+                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs)) }
+                (None, _, Some(provisional)) => {
+                    div #landscape data-live-url={ "/jobs/" (job.as_str()) "/live" } {
+                        (provisional_section(provisional, pairs))
+                    }
+                }
                 _ => {
                     section.landscape-missing {
                         h2 { "Loss landscape" }
@@ -130,13 +140,20 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
     ))
 }
 
+/// The two-parameter views of `landscape` as the URL's `params` ask, when it has a loss.
+fn pairs_of(job: &str, landscape: Option<&Landscape>, params: &crate::pairs::ViewParams) -> Result<Option<Markup>, DashboardError> {
+    Ok(match landscape {
+        Some(landscape) if landscape.ok_rows > 0 => params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(job, &landscape.explorer, &view)),
+        _ => None,
+    })
+}
+
 /// A colour swatch for a target (SVG, as the page allows no inline styles).
 pub fn swatch(index: usize) -> Markup {
     html! { svg.swatch width="12" height="12" viewBox="0 0 12 12" aria-hidden="true" { circle cx="6" cy="6" r="5" fill=(plots::colour_hex(index)) {} } }
 }
 
-/// The loss table's sections: its summary, the two-parameter views (`pairs`), the landscapes
-/// per parameter, the rows without a loss and the best sets.
+/// The loss table's sections: its summary, then [`landscape_body`].
 fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>) -> Markup {
     let [total, ok, missing, failed] = entry.counts;
     html! {
@@ -151,12 +168,50 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Mark
                 a.download href={ "/jobs/" (entry.job_id) "/losses.parquet" } download { "Download Parquet" }
                 a.download href={ "/jobs/" (entry.job_id) "/losses.csv" } download { "Download CSV" }
             }
-            ul.targets {
-                @for (index, target) in landscape.targets.iter().enumerate() {
-                    li { (swatch(index)) " " (target) }
-                }
+            (targets(landscape))
+        }
+        (landscape_body(landscape, pairs, missing, failed))
+    }
+}
+
+fn targets(landscape: &Landscape) -> Markup {
+    html! {
+        ul.targets {
+            @for (index, target) in landscape.targets.iter().enumerate() {
+                li { (swatch(index)) " " (target) }
             }
         }
+    }
+}
+
+/// The provisional landscape of a job without a table: how much of it was read, then
+/// [`landscape_body`] of those rows.
+pub fn provisional_section(provisional: &crate::live::Provisional, pairs: Option<Markup>) -> Markup {
+    let failed = provisional.landscape.as_ref().map_or(0, |l| l.rows - l.ok_rows);
+    html! {
+        section.table-summary.provisional data-provisional-rows=(provisional.rows) data-expected=(provisional.expected) {
+            h2 { "Provisional landscape" }
+            p.note {
+                strong { "Provisional: " }
+                (provisional.rows) " of the " (provisional.expected) " aggregations this job expects have been read so far"
+                @if provisional.pending > 0 { " (" (provisional.pending) " more recorded, their results not read yet)" }
+                ". It grows as the job reports results; the final loss table replaces it when the job is indexed."
+            }
+            @if let Some(error) = &provisional.error {
+                p.error data-refresh-error { "The last refresh failed: " (error) }
+            }
+            @if let Some(landscape) = &provisional.landscape { (targets(landscape)) }
+        }
+        @if let Some(landscape) = &provisional.landscape {
+            (landscape_body(landscape, pairs, 0, failed as u64))
+        }
+    }
+}
+
+/// The two-parameter views (`pairs`), the landscapes per parameter, the rows without a loss and
+/// the best sets of a landscape with `missing` and `failed` rows.
+fn landscape_body(landscape: &Landscape, pairs: Option<Markup>, missing: u64, failed: u64) -> Markup {
+    html! {
         @if let Some(pairs) = pairs { (pairs) }
         @if landscape.ok_rows == 0 {
             section.landscapes {
@@ -260,6 +315,25 @@ async fn require_entry<'a>(dashboard: &'a Dashboard, raw: &str) -> Result<(&'a m
 fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body) -> Response {
     let disposition = format!("attachment; filename=\"{job}-losses.{extension}\"");
     ([(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response()
+}
+
+/// `GET /jobs/{job_id}/live`: the provisional landscape alone, for the page to swap in as the job
+/// reports progress (the page's own filters apply); 404 once the job has a table (the page
+/// reloads then).
+#[tracing::instrument(name = "dashboard_live", skip(dashboard))]
+pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
+    let job = job_id(&raw)?;
+    let sources = dashboard.live_sources().ok_or(DashboardError::ServiceNotRunning("registry, attribution or provenance store"))?;
+    if indexed(&dashboard, &job).await?.is_some() {
+        dashboard.live.forget(job.as_str());
+        return Err(DashboardError::NotFound(format!("job {:?} has its loss table", job.as_str())));
+    }
+    if let Some(registry) = &dashboard.registry {
+        registry.require_job(&job).await?;
+    }
+    let provisional = dashboard.live.get(&sources, &job).await?;
+    let pairs = pairs_of(job.as_str(), provisional.landscape.as_deref(), &params)?;
+    Ok(provisional_section(&provisional, pairs))
 }
 
 /// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.

@@ -344,11 +344,14 @@ fn evict<K>(entries: &mut Vec<(K, Arc<Landscape>)>, capacity: usize) {
     }
 }
 
+/// A cached landscape's key: the job and the time its table was indexed.
+type LandscapeKey = (String, String);
+
 /// Rendered landscapes of the last few jobs viewed, keyed by job and indexing time.
 #[derive(Debug)]
 pub struct LandscapeCache {
     capacity: usize,
-    entries: Mutex<Vec<((String, String), Arc<Landscape>)>>,
+    entries: Mutex<Vec<(LandscapeKey, Arc<Landscape>)>>,
 }
 
 impl LandscapeCache {

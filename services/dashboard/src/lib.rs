@@ -5,6 +5,8 @@
 //! - `/jobs/{id}`: one job's state, attribution counts by kind and loss landscape (two parameters
 //!   at once as a heat map binned on the server, every pair, parameter importance; loss against
 //!   each parameter, a loss histogram, the best parameter sets), with the table as Parquet or CSV.
+//!   Before the job has a table, the same views of the aggregations recorded so far, marked
+//!   provisional and refreshed as the job reports progress (`/jobs/{id}/live`, see [`live`]).
 //! - `/history`: the best loss of a target over time, each indexed job a point.
 //! - `/compare`: two jobs' losses on their shared parameter sets, and the best parameter sets of
 //!   a target across every indexed job.
@@ -29,6 +31,7 @@ pub mod jobs;
 pub mod landscape;
 pub mod layout;
 pub mod limit;
+pub mod live;
 pub mod pairs;
 pub mod parallel;
 pub mod plots;
@@ -55,6 +58,11 @@ pub struct Dashboard {
     pub engine: Option<Engine>,
     /// Rendered landscapes of recently viewed jobs.
     pub landscapes: Arc<landscape::LandscapeCache>,
+    /// The provenance store, where a job without a table yet has its provisional landscape read
+    /// from (with the registry and attribution).
+    pub provenance: Option<modelops_core::store::Store>,
+    /// Provisional landscapes of recently viewed jobs without a table.
+    pub live: Arc<live::LiveLandscapes>,
     /// Cancelled when the server shuts down: open event streams end then, so no browser keeps
     /// the server from stopping.
     pub shutdown: CancellationToken,
@@ -68,6 +76,8 @@ impl Dashboard {
             attribution,
             engine,
             landscapes: Arc::new(landscape::LandscapeCache::new(8)),
+            provenance: None,
+            live: Arc::default(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -76,6 +86,22 @@ impl Dashboard {
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
         self.shutdown = shutdown;
         self
+    }
+
+    /// This dashboard reading aggregation results from `provenance`, for the provisional
+    /// landscapes of jobs without a table.
+    pub fn with_provenance(mut self, provenance: modelops_core::store::Store) -> Self {
+        self.provenance = Some(provenance);
+        self
+    }
+
+    /// What a provisional landscape reads through, when this dashboard has all of it.
+    pub fn live_sources(&self) -> Option<live::LiveSources> {
+        Some(live::LiveSources {
+            registry: self.registry.clone()?,
+            attribution: self.attribution.clone()?,
+            provenance: self.provenance.clone()?,
+        })
     }
 
     /// The dashboard's routes; every page but the login page and the static assets requires
@@ -87,6 +113,7 @@ impl Dashboard {
             .route("/jobs", get(jobs::page))
             .route("/jobs/events", get(jobs::events))
             .route("/jobs/{job_id}", get(job::page))
+            .route("/jobs/{job_id}/live", get(job::live_fragment))
             .route("/jobs/{job_id}/losses.parquet", get(job::download_parquet))
             .route("/jobs/{job_id}/losses.csv", get(job::download_csv))
             .route("/compare", get(compare::page))

@@ -786,3 +786,88 @@ async fn history_draws_each_jobs_lowest_loss_and_the_best_so_far() {
         assert!(body.contains("expected"), "{query}: {body}");
     }
 }
+
+#[tokio::test]
+async fn a_job_without_a_table_shows_the_aggregations_recorded_so_far_as_a_provisional_landscape() {
+    let mut fixture = fixture().await;
+    fixture.dashboard = fixture.dashboard.clone().with_provenance(fixture.provenance.clone());
+    fixture.dashboard.live = Arc::new(crate::live::LiveLandscapes::refreshed_on_every_view());
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    // A running job of 6 sets × 2 targets whose results are all written, reported in two halves.
+    let id = JobId::new("job-live").unwrap();
+    let sets: Vec<(f64, i64)> = (1..=6).map(|i| (f64::from(i) / 10.0, i64::from(i % 3))).collect();
+    fixture
+        .registry
+        .register(Registration {
+            job_id: Some(id.clone()),
+            k8s_name: None,
+            k8s_namespace: None,
+            metadata: meta(),
+            spec: Some(SpecInput::Study {
+                study_json: study(&sets),
+                bundle_ref: BUNDLE.into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let modelops_core::study::JobSpec::Simulation(spec) = fixture.registry.get_parsed_spec(&id).await.unwrap() else { panic!("a SimJob spec") };
+    let run = SyntheticRun {
+        schema: ProvenanceSchema::Token,
+        timestamp: "2026-01-01T00:00:00+00:00",
+        param_sets: None,
+        failed_aggregations: &[],
+    };
+    synthetic::write_job_results(fixture.provenance.object_store.as_ref(), &spec, &run).await.unwrap();
+    for status in [JobStatus::Submitting, JobStatus::Scheduled, JobStatus::Running] {
+        fixture.registry.update_status(&id, StatusUpdate::to(status)).await.unwrap();
+    }
+
+    // Nothing recorded yet: the section says so, with nothing drawn.
+    let (status, _, body) = get(&router, "/jobs/job-live", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("data-provisional-rows=\"0\"") && body.contains("data-expected=\"12\""), "{body}");
+    assert!(body.contains("data-live-url=\"/jobs/job-live/live\""), "{body}");
+
+    let derived = derive(fixture.provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let first_sets: Vec<String> = spec.task_groups().iter().take(3).map(|g| g.param_id.to_owned()).collect();
+    let (first, rest): (Vec<_>, Vec<_>) = derived.edges.into_iter().partition(|e| first_sets.contains(&e.param_id));
+    let attribution = Attribution::new(fixture.results.clone(), fixture.provenance.clone(), fixture.registry.clone());
+    attribution.record(&id, None, first).await.unwrap();
+    let (status, _, fragment) = get(&router, "/jobs/job-live/live", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{fragment}");
+    assert!(fragment.contains("data-provisional-rows=\"6\""), "{fragment}");
+    assert!(!fragment.contains("<html"), "a fragment, not a page: {fragment}");
+    // Only the recorded sets are drawn: the best table lists the three of each target.
+    let best_table = fragment.split("id=\"best\"").nth(1).expect("a best table");
+    let best: Vec<&str> = best_table.split(" data-param-id=\"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    assert_eq!(best.len(), 6, "{best_table}");
+    assert!(best.iter().all(|p| first_sets.iter().any(|s| s == p)), "{best:?}");
+
+    attribution.record(&id, None, rest).await.unwrap();
+    let (_, _, page) = get(&router, "/jobs/job-live?keep=50", &[]).await;
+    assert!(page.contains("data-provisional-rows=\"12\"") && page.contains("Provisional"), "{page}");
+    assert!(page.contains("<svg class=\"heatmap"), "the two-parameter view is drawn: {page}");
+    // Filters in the URL apply to it, and are refused as on the final page.
+    let (status, _, refused) = get(&router, "/jobs/job-live/live?keep=0", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+
+    // Hostile paths and jobs without a provisional view.
+    for (uri, expected) in [
+        ("/jobs/..%2Fetc/live", StatusCode::BAD_REQUEST),
+        ("/jobs/no-such-job/live", StatusCode::NOT_FOUND),
+        ("/jobs/job-a/live", StatusCode::NOT_FOUND),
+    ] {
+        let (status, _, body) = get(&router, uri, &[]).await;
+        assert_eq!(status, expected, "{uri}: {body}");
+    }
+
+    // Once indexed, the page shows the table and nothing provisional.
+    fixture.registry.update_status(&id, StatusUpdate::to(JobStatus::Succeeded)).await.unwrap();
+    let locations = locate(&spec, derive(fixture.provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap().edges.iter().filter_map(modelops_attribution::edge::Edge::as_agg_edge));
+    index_job(&fixture.provenance, Arc::clone(&fixture.results.object_store), &spec, &locations, IndexOptions::default(), |_, _| {}).await.unwrap();
+    fixture.dashboard.engine.as_ref().unwrap().catalog().refresh().await.unwrap();
+    let (_, _, page) = get(&router, "/jobs/job-live", &[]).await;
+    assert!(!page.contains("Provisional") && page.contains("Loss table"), "{page}");
+    let (status, _, _) = get(&router, "/jobs/job-live/live", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -12,7 +12,7 @@
 //! The table's schema is documented in `proto/modelops/query/v1/FLIGHT_COMMANDS.md`.
 
 pub mod build;
-pub mod columns;
+pub use modelops_core::param_columns as columns;
 pub mod error;
 pub mod indexer;
 pub mod locate;

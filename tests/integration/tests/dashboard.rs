@@ -248,6 +248,54 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
     assert!(server.terminate().success());
 }
 
+#[test]
+fn browser_watches_a_running_demo_jobs_provisional_landscape_grow_until_its_table_replaces_it() {
+    let home = tempfile::tempdir().unwrap();
+    let server = MopsProcess::serve(home.path(), &[]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    // 128 sets at 80 ms each: about ten seconds of reports for the page to follow.
+    let demo = Command::new(mops_binary())
+        .args(["demo", "--endpoint", &endpoint, "--home", home.path().to_str().unwrap()])
+        .args(["--n-samples", "128", "--n-replicates", "2", "--set-delay-ms", "80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser/live.cjs");
+    let mut command = Command::new("node");
+    command
+        .arg(&script)
+        .env("NODE_PATH", required_env("MOPS_TEST_NODE_MODULES"))
+        .env("MOPS_TEST_CHROMIUM", required_env("MOPS_TEST_CHROMIUM"))
+        .env("MOPS_DASHBOARD_URL", format!("http://127.0.0.1:{}", server.http_port));
+    if let Ok(shots) = std::env::var("MOPS_SCREENSHOT_DIR") {
+        command.env("MOPS_SCREENSHOT_DIR", shots);
+    }
+    let out = command.output().expect("node (installed by scripts/install-test-tools.sh)");
+    let demo = demo.wait_with_output().unwrap();
+    let demo_out = text(&demo.stdout);
+    assert!(demo.status.success(), "{demo_out}\n{}", text(&demo.stderr));
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("no RESULT in {stdout}"));
+    let seen: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert!(seen["problems"].as_array().unwrap().is_empty(), "{result}");
+    assert_eq!(seen["job"].as_str(), Some(first_demo_job(&demo_out).as_str()), "{result}");
+
+    // The page grew at least three times without a reload, while the job was running, and drew
+    // the two-parameter view before the job ended; it never showed more than the job expects.
+    let rows: Vec<u64> = seen["seen"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!(rows.len(), 4, "{result}");
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{result}");
+    assert!(rows[3] <= seen["expected"].as_u64().unwrap() && seen["expected"] == 128, "{result}");
+    assert!(seen["statusWhileGrowing"].as_array().unwrap()[..2].iter().all(|s| s == "running"), "{result}");
+    assert_eq!(seen["drawnWhileRunning"], true, "{result}");
+    // Then the final table replaced it.
+    assert_eq!(seen["finalRows"], 128, "{result}");
+    assert_eq!(seen["provisionalAfter"], -1, "{result}");
+    assert!(server.terminate().success());
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the dashboard needs no client library to be checked).
 fn http_get(port: u16, path: &str) -> String {
     use std::io::Read;

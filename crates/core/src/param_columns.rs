@@ -1,9 +1,9 @@
-//! The parameter columns of a job's table, typed from its spec: one `param_<name>` column per
-//! parameter name, in first-seen order. Ints and floats of one name widen to float64; any other
+//! The parameter columns of a job's loss table, typed from its spec: one `param_<name>` column
+//! per parameter name, in first-seen order. Ints and floats of one name widen to float64; any other
 //! mix of types falls back to utf8 holding the JSON text of each value.
 
-use modelops_core::pyjson::{self, PyObject, PyValue};
-use modelops_core::study::SimJobSpec;
+use crate::pyjson::{self, PyObject, PyValue};
+use crate::study::SimJobSpec;
 
 /// The Arrow type of a parameter column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,11 @@ pub fn param_columns(job: &SimJobSpec) -> Vec<ParamColumn> {
     types.finish()
 }
 
+/// A value as the text of a utf8 parameter column: strings as they are, others as JSON.
+pub fn text_of(value: &PyValue) -> String {
+    value.as_str().map_or_else(|| pyjson::to_canonical(value), str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,9 +112,4 @@ mod tests {
         };
         assert_eq!(beta.column_name(), "param_beta");
     }
-}
-
-/// A value as the text of a utf8 parameter column: strings as they are, others as JSON.
-pub fn text_of(value: &PyValue) -> String {
-    value.as_str().map_or_else(|| pyjson::to_canonical(value), str::to_owned)
 }
