@@ -34,6 +34,34 @@ pub struct AggEdge<'a> {
     pub cache_hit: bool,
 }
 
+/// Most results [`AttributionClient::param_set_results`] returns: a parameter set has one
+/// simulation per replicate and one aggregation per target.
+pub const MAX_PARAM_SET_RESULTS: usize = 1_000;
+
+/// One result of a parameter set of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRef {
+    /// Whether it is an aggregation (else a simulation).
+    pub aggregation: bool,
+    /// The result directory, relative to the provenance root.
+    pub path: String,
+    /// The simulation's seed.
+    pub seed: Option<u64>,
+    /// The aggregation's target entrypoint.
+    pub target: Option<String>,
+    /// Whether the job found it already computed (by another job).
+    pub cache_hit: bool,
+}
+
+/// A job that owns a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultOwner {
+    /// The job.
+    pub job_id: String,
+    /// Whether that job found it already computed.
+    pub cache_hit: bool,
+}
+
 /// A job's attribution counts at a glance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AttributionCounts {
@@ -92,6 +120,20 @@ pub trait AttributionClient: Send + Sync + std::fmt::Debug {
 
     /// `job`'s counts.
     async fn counts(&self, job: &JobId) -> Result<AttributionCounts, Status>;
+
+    /// The results of `job`'s parameter set `param_id`: simulations first, in the order
+    /// recorded; at most [`MAX_PARAM_SET_RESULTS`].
+    async fn param_set_results(&self, job: &JobId, param_id: &str) -> Result<Vec<ResultRef>, Status>;
+
+    /// The jobs that own the result at `path`.
+    async fn owners(&self, path: &str) -> Result<Vec<ResultOwner>, Status>;
+}
+
+/// `results` ordered simulations first, at most [`MAX_PARAM_SET_RESULTS`].
+pub fn sims_first(mut results: Vec<ResultRef>) -> Vec<ResultRef> {
+    results.sort_by_key(|r| r.aggregation);
+    results.truncate(MAX_PARAM_SET_RESULTS);
+    results
 }
 
 /// The attribution service's gRPC API as an [`AttributionClient`].
@@ -127,6 +169,7 @@ impl AttributionClient for GrpcAttribution {
             kind: pb::ResultKind::Agg.into(),
             target: None,
             role: pb::Role::Unspecified.into(),
+            param_id: None,
         };
         let mut stream = self.client.clone().list_job_results(request).await?.into_inner();
         while let Some(message) = stream.message().await? {
@@ -166,5 +209,43 @@ impl AttributionClient for GrpcAttribution {
         };
         let answer = self.client.clone().get_job_attribution(request).await?.into_inner();
         Ok(AttributionCounts::from_proto(answer.counts.unwrap_or_default(), answer.sealed))
+    }
+
+    async fn param_set_results(&self, job: &JobId, param_id: &str) -> Result<Vec<ResultRef>, Status> {
+        let request = pb::ListJobResultsRequest {
+            job_id: job.to_string(),
+            kind: pb::ResultKind::Unspecified.into(),
+            target: None,
+            role: pb::Role::Unspecified.into(),
+            param_id: Some(param_id.to_owned()),
+        };
+        let mut stream = self.client.clone().list_job_results(request).await?.into_inner();
+        let mut results = Vec::new();
+        while let Some(message) = stream.message().await? {
+            results.extend(message.edges.into_iter().map(|edge| ResultRef {
+                aggregation: edge.kind == i32::from(pb::ResultKind::Agg),
+                path: edge.path,
+                seed: edge.seed,
+                target: edge.target,
+                cache_hit: edge.role == i32::from(pb::Role::CacheHit),
+            }));
+            if results.len() >= MAX_PARAM_SET_RESULTS * 2 {
+                break;
+            }
+        }
+        Ok(sims_first(results))
+    }
+
+    async fn owners(&self, path: &str) -> Result<Vec<ResultOwner>, Status> {
+        let request = pb::GetResultOwnersRequest { path: path.to_owned() };
+        let answer = self.client.clone().get_result_owners(request).await?.into_inner();
+        Ok(answer
+            .owners
+            .into_iter()
+            .map(|edge| ResultOwner {
+                job_id: edge.job_id,
+                cache_hit: edge.role == i32::from(pb::Role::CacheHit),
+            })
+            .collect())
     }
 }

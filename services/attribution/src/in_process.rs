@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use modelops_attribution_client::{AggEdge, AttributionClient, AttributionCounts, SharedAttribution};
+use modelops_attribution_client::{AggEdge, AttributionClient, AttributionCounts, MAX_PARAM_SET_RESULTS, ResultOwner, ResultRef, SharedAttribution};
 use modelops_core::job::JobId;
 use modelops_core::paths::ProvenanceSchema;
 use tonic::Status;
 
 use crate::attribution::Attribution;
-use crate::edge::Role;
+use crate::edge::{Kind, Role};
 
 impl From<Attribution> for SharedAttribution {
     fn from(attribution: Attribution) -> Self {
@@ -43,5 +43,35 @@ impl AttributionClient for Attribution {
         // The same counts the gRPC service answers with.
         let summary = self.summary(job, 0).await?;
         Ok(AttributionCounts::from_proto(crate::service::counts_to_proto(summary.counts), summary.seal.is_some()))
+    }
+
+    async fn param_set_results(&self, job: &JobId, param_id: &str) -> Result<Vec<ResultRef>, Status> {
+        use futures::TryStreamExt as _;
+        let mut batches = self.job_edge_batches(job, 8192).await?;
+        let mut results = Vec::new();
+        while let Some(batch) = batches.try_next().await? {
+            results.extend(batch.into_iter().filter(|e| e.param_id == param_id).map(|edge| ResultRef {
+                aggregation: edge.kind == Kind::Agg,
+                path: edge.path,
+                seed: edge.seed,
+                target: edge.target,
+                cache_hit: edge.role == Role::CacheHit,
+            }));
+            if results.len() >= MAX_PARAM_SET_RESULTS * 2 {
+                break;
+            }
+        }
+        Ok(modelops_attribution_client::sims_first(results))
+    }
+
+    async fn owners(&self, path: &str) -> Result<Vec<ResultOwner>, Status> {
+        Ok(Attribution::owners(self, path)
+            .await?
+            .into_iter()
+            .map(|owner| ResultOwner {
+                job_id: owner.job_id.to_string(),
+                cache_hit: owner.role == Role::CacheHit,
+            })
+            .collect())
     }
 }

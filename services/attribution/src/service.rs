@@ -241,7 +241,7 @@ impl AttributionApi for AttributionService {
         };
         // Streamed as read: a sealed job's edges a row group at a time, never all at once.
         let batches = self.attribution.job_edge_batches(&job_id(&request.job_id)?, EDGES_PER_MESSAGE).await?;
-        let target = request.target;
+        let (target, param_id) = (request.target, request.param_id);
         let messages = batches.filter_map(move |batch| {
             let message = match batch {
                 Ok(edges) => {
@@ -249,6 +249,7 @@ impl AttributionApi for AttributionService {
                         .iter()
                         .filter(|e| kind.is_none_or(|k| e.kind == k) && role.is_none_or(|r| e.role == r))
                         .filter(|e| target.as_deref().is_none_or(|t| e.target.as_deref() == Some(t)))
+                        .filter(|e| param_id.as_deref().is_none_or(|p| e.param_id == p))
                         .map(edge_to_proto)
                         .collect();
                     (!selected.is_empty()).then_some(Ok(pb::ListJobResultsResponse { edges: selected }))

@@ -1,7 +1,8 @@
 // The dashboard's only script: relative times, filter forms that submit on change, live job rows
 // from the server-sent event stream at /jobs/events, the provisional landscape of a job without a
-// table fetched again when the job reports progress (at most every two seconds), and the hover
-// text of plot marks (data-hover). No polling: every fetch follows an event.
+// table fetched again when the job reports progress (at most every two seconds), the hover
+// text of plot marks (data-hover), and a click on a mark opening its parameter set's page. No
+// polling: every fetch follows an event.
 "use strict";
 
 (function () {
@@ -252,8 +253,28 @@
     apply();
   }
 
+  // A click on a plot mark of a parameter set (data-param-id) opens that set's page; a copy
+  // button copies the text of the element its data-copy names.
+  function clicks() {
+    const job = document.querySelector("[data-live-job]");
+    document.addEventListener("click", function (event) {
+      const copy = event.target.closest ? event.target.closest("button[data-copy]") : null;
+      if (copy) {
+        const source = document.querySelector(copy.getAttribute("data-copy"));
+        if (source && navigator.clipboard) {
+          navigator.clipboard.writeText(source.textContent).then(function () { copy.textContent = "Copied"; }, function () {});
+        }
+        return;
+      }
+      const mark = event.target.closest ? event.target.closest("svg [data-param-id]") : null;
+      if (!mark || !job) return;
+      window.location.href = "/jobs/" + encodeURIComponent(job.getAttribute("data-live-job")) + "/sets/" + encodeURIComponent(mark.getAttribute("data-param-id"));
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     hovers();
+    clicks();
     document.querySelectorAll("svg.parallel").forEach(parallel);
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 5000);

@@ -464,6 +464,8 @@ impl Explorer {
 pub struct Lines {
     /// Each line's parameter values (parameter order) and loss, lowest loss first.
     pub rows: Vec<(Vec<f64>, f64)>,
+    /// Each line's parameter-set id, where known (the lowest rows of each target).
+    pub names: Vec<Option<String>>,
     /// How many of them are the lowest (drawn highlighted).
     pub top: usize,
     /// Rows of the target after the filter.
@@ -483,6 +485,7 @@ impl Explorer {
         let mut chosen: Vec<usize> = rows[..top].to_vec();
         chosen.extend((0..room).map(|k| rest[k * rest.len() / room]));
         Lines {
+            names: chosen.iter().map(|r| self.names.get(&(*r as u32)).cloned()).collect(),
             rows: chosen.into_iter().map(|r| (self.columns.iter().map(|c| c[r]).collect(), self.loss[r])).collect(),
             top,
             of,

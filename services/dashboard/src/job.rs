@@ -118,7 +118,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
                 (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs)) }
                 (None, _, Some(provisional)) => {
                     div #landscape data-live-url={ "/jobs/" (job.as_str()) "/live" } {
-                        (provisional_section(provisional, pairs))
+                        (provisional_section(job.as_str(), provisional, pairs))
                     }
                 }
                 _ => {
@@ -170,7 +170,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Mark
             }
             (targets(landscape))
         }
-        (landscape_body(landscape, pairs, missing, failed))
+        (landscape_body(&entry.job_id, landscape, pairs, missing, failed))
     }
 }
 
@@ -186,7 +186,7 @@ fn targets(landscape: &Landscape) -> Markup {
 
 /// The provisional landscape of a job without a table: how much of it was read, then
 /// [`landscape_body`] of those rows.
-pub fn provisional_section(provisional: &crate::live::Provisional, pairs: Option<Markup>) -> Markup {
+pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pairs: Option<Markup>) -> Markup {
     let failed = provisional.landscape.as_ref().map_or(0, |l| l.rows - l.ok_rows);
     html! {
         section.table-summary.provisional data-provisional-rows=(provisional.rows) data-expected=(provisional.expected) {
@@ -203,14 +203,14 @@ pub fn provisional_section(provisional: &crate::live::Provisional, pairs: Option
             @if let Some(landscape) = &provisional.landscape { (targets(landscape)) }
         }
         @if let Some(landscape) = &provisional.landscape {
-            (landscape_body(landscape, pairs, 0, failed as u64))
+            (landscape_body(job, landscape, pairs, 0, failed as u64))
         }
     }
 }
 
 /// The two-parameter views (`pairs`), the landscapes per parameter, the rows without a loss and
-/// the best sets of a landscape with `missing` and `failed` rows.
-fn landscape_body(landscape: &Landscape, pairs: Option<Markup>, missing: u64, failed: u64) -> Markup {
+/// the best sets (each a link to its page) of `job`'s landscape with `missing` and `failed` rows.
+fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, missing: u64, failed: u64) -> Markup {
     html! {
         @if let Some(pairs) = pairs { (pairs) }
         @if landscape.ok_rows == 0 {
@@ -277,7 +277,7 @@ fn landscape_body(landscape: &Landscape, pairs: Option<Markup>, missing: u64, fa
                     @for (rank, row) in ranked(&landscape.best) {
                         tr data-target=(row.target) data-param-id=(row.param_id) data-loss=(row.loss) {
                             td { (row.target) } td { (rank) }
-                            td { code title=(row.param_id) { (row.param_id.get(..12).unwrap_or(&row.param_id)) } }
+                            td { a.set href={ "/jobs/" (job) "/sets/" (row.param_id) } { code title=(row.param_id) { (row.param_id.get(..12).unwrap_or(&row.param_id)) } } }
                             td.num { (layout::number(row.loss)) }
                             td.num { (row.n_replicates.map(|n| n.to_string()).unwrap_or_default()) }
                             td { (if row.cache_hit { "yes" } else { "" }) }
@@ -333,7 +333,7 @@ pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<S
     }
     let provisional = dashboard.live.get(&sources, &job).await?;
     let pairs = pairs_of(job.as_str(), provisional.landscape.as_deref(), &params)?;
-    Ok(provisional_section(&provisional, pairs))
+    Ok(provisional_section(job.as_str(), &provisional, pairs))
 }
 
 /// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.

@@ -7,6 +7,9 @@
 //!   each parameter, a loss histogram, the best parameter sets), with the table as Parquet or CSV.
 //!   Before the job has a table, the same views of the aggregations recorded so far, marked
 //!   provisional and refreshed as the job reports progress (`/jobs/{id}/live`, see [`live`]).
+//! - `/jobs/{id}/sets/{param_id}`: one parameter set (opened from any point, line or best row):
+//!   its values, loss and rank per target, each replicate's loss, its simulations' outputs as a
+//!   band over replicates, its results with their paths and other owners, and the same in Python.
 //! - `/history`: the best loss of a target over time, each indexed job a point.
 //! - `/compare`: two jobs' losses on their shared parameter sets, and the best parameter sets of
 //!   a target across every indexed job.
@@ -32,9 +35,11 @@ pub mod landscape;
 pub mod layout;
 pub mod limit;
 pub mod live;
+pub mod outputs;
 pub mod pairs;
 pub mod parallel;
 pub mod plots;
+pub mod set;
 
 use std::sync::Arc;
 
@@ -114,6 +119,7 @@ impl Dashboard {
             .route("/jobs/events", get(jobs::events))
             .route("/jobs/{job_id}", get(job::page))
             .route("/jobs/{job_id}/live", get(job::live_fragment))
+            .route("/jobs/{job_id}/sets/{param_id}", get(set::page))
             .route("/jobs/{job_id}/losses.parquet", get(job::download_parquet))
             .route("/jobs/{job_id}/losses.csv", get(job::download_csv))
             .route("/compare", get(compare::page))

@@ -55,7 +55,8 @@ pub fn plot(explorer: &Explorer, lines: &Lines) -> Markup {
                 @let values: Vec<String> = row.0.iter().chain(std::iter::once(&row.1)).map(|v| v.to_string()).collect();
                 path.line d=(path(row)) fill="none" stroke=(colour(1.0 - k as f64 / shown as f64))
                     stroke-width=(if k < lines.top { "2" } else { "1" }) stroke-opacity=(if k < lines.top { "1" } else { "0.35" })
-                    data-values=(values.join(",")) data-top[k < lines.top] data-rank=(k + 1) {}
+                    data-values=(values.join(",")) data-top[k < lines.top] data-rank=(k + 1) data-param-id=[lines.names[k].as_deref()]
+                    data-hover=[lines.names[k].as_deref().map(|id| format!("#{} {id}\nloss {}", k + 1, crate::layout::number(row.1)))] {}
             }
             @for (k, axis) in axes.iter().enumerate() {
                 @if let Some(axis) = axis {

@@ -871,3 +871,131 @@ async fn a_job_without_a_table_shows_the_aggregations_recorded_so_far_as_a_provi
     let (status, _, _) = get(&router, "/jobs/job-live/live", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Records the edges derived from the provenance store for `job`, as its runners would have.
+async fn record_derived_edges(fixture: &Fixture, job: &str) {
+    let id = JobId::new(job).unwrap();
+    let modelops_core::study::JobSpec::Simulation(spec) = fixture.registry.get_parsed_spec(&id).await.unwrap() else { panic!("a SimJob spec") };
+    let derived = derive(fixture.provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
+    let attribution = Attribution::new(fixture.results.clone(), fixture.provenance.clone(), fixture.registry.clone());
+    attribution.record(&id, None, derived.edges).await.unwrap();
+    attribution.seal(&id, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_parameter_sets_page_shows_its_values_losses_ranks_results_owners_and_python() {
+    let mut fixture = fixture().await;
+    fixture.dashboard = fixture.dashboard.clone().with_provenance(fixture.provenance.clone());
+    record_derived_edges(&fixture, "job-a").await;
+    record_derived_edges(&fixture, "job-b").await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    // The job page links its best rows to their sets.
+    let (_, _, job_page) = get(&router, "/jobs/job-a", &[]).await;
+    let best = job_page.split("id=\"best\"").nth(1).unwrap();
+    let link = best.split("<a class=\"set\" href=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let set = link.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(link, format!("/jobs/job-a/sets/{set}"));
+
+    let (status, _, body) = get(&router, &link, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Its values from the spec, its loss for each target ranked first (it is the best row).
+    assert!(body.contains("<tr data-name=\"beta\">") && body.contains("<tr data-name=\"gamma\">"), "{body}");
+    let losses = body.split("class=\"data losses\"").nth(1).unwrap().split("</table>").next().unwrap();
+    assert_eq!(losses.matches("<tr data-target=").count(), 2, "{losses}");
+    assert!(losses.contains(&format!("data-target=\"{PREV}\"")) && losses.contains("data-rank=\"1\""), "{losses}");
+    assert!(losses.contains("1 of 12"), "{losses}");
+    // Its results: two simulations (the replicates) and an aggregation per target, with paths.
+    let results = body.split("class=\"data results\"").nth(1).unwrap().split("</table>").next().unwrap();
+    assert_eq!(results.matches("data-kind=\"sim\"").count(), 2, "{results}");
+    assert_eq!(results.matches("data-kind=\"agg\"").count(), 2, "{results}");
+    assert!(results.contains("data-path=\"token/v1/"), "{results}");
+    // The synthetic outputs are not Arrow: said, not drawn, and the page stands.
+    assert!(body.contains("not an Arrow IPC file"), "{body}");
+    assert!(body.contains(&format!("param_id=&quot;{set}&quot;")) && body.contains("list_job_results(&quot;job-a&quot;"), "{body}");
+
+    // A set both jobs ran: the other job owns its results, and is linked.
+    let shared = fixture.registry.get_parsed_spec(&JobId::new("job-a").unwrap()).await.unwrap();
+    let modelops_core::study::JobSpec::Simulation(shared) = shared else { panic!() };
+    let shared_set = shared.task_groups()[8].param_id.to_owned();
+    let (status, _, body) = get(&router, &format!("/jobs/job-a/sets/{shared_set}"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!("<a class=\"owner\" href=\"/jobs/job-b/sets/{shared_set}\" data-owner=\"job-b\">")), "{body}");
+    let (_, _, only_a) = get(&router, &link, &[]).await;
+    assert!(!only_a.contains("data-owner=\"job-b\"") || shared_set == set, "{only_a}");
+
+    // Hostile and unknown ids.
+    let long = "a".repeat(129);
+    for (uri, expected) in [
+        ("/jobs/job-a/sets/..%2F..%2Fetc".to_owned(), StatusCode::BAD_REQUEST),
+        ("/jobs/job-a/sets/a%00b".to_owned(), StatusCode::BAD_REQUEST),
+        (format!("/jobs/job-a/sets/{long}"), StatusCode::BAD_REQUEST),
+        ("/jobs/job-a/sets/0000".to_owned(), StatusCode::NOT_FOUND),
+        (format!("/jobs/no-such-job/sets/{set}"), StatusCode::NOT_FOUND),
+        (format!("/jobs/..%2F/sets/{set}"), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, _, body) = get(&router, &uri, &[]).await;
+        assert_eq!(status, expected, "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn outputs_are_drawn_as_a_band_over_replicates_within_their_byte_budget() {
+    use arrow::array::{Float64Array, Int32Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let store = Store::open("memory://").unwrap();
+    let ipc = |day: Vec<i32>, cases: Vec<f64>| {
+        let schema = Arc::new(Schema::new(vec![Field::new("day", DataType::Int32, false), Field::new("cases", DataType::Float64, false)]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int32Array::from(day)), Arc::new(Float64Array::from(cases))]).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = arrow::ipc::writer::FileWriter::try_new(&mut bytes, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        bytes
+    };
+    let put = |path: &str, bytes: Vec<u8>| {
+        let store = store.clone();
+        let path = object_store::path::Path::from(path);
+        async move { store.object_store.put(&path, bytes.into()).await.unwrap() }
+    };
+    put("sims/a/artifact_out.arrow", ipc(vec![0, 1, 2], vec![1.0, 4.0, 9.0])).await;
+    put("sims/a/artifact_metadata.json", b"{}".to_vec()).await;
+    put("sims/b/artifact_out.arrow", ipc(vec![0, 1, 2], vec![3.0, 2.0, 9.0])).await;
+    // A third replicate over the per-artifact budget is skipped and said.
+    put("sims/c/artifact_out.arrow", vec![0u8; (crate::outputs::MAX_ARTIFACT_BYTES + 1) as usize]).await;
+    // Hostile artifacts: a stream header declaring a 2 GiB message, and a file whose footer
+    // places a block far outside it. Each is refused at once, without allocating what it declares.
+    let mut lying = ipc(vec![0], vec![1.0]);
+    let n = lying.len();
+    let footer_len = i32::from_le_bytes(lying[n - 10..n - 6].try_into().unwrap()) as usize;
+    let footer = n - 10 - footer_len;
+    // Make the record batch's block (a 24-byte struct in the footer: offset i64, metadata length
+    // i32 and 4 bytes of padding, body length i64) declare a 1 TiB body.
+    let read = |b: &[u8], i: usize| i64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let block_at = (footer..n - 10 - 24)
+        .find(|&i| {
+            let (offset, meta, body) = (read(&lying, i), read(&lying, i + 8) & 0xffff_ffff, read(&lying, i + 16));
+            offset >= 8 && meta > 0 && body > 0 && offset + meta + body <= footer as i64
+        })
+        .expect("the footer's block");
+    lying[block_at + 16..block_at + 24].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    put("sims/d/artifact_out.arrow", lying).await;
+    put("sims/e/artifact_out.arrow", [&[0xff_u8; 4][..], &0x7fff_ffff_i32.to_le_bytes(), b"junk"].concat()).await;
+    let hostile: Vec<crate::outputs::SimSource> = ["sims/d", "sims/e"].iter().map(|dir| crate::outputs::SimSource { dir: (*dir).into(), group: 0 }).collect();
+    let refused = crate::outputs::read_bands(&store, &hostile).await.unwrap();
+    assert!(refused.bands.is_empty(), "{refused:?}");
+    assert_eq!(refused.skipped.len(), 2, "{:?}", refused.skipped);
+    assert!(refused.skipped[0].contains("a block lies outside it"), "{:?}", refused.skipped);
+    assert!(refused.skipped[1].contains("not an Arrow IPC file"), "{:?}", refused.skipped);
+
+    let sims: Vec<crate::outputs::SimSource> = ["sims/a", "sims/b", "sims/c"].iter().map(|dir| crate::outputs::SimSource { dir: (*dir).into(), group: 0 }).collect();
+    let bands = crate::outputs::read_bands(&store, &sims).await.unwrap();
+    assert_eq!(bands.bands.len(), 1, "{bands:?}");
+    let band = &bands.bands[0];
+    assert_eq!((band.output.as_str(), band.column.as_str(), band.x_name.as_deref()), ("out", "cases", Some("day")));
+    assert_eq!(band.x, vec![0.0, 1.0, 2.0]);
+    assert_eq!((band.lo.clone(), band.hi.clone(), band.mean.clone()), (vec![1.0, 2.0, 9.0], vec![3.0, 4.0, 9.0], vec![2.0, 3.0, 9.0]));
+    assert_eq!(band.replicates, 2);
+    assert!(bands.skipped.len() == 1 && bands.skipped[0].contains("over the 16 MiB"), "{:?}", bands.skipped);
+    let svg = crate::outputs::figures(&bands).into_string();
+    assert!(svg.contains("data-replicates=\"2\"") && svg.contains("data-lo=\"1\"") && svg.contains("data-hi=\"9\""), "{svg}");
+}

@@ -705,9 +705,10 @@ class JobClient:
         kind: Optional[str] = None,
         target: Optional[str] = None,
         role: Optional[str] = None,
+        param_id: Optional[str] = None,
     ) -> list[dict[str, Any]]:
         """Every edge of a job (as dicts), optionally only one ``kind`` (``"sim"``/``"agg"``),
-        ``target`` or ``role``."""
+        ``target``, ``role`` or parameter set (``param_id``)."""
         request = attribution_pb2.ListJobResultsRequest(
             job_id=job_id,
             kind=0 if kind is None else _enum_number(_RESULT_KIND, kind, "kind"),
@@ -715,6 +716,8 @@ class JobClient:
         )
         if target is not None:
             request.target = target
+        if param_id is not None:
+            request.param_id = param_id
         return [to_dict(edge) for message in self._stream(self.attribution.ListJobResults, request, self.timeout) for edge in message.edges]
 
     def get_result_owners(self, path: str) -> list[dict[str, Any]]:
