@@ -1,6 +1,7 @@
 // Browser test of the calibration views, driven by the Rust test `dashboard::browser_*_ridge*` in
 // tests/integration: Playwright (playwright-core) drives Debian's Chromium through the job page's
-// two-parameter view, its filters and the history page of a demo job ($MOPS_DASHBOARD_JOB), and
+// two-parameter view, its filters, the history page and a parameter set's page of a demo job
+// ($MOPS_DASHBOARD_JOB), and
 // prints one line "RESULT <json>" with what it saw. The Rust test asserts on it. Screenshots go
 // to $MOPS_SCREENSHOT_DIR when set.
 "use strict";
@@ -108,8 +109,34 @@ async function main() {
     const historyTooltip = await page.textContent(".tooltip");
     if (shots) await page.locator("main").screenshot({ path: `${shots}/dashboard-history.png` });
 
+    // Clicking the lowest point of the heat map opens its parameter set.
+    await page.goto(`${base}/jobs/${job}`);
+    await page.waitForSelector('svg.heatmap circle.point[data-rank="1"]');
+    await Promise.all([page.waitForURL(/\/sets\//), page.click('svg.heatmap circle.point[data-rank="1"]')]);
+    await page.waitForSelector("section.set");
+    const set = await page.evaluate(() => ({
+      url: window.location.pathname,
+      param_id: document.querySelector("section.set").getAttribute("data-param-id"),
+      values: Array.from(document.querySelectorAll("table.values tbody tr")).map((r) => r.getAttribute("data-name")),
+      losses: Array.from(document.querySelectorAll("table.losses tbody tr")).map((r) => ({
+        target: r.getAttribute("data-target"), loss: Number(r.getAttribute("data-loss")), rank: Number(r.getAttribute("data-rank")),
+      })),
+      replicates: Array.from(document.querySelectorAll("table.replicates tbody tr")).map((r) => Number(r.getAttribute("data-loss"))),
+      strips: document.querySelectorAll("svg.replicates circle.replicate").length,
+      bands: Array.from(document.querySelectorAll("svg.band")).map((svg) => ({
+        output: svg.getAttribute("data-output"), column: svg.getAttribute("data-column"),
+        replicates: Number(svg.querySelector("polygon.spread").getAttribute("data-replicates")),
+        lo: Number(svg.querySelector("polyline.mean").getAttribute("data-lo")),
+        hi: Number(svg.querySelector("polyline.mean").getAttribute("data-hi")),
+      })),
+      results: Array.from(document.querySelectorAll("table.results tbody tr")).map((r) => r.getAttribute("data-kind")),
+      owners: Array.from(document.querySelectorAll("table.results a.owner")).map((a) => a.getAttribute("data-owner")),
+      python: document.querySelector("pre.python").textContent,
+    }));
+    if (shots) await page.locator("main").screenshot({ path: `${shots}/dashboard-set.png` });
+
     console.log("RESULT " + JSON.stringify({
-      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, problems,
+      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, problems,
     }));
   } finally {
     await browser.close();

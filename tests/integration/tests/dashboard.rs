@@ -245,6 +245,28 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
     let on_history = seen["history"].as_array().unwrap().iter().find(|p| p["job"] == job.as_str()).unwrap_or_else(|| panic!("{result}"));
     assert_eq!(on_history["loss"].as_f64(), best_row["loss"].as_f64(), "{result}");
     assert!(seen["historyTooltip"].as_str().unwrap().contains(&job), "{result}");
+
+    // A click on the lowest point opened its parameter set: its values, its loss ranked first,
+    // each replicate's loss (the demo reports them), its prevalence output as a band over the two
+    // replicates, and its simulations and aggregation.
+    let set = &seen["set"];
+    assert_eq!(set["param_id"], best_row["param_id"], "{result}");
+    assert_eq!(set["url"].as_str(), Some(format!("/jobs/{job}/sets/{}", best_row["param_id"].as_str().unwrap()).as_str()), "{result}");
+    assert_eq!(set["values"], serde_json::json!(["beta", "sigma", "gamma"]), "{result}");
+    assert_eq!(set["losses"][0]["loss"].as_f64(), best_row["loss"].as_f64(), "{result}");
+    assert_eq!(set["losses"][0]["rank"], 1, "{result}");
+    let replicate_losses: Vec<f64> = set["replicates"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap()).collect();
+    assert_eq!(replicate_losses.len(), 2, "{result}");
+    assert_eq!(set["strips"], 2, "{result}");
+    assert!(replicate_losses.iter().all(|l| l.is_finite() && *l >= 0.0), "{result}");
+    let bands = set["bands"].as_array().unwrap();
+    let prevalence = bands.iter().find(|b| b["output"] == "prevalence" && b["column"] == "prevalence").unwrap_or_else(|| panic!("{result}"));
+    assert_eq!(prevalence["replicates"], 2, "{result}");
+    assert!(prevalence["lo"].as_f64().unwrap() >= 0.0 && prevalence["hi"].as_f64().unwrap() <= 1.0 && prevalence["hi"].as_f64() > prevalence["lo"].as_f64(), "{result}");
+    assert_eq!(bands.len(), 6, "every count and prevalence column of the demo's output: {result}");
+    let kinds: Vec<&str> = set["results"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(kinds, ["sim", "sim", "agg"], "{result}");
+    assert!(set["python"].as_str().unwrap().contains(&format!("get_losses(\"{job}\")")), "{result}");
     assert!(server.terminate().success());
 }
 
