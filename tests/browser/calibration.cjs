@@ -135,8 +135,18 @@ async function main() {
     }));
     if (shots) await page.locator("main").screenshot({ path: `${shots}/dashboard-set.png` });
 
+    // The model outputs of the target's three best sets, from the job page's link.
+    await page.goto(`${base}/jobs/${job}`);
+    await Promise.all([page.waitForURL(/\/outputs\?/), page.click("section.best a.outputs")]);
+    await page.waitForSelector("svg.band");
+    const outputs = await page.evaluate(() => ({
+      legend: Array.from(document.querySelectorAll("ol.legend li")).map((li) => li.getAttribute("data-param-id")),
+      figures: Array.from(document.querySelectorAll("svg.band")).map((svg) => Array.from(svg.querySelectorAll("polygon.spread")).map((p) => Number(p.getAttribute("data-replicates")))),
+    }));
+    if (shots) await page.locator("main").screenshot({ path: `${shots}/dashboard-outputs.png` });
+
     console.log("RESULT " + JSON.stringify({
-      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, problems,
+      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, outputs, problems,
     }));
   } finally {
     await browser.close();

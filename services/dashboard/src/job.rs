@@ -268,6 +268,14 @@ fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, missi
         @if landscape.ok_rows > 0 {
         section.best {
             h2 { "Best parameter sets" }
+            p.note {
+                "Click a set for its replicates, outputs and results. Model outputs of the three best sets of "
+                @for (index, target) in landscape.targets.iter().enumerate() {
+                    @if index > 0 { ", " }
+                    a.outputs href={ "/jobs/" (job) "/outputs?target=" (url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()) } { code { (target) } }
+                }
+                "."
+            }
             table id="best" class="data" {
                 thead { tr {
                     th { "Target" } th { "Rank" } th { "param_id" } th { "Loss" } th { "Replicates" } th { "Cache hit" }

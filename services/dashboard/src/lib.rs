@@ -10,6 +10,7 @@
 //! - `/jobs/{id}/sets/{param_id}`: one parameter set (opened from any point, line or best row):
 //!   its values, loss and rank per target, each replicate's loss, its simulations' outputs as a
 //!   band over replicates, its results with their paths and other owners, and the same in Python.
+//! - `/jobs/{id}/outputs`: the model outputs of a target's best sets, overlaid.
 //! - `/history`: the best loss of a target over time, each indexed job a point.
 //! - `/compare`: two jobs' losses on their shared parameter sets, and the best parameter sets of
 //!   a target across every indexed job.
@@ -120,6 +121,7 @@ impl Dashboard {
             .route("/jobs/{job_id}", get(job::page))
             .route("/jobs/{job_id}/live", get(job::live_fragment))
             .route("/jobs/{job_id}/sets/{param_id}", get(set::page))
+            .route("/jobs/{job_id}/outputs", get(outputs::page))
             .route("/jobs/{job_id}/losses.parquet", get(job::download_parquet))
             .route("/jobs/{job_id}/losses.csv", get(job::download_csv))
             .route("/compare", get(compare::page))

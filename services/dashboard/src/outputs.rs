@@ -308,3 +308,75 @@ pub fn figures(bands: &Bands) -> Markup {
         }
     }
 }
+
+/// Best sets overlaid on the outputs page, at most.
+pub const MAX_BEST_SETS: usize = 5;
+
+/// The query of `/jobs/{job_id}/outputs`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct OutputsParams {
+    /// The target whose best sets are drawn (the first target by default).
+    pub target: Option<String>,
+    /// How many of its best sets (1 to [`MAX_BEST_SETS`], 3 by default).
+    pub k: Option<String>,
+}
+
+/// `GET /jobs/{job_id}/outputs?target=…&k=…`: the model outputs of a target's k best sets, each
+/// a band over its replicates in its own colour, overlaid per output column.
+#[tracing::instrument(name = "dashboard_outputs", skip(dashboard))]
+pub async fn page(
+    axum::extract::State(dashboard): axum::extract::State<crate::Dashboard>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+    axum::extract::Query(params): axum::extract::Query<OutputsParams>,
+) -> Result<Markup, DashboardError> {
+    let job = crate::job::job_id(&raw)?;
+    let k = match params.k.as_deref() {
+        None => 3,
+        Some(raw) => raw.parse::<usize>().ok().filter(|k| (1..=MAX_BEST_SETS).contains(k)).ok_or_else(|| DashboardError::BadRequest(format!("k {raw:?}: expected a whole number from 1 to {MAX_BEST_SETS}")))?,
+    };
+    let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
+    let attribution = dashboard.attribution.as_ref().ok_or(DashboardError::ServiceNotRunning("attribution service"))?;
+    let provenance = dashboard.provenance.as_ref().ok_or(DashboardError::ServiceNotRunning("provenance store"))?;
+    let entry = match engine.catalog().job(job.as_str()).await {
+        Ok(entry) => entry,
+        Err(modelops_query::QueryError::JobNotFound(_)) => return Err(DashboardError::NotFound(format!("job {:?} has no loss table yet", job.as_str()))),
+        Err(error) => return Err(error.into()),
+    };
+    let landscape = dashboard.landscapes.get(engine, &entry).await?;
+    let target = match params.target {
+        Some(target) if landscape.targets.contains(&target) => target,
+        Some(target) => return Err(DashboardError::BadRequest(format!("target {target:?}: expected one of {}", landscape.targets.join(", ")))),
+        None => landscape.targets.first().cloned().ok_or_else(|| DashboardError::NotFound(format!("job {:?} has no rows", job.as_str())))?,
+    };
+    let best: Vec<&crate::landscape::BestRow> = landscape.best.iter().filter(|row| row.target == target).take(k).collect();
+    let mut sims = Vec::new();
+    for (group, row) in best.iter().enumerate() {
+        let results = attribution.param_set_results(&job, &row.param_id).await.map_err(DashboardError::Attribution)?;
+        sims.extend(results.into_iter().filter(|r| !r.aggregation).map(|r| SimSource { dir: r.path, group }));
+    }
+    let bands = read_bands(provenance, &sims).await?;
+    Ok(crate::layout::page(
+        &format!("outputs · {}", job.as_str()),
+        "jobs",
+        html! {
+            section.outputs data-job=(job.as_str()) data-target=(target) data-k=(k) {
+                h1 { "Model outputs of the best sets of job " a href={ "/jobs/" (job.as_str()) } { code { (job.as_str()) } } }
+                p.note {
+                    "The " (best.len()) " lowest losses of " code { (target) } ", each a band from the lowest to the highest value of its replicates with their mean as a line ("
+                    (bands.bytes / 1024) " KiB read from the provenance store)."
+                }
+                ol.legend {
+                    @for (group, row) in best.iter().enumerate() {
+                        li data-param-id=(row.param_id) {
+                            (crate::job::swatch(group)) " "
+                            a href={ "/jobs/" (job.as_str()) "/sets/" (row.param_id) } { code { (row.param_id.get(..12).unwrap_or(&row.param_id)) } }
+                            " loss " (crate::layout::number(row.loss))
+                        }
+                    }
+                }
+                @if bands.bands.is_empty() { p.note { "No simulation output of these sets could be read." } }
+                (figures(&bands))
+            }
+        },
+    ))
+}

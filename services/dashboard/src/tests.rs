@@ -999,3 +999,29 @@ async fn outputs_are_drawn_as_a_band_over_replicates_within_their_byte_budget() 
     let svg = crate::outputs::figures(&bands).into_string();
     assert!(svg.contains("data-replicates=\"2\"") && svg.contains("data-lo=\"1\"") && svg.contains("data-hi=\"9\""), "{svg}");
 }
+
+#[tokio::test]
+async fn the_outputs_page_overlays_a_targets_best_sets_and_refuses_wrong_choices() {
+    let mut fixture = fixture().await;
+    fixture.dashboard = fixture.dashboard.clone().with_provenance(fixture.provenance.clone());
+    record_derived_edges(&fixture, "job-a").await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (_, _, job_page) = get(&router, "/jobs/job-a", &[]).await;
+    let link = job_page.split("<a class=\"outputs\" href=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    assert_eq!(link, format!("/jobs/job-a/outputs?target={}", PREV.replace(':', "%3A")));
+    let (status, _, body) = get(&router, &format!("{link}&k=2"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The legend lists the two best rows of the target, in order, each linking to its set.
+    let landscape = fixture.dashboard.landscapes.get(fixture.dashboard.engine.as_ref().unwrap(), &fixture.dashboard.engine.as_ref().unwrap().catalog().job("job-a").await.unwrap()).await.unwrap();
+    let best: Vec<&str> = landscape.best.iter().filter(|r| r.target == PREV).take(2).map(|r| r.param_id.as_str()).collect();
+    let legend: Vec<&str> = body.split("<li data-param-id=\"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    assert_eq!(legend, best, "{body}");
+    // Their synthetic outputs are not Arrow: each replicate of each set is said to be skipped.
+    assert_eq!(body.matches("not an Arrow IPC file").count(), 4, "{body}");
+    for query in ["k=0", "k=6", "k=-1", "k=99999999999999999999", "k=two", "target=nope"] {
+        let (status, _, body) = get(&router, &format!("/jobs/job-a/outputs?{query}"), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+    let (status, _, _) = get(&router, "/jobs/no-such-job/outputs", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -267,6 +267,12 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
     let kinds: Vec<&str> = set["results"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(kinds, ["sim", "sim", "agg"], "{result}");
     assert!(set["python"].as_str().unwrap().contains(&format!("get_losses(\"{job}\")")), "{result}");
+    // The outputs of the three best sets: the best first, each column a band of two replicates
+    // for each of the three.
+    let outputs = &seen["outputs"];
+    assert_eq!(outputs["legend"].as_array().unwrap().len(), 3, "{result}");
+    assert_eq!(outputs["legend"][0], best_row["param_id"], "{result}");
+    assert_eq!(outputs["figures"], serde_json::json!(vec![vec![2, 2, 2]; 6]), "{result}");
     assert!(server.terminate().success());
 }
 
