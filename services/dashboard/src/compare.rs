@@ -1,6 +1,7 @@
 //! The compare page: two jobs' losses on their shared parameter sets (a scatter of loss_b
-//! against loss_a, the largest differences as a table), and the best parameter sets of one
-//! target across every indexed job.
+//! against loss_a, the largest differences as a table); the two jobs overlaid whether or not
+//! they share sets (their loss distributions, and loss against each parameter they both have,
+//! one colour per job); and the best parameter sets of one target across every indexed job.
 
 use std::collections::BTreeSet;
 
@@ -156,6 +157,45 @@ fn compare_batches(a: &str, b: &str, batches: &[RecordBatch]) -> Result<Comparis
     })
 }
 
+/// Two jobs overlaid on one target: SVGs of their loss distributions and of loss against each
+/// parameter both have.
+struct Overlay {
+    target: String,
+    rows: (usize, usize),
+    histogram: String,
+    params: Vec<(String, String)>,
+}
+
+/// Overlays target `target` of two jobs' landscapes (`None` when either lacks it).
+fn overlay(a: (&str, &crate::landscape::Landscape), b: (&str, &crate::landscape::Landscape), target: &str) -> Result<Option<Overlay>, DashboardError> {
+    let max = crate::landscape::MAX_POINTS / 2;
+    let keep = crate::landscape::KEEP_BEST / 2;
+    let (Some((losses_a, rows_a)), Some((losses_b, rows_b))) = (a.1.explorer.sample_of(target, max, keep), b.1.explorer.sample_of(target, max, keep)) else {
+        return Ok(None);
+    };
+    let (lo, hi) = losses_a.iter().chain(&losses_b).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    let log = lo > 0.0 && hi / lo > 1e3;
+    let y = |loss: f64| if log { loss.log10() } else { loss };
+    let label = |job: &str, side: &str| format!("{side}: {job}");
+    let (label_a, label_b) = (label(a.0, "A"), label(b.0, "B"));
+    let histogram = plots::histogram(&[(label_a.as_str(), losses_a.iter().map(|&l| y(l)).collect()), (label_b.as_str(), losses_b.iter().map(|&l| y(l)).collect())], log).map_err(DashboardError::Plot)?;
+    let mut params = Vec::new();
+    for (pa, name) in a.1.explorer.params.iter().enumerate() {
+        let Some(pb) = b.1.explorer.params.iter().position(|n| n == name) else { continue };
+        let points = |rows: &[(Vec<f64>, f64)], p: usize| rows.iter().filter(|(v, _)| v[p].is_finite()).map(|(v, l)| (v[p], y(*l))).collect::<Vec<_>>();
+        let mut series = [Series::new(&label_a), Series::new(&label_b)];
+        series[0].points = points(&rows_a, pa);
+        series[1].points = points(&rows_b, pb);
+        params.push((name.clone(), plots::landscape(name, &series, log).map_err(DashboardError::Plot)?));
+    }
+    Ok(Some(Overlay {
+        target: target.to_owned(),
+        rows: (losses_a.len(), losses_b.len()),
+        histogram,
+        params,
+    }))
+}
+
 /// `GET /compare`.
 #[tracing::instrument(name = "dashboard_compare", skip(dashboard))]
 pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<CompareQuery>) -> Result<Markup, DashboardError> {
@@ -173,7 +213,22 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Compar
             target: (!query.target.is_empty()).then(|| query.target.clone()),
         };
         let batches = collect(engine, &command).await?;
-        Some(tokio::task::spawn_blocking(move || compare_batches(a.as_str(), b.as_str(), &batches)).await.map_err(|e| DashboardError::Plot(e.to_string()))??)
+        let (entry_a, entry_b) = (engine.catalog().job(a.as_str()).await?, engine.catalog().job(b.as_str()).await?);
+        let (landscape_a, landscape_b) = (dashboard.landscapes.get(engine, &entry_a).await?, dashboard.landscapes.get(engine, &entry_b).await?);
+        let target = if query.target.is_empty() {
+            landscape_a.targets.iter().find(|t| landscape_b.targets.contains(t)).or(landscape_a.targets.first()).cloned().unwrap_or_default()
+        } else {
+            query.target.clone()
+        };
+        Some(
+            tokio::task::spawn_blocking(move || {
+                let comparison = compare_batches(a.as_str(), b.as_str(), &batches)?;
+                let overlay = overlay((a.as_str(), &landscape_a), (b.as_str(), &landscape_b), &target)?;
+                Ok::<_, DashboardError>((comparison, overlay))
+            })
+            .await
+            .map_err(|e| DashboardError::Plot(e.to_string()))??,
+        )
     } else {
         None
     };
@@ -207,7 +262,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Compar
                 input type="hidden" name="best_target" value=(query.best_target);
                 button type="submit" { "Compare" }
             }
-            @if let Some(c) = &comparison {
+            @if let Some((c, overlay)) = &comparison {
                 section.comparison {
                     p { (c.shared) " shared rows (parameter set × target); " (c.both_ok) " with a loss in both; B is lower on " (c.b_lower) "." }
                     figure.compare { (layout::svg(&c.svg)) }
@@ -218,6 +273,24 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Compar
                             tr { td { (target) } td { code title=(id) { (id.get(..12).unwrap_or(id)) } } td.num { (layout::number(*la)) } td.num { (layout::number(*lb)) } td.num { (layout::number(*delta)) } }
                         } }
                     }
+                }
+                @match overlay {
+                    Some(o) => {
+                        section.overlay data-target=(o.target) data-rows-a=(o.rows.0) data-rows-b=(o.rows.1) {
+                            h2 { "Both jobs overlaid" }
+                            p.note {
+                                "Every row of " code { (o.target) } " in each job, shared sets or not: " (o.rows.0) " of A and " (o.rows.1) " of B, A in the first colour, B in the second (each plot draws at most "
+                                (crate::landscape::MAX_POINTS / 2) " of each job: the lowest and an even sample)."
+                            }
+                            figure.histogram { (layout::svg(&o.histogram)) }
+                            div.plots {
+                                @for (name, svg) in &o.params {
+                                    figure.landscape data-param=(name) { (layout::svg(svg)) }
+                                }
+                            }
+                        }
+                    }
+                    None => { p.note { "The two jobs have no target in common to overlay." } }
                 }
             } @else if jobs.len() < 2 {
                 p.note { "Comparing needs two indexed jobs." }

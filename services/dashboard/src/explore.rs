@@ -318,6 +318,20 @@ impl Explorer {
         self.log_default[p]
     }
 
+    /// The rows of the target named `target`, for an overlay: every row's loss, and at most
+    /// `max` rows (the `keep` lowest, then an even sample of the rest) as their parameter values
+    /// (in [`Explorer::params`] order) and loss. `None` when the job has no such target.
+    pub fn sample_of(&self, target: &str, max: usize, keep: usize) -> Option<(Vec<f64>, Vec<(Vec<f64>, f64)>)> {
+        let t = self.targets.iter().position(|name| name == target)?;
+        let rows: Vec<usize> = self.lowest(t).collect();
+        let losses = rows.iter().map(|&r| self.loss[r]).collect();
+        let keep = keep.min(max).min(rows.len());
+        let rest = &rows[keep..];
+        let room = max.saturating_sub(keep).min(rest.len());
+        let chosen = rows[..keep].iter().copied().chain((0..room).map(|k| rest[k * rest.len() / room]));
+        Some((losses, chosen.map(|r| (self.columns.iter().map(|c| c[r]).collect(), self.loss[r])).collect()))
+    }
+
     fn sensitivity_of(&self, t: usize) -> Sensitivity {
         let rows: Vec<usize> = self.lowest(t).filter(|&r| self.drawn_loss(r).is_finite()).collect();
         let n_params = self.params.len();

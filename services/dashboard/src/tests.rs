@@ -1025,3 +1025,27 @@ async fn the_outputs_page_overlays_a_targets_best_sets_and_refuses_wrong_choices
     let (status, _, _) = get(&router, "/jobs/no-such-job/outputs", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn compare_overlays_two_jobs_without_shared_sets() {
+    let fixture = fixture().await;
+    // A job of other sets only: nothing to compare row by row.
+    let sets_c: Vec<(f64, i64)> = (1..=5).map(|i| (2.0 + f64::from(i) / 10.0, i64::from(i))).collect();
+    run_job(&fixture, &fixture.provenance, "job-c", &sets_c).await;
+    fixture.dashboard.engine.as_ref().unwrap().catalog().refresh().await.unwrap();
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let (status, _, body) = get(&router, "/compare?a=job-a&b=job-c", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<p>0 shared rows"), "{body}");
+    // Overlaid all the same: the first shared target, all 12 and 5 rows, one plot per parameter.
+    let overlay = body.split("<section class=\"overlay\"").nth(1).expect("an overlay section");
+    assert!(overlay.starts_with(&format!(" data-target=\"{PREV}\" data-rows-a=\"12\" data-rows-b=\"5\"")), "{overlay}");
+    assert_eq!(overlay.matches("<figure class=\"landscape\" data-param=").count(), 2, "{overlay}");
+    assert!(overlay.contains("A: job-a") && overlay.contains("B: job-c"), "the legend names both jobs: {overlay}");
+    // Another target by name; a target neither has says so.
+    let (_, _, deaths) = get(&router, &format!("/compare?a=job-a&b=job-c&target={}", DEATHS.replace('/', "%2F")), &[]).await;
+    assert!(deaths.contains(&format!("data-target=\"{DEATHS}\"")), "{deaths}");
+    let (status, _, none) = get(&router, "/compare?a=job-a&b=job-c&target=nope", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert!(none.contains("no target in common"), "{none}");
+}
