@@ -186,7 +186,7 @@ fn overlay(a: (&str, &crate::landscape::Landscape), b: (&str, &crate::landscape:
         let mut series = [Series::new(&label_a), Series::new(&label_b)];
         series[0].points = points(&rows_a, pa);
         series[1].points = points(&rows_b, pb);
-        params.push((name.clone(), plots::landscape(name, &series, log).map_err(DashboardError::Plot)?));
+        params.push((name.clone(), plots::landscape(name, &series, log, false).map_err(DashboardError::Plot)?));
     }
     Ok(Some(Overlay {
         target: target.to_owned(),

@@ -39,6 +39,7 @@ async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEnt
 #[tracing::instrument(name = "dashboard_job", skip(dashboard))]
 pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
+    let slices = params.slices()?;
     let state = match &dashboard.registry {
         Some(registry) => registry.get_job(&job).await?,
         None => None,
@@ -115,10 +116,10 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
                 }
             }
             @match (&entry, &landscape, &provisional) {
-                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs)) }
+                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs, slices)) }
                 (None, _, Some(provisional)) => {
                     div #landscape data-live-url={ "/jobs/" (job.as_str()) "/live" } {
-                        (provisional_section(job.as_str(), provisional, pairs))
+                        (provisional_section(job.as_str(), provisional, pairs, slices))
                     }
                 }
                 _ => {
@@ -143,7 +144,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
 /// The two-parameter views of `landscape` as the URL's `params` ask, when it has a loss.
 fn pairs_of(job: &str, landscape: Option<&Landscape>, params: &crate::pairs::ViewParams) -> Result<Option<Markup>, DashboardError> {
     Ok(match landscape {
-        Some(landscape) if landscape.ok_rows > 0 => params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(job, &landscape.explorer, &view)),
+        Some(landscape) if landscape.ok_rows > 0 => params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(job, &landscape.explorer, &view, params.slices().ok().flatten())),
         _ => None,
     })
 }
@@ -154,7 +155,7 @@ pub fn swatch(index: usize) -> Markup {
 }
 
 /// The loss table's sections: its summary, then [`landscape_body`].
-fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>) -> Markup {
+fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>, slices: Option<bool>) -> Markup {
     let [total, ok, missing, failed] = entry.counts;
     html! {
         section.table-summary {
@@ -170,7 +171,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Mark
             }
             (targets(landscape))
         }
-        (landscape_body(&entry.job_id, landscape, pairs, missing, failed))
+        (landscape_body(&entry.job_id, landscape, pairs, slices, missing, failed))
     }
 }
 
@@ -186,7 +187,7 @@ fn targets(landscape: &Landscape) -> Markup {
 
 /// The provisional landscape of a job without a table: how much of it was read, then
 /// [`landscape_body`] of those rows.
-pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pairs: Option<Markup>) -> Markup {
+pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pairs: Option<Markup>, slices: Option<bool>) -> Markup {
     let failed = provisional.landscape.as_ref().map_or(0, |l| l.rows - l.ok_rows);
     html! {
         section.table-summary.provisional data-provisional-rows=(provisional.rows) data-expected=(provisional.expected) {
@@ -203,14 +204,15 @@ pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pa
             @if let Some(landscape) = &provisional.landscape { (targets(landscape)) }
         }
         @if let Some(landscape) = &provisional.landscape {
-            (landscape_body(job, landscape, pairs, 0, failed as u64))
+            (landscape_body(job, landscape, pairs, slices, 0, failed as u64))
         }
     }
 }
 
 /// The two-parameter views (`pairs`), the landscapes per parameter, the rows without a loss and
-/// the best sets (each a link to its page) of `job`'s landscape with `missing` and `failed` rows.
-fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, missing: u64, failed: u64) -> Markup {
+/// the best sets (each a link to its page) of `job`'s landscape with `missing` and `failed` rows,
+/// the per-parameter plots on the axes `slices` asks for (`None`: each parameter's default).
+fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, slices: Option<bool>, missing: u64, failed: u64) -> Markup {
     html! {
         @if let Some(pairs) = pairs { (pairs) }
         @if landscape.ok_rows == 0 {
@@ -229,7 +231,8 @@ fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, missi
             }
             div.plots {
                 @for plot in &landscape.plots {
-                    figure.landscape data-param=(plot.name) { (layout::svg(&plot.svg)) }
+                    @let (svg, log) = plot.drawn(slices);
+                    figure.landscape data-param=(plot.name) data-xscale=(if log { "log" } else { "linear" }) { (layout::svg(svg)) }
                 }
             }
             @if !landscape.unplotted.is_empty() {
@@ -331,6 +334,7 @@ fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body
 #[tracing::instrument(name = "dashboard_live", skip(dashboard))]
 pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
+    let slices = params.slices()?;
     let sources = dashboard.live_sources().ok_or(DashboardError::ServiceNotRunning("registry, attribution or provenance store"))?;
     if indexed(&dashboard, &job).await?.is_some() {
         dashboard.live.forget(job.as_str());
@@ -341,7 +345,7 @@ pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<S
     }
     let provisional = dashboard.live.get(&sources, &job).await?;
     let pairs = pairs_of(job.as_str(), provisional.landscape.as_deref(), &params)?;
-    Ok(provisional_section(job.as_str(), &provisional, pairs))
+    Ok(provisional_section(job.as_str(), &provisional, pairs, slices))
 }
 
 /// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.

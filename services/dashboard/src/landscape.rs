@@ -68,8 +68,23 @@ pub struct BestRow {
 pub struct ParamPlot {
     /// The parameter's name (its column without `param_`).
     pub name: String,
-    /// The SVG.
+    /// The SVG, on a linear axis.
     pub svg: String,
+    /// The SVG on a log axis, when every value drawn is positive.
+    pub log_svg: Option<String>,
+    /// Whether the log axis is the default: positive values spanning over 100×.
+    pub log_default: bool,
+}
+
+impl ParamPlot {
+    /// The SVG on a log axis when `log` asks for one and it exists (`None`: the default), and
+    /// whether it is.
+    pub fn drawn(&self, log: Option<bool>) -> (&str, bool) {
+        match (&self.log_svg, log.unwrap_or(self.log_default)) {
+            (Some(svg), true) => (svg, true),
+            _ => (&self.svg, false),
+        }
+    }
 }
 
 /// What the job page shows of a table.
@@ -272,10 +287,25 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
                 series[point.target].points.push((x, y(point.loss)));
             }
         }
-        let svg = plots::landscape(&param.name, &series, log_loss).map_err(DashboardError::Plot)?;
+        let svg = plots::landscape(&param.name, &series, log_loss, false).map_err(DashboardError::Plot)?;
+        let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(|x| x.is_finite());
+        let positive = xs().all(|x| x > 0.0) && xs().next().is_some();
+        let (lo, hi) = xs().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        let log_svg = if positive {
+            for one in &mut series {
+                for point in &mut one.points {
+                    point.0 = point.0.log10();
+                }
+            }
+            Some(plots::landscape(&param.name, &series, log_loss, true).map_err(DashboardError::Plot)?)
+        } else {
+            None
+        };
         plots.push(ParamPlot {
             name: param.name.clone(),
             svg,
+            log_svg,
+            log_default: positive && hi / lo > 100.0,
         });
     }
 

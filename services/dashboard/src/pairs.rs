@@ -42,6 +42,11 @@ pub struct ViewParams {
     /// Lowest rows drawn as points, 0 to [`MAX_TOP`] (default [`DEFAULT_TOP`]).
     #[serde(default)]
     pub top: String,
+    /// The parameter axes of the plots of loss against each parameter: `linear`, `log` (for
+    /// parameters whose values are all positive) or `auto` (default: log when the parameter
+    /// spans over 100×).
+    #[serde(default)]
+    pub slices: String,
 }
 
 fn bad(what: &str, got: &str, expected: impl std::fmt::Display) -> DashboardError {
@@ -62,6 +67,17 @@ fn scale(raw: &str, what: &str, default: bool) -> Result<bool, DashboardError> {
 }
 
 impl ViewParams {
+    /// The axis of the per-parameter plots: `None` for each parameter's default, else whether
+    /// log.
+    pub fn slices(&self) -> Result<Option<bool>, DashboardError> {
+        match self.slices.as_str() {
+            "" | "auto" => Ok(None),
+            "linear" => Ok(Some(false)),
+            "log" => Ok(Some(true)),
+            other => Err(bad("slices", other, "auto, linear or log")),
+        }
+    }
+
     /// The view these parameters choose on `explorer`'s table, `None` when it has fewer than two
     /// numeric parameters; an unknown name or a value out of range is a bad request that lists
     /// what would work.
@@ -128,7 +144,7 @@ impl ViewParams {
 }
 
 /// The query string of `view` on `explorer`, with `x` and `y` replaced.
-fn href(job: &str, explorer: &Explorer, view: &View, x: usize, y: usize) -> String {
+fn href(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>, x: usize, y: usize) -> String {
     let scale = |log: bool| if log { "log" } else { "linear" };
     let (log_x, log_y) = if (x, y) == (view.x, view.y) { (view.log_x, view.log_y) } else { (explorer.log_by_default(x), explorer.log_by_default(y)) };
     let query = url::form_urlencoded::Serializer::new(String::new())
@@ -140,12 +156,22 @@ fn href(job: &str, explorer: &Explorer, view: &View, x: usize, y: usize) -> Stri
         .append_pair("cell", if view.value == CellValue::Mean { "mean" } else { "min" })
         .append_pair("keep", &view.keep.to_string())
         .append_pair("top", &view.top.to_string())
+        .append_pair("slices", slices_name(slices))
         .finish();
     format!("/jobs/{job}?{query}#pairs")
 }
 
-/// The two-parameter section of `job`'s page for `view`.
-pub fn section(job: &str, explorer: &Explorer, view: &View) -> Markup {
+fn slices_name(slices: Option<bool>) -> &'static str {
+    match slices {
+        None => "auto",
+        Some(false) => "linear",
+        Some(true) => "log",
+    }
+}
+
+/// The two-parameter section of `job`'s page for `view`, its form also choosing the axes of the
+/// per-parameter plots (`slices`).
+pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>) -> Markup {
     let Some(grid) = explorer.grid(view, MAX_GRID) else {
         return html! { section.pairs id="pairs" { h2 { "Two parameters at once" } p.note { "No row of this target has both parameters." } } };
     };
@@ -165,7 +191,7 @@ pub fn section(job: &str, explorer: &Explorer, view: &View) -> Markup {
                 explorer.grid(&pair, MATRIX_GRID)
             })
             .collect();
-        heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, x, y))
+        heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, slices, x, y))
     });
     let scale_name = |log: bool| if log { "log" } else { "linear" };
     html! {
@@ -213,6 +239,11 @@ pub fn section(job: &str, explorer: &Explorer, view: &View) -> Markup {
                         @for top in TOP_CHOICES { option value=(top) selected[top == view.top] { (top) " lowest" } }
                     }
                 }
+                label { "Per-parameter axes "
+                    select name="slices" data-autosubmit {
+                        @for choice in ["auto", "linear", "log"] { option value=(choice) selected[slices_name(slices) == choice] { (choice) } }
+                    }
+                }
                 noscript { button type="submit" { "Show" } }
             }
             p.note {
@@ -245,7 +276,7 @@ pub fn section(job: &str, explorer: &Explorer, view: &View) -> Markup {
                     tbody {
                         @for &(i, j, share) in sensitivity.interactions.iter().take(5) {
                             tr data-x=(explorer.params[i]) data-y=(explorer.params[j]) data-interaction=(share) {
-                                td { a href=(href(job, explorer, view, i, j)) { (explorer.params[i]) " × " (explorer.params[j]) } }
+                                td { a href=(href(job, explorer, view, slices, i, j)) { (explorer.params[i]) " × " (explorer.params[j]) } }
                                 td.num { (format!("{:.1} %", 100.0 * share)) }
                             }
                         }

@@ -139,8 +139,8 @@ fn render(size: (u32, u32), caption: &str, draw: impl FnOnce(&mut ChartBuilder<'
 }
 
 /// A scatter of loss against one parameter, one colour per target, each target's lowest loss
-/// ringed.
-pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<String, String> {
+/// ringed; with `log_x` the points' x are log10 of the parameter.
+pub fn landscape(param: &str, series: &[Series], log_loss: bool, log_x: bool) -> Result<String, String> {
     let xs = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| &p.0)));
     let ys = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| &p.1)));
     render(SMALL, param, |builder| {
@@ -149,11 +149,11 @@ pub fn landscape(param: &str, series: &[Series], log_loss: bool) -> Result<Strin
             .map_err(failed)?;
         chart
             .configure_mesh()
-            .x_desc(param)
+            .x_desc(loss_label(log_x, param))
             .y_desc(loss_label(log_loss, "loss"))
             .x_labels(5)
             .y_labels(5)
-            .x_label_formatter(&tick)
+            .x_label_formatter(&loss_ticks(log_x))
             .y_label_formatter(&loss_ticks(log_loss))
             .light_line_style(WHITE)
             .draw()
@@ -286,14 +286,14 @@ mod tests {
         a.points = vec![(0.1, 1.0), (0.2, 0.5), (0.3, 0.25)];
         let mut b = Series::new("deaths");
         b.points = vec![(0.15, 2.0)];
-        let svg = landscape("β & γ", &[a.clone(), b], false).unwrap();
+        let svg = landscape("β & γ", &[a.clone(), b], false, false).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
         // three points of the first target, one of the second, a ring on each best, two legend marks
         assert_eq!(svg.matches("<circle").count(), 8, "{svg}");
         assert!(svg.contains("β &amp; γ") && svg.contains("incidence:&lt;weekly&gt;"), "{svg}");
         assert!(!svg.contains("<weekly>"));
 
-        let one = landscape("x", &[Series::new("t")], true).unwrap();
+        let one = landscape("x", &[Series::new("t")], true, false).unwrap();
         assert!(one.contains("loss (log scale)"));
 
         let (lo, width, counts) = bin(&[("t", vec![0.0, 1.0, 2.0, 4.0])]);
@@ -321,13 +321,13 @@ mod tests {
         // A landscape around zero, a histogram of counts, and a log-scale landscape, as drawn.
         let mut around_zero = Series::new("t");
         around_zero.points = vec![(-0.2, 1.0), (0.0, 0.5), (0.2, 0.25)];
-        let drawn = labels(&landscape("x", &[around_zero], false).unwrap());
+        let drawn = labels(&landscape("x", &[around_zero], false, false).unwrap());
         assert!(!drawn.iter().any(|l| l == "-0" || l == "-0.0"), "{drawn:?}");
         let counts = labels(&histogram(&[("t", vec![1.0, 1.0, 2.0, 3.0, 3.0, 3.0])], false).unwrap());
         assert!(!counts.iter().any(|l| l.ends_with(".0")), "{counts:?}");
         let mut spread = Series::new("t");
         spread.points = vec![(0.1, -4.0), (0.2, -2.0), (0.3, 0.0)];
-        let log = labels(&landscape("x", &[spread], true).unwrap());
+        let log = labels(&landscape("x", &[spread], true, false).unwrap());
         assert!(log.iter().any(|l| l == "1e-2"), "{log:?}");
         assert!(!log.iter().any(|l| l.starts_with("-2")), "{log:?}");
     }

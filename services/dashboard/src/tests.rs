@@ -1049,3 +1049,27 @@ async fn compare_overlays_two_jobs_without_shared_sets() {
     assert_eq!(status, StatusCode::OK, "{none}");
     assert!(none.contains("no target in common"), "{none}");
 }
+
+#[tokio::test]
+async fn per_parameter_plots_take_a_log_axis_from_the_url_where_every_value_is_positive() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let scale_of = |body: &str, param: &str| {
+        body.split(&format!("<figure class=\"landscape\" data-param=\"{param}\" data-xscale=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_owned)
+    };
+    // By default: linear, as beta spans 12× and gamma holds 0.
+    let (_, _, body) = get(&router, "/jobs/job-a", &[]).await;
+    assert_eq!((scale_of(&body, "beta").as_deref(), scale_of(&body, "gamma").as_deref()), (Some("linear"), Some("linear")));
+    // Asked for log: beta (all positive) gets it, with log ticks; gamma (a 0) stays linear.
+    let (status, _, body) = get(&router, "/jobs/job-a?slices=log", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((scale_of(&body, "beta").as_deref(), scale_of(&body, "gamma").as_deref()), (Some("log"), Some("linear")));
+    assert!(body.contains("beta (log scale)"), "{body}");
+    assert!(body.contains("<option value=\"log\" selected>log</option>"), "the form shows the choice: {body}");
+    // The matrix's links keep it.
+    assert!(body.contains("slices=log"), "{body}");
+    for bad in ["slices=LOG", "slices=", "slices=%00"] {
+        let (status, _, body) = get(&router, &format!("/jobs/job-a?{bad}x"), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
