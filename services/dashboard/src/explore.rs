@@ -128,7 +128,12 @@ pub struct Explorer {
     names: HashMap<u32, String>,
     /// Whether each parameter is best read on a log axis (see [`spans_decades`]).
     log_default: Vec<bool>,
+    /// The pair matrix's grids of the last [`MATRIX_CACHE`] (target, keep) choices.
+    matrix: std::sync::Mutex<Vec<((usize, u64), std::sync::Arc<Vec<Grid>>)>>,
 }
+
+/// (target, keep) choices whose pair matrix is kept.
+pub const MATRIX_CACHE: usize = 8;
 
 /// A row as the landscape draws it.
 #[derive(Debug, Clone, PartialEq)]
@@ -291,6 +296,7 @@ impl Explorer {
             by_target,
             names,
             log_default: Vec::new(),
+            matrix: std::sync::Mutex::default(),
         };
         explorer.log_default = explorer.columns.iter().map(|c| spans_decades(c.iter().copied())).collect();
         explorer.sensitivity = (0..explorer.targets.len()).map(|t| explorer.sensitivity_of(t)).collect();
@@ -316,6 +322,41 @@ impl Explorer {
     /// Whether parameter `p` is best read on a log axis (see [`spans_decades`]).
     pub fn log_by_default(&self, p: usize) -> bool {
         self.log_default[p]
+    }
+
+    /// The grids of every pair of parameters for the matrix (at most [`MATRIX_GRID`] cells a
+    /// side, each parameter on its default axis) of target `t` keeping the best `keep` percent:
+    /// computed once per (target, keep), the last [`MATRIX_CACHE`] kept.
+    pub fn matrix_grids(&self, t: usize, keep: f64) -> std::sync::Arc<Vec<Grid>> {
+        let key = (t, keep.to_bits());
+        let cached = self.matrix.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == key).map(|(_, g)| std::sync::Arc::clone(g));
+        if let Some(grids) = cached {
+            return grids;
+        }
+        let n = self.params.len();
+        let grids: Vec<Grid> = (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .filter_map(|(x, y)| {
+                let pair = View {
+                    target: t,
+                    x,
+                    y,
+                    log_x: self.log_by_default(x),
+                    log_y: self.log_by_default(y),
+                    keep,
+                    top: 0,
+                    value: CellValue::Min,
+                };
+                self.grid(&pair, MATRIX_GRID)
+            })
+            .collect();
+        let grids = std::sync::Arc::new(grids);
+        let mut cache = self.matrix.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= MATRIX_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, std::sync::Arc::clone(&grids)));
+        grids
     }
 
     /// The rows of the target named `target`, for an overlay: every row's loss, and at most
@@ -554,6 +595,7 @@ mod tests {
             by_target: vec![order],
             names: names_of_best,
             log_default: vec![false; names.len()],
+            matrix: std::sync::Mutex::default(),
         };
         explorer.sensitivity = vec![explorer.sensitivity_of(0)];
         explorer
@@ -578,6 +620,21 @@ mod tests {
         let s = &one.sensitivity[0];
         assert!(s.importance[0] > 0.9 && s.importance[1] < 1e-9, "{s:?}");
         assert!(s.interactions[0].2 < 1e-9, "{s:?}");
+    }
+
+    #[test]
+    fn the_pair_matrix_is_computed_once_per_target_and_rows_kept() {
+        let explorer = lattice(&["a", "b", "c"], 6, |v| v[0] / v[1] + v[2]);
+        let first = explorer.matrix_grids(0, 100.0);
+        assert_eq!(first.len(), 3);
+        assert!(std::sync::Arc::ptr_eq(&first, &explorer.matrix_grids(0, 100.0)), "the second view reuses the first's grids");
+        let kept = explorer.matrix_grids(0, 10.0);
+        assert!(!std::sync::Arc::ptr_eq(&first, &kept));
+        assert!(kept[0].rows < first[0].rows);
+        for keep in 0..MATRIX_CACHE * 2 {
+            explorer.matrix_grids(0, 1.0 + keep as f64);
+        }
+        assert_eq!(explorer.matrix.lock().unwrap().len(), MATRIX_CACHE, "bounded");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::error::DashboardError;
-use crate::explore::{CellValue, DEFAULT_TOP, Explorer, MATRIX_GRID, MAX_GRID, MAX_MATRIX_PARAMS, MAX_TOP, View};
+use crate::explore::{CellValue, DEFAULT_TOP, Explorer, MAX_GRID, MAX_MATRIX_PARAMS, MAX_TOP, View};
 use crate::heatmap;
 
 /// The best-percent choices the form offers (any value in (0, 100] is accepted).
@@ -177,20 +177,8 @@ pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>
     };
     let sensitivity = &explorer.sensitivity[view.target];
     let matrix = (explorer.params.len() <= MAX_MATRIX_PARAMS).then(|| {
-        let grids: Vec<_> = (0..explorer.params.len())
-            .flat_map(|i| (i + 1..explorer.params.len()).map(move |j| (i, j)))
-            .filter_map(|(i, j)| {
-                let pair = View {
-                    x: i,
-                    y: j,
-                    log_x: explorer.log_by_default(i),
-                    log_y: explorer.log_by_default(j),
-                    top: 0,
-                    ..view.clone()
-                };
-                explorer.grid(&pair, MATRIX_GRID)
-            })
-            .collect();
+        // Every pair depends on the target and the rows kept only: computed once for them.
+        let grids = explorer.matrix_grids(view.target, view.keep);
         heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, slices, x, y))
     });
     let scale_name = |log: bool| if log { "log" } else { "linear" };
