@@ -324,6 +324,88 @@ fn browser_watches_a_running_demo_jobs_provisional_landscape_grow_until_its_tabl
     assert!(server.terminate().success());
 }
 
+/// Writes a job of `sets` parameter sets (beta, gamma, contacts) × 2 targets straight into the
+/// results store under `home`, with the indexer's own table writer.
+fn write_large_job(home: &std::path::Path, job: &str, sets: usize) {
+    use modelops_core::pyjson::PyObject;
+    use modelops_indexer::build::{IndexOptions, TableWriter};
+    use modelops_indexer::columns::{ParamColumn, ParamType};
+    use modelops_indexer::table::{Row, RowStatus};
+    use rand::{Rng, SeedableRng};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let results = modelops_core::store::Store::open(&format!("file://{}/results", home.display())).unwrap();
+        let columns = vec![
+            ParamColumn { name: "beta".into(), kind: ParamType::Float },
+            ParamColumn { name: "gamma".into(), kind: ParamType::Float },
+            ParamColumn { name: "contacts".into(), kind: ParamType::Int },
+        ];
+        let targets = vec!["targets.prev:prevalence".to_owned(), "targets.deaths:deaths".to_owned()];
+        let options = IndexOptions { batch_rows: 16 * 1024, ..IndexOptions::default() };
+        let job_id = modelops_core::job::JobId::new(job).unwrap();
+        let bundle = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut writer = TableWriter::new(std::sync::Arc::clone(&results.object_store), &job_id, bundle, targets.clone(), columns, options).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for set in 0..sets {
+            let (beta, gamma): (f64, f64) = (rng.random_range(0.05..0.6), rng.random_range(0.05..0.3));
+            let mut values = PyObject::new();
+            values.insert("beta", beta.into());
+            values.insert("gamma", gamma.into());
+            values.insert("contacts", rng.random_range(1..50_i64).into());
+            for (t, target) in targets.iter().enumerate() {
+                // A ridge along beta / gamma = 3, as the demo's.
+                let loss = (beta / gamma - 3.0).powi(2) + 0.1 * t as f64 + rng.random_range(0.0..0.05);
+                let row = Row {
+                    param_id: format!("{set:064x}"),
+                    values: values.clone(),
+                    target: target.clone(),
+                    loss: Some(loss),
+                    n_replicates: Some(3),
+                    computed_at: Some(1_700_000_000_000_000 + set as i64),
+                    cache_hit: false,
+                    status: RowStatus::Ok,
+                };
+                writer.push(row, None).await.unwrap();
+            }
+        }
+        writer.commit(format!("large-{sets}")).await.unwrap();
+    });
+}
+
+#[test]
+fn browser_loads_the_page_of_a_million_row_job_with_every_view_drawn_from_bounded_data() {
+    let home = tempfile::tempdir().unwrap();
+    write_large_job(home.path(), "job-million", 500_000);
+    let server = MopsProcess::serve(home.path(), &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser/large.cjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", required_env("MOPS_TEST_NODE_MODULES"))
+        .env("MOPS_TEST_CHROMIUM", required_env("MOPS_TEST_CHROMIUM"))
+        .env("MOPS_DASHBOARD_URL", format!("http://127.0.0.1:{}", server.http_port))
+        .env("MOPS_DASHBOARD_JOB", "job-million")
+        .output()
+        .expect("node (installed by scripts/install-test-tools.sh)");
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("no RESULT in {stdout}"));
+    let seen: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert!(seen["problems"].as_array().unwrap().is_empty(), "{result}");
+    assert!(seen["summary"].as_str().unwrap().starts_with("1000000 rows: 1000000 ok"), "{result}");
+    // Every row of the first target is in a cell of the heat map; everything else is bounded.
+    let counted: u64 = seen["cells"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(counted, 500_000, "{result}");
+    assert!(seen["cells"].as_array().unwrap().len() <= 32 * 32, "{result}");
+    assert_eq!(seen["pairs"], 3, "{result}");
+    assert!(seen["lines"].as_u64().unwrap() <= 1000 && seen["lines"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(seen["slices"], 3, "{result}");
+    assert!(seen["slicePoints"].as_array().unwrap().iter().all(|n| n.as_u64().unwrap() <= 2_100), "{result}");
+    assert_eq!(seen["histogram"], 1, "{result}");
+    assert_eq!(seen["best"], 20, "{result}");
+    assert!(seen["bytes"].as_u64().unwrap() < 4 << 20, "the page stays small: {result}");
+    assert!(server.terminate().success());
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the dashboard needs no client library to be checked).
 fn http_get(port: u16, path: &str) -> String {
     use std::io::Read;
