@@ -145,8 +145,28 @@ async function main() {
     }));
     if (shots) await page.locator("main").screenshot({ path: `${shots}/dashboard-outputs.png` });
 
+    // Zoom: drag across the middle of the heat map; the page shows that range on a new grid.
+    await page.goto(`${base}/jobs/${job}`);
+    await page.waitForSelector("svg.heatmap rect.cell");
+    const plotBox = await page.$eval("svg.heatmap rect.plot-area", (r) => {
+      const b = r.getBoundingClientRect();
+      return { x: b.x, y: b.y, w: b.width, h: b.height };
+    });
+    await page.mouse.move(plotBox.x + plotBox.w * 0.25, plotBox.y + plotBox.h * 0.2);
+    await page.mouse.down();
+    await page.mouse.move(plotBox.x + plotBox.w * 0.7, plotBox.y + plotBox.h * 0.75, { steps: 6 });
+    await Promise.all([page.waitForURL(/xrange=/), page.mouse.up()]);
+    await page.waitForSelector("svg.heatmap rect.cell");
+    const zoomUrl = new URL(page.url());
+    const zoomed = {
+      xrange: zoomUrl.searchParams.get("xrange").split(",").map(Number),
+      yrange: zoomUrl.searchParams.get("yrange").split(",").map(Number),
+      map: await heatmap(page),
+      note: await page.textContent("section#pairs p.note"),
+    };
+
     console.log("RESULT " + JSON.stringify({
-      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, outputs, problems,
+      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, outputs, zoomed, problems,
     }));
   } finally {
     await browser.close();

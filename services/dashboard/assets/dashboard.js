@@ -1,8 +1,8 @@
 // The dashboard's only script: relative times, filter forms that submit on change, live job rows
 // from the server-sent event stream at /jobs/events, the provisional landscape of a job without a
 // table fetched again when the job reports progress (at most every two seconds), the hover
-// text of plot marks (data-hover), and a click on a mark opening its parameter set's page. No
-// polling: every fetch follows an event.
+// text of plot marks (data-hover), a click on a mark opening its parameter set's page, and a drag
+// across the heat map zooming on that range. No polling: every fetch follows an event.
 "use strict";
 
 (function () {
@@ -128,6 +128,7 @@
           if (html !== null) {
             container.innerHTML = html;
             container.querySelectorAll("svg.parallel").forEach(parallel);
+            container.querySelectorAll("svg.heatmap[data-plot]").forEach(zoom);
           }
         })
         .catch(function () {})
@@ -272,9 +273,66 @@
     });
   }
 
+  // Zoom on the heat map: a drag across the plot area shows the dragged range of both
+  // parameters (xrange, yrange in the URL; the server bins the rows inside on a new grid).
+  function zoom(svg) {
+    const plot = svg.getAttribute("data-plot").split(",").map(Number);
+    const xAxis = svg.getAttribute("data-x-axis").split(",").map(Number);
+    const yAxis = svg.getAttribute("data-y-axis").split(",").map(Number);
+    const logX = svg.getAttribute("data-log-x") === "true";
+    const logY = svg.getAttribute("data-log-y") === "true";
+    const box = svg.querySelector("rect.zoom");
+    function local(event) {
+      const point = svg.createSVGPoint();
+      point.x = event.clientX;
+      point.y = event.clientY;
+      const p = point.matrixTransform(svg.getScreenCTM().inverse());
+      return { x: Math.min(Math.max(p.x, plot[0]), plot[0] + plot[2]), y: Math.min(Math.max(p.y, plot[1]), plot[1] + plot[3]) };
+    }
+    function value(axis, log, fraction) {
+      const scaled = axis[0] + fraction * (axis[1] - axis[0]);
+      return log ? Math.pow(10, scaled) : scaled;
+    }
+    let start = null;
+    svg.addEventListener("pointerdown", function (event) {
+      if (event.target.closest("[data-param-id]")) return;
+      start = local(event);
+      svg.setPointerCapture(event.pointerId);
+      event.preventDefault();
+    });
+    svg.addEventListener("pointermove", function (event) {
+      if (start === null) return;
+      const now = local(event);
+      box.setAttribute("x", String(Math.min(start.x, now.x)));
+      box.setAttribute("y", String(Math.min(start.y, now.y)));
+      box.setAttribute("width", String(Math.abs(now.x - start.x)));
+      box.setAttribute("height", String(Math.abs(now.y - start.y)));
+    });
+    svg.addEventListener("pointerup", function (event) {
+      if (start === null) return;
+      const now = local(event);
+      const from = start;
+      start = null;
+      box.setAttribute("width", "0");
+      if (Math.abs(now.x - from.x) < 8 || Math.abs(now.y - from.y) < 8) return;
+      const fx = [Math.min(from.x, now.x), Math.max(from.x, now.x)].map(function (x) { return (x - plot[0]) / plot[2]; });
+      const fy = [Math.max(from.y, now.y), Math.min(from.y, now.y)].map(function (y) { return 1 - (y - plot[1]) / plot[3]; });
+      const url = new URL(window.location.href);
+      url.searchParams.set("x", svg.getAttribute("data-x"));
+      url.searchParams.set("y", svg.getAttribute("data-y"));
+      url.searchParams.set("xscale", logX ? "log" : "linear");
+      url.searchParams.set("yscale", logY ? "log" : "linear");
+      url.searchParams.set("xrange", fx.map(function (f) { return String(value(xAxis, logX, f)); }).join(","));
+      url.searchParams.set("yrange", fy.map(function (f) { return String(value(yAxis, logY, f)); }).join(","));
+      url.hash = "pairs";
+      window.location.href = url.toString();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     hovers();
     clicks();
+    document.querySelectorAll("svg.heatmap[data-plot]").forEach(zoom);
     document.querySelectorAll("svg.parallel").forEach(parallel);
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 5000);

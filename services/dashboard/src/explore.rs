@@ -169,6 +169,8 @@ pub enum CellValue {
 /// A two-parameter landscape of one target.
 #[derive(Debug, Clone)]
 pub struct Grid {
+    /// The target.
+    pub target: usize,
     /// The parameter across.
     pub x: usize,
     /// The parameter up.
@@ -230,6 +232,10 @@ pub struct View {
     pub top: usize,
     /// What each cell shows.
     pub value: CellValue,
+    /// Only rows whose parameter across lies in this range (a zoom), the axis spanning it.
+    pub x_range: Option<(f64, f64)>,
+    /// See `x_range`.
+    pub y_range: Option<(f64, f64)>,
 }
 
 /// Cells along each side for `rows` rows: about three rows a cell, within [4, `max`].
@@ -324,6 +330,11 @@ impl Explorer {
         self.log_default[p]
     }
 
+    /// Every row's loss, per target (in loss order).
+    pub fn losses_by_target(&self) -> Vec<Vec<f64>> {
+        self.by_target.iter().map(|rows| rows.iter().map(|&r| self.loss[r as usize]).collect()).collect()
+    }
+
     /// The grids of every pair of parameters for the matrix (at most [`MATRIX_GRID`] cells a
     /// side, each parameter on its default axis) of target `t` keeping the best `keep` percent:
     /// computed once per (target, keep), the last [`MATRIX_CACHE`] kept.
@@ -346,6 +357,8 @@ impl Explorer {
                     keep,
                     top: 0,
                     value: CellValue::Min,
+                    x_range: None,
+                    y_range: None,
                 };
                 self.grid(&pair, MATRIX_GRID)
             })
@@ -463,13 +476,19 @@ impl Explorer {
         let of_target: Vec<usize> = self.lowest(view.target).collect();
         let kept = kept_rows(of_target.len(), view.keep);
         let threshold = (kept < of_target.len() && kept > 0).then(|| self.loss[of_target[kept - 1]]);
+        let inside = |v: f64, range: Option<(f64, f64)>| v.is_finite() && range.is_none_or(|(lo, hi)| (lo..=hi).contains(&v));
         let rows: Vec<usize> = of_target[..kept]
             .iter()
             .copied()
-            .filter(|&r| self.columns[view.x][r].is_finite() && self.columns[view.y][r].is_finite())
+            .filter(|&r| inside(self.columns[view.x][r], view.x_range) && inside(self.columns[view.y][r], view.y_range))
             .collect();
-        let x_axis = Axis::over(rows.iter().map(|&r| self.columns[view.x][r]), view.log_x)?;
-        let y_axis = Axis::over(rows.iter().map(|&r| self.columns[view.y][r]), view.log_y)?;
+        // A zoomed axis spans its range exactly; another spans its rows.
+        let axis = |p: usize, range: Option<(f64, f64)>, log: bool| match range {
+            Some((lo, hi)) => Axis::over([lo, hi].into_iter(), log),
+            None => Axis::over(rows.iter().map(|&r| self.columns[p][r]), log),
+        };
+        let x_axis = axis(view.x, view.x_range, view.log_x)?;
+        let y_axis = axis(view.y, view.y_range, view.log_y)?;
         let size = grid_size(rows.len(), max_grid);
         let mut sums = vec![(0u32, f64::INFINITY, 0.0f64); size * size];
         for &r in &rows {
@@ -501,6 +520,7 @@ impl Explorer {
             })
             .collect();
         Some(Grid {
+            target: view.target,
             x: view.x,
             y: view.y,
             x_axis,
@@ -649,6 +669,8 @@ mod tests {
             keep: 100.0,
             top: 3,
             value: CellValue::Min,
+            x_range: None,
+            y_range: None,
         };
         let grid = explorer.grid(&view, MAX_GRID).unwrap();
         assert_eq!(grid.rows, 144);
@@ -681,5 +703,13 @@ mod tests {
         assert_eq!(lines.rows[..5].iter().map(|r| r.1).collect::<Vec<_>>(), sorted[..5].to_vec());
         assert_eq!(explorer.lines(&View { keep: 10.0, ..view.clone() }, 1000).rows.len(), 15);
         assert_eq!(Axis::over([f64::NAN].into_iter(), false), None);
+        // Zoomed on a range of each: only the rows inside, on axes spanning the ranges exactly.
+        let zoomed = explorer.grid(&View { x_range: Some((0.3, 0.6)), y_range: Some((0.5, 1.0)), ..view.clone() }, MAX_GRID).unwrap();
+        let inside = (0..explorer.rows()).filter(|&r| (0.3..=0.6).contains(&explorer.columns[0][r]) && (0.5..=1.0).contains(&explorer.columns[1][r])).count();
+        assert!(inside > 0 && inside < 144);
+        assert_eq!(zoomed.rows, inside);
+        assert_eq!(zoomed.cells.iter().flatten().map(|c| c.count as usize).sum::<usize>(), inside);
+        assert_eq!((zoomed.x_axis.lo, zoomed.x_axis.hi, zoomed.y_axis.lo, zoomed.y_axis.hi), (0.3, 0.6, 0.5, 1.0));
+        assert!(zoomed.points.iter().all(|p| (0.3..=0.6).contains(&p.values[0])));
     }
 }

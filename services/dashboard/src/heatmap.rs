@@ -126,8 +126,9 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
     html! {
         svg.heatmap xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } width=(WIDTH) height=(HEIGHT)
             role="img" aria-label={ (value_name) " of " (x_name) " × " (y_name) }
-            data-x=(x_name) data-y=(y_name) data-size=(grid.size) data-log-x=(grid.x_axis.log) data-log-y=(grid.y_axis.log) {
-            rect x=(LEFT) y=(TOP) width=(plot_w) height=(plot_h) fill="#f2f3f6" {}
+            data-x=(x_name) data-y=(y_name) data-size=(grid.size) data-log-x=(grid.x_axis.log) data-log-y=(grid.y_axis.log)
+            data-plot={ (LEFT) "," (TOP) "," (plot_w) "," (plot_h) } data-x-axis={ (grid.x_axis.lo) "," (grid.x_axis.hi) } data-y-axis={ (grid.y_axis.lo) "," (grid.y_axis.hi) } {
+            rect.plot-area x=(LEFT) y=(TOP) width=(plot_w) height=(plot_h) fill="#f2f3f6" {}
             @for (at, cell) in grid.cells.iter().enumerate() {
                 @if let Some(cell) = cell {
                     @let (i, j) = (at % grid.size, at / grid.size);
@@ -146,7 +147,7 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
                 circle.point cx=(px(at_x(point.values[grid.x]))) cy=(px(at_y(point.values[grid.y]))) r=(if rank == 0 { 6 } else { 4 })
                     fill="#ffffff" fill-opacity="0" stroke=(if rank == 0 { "#d7191c" } else { "#ffffff" }) stroke-width="2"
                     data-param-id=(point.param_id) data-loss=(point.loss) data-rank=(rank + 1)
-                    data-hover=(point_hover(explorer, point, rank)) {}
+                    data-hover=(point_hover(explorer, point, rank, &explorer.targets[grid.target])) {}
             }
             // Axes, ticks and names.
             @for (f, label) in ticks(&grid.x_axis) {
@@ -172,14 +173,16 @@ pub fn landscape(explorer: &Explorer, grid: &Grid, value: CellValue) -> Markup {
                 text.tick x=(bar_x + 22.0) y=(px(TOP + f * plot_h + 4.0)) { (short(shades.loss_at(f))) }
             }
             text.tick x=(bar_x + 8.0) y=(TOP + plot_h + 19.0) text-anchor="middle" { (value_name) }
+            rect.zoom x="0" y="0" width="0" height="0" fill="#1f6feb" fill-opacity="0.15" stroke="#1f6feb" pointer-events="none" {}
         }
     }
 }
 
-/// The hover text of the `rank`-th lowest row: its rank, id, loss and parameters.
-fn point_hover(explorer: &Explorer, point: &crate::explore::Point, rank: usize) -> String {
+/// The hover text of the `rank`-th lowest row of `target`: its rank, id, loss, target and
+/// parameters.
+fn point_hover(explorer: &Explorer, point: &crate::explore::Point, rank: usize, target: &str) -> String {
     let params: Vec<String> = explorer.params.iter().zip(&point.values).map(|(name, v)| format!("{name} {}", tick(v))).collect();
-    format!("#{} {}\nloss {}\n{}", rank + 1, point.param_id, layout::number(point.loss), params.join(" · "))
+    format!("#{} {}\nloss {} ({target})\n{}", rank + 1, point.param_id, layout::number(point.loss), params.join(" · "))
 }
 
 /// A pixel position as SVG text: two decimals are plenty.

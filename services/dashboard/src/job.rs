@@ -39,7 +39,7 @@ async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEnt
 #[tracing::instrument(name = "dashboard_job", skip(dashboard))]
 pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
-    let slices = params.slices()?;
+    let axes = params.axes()?;
     let state = match &dashboard.registry {
         Some(registry) => registry.get_job(&job).await?,
         None => None,
@@ -116,10 +116,10 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
                 }
             }
             @match (&entry, &landscape, &provisional) {
-                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs, slices)) }
+                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs, axes)) }
                 (None, _, Some(provisional)) => {
                     div #landscape data-live-url={ "/jobs/" (job.as_str()) "/live" } {
-                        (provisional_section(job.as_str(), provisional, pairs, slices))
+                        (provisional_section(job.as_str(), provisional, pairs, axes))
                     }
                 }
                 _ => {
@@ -144,7 +144,10 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
 /// The two-parameter views of `landscape` as the URL's `params` ask, when it has a loss.
 fn pairs_of(job: &str, landscape: Option<&Landscape>, params: &crate::pairs::ViewParams) -> Result<Option<Markup>, DashboardError> {
     Ok(match landscape {
-        Some(landscape) if landscape.ok_rows > 0 => params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(job, &landscape.explorer, &view, params.slices().ok().flatten())),
+        Some(landscape) if landscape.ok_rows > 0 => {
+            let axes = params.axes()?;
+            params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(job, &landscape.explorer, &view, axes))
+        }
         _ => None,
     })
 }
@@ -155,7 +158,7 @@ pub fn swatch(index: usize) -> Markup {
 }
 
 /// The loss table's sections: its summary, then [`landscape_body`].
-fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>, slices: Option<bool>) -> Markup {
+fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>, axes: crate::pairs::Axes) -> Markup {
     let [total, ok, missing, failed] = entry.counts;
     html! {
         section.table-summary {
@@ -171,7 +174,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Mark
             }
             (targets(landscape))
         }
-        (landscape_body(&entry.job_id, landscape, pairs, slices, missing, failed))
+        (landscape_body(&entry.job_id, landscape, pairs, axes, missing, failed))
     }
 }
 
@@ -187,7 +190,7 @@ fn targets(landscape: &Landscape) -> Markup {
 
 /// The provisional landscape of a job without a table: how much of it was read, then
 /// [`landscape_body`] of those rows.
-pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pairs: Option<Markup>, slices: Option<bool>) -> Markup {
+pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pairs: Option<Markup>, axes: crate::pairs::Axes) -> Markup {
     let failed = provisional.landscape.as_ref().map_or(0, |l| l.rows - l.ok_rows);
     html! {
         section.table-summary.provisional data-provisional-rows=(provisional.rows) data-expected=(provisional.expected) {
@@ -204,15 +207,15 @@ pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pa
             @if let Some(landscape) = &provisional.landscape { (targets(landscape)) }
         }
         @if let Some(landscape) = &provisional.landscape {
-            (landscape_body(job, landscape, pairs, slices, 0, failed as u64))
+            (landscape_body(job, landscape, pairs, axes, 0, failed as u64))
         }
     }
 }
 
 /// The two-parameter views (`pairs`), the landscapes per parameter, the rows without a loss and
 /// the best sets (each a link to its page) of `job`'s landscape with `missing` and `failed` rows,
-/// the per-parameter plots on the axes `slices` asks for (`None`: each parameter's default).
-fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, slices: Option<bool>, missing: u64, failed: u64) -> Markup {
+/// the per-parameter plots and the histogram on the axes `axes` asks for.
+fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, axes: crate::pairs::Axes, missing: u64, failed: u64) -> Markup {
     html! {
         @if let Some(pairs) = pairs { (pairs) }
         @if landscape.ok_rows == 0 {
@@ -222,24 +225,30 @@ fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, slice
             }
         } @else {
         section.landscapes {
+            @let log_loss = landscape.log_loss_for(axes.loss);
             h2 { "Loss against each parameter" }
             p.note {
                 "Each plot draws " (landscape.plotted) " of the " (landscape.ok_rows) " rows with a loss"
                 @if landscape.plotted < landscape.ok_rows { " (the " (crate::landscape::KEEP_BEST) " lowest losses and an even sample of the rest)" }
                 "; the histogram counts every row."
-                @if landscape.log_loss { " Losses span over three orders of magnitude and are drawn on a log scale." }
+                @if log_loss { " Losses are drawn on a log scale." }
+                " Axes: " a href="#pairs" { "chosen above" } "."
             }
             div.plots {
                 @for plot in &landscape.plots {
-                    @let (svg, log) = plot.drawn(slices);
-                    figure.landscape data-param=(plot.name) data-xscale=(if log { "log" } else { "linear" }) { (layout::svg(svg)) }
+                    @match plot.svg(axes.slices, log_loss) {
+                        Ok((svg, log)) => { figure.landscape data-param=(plot.name) data-xscale=(if log { "log" } else { "linear" }) data-loss-scale=(if log_loss { "log" } else { "linear" }) { (layout::svg(&svg)) } }
+                        Err(error) => { p.error { (plot.name) ": " (error) } }
+                    }
                 }
             }
             @if !landscape.unplotted.is_empty() {
                 p.note { "Not plotted (text values): " (landscape.unplotted.join(", ")) }
             }
-            @if let Some(histogram) = &landscape.histogram {
-                figure.histogram { (layout::svg(histogram)) }
+            @match landscape.histogram(log_loss) {
+                Ok(Some(histogram)) => { figure.histogram data-loss-scale=(if log_loss { "log" } else { "linear" }) { (layout::svg(&histogram)) } }
+                Ok(None) => {}
+                Err(error) => { p.error { "histogram: " (error) } }
             }
         }
         }
@@ -334,7 +343,7 @@ fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body
 #[tracing::instrument(name = "dashboard_live", skip(dashboard))]
 pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
-    let slices = params.slices()?;
+    let axes = params.axes()?;
     let sources = dashboard.live_sources().ok_or(DashboardError::ServiceNotRunning("registry, attribution or provenance store"))?;
     if indexed(&dashboard, &job).await?.is_some() {
         dashboard.live.forget(job.as_str());
@@ -345,7 +354,7 @@ pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<S
     }
     let provisional = dashboard.live.get(&sources, &job).await?;
     let pairs = pairs_of(job.as_str(), provisional.landscape.as_deref(), &params)?;
-    Ok(provisional_section(job.as_str(), &provisional, pairs, slices))
+    Ok(provisional_section(job.as_str(), &provisional, pairs, axes))
 }
 
 /// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.

@@ -63,27 +63,57 @@ pub struct BestRow {
     pub params: Vec<String>,
 }
 
-/// One parameter's plot.
-#[derive(Debug, Clone)]
+/// One parameter's plot: its points, drawn on request on the axes asked for, each choice of
+/// axes drawn once.
+#[derive(Debug)]
 pub struct ParamPlot {
     /// The parameter's name (its column without `param_`).
     pub name: String,
-    /// The SVG, on a linear axis.
-    pub svg: String,
-    /// The SVG on a log axis, when every value drawn is positive.
-    pub log_svg: Option<String>,
+    /// The drawn points of each target, (value, loss) as stored.
+    series: Vec<Series>,
+    /// Whether every drawn value is positive, so a log axis is possible.
+    positive: bool,
     /// Whether the log axis is the default: positive values spanning over 100×.
     pub log_default: bool,
+    /// The SVGs drawn so far, by (log parameter axis, log loss axis).
+    drawn: Mutex<Vec<((bool, bool), Arc<str>)>>,
 }
 
 impl ParamPlot {
-    /// The SVG on a log axis when `log` asks for one and it exists (`None`: the default), and
-    /// whether it is.
-    pub fn drawn(&self, log: Option<bool>) -> (&str, bool) {
-        match (&self.log_svg, log.unwrap_or(self.log_default)) {
-            (Some(svg), true) => (svg, true),
-            _ => (&self.svg, false),
+    fn new(name: &str, series: Vec<Series>) -> Self {
+        let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(|x| x.is_finite());
+        let positive = xs().next().is_some() && xs().all(|x| x > 0.0);
+        let (lo, hi) = xs().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        Self {
+            name: name.to_owned(),
+            log_default: positive && hi / lo > 100.0,
+            positive,
+            series,
+            drawn: Mutex::default(),
         }
+    }
+
+    /// The SVG with the parameter on a log axis when `log_x` asks for one (`None`: the default)
+    /// and every value is positive, and the loss on a log axis when `log_loss` (the caller checks
+    /// that every loss is positive); with whether the parameter's axis is log.
+    pub fn svg(&self, log_x: Option<bool>, log_loss: bool) -> Result<(Arc<str>, bool), DashboardError> {
+        let log_x = log_x.unwrap_or(self.log_default) && self.positive;
+        let key = (log_x, log_loss);
+        if let Some((_, svg)) = self.drawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == key) {
+            return Ok((Arc::clone(svg), log_x));
+        }
+        let scale = |log: bool, v: f64| if log { v.log10() } else { v };
+        let series: Vec<Series> = self
+            .series
+            .iter()
+            .map(|one| Series {
+                label: one.label.clone(),
+                points: one.points.iter().map(|&(x, loss)| (scale(log_x, x), scale(log_loss, loss))).collect(),
+            })
+            .collect();
+        let svg: Arc<str> = plots::landscape(&self.name, &series, log_loss, log_x).map_err(DashboardError::Plot)?.into();
+        self.drawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((key, Arc::clone(&svg)));
+        Ok((svg, log_x))
     }
 }
 
@@ -96,8 +126,8 @@ pub struct Landscape {
     pub plots: Vec<ParamPlot>,
     /// Parameters not plotted (text values).
     pub unplotted: Vec<String>,
-    /// The loss histogram's SVG (absent without any ok row).
-    pub histogram: Option<String>,
+    /// The loss histogram's SVGs drawn so far, by log loss axis.
+    histograms: Mutex<Vec<(bool, Arc<str>)>>,
     /// The best parameter sets, grouped by target.
     pub best: Vec<BestRow>,
     /// The targets, in order of first appearance.
@@ -110,8 +140,11 @@ pub struct Landscape {
     pub unlossed: Vec<UnlossedRow>,
     /// Points drawn in each plot.
     pub plotted: usize,
-    /// Whether losses are drawn on a log scale.
+    /// Whether losses are drawn on a log scale by default: every loss positive, spanning over
+    /// 1000×.
     pub log_loss: bool,
+    /// Whether every loss is positive, so a log loss axis is possible.
+    pub losses_positive: bool,
     /// The rows with a loss as columns, for the two-parameter views.
     pub explorer: crate::explore::Explorer,
 }
@@ -198,7 +231,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             param_names: Vec::new(),
             plots: Vec::new(),
             unplotted: Vec::new(),
-            histogram: None,
+            histograms: Mutex::default(),
             best: Vec::new(),
             targets: Vec::new(),
             rows: 0,
@@ -206,6 +239,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             unlossed: Vec::new(),
             plotted: 0,
             log_loss: false,
+            losses_positive: false,
             explorer: crate::explore::Explorer::new(&[], &[], &[], Vec::new(), false)?,
         });
     };
@@ -268,7 +302,6 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.loss), hi.max(p.loss)));
     let log_loss = !points.is_empty() && lo > 0.0 && hi / lo > 1e3;
-    let y = |loss: f64| if log_loss { loss.log10() } else { loss };
 
     let drawn = sample(&points);
     let mut plots = Vec::new();
@@ -284,41 +317,11 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             let point = &points[i];
             let column = batches[point.at.0].column(param.index);
             if let Some(x) = column_value(column.as_ref(), point.at.1) {
-                series[point.target].points.push((x, y(point.loss)));
+                series[point.target].points.push((x, point.loss));
             }
         }
-        let svg = plots::landscape(&param.name, &series, log_loss, false).map_err(DashboardError::Plot)?;
-        let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(|x| x.is_finite());
-        let positive = xs().all(|x| x > 0.0) && xs().next().is_some();
-        let (lo, hi) = xs().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
-        let log_svg = if positive {
-            for one in &mut series {
-                for point in &mut one.points {
-                    point.0 = point.0.log10();
-                }
-            }
-            Some(plots::landscape(&param.name, &series, log_loss, true).map_err(DashboardError::Plot)?)
-        } else {
-            None
-        };
-        plots.push(ParamPlot {
-            name: param.name.clone(),
-            svg,
-            log_svg,
-            log_default: positive && hi / lo > 100.0,
-        });
+        plots.push(ParamPlot::new(&param.name, series));
     }
-
-    let histogram = if points.is_empty() {
-        None
-    } else {
-        let mut per_target: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-        for point in &points {
-            per_target[point.target].push(y(point.loss));
-        }
-        let series: Vec<(&str, Vec<f64>)> = targets.iter().map(String::as_str).zip(per_target).collect();
-        Some(plots::histogram(&series, log_loss).map_err(DashboardError::Plot)?)
-    };
 
     let numeric: Vec<(usize, String)> = params.iter().filter(|p| p.numeric).map(|p| (p.index, p.name.clone())).collect();
     let rows_with_loss: Vec<(usize, usize, usize, f64)> = points.iter().map(|p| (p.at.0, p.at.1, p.target, p.loss)).collect();
@@ -354,7 +357,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         param_names: params.iter().map(|p| p.name.clone()).collect(),
         plots,
         unplotted,
-        histogram,
+        histograms: Mutex::default(),
         best,
         targets,
         rows,
@@ -362,8 +365,38 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         unlossed,
         plotted: drawn.len(),
         log_loss,
+        losses_positive: !points.is_empty() && lo > 0.0,
         explorer,
     })
+}
+
+impl Landscape {
+    /// Whether the loss axes are log: as `asked` (`None`: the default), where every loss is
+    /// positive.
+    pub fn log_loss_for(&self, asked: Option<bool>) -> bool {
+        asked.unwrap_or(self.log_loss) && self.losses_positive
+    }
+
+    /// The histogram of every row's loss, one layer per target, on a log axis when `log` (see
+    /// [`Landscape::log_loss_for`]); `None` without a loss. Each axis is drawn once.
+    pub fn histogram(&self, log: bool) -> Result<Option<Arc<str>>, DashboardError> {
+        if self.ok_rows == 0 {
+            return Ok(None);
+        }
+        if let Some((_, svg)) = self.histograms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == log) {
+            return Ok(Some(Arc::clone(svg)));
+        }
+        let per_target = self.explorer.losses_by_target();
+        let series: Vec<(&str, Vec<f64>)> = self
+            .targets
+            .iter()
+            .map(String::as_str)
+            .zip(per_target.into_iter().map(|losses| if log { losses.into_iter().map(f64::log10).collect() } else { losses }))
+            .collect();
+        let svg: Arc<str> = plots::histogram(&series, log).map_err(DashboardError::Plot)?.into();
+        self.histograms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((log, Arc::clone(&svg)));
+        Ok(Some(svg))
+    }
 }
 
 /// Drops the oldest of `entries` (oldest first) until at most `capacity` remain and, beyond the

@@ -47,6 +47,46 @@ pub struct ViewParams {
     /// spans over 100×).
     #[serde(default)]
     pub slices: String,
+    /// The loss axes of the per-parameter plots and the histogram: `linear`, `log` (when every
+    /// loss is positive) or `auto` (default: log when the losses span over 1000×).
+    #[serde(default)]
+    pub loss: String,
+    /// A zoom on the parameter across: `lo,hi` in its units (default: all its rows).
+    #[serde(default)]
+    pub xrange: String,
+    /// See `xrange`.
+    #[serde(default)]
+    pub yrange: String,
+}
+
+/// The axes chosen for the per-parameter plots and the histogram (`None`: the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Axes {
+    /// Log parameter axes.
+    pub slices: Option<bool>,
+    /// A log loss axis.
+    pub loss: Option<bool>,
+}
+
+fn auto_scale(raw: &str, what: &str) -> Result<Option<bool>, DashboardError> {
+    match raw {
+        "" | "auto" => Ok(None),
+        "linear" => Ok(Some(false)),
+        "log" => Ok(Some(true)),
+        other => Err(bad(what, other, "auto, linear or log")),
+    }
+}
+
+/// A range `lo,hi` of two finite numbers with lo < hi; empty is none.
+fn range(raw: &str, what: &str) -> Result<Option<(f64, f64)>, DashboardError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let parsed = raw.split_once(',').and_then(|(lo, hi)| Some((lo.trim().parse::<f64>().ok()?, hi.trim().parse::<f64>().ok()?)));
+    match parsed {
+        Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi => Ok(Some((lo, hi))),
+        _ => Err(bad(what, raw, "two finite numbers lo,hi with lo < hi")),
+    }
 }
 
 fn bad(what: &str, got: &str, expected: impl std::fmt::Display) -> DashboardError {
@@ -70,12 +110,21 @@ impl ViewParams {
     /// The axis of the per-parameter plots: `None` for each parameter's default, else whether
     /// log.
     pub fn slices(&self) -> Result<Option<bool>, DashboardError> {
-        match self.slices.as_str() {
-            "" | "auto" => Ok(None),
-            "linear" => Ok(Some(false)),
-            "log" => Ok(Some(true)),
-            other => Err(bad("slices", other, "auto, linear or log")),
-        }
+        auto_scale(&self.slices, "slices")
+    }
+
+    /// The loss axis of the per-parameter plots and the histogram: `None` for the default, else
+    /// whether log.
+    pub fn loss(&self) -> Result<Option<bool>, DashboardError> {
+        auto_scale(&self.loss, "loss")
+    }
+
+    /// The choices of axes of the per-parameter plots and the histogram.
+    pub fn axes(&self) -> Result<Axes, DashboardError> {
+        Ok(Axes {
+            slices: self.slices()?,
+            loss: self.loss()?,
+        })
     }
 
     /// The view these parameters choose on `explorer`'s table, `None` when it has fewer than two
@@ -139,12 +188,14 @@ impl ViewParams {
             keep,
             top,
             value,
+            x_range: range(&self.xrange, "xrange")?,
+            y_range: range(&self.yrange, "yrange")?,
         }))
     }
 }
 
 /// The query string of `view` on `explorer`, with `x` and `y` replaced.
-fn href(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>, x: usize, y: usize) -> String {
+fn href(job: &str, explorer: &Explorer, view: &View, axes: Axes, x: usize, y: usize) -> String {
     let scale = |log: bool| if log { "log" } else { "linear" };
     let (log_x, log_y) = if (x, y) == (view.x, view.y) { (view.log_x, view.log_y) } else { (explorer.log_by_default(x), explorer.log_by_default(y)) };
     let query = url::form_urlencoded::Serializer::new(String::new())
@@ -156,13 +207,14 @@ fn href(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>, x: us
         .append_pair("cell", if view.value == CellValue::Mean { "mean" } else { "min" })
         .append_pair("keep", &view.keep.to_string())
         .append_pair("top", &view.top.to_string())
-        .append_pair("slices", slices_name(slices))
+        .append_pair("slices", auto_name(axes.slices))
+        .append_pair("loss", auto_name(axes.loss))
         .finish();
     format!("/jobs/{job}?{query}#pairs")
 }
 
-fn slices_name(slices: Option<bool>) -> &'static str {
-    match slices {
+fn auto_name(choice: Option<bool>) -> &'static str {
+    match choice {
         None => "auto",
         Some(false) => "linear",
         Some(true) => "log",
@@ -170,8 +222,8 @@ fn slices_name(slices: Option<bool>) -> &'static str {
 }
 
 /// The two-parameter section of `job`'s page for `view`, its form also choosing the axes of the
-/// per-parameter plots (`slices`).
-pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>) -> Markup {
+/// per-parameter plots and the histogram (`axes`).
+pub fn section(job: &str, explorer: &Explorer, view: &View, axes: Axes) -> Markup {
     let Some(grid) = explorer.grid(view, MAX_GRID) else {
         return html! { section.pairs id="pairs" { h2 { "Two parameters at once" } p.note { "No row of this target has both parameters." } } };
     };
@@ -179,7 +231,7 @@ pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>
     let matrix = (explorer.params.len() <= MAX_MATRIX_PARAMS).then(|| {
         // Every pair depends on the target and the rows kept only: computed once for them.
         let grids = explorer.matrix_grids(view.target, view.keep);
-        heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, slices, x, y))
+        heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, axes, x, y))
     });
     let scale_name = |log: bool| if log { "log" } else { "linear" };
     html! {
@@ -229,7 +281,12 @@ pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>
                 }
                 label { "Per-parameter axes "
                     select name="slices" data-autosubmit {
-                        @for choice in ["auto", "linear", "log"] { option value=(choice) selected[slices_name(slices) == choice] { (choice) } }
+                        @for choice in ["auto", "linear", "log"] { option value=(choice) selected[auto_name(axes.slices) == choice] { (choice) } }
+                    }
+                }
+                label { "Loss axes "
+                    select name="loss" data-autosubmit {
+                        @for choice in ["auto", "linear", "log"] { option value=(choice) selected[auto_name(axes.loss) == choice] { (choice) } }
                     }
                 }
                 noscript { button type="submit" { "Show" } }
@@ -239,7 +296,14 @@ pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>
                 @if let Some(threshold) = grid.threshold { " (the best " (view.keep) " %, loss at most " (crate::layout::number(threshold)) ")" }
                 " on a " (grid.size) " × " (grid.size) " grid; each cell is coloured by its "
                 (if view.value == CellValue::Min { "lowest" } else { "mean" }) " loss (brighter is lower), the "
-                (grid.points.len()) " lowest rows are ringed (the lowest in red). Hover a cell or a point for its values."
+                (grid.points.len()) " lowest rows are ringed (the lowest in red). Hover a cell or a point for its values, click a point to open its set, drag across the map to zoom."
+                @if view.x_range.is_some() || view.y_range.is_some() {
+                    " Zoomed on "
+                    @if let Some((lo, hi)) = view.x_range { (explorer.params[view.x]) " " (heatmap::short(lo)) "–" (heatmap::short(hi)) }
+                    @if view.x_range.is_some() && view.y_range.is_some() { " × " }
+                    @if let Some((lo, hi)) = view.y_range { (explorer.params[view.y]) " " (heatmap::short(lo)) "–" (heatmap::short(hi)) }
+                    ": " a.unzoom href=(href(job, explorer, view, axes, view.x, view.y)) { "show all" } "."
+                }
             }
             div.pair-views {
                 figure.pair-landscape { (heatmap::landscape(explorer, &grid, view.value)) }
@@ -264,7 +328,7 @@ pub fn section(job: &str, explorer: &Explorer, view: &View, slices: Option<bool>
                     tbody {
                         @for &(i, j, share) in sensitivity.interactions.iter().take(5) {
                             tr data-x=(explorer.params[i]) data-y=(explorer.params[j]) data-interaction=(share) {
-                                td { a href=(href(job, explorer, view, slices, i, j)) { (explorer.params[i]) " × " (explorer.params[j]) } }
+                                td { a href=(href(job, explorer, view, axes, i, j)) { (explorer.params[i]) " × " (explorer.params[j]) } }
                                 td.num { (format!("{:.1} %", 100.0 * share)) }
                             }
                         }

@@ -184,7 +184,7 @@ async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body.matches("<figure class=\"landscape\"").count(), 2, "{body}");
     assert!(body.contains("data-param=\"beta\"") && body.contains("data-param=\"gamma\""));
-    assert!(body.contains("<figure class=\"histogram\">"));
+    assert!(body.contains("<figure class=\"histogram\" data-loss-scale=\"linear\">"));
     for kind in ["sims", "sims_computed", "sims_cache_hits", "aggs", "aggs_computed", "aggs_cache_hits", "missing"] {
         assert!(body.contains(&format!("data-count=\"{kind}\"")), "{kind}: {body}");
     }
@@ -622,7 +622,7 @@ fn a_large_table_is_sampled_for_plots_but_counted_whole() {
     assert_eq!(landscape.plots.len(), 1);
     assert_eq!(landscape.unplotted, ["label"]);
     // Points drawn: the sample and the ring on the best (no legend for a single target).
-    assert_eq!(landscape.plots[0].svg.matches("<circle").count(), crate::landscape::MAX_POINTS + 1);
+    assert_eq!(landscape.plots[0].svg(None, false).unwrap().0.matches("<circle").count(), crate::landscape::MAX_POINTS + 1);
     assert_eq!(landscape.best.len(), crate::landscape::BEST_PER_TARGET);
     assert_eq!(landscape.best[0].param_id, "p030000");
     assert_eq!(landscape.best[0].params, ["0.3", "ü"]);
@@ -1068,8 +1068,34 @@ async fn per_parameter_plots_take_a_log_axis_from_the_url_where_every_value_is_p
     assert!(body.contains("<option value=\"log\" selected>log</option>"), "the form shows the choice: {body}");
     // The matrix's links keep it.
     assert!(body.contains("slices=log"), "{body}");
-    for bad in ["slices=LOG", "slices=", "slices=%00"] {
+    // The loss axes: linear by default here (losses span under 1000×), log when asked.
+    let (_, _, linear) = get(&router, "/jobs/job-a", &[]).await;
+    assert!(linear.contains("<figure class=\"histogram\" data-loss-scale=\"linear\">"), "{linear}");
+    let (_, _, log) = get(&router, "/jobs/job-a?loss=log&slices=log", &[]).await;
+    assert!(log.contains("<figure class=\"histogram\" data-loss-scale=\"log\">") && log.contains("loss (log scale)"), "{log}");
+    assert_eq!(log.matches("data-loss-scale=\"log\"").count(), 3, "both plots and the histogram: {log}");
+    assert!(log.contains("loss=log") && log.contains("<option value=\"log\" selected>log</option>"), "{log}");
+    for bad in ["slices=LOG", "slices=", "slices=%00", "loss=ln", "loss="] {
         let (status, _, body) = get(&router, &format!("/jobs/job-a?{bad}x"), &[]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_zoom_in_the_url_bins_only_the_rows_inside_and_refuses_ranges_that_are_not_ones() {
+    let fixture = fixture().await;
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    let counts = |body: &str| attributes(body, "cell", "data-count").iter().map(|c| c.parse::<u64>().unwrap()).sum::<u64>();
+    let (_, _, all) = get(&router, "/jobs/job-a?x=beta&y=gamma", &[]).await;
+    assert_eq!(counts(&all), 12);
+    // beta 0.1..1.2 and gamma 0..3: the range 0.25..0.65 × 0..3 holds beta 0.3 to 0.6, 4 rows.
+    let (status, _, zoomed) = get(&router, "/jobs/job-a?x=beta&y=gamma&xrange=0.25,0.65&yrange=0,3", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{zoomed}");
+    assert_eq!(counts(&zoomed), 4, "{zoomed}");
+    assert!(zoomed.contains("Zoomed on beta 0.25–0.65 × gamma 0–3") && zoomed.contains("class=\"unzoom\""), "{zoomed}");
+    for bad in ["xrange=1", "xrange=2,1", "xrange=1,1", "xrange=NaN,1", "xrange=1e999,2", "xrange=a,b", "yrange=,", "yrange=0,1,2"] {
+        let (status, _, body) = get(&router, &format!("/jobs/job-a?{bad}"), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body.contains("lo,hi"), "{bad}: {body}");
     }
 }

@@ -273,6 +273,21 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
     assert_eq!(outputs["legend"].as_array().unwrap().len(), 3, "{result}");
     assert_eq!(outputs["legend"][0], best_row["param_id"], "{result}");
     assert_eq!(outputs["figures"], serde_json::json!(vec![vec![2, 2, 2]; 6]), "{result}");
+    // Dragging across the middle of the heat map zoomed on the dragged ranges of both parameters:
+    // the same pair, every cell inside them, fewer rows than the whole target, and a way back.
+    let zoomed = &seen["zoomed"];
+    let (xr, yr) = (zoomed["xrange"].as_array().unwrap(), zoomed["yrange"].as_array().unwrap());
+    let (x0, x1, y0, y1) = (xr[0].as_f64().unwrap(), xr[1].as_f64().unwrap(), yr[0].as_f64().unwrap(), yr[1].as_f64().unwrap());
+    assert!(x0 < x1 && y0 < y1, "{result}");
+    let map = &zoomed["map"];
+    assert_eq!((map["x"].as_str(), map["y"].as_str()), (initial["x"].as_str(), initial["y"].as_str()), "{result}");
+    let cells = map["cells"].as_array().unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(cells.iter().all(|c| f(c, "x0") >= x0 - 1e-12 && f(c, "x1") <= x1 + 1e-9 && f(c, "y0") >= y0 - 1e-12 && f(c, "y1") <= y1 + 1e-9), "{result}");
+    assert!(cells.iter().any(|c| close(f(c, "x0"), x0)), "the axis starts at the zoom: {result}");
+    let inside: u64 = cells.iter().map(|c| c["count"].as_u64().unwrap()).sum();
+    assert!(inside > 0 && inside < 256, "{result}");
+    assert!(zoomed["note"].as_str().unwrap().contains("Zoomed on"), "{result}");
     assert!(server.terminate().success());
 }
 
