@@ -8,6 +8,7 @@ use mimalloc as _;
 pub mod attribution;
 pub mod dashboard;
 pub mod indexer;
+pub mod live;
 pub mod query;
 pub mod registry;
 pub mod report;
@@ -98,7 +99,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Area::Dashboard => {
                 let python = args.python_for("dashboard")?;
-                ("dashboard", "Dashboard", dashboard::run(args.scale, python).await?)
+                let mut rows = dashboard::run(args.scale, python).await?;
+                rows.push(live::run(args.scale).await?);
+                ("dashboard", "Dashboard", rows)
             }
         };
         for row in &rows {

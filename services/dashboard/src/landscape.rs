@@ -9,7 +9,6 @@
 //! [`MAX_CACHED_ROWS`] rows), so revisiting a page costs nothing and a re-indexed job is
 //! rendered afresh.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -257,7 +256,6 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         .collect();
 
     let mut targets: Vec<String> = Vec::new();
-    let mut target_index: HashMap<String, usize> = HashMap::new();
     let mut points = Vec::new();
     let mut unlossed = Vec::new();
     let mut rows = 0;
@@ -271,11 +269,11 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             .ok_or_else(|| DashboardError::NotFound("the loss table has no float64 loss column".into()))?;
         for row in 0..batch.num_rows() {
             let name = target.value(row);
-            let t = match target_index.get(name) {
-                Some(&t) => t,
+            // Tables have a few targets: a scan of them costs less than hashing every row's.
+            let t = match targets.iter().position(|t| t == name) {
+                Some(t) => t,
                 None => {
                     targets.push(name.to_owned());
-                    target_index.insert(name.to_owned(), targets.len() - 1);
                     targets.len() - 1
                 }
             };
