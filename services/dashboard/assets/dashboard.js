@@ -308,6 +308,10 @@
       box.setAttribute("width", String(Math.abs(now.x - start.x)));
       box.setAttribute("height", String(Math.abs(now.y - start.y)));
     });
+    svg.addEventListener("pointercancel", function () {
+      start = null;
+      box.setAttribute("width", "0");
+    });
     svg.addEventListener("pointerup", function (event) {
       if (start === null) return;
       const now = local(event);
@@ -336,8 +340,10 @@
     document.querySelectorAll("svg.parallel").forEach(parallel);
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 5000);
-    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
-      select.addEventListener("change", function () { select.form.submit(); });
+    // Delegated, so the selects of a provisional landscape swapped in later submit too.
+    document.addEventListener("change", function (event) {
+      const select = event.target.closest ? event.target.closest("select[data-autosubmit]") : null;
+      if (select && select.form) select.form.submit();
     });
     const table = document.querySelector("table#jobs[data-events]");
     if (table) jobsTable(table);

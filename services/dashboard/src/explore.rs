@@ -125,15 +125,23 @@ pub struct Explorer {
     loss: Vec<f64>,
     /// Each row's loss on the drawn scale (log10 of it on a log scale).
     drawn: Vec<f64>,
-    /// Each target's rows, from the lowest loss up.
+    /// Each target's rows, from the lowest loss up (ties in table order).
     by_target: Vec<Vec<u32>>,
+    /// Each target's rows in table order, so a pass over them reads the columns in sequence.
+    in_table_order: Vec<Vec<u32>>,
     /// The parameter-set ids of each target's lowest rows.
     names: HashMap<u32, String>,
     /// Whether each parameter is best read on a log axis (see [`spans_decades`]).
     log_default: Vec<bool>,
     /// The pair matrix's grids of the last [`MATRIX_CACHE`] (target, keep) choices.
-    matrix: std::sync::Mutex<Vec<((usize, u64), std::sync::Arc<Vec<Grid>>)>>,
+    matrix: MatrixCache,
 }
+
+/// The pair matrix's grids by (target, keep as bits).
+type MatrixCache = std::sync::Mutex<Vec<((usize, u64), std::sync::Arc<Vec<Grid>>)>>;
+
+/// A row as an overlay draws it: its parameter values (in parameter order) and loss.
+pub type OverlayRow = (Vec<f64>, f64);
 
 /// (target, keep) choices whose pair matrix is kept.
 pub const MATRIX_CACHE: usize = 8;
@@ -314,6 +322,7 @@ impl Explorer {
         }
         // Each target's rows from the lowest loss up; the ids of the lowest, so points can be named.
         let mut names = HashMap::new();
+        let in_table_order = by_target.clone();
         for of_target in &mut by_target {
             // Sorted as (loss, row) pairs: the comparisons read neighbours, not the loss column at
             // random.
@@ -338,6 +347,7 @@ impl Explorer {
             columns,
             loss,
             by_target,
+            in_table_order,
             names,
             log_default: Vec::new(),
             matrix: std::sync::Mutex::default(),
@@ -413,7 +423,7 @@ impl Explorer {
     /// The rows of the target named `target`, for an overlay: every row's loss, and at most
     /// `max` rows (the `keep` lowest, then an even sample of the rest) as their parameter values
     /// (in [`Explorer::params`] order) and loss. `None` when the job has no such target.
-    pub fn sample_of(&self, target: &str, max: usize, keep: usize) -> Option<(Vec<f64>, Vec<(Vec<f64>, f64)>)> {
+    pub fn sample_of(&self, target: &str, max: usize, keep: usize) -> Option<(Vec<f64>, Vec<OverlayRow>)> {
         let t = self.targets.iter().position(|name| name == target)?;
         let rows: Vec<usize> = self.lowest(t).collect();
         let losses = rows.iter().map(|&r| self.loss[r]).collect();
@@ -426,8 +436,7 @@ impl Explorer {
 
     fn sensitivity_of(&self, t: usize) -> Sensitivity {
         // In table order, so the columns are read in sequence.
-        let mut rows: Vec<usize> = self.lowest(t).filter(|&r| self.drawn[r].is_finite()).collect();
-        rows.sort_unstable();
+        let rows: Vec<usize> = self.in_table_order.get(t).into_iter().flatten().map(|&r| r as usize).filter(|&r| self.drawn[r].is_finite()).collect();
         let n_params = self.params.len();
         let bins = sensitivity_bins(rows.len());
         // Each row's bin along each parameter (None where the value is missing).
@@ -512,23 +521,28 @@ impl Explorer {
 
     /// The landscape of `view` on a grid of at most `max_grid` cells a side.
     pub fn grid(&self, view: &View, max_grid: usize) -> Option<Grid> {
-        // The best `keep` percent of the target's rows (they are in loss order).
-        let of_target: Vec<usize> = self.lowest(view.target).collect();
+        // The best `keep` percent of the target's rows: those at or before the `kept`-th in
+        // (loss, row) order, taken in table order so the columns are read in sequence.
+        let of_target = self.by_target.get(view.target)?;
         let kept = kept_rows(of_target.len(), view.keep);
-        let threshold = (kept < of_target.len() && kept > 0).then(|| self.loss[of_target[kept - 1]]);
+        let last = (kept > 0).then(|| of_target[kept - 1] as usize);
+        let threshold = last.filter(|_| kept < of_target.len()).map(|r| self.loss[r]);
         let inside = |v: f64, range: Option<(f64, f64)>| v.is_finite() && range.is_none_or(|(lo, hi)| (lo..=hi).contains(&v));
-        let rows: Vec<usize> = of_target[..kept]
+        let within = |r: usize| match last {
+            _ if kept == of_target.len() => true,
+            Some(last) => match self.loss[r].total_cmp(&self.loss[last]) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => r <= last,
+                std::cmp::Ordering::Greater => false,
+            },
+            None => false,
+        };
+        let in_order: Vec<usize> = self.in_table_order[view.target]
             .iter()
-            .copied()
-            .filter(|&r| {
-                let (x, y) = (self.columns[view.x][r], self.columns[view.y][r]);
-                inside(x, view.x_range) && inside(y, view.y_range)
-            })
+            .map(|&r| r as usize)
+            .filter(|&r| within(r))
+            .filter(|&r| inside(self.columns[view.x][r], view.x_range) && inside(self.columns[view.y][r], view.y_range))
             .collect();
-        // Binned in table order: the columns are read in sequence, not at random (on a 1M-row
-        // table, loss order costs a cache miss per value).
-        let mut in_order = rows.clone();
-        in_order.sort_unstable();
         // A zoomed axis spans its range exactly; another spans its rows.
         let axis = |p: usize, range: Option<(f64, f64)>, log: bool| match range {
             Some((lo, hi)) => Axis::over([lo, hi].into_iter(), log),
@@ -536,7 +550,7 @@ impl Explorer {
         };
         let x_axis = axis(view.x, view.x_range, view.log_x)?;
         let y_axis = axis(view.y, view.y_range, view.log_y)?;
-        let size = grid_size(rows.len(), max_grid);
+        let size = grid_size(in_order.len(), max_grid);
         let mut sums = vec![(0u32, f64::INFINITY, 0.0f64); size * size];
         for &r in &in_order {
             let (Some(i), Some(j)) = (x_axis.bin(self.columns[view.x][r], size), y_axis.bin(self.columns[view.y][r], size)) else { continue };
@@ -555,10 +569,13 @@ impl Explorer {
                 })
             })
             .collect();
-        // The lowest rows, named.
-        let points = rows
+        // The lowest rows, named (only the lowest have names: the walk stops there).
+        let points = of_target[..kept]
             .iter()
-            .filter_map(|r| self.names.get(&(*r as u32)).map(|name| (*r, name)))
+            .take(MAX_TOP)
+            .map(|&r| r as usize)
+            .filter(|&r| inside(self.columns[view.x][r], view.x_range) && inside(self.columns[view.y][r], view.y_range))
+            .filter_map(|r| self.names.get(&(r as u32)).map(|name| (r, name)))
             .take(view.top.min(MAX_TOP))
             .map(|(r, name)| Point {
                 param_id: name.clone(),
@@ -575,7 +592,7 @@ impl Explorer {
             size,
             cells,
             points,
-            rows: rows.len(),
+            rows: in_order.len(),
             threshold,
         })
     }
@@ -660,6 +677,7 @@ mod tests {
             columns,
             drawn: losses.clone(),
             loss: losses,
+            in_table_order: vec![(0..n as u32).collect()],
             by_target: vec![order],
             names: names_of_best,
             log_default: vec![false; names.len()],

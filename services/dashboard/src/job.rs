@@ -39,7 +39,7 @@ async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEnt
 #[tracing::instrument(name = "dashboard_job", skip(dashboard))]
 pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
-    let axes = params.axes()?;
+    params.axes()?;
     let state = match &dashboard.registry {
         Some(registry) => registry.get_job(&job).await?,
         None => None,
@@ -66,8 +66,8 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
         }
         _ => None,
     };
-    let drawn = landscape.as_deref().or(provisional.as_ref().and_then(|p| p.landscape.as_deref()));
-    let pairs = pairs_of(job.as_str(), drawn, &params)?;
+    let shown = landscape.clone().or_else(|| provisional.as_ref().and_then(|p| p.landscape.clone()));
+    let drawn = draw(job.as_str(), shown, &params).await?;
     // A cancelled job never gets a table on its own (only when forced): its page waits for none.
     let cancelled = state.as_ref().is_some_and(|s| s.status() == JobStatus::Cancelled);
     let reload_when_indexed = entry.is_none() && !cancelled && row.as_ref().is_some_and(|r| r.index_state != "failed");
@@ -116,10 +116,10 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
                 }
             }
             @match (&entry, &landscape, &provisional) {
-                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, pairs, axes)) }
+                (Some(entry), Some(landscape), _) => { (landscape_section(entry, landscape, drawn.as_ref())) }
                 (None, _, Some(provisional)) => {
                     div #landscape data-live-url={ "/jobs/" (job.as_str()) "/live" } {
-                        (provisional_section(job.as_str(), provisional, pairs, axes))
+                        (provisional_section(job.as_str(), provisional, drawn.as_ref()))
                     }
                 }
                 _ => {
@@ -141,15 +141,46 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
     ))
 }
 
-/// The two-parameter views of `landscape` as the URL's `params` ask, when it has a loss.
-fn pairs_of(job: &str, landscape: Option<&Landscape>, params: &crate::pairs::ViewParams) -> Result<Option<Markup>, DashboardError> {
-    Ok(match landscape {
-        Some(landscape) if landscape.ok_rows > 0 => {
-            let axes = params.axes()?;
-            params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(job, &landscape.explorer, &view, axes))
-        }
-        _ => None,
+/// A parameter's plot as drawn (with whether its axis is log), or why not.
+type DrawnPlot = Result<(Arc<str>, bool), DashboardError>;
+
+/// What the page draws of a landscape: the two-parameter views, and the per-parameter plots and
+/// the histogram on the axes asked for.
+#[derive(Debug)]
+pub struct Drawn {
+    /// The two-parameter section (absent without a loss or two numeric parameters).
+    pairs: Option<Markup>,
+    /// Each parameter's plot, and whether its axis is log.
+    plots: Vec<(String, DrawnPlot)>,
+    /// The histogram.
+    histogram: Result<Option<Arc<str>>, DashboardError>,
+    /// Whether the loss axes are log.
+    log_loss: bool,
+}
+
+/// Draws `landscape` as the URL's `params` ask, off the async runtime (a 1M-row job's grids and
+/// plots take a while).
+async fn draw(job: &str, landscape: Option<Arc<Landscape>>, params: &crate::pairs::ViewParams) -> Result<Option<Drawn>, DashboardError> {
+    let Some(landscape) = landscape else { return Ok(None) };
+    let (job, params) = (job.to_owned(), params.clone());
+    tokio::task::spawn_blocking(move || {
+        let axes = params.axes()?;
+        let pairs = match landscape.ok_rows {
+            0 => None,
+            _ => params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(&job, &landscape.explorer, &view, axes)),
+        };
+        let log_loss = landscape.log_loss_for(axes.loss);
+        let plots = landscape.plots.iter().map(|plot| (plot.name.clone(), plot.svg(axes.slices, log_loss))).collect();
+        let histogram = landscape.histogram(log_loss);
+        Ok(Some(Drawn {
+            pairs,
+            plots,
+            histogram,
+            log_loss,
+        }))
     })
+    .await
+    .map_err(|e| DashboardError::Plot(format!("drawing task failed: {e}")))?
 }
 
 /// A colour swatch for a target (SVG, as the page allows no inline styles).
@@ -158,7 +189,7 @@ pub fn swatch(index: usize) -> Markup {
 }
 
 /// The loss table's sections: its summary, then [`landscape_body`].
-fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Markup>, axes: crate::pairs::Axes) -> Markup {
+fn landscape_section(entry: &JobEntry, landscape: &Landscape, drawn: Option<&Drawn>) -> Markup {
     let [total, ok, missing, failed] = entry.counts;
     html! {
         section.table-summary {
@@ -174,7 +205,7 @@ fn landscape_section(entry: &JobEntry, landscape: &Landscape, pairs: Option<Mark
             }
             (targets(landscape))
         }
-        (landscape_body(&entry.job_id, landscape, pairs, axes, missing, failed))
+        @if let Some(drawn) = drawn { (landscape_body(&entry.job_id, landscape, drawn, missing, failed)) }
     }
 }
 
@@ -190,7 +221,7 @@ fn targets(landscape: &Landscape) -> Markup {
 
 /// The provisional landscape of a job without a table: how much of it was read, then
 /// [`landscape_body`] of those rows.
-pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pairs: Option<Markup>, axes: crate::pairs::Axes) -> Markup {
+pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, drawn: Option<&Drawn>) -> Markup {
     let failed = provisional.landscape.as_ref().map_or(0, |l| l.rows - l.ok_rows);
     html! {
         section.table-summary.provisional data-provisional-rows=(provisional.rows) data-expected=(provisional.expected) {
@@ -206,8 +237,8 @@ pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pa
             }
             @if let Some(landscape) = &provisional.landscape { (targets(landscape)) }
         }
-        @if let Some(landscape) = &provisional.landscape {
-            (landscape_body(job, landscape, pairs, axes, 0, failed as u64))
+        @if let (Some(landscape), Some(drawn)) = (&provisional.landscape, drawn) {
+            (landscape_body(job, landscape, drawn, 0, failed as u64))
         }
     }
 }
@@ -215,9 +246,9 @@ pub fn provisional_section(job: &str, provisional: &crate::live::Provisional, pa
 /// The two-parameter views (`pairs`), the landscapes per parameter, the rows without a loss and
 /// the best sets (each a link to its page) of `job`'s landscape with `missing` and `failed` rows,
 /// the per-parameter plots and the histogram on the axes `axes` asks for.
-fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, axes: crate::pairs::Axes, missing: u64, failed: u64) -> Markup {
+fn landscape_body(job: &str, landscape: &Landscape, drawn: &Drawn, missing: u64, failed: u64) -> Markup {
     html! {
-        @if let Some(pairs) = pairs { (pairs) }
+        @if let Some(pairs) = &drawn.pairs { (pairs) }
         @if landscape.ok_rows == 0 {
             section.landscapes {
                 h2 { "Loss against each parameter" }
@@ -225,28 +256,27 @@ fn landscape_body(job: &str, landscape: &Landscape, pairs: Option<Markup>, axes:
             }
         } @else {
         section.landscapes {
-            @let log_loss = landscape.log_loss_for(axes.loss);
             h2 { "Loss against each parameter" }
             p.note {
                 "Each plot draws " (landscape.plotted) " of the " (landscape.ok_rows) " rows with a loss"
                 @if landscape.plotted < landscape.ok_rows { " (the " (crate::landscape::KEEP_BEST) " lowest losses and an even sample of the rest)" }
                 "; the histogram counts every row."
-                @if log_loss { " Losses are drawn on a log scale." }
+                @if drawn.log_loss { " Losses are drawn on a log scale." }
                 " Axes: " a href="#pairs" { "chosen above" } "."
             }
             div.plots {
-                @for plot in &landscape.plots {
-                    @match plot.svg(axes.slices, log_loss) {
-                        Ok((svg, log)) => { figure.landscape data-param=(plot.name) data-xscale=(if log { "log" } else { "linear" }) data-loss-scale=(if log_loss { "log" } else { "linear" }) { (layout::svg(&svg)) } }
-                        Err(error) => { p.error { (plot.name) ": " (error) } }
+                @for (name, plot) in &drawn.plots {
+                    @match plot {
+                        Ok((svg, log)) => { figure.landscape data-param=(name) data-xscale=(if *log { "log" } else { "linear" }) data-loss-scale=(if drawn.log_loss { "log" } else { "linear" }) { (layout::svg(svg)) } }
+                        Err(error) => { p.error { (name) ": " (error) } }
                     }
                 }
             }
             @if !landscape.unplotted.is_empty() {
                 p.note { "Not plotted (text values): " (landscape.unplotted.join(", ")) }
             }
-            @match landscape.histogram(log_loss) {
-                Ok(Some(histogram)) => { figure.histogram data-loss-scale=(if log_loss { "log" } else { "linear" }) { (layout::svg(&histogram)) } }
+            @match &drawn.histogram {
+                Ok(Some(histogram)) => { figure.histogram data-loss-scale=(if drawn.log_loss { "log" } else { "linear" }) { (layout::svg(histogram)) } }
                 Ok(None) => {}
                 Err(error) => { p.error { "histogram: " (error) } }
             }
@@ -343,7 +373,7 @@ fn attachment(job: &str, extension: &str, content_type: &'static str, body: Body
 #[tracing::instrument(name = "dashboard_live", skip(dashboard))]
 pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
     let job = job_id(&raw)?;
-    let axes = params.axes()?;
+    params.axes()?;
     let sources = dashboard.live_sources().ok_or(DashboardError::ServiceNotRunning("registry, attribution or provenance store"))?;
     if indexed(&dashboard, &job).await?.is_some() {
         dashboard.live.forget(job.as_str());
@@ -353,8 +383,8 @@ pub async fn live_fragment(State(dashboard): State<Dashboard>, Path(raw): Path<S
         registry.require_job(&job).await?;
     }
     let provisional = dashboard.live.get(&sources, &job).await?;
-    let pairs = pairs_of(job.as_str(), provisional.landscape.as_deref(), &params)?;
-    Ok(provisional_section(job.as_str(), &provisional, pairs, axes))
+    let drawn = draw(job.as_str(), provisional.landscape.clone(), &params).await?;
+    Ok(provisional_section(job.as_str(), &provisional, drawn.as_ref()))
 }
 
 /// `GET /jobs/{job_id}/losses.parquet`: the stored table, byte for byte.

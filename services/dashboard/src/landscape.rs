@@ -27,7 +27,7 @@ pub const KEEP_BEST: usize = 200;
 /// Rows of each target in the best-parameters table.
 pub const BEST_PER_TARGET: usize = 10;
 /// Rows the landscape cache holds in all, beyond the newest landscape (whatever its size): about
-/// 130 MB of columns for three parameters.
+/// 200 MB for three parameters (8 B per parameter, 24 B of loss and row order per row).
 pub const MAX_CACHED_ROWS: usize = 4_000_000;
 /// Rows without a loss listed on the page, at most.
 pub const MAX_UNLOSSED_LISTED: usize = 200;
@@ -62,6 +62,9 @@ pub struct BestRow {
     pub params: Vec<String>,
 }
 
+/// A plot's axes: (log parameter axis, log loss axis).
+type AxesKey = (bool, bool);
+
 /// One parameter's plot: its points, drawn on request on the axes asked for, each choice of
 /// axes drawn once.
 #[derive(Debug)]
@@ -75,7 +78,7 @@ pub struct ParamPlot {
     /// Whether the log axis is the default: positive values spanning over 100×.
     pub log_default: bool,
     /// The SVGs drawn so far, by (log parameter axis, log loss axis).
-    drawn: Mutex<Vec<((bool, bool), Arc<str>)>>,
+    drawn: Mutex<Vec<(AxesKey, Arc<str>)>>,
 }
 
 impl ParamPlot {

@@ -162,7 +162,6 @@ impl LiveLandscapes {
         }
         let started = Instant::now();
         let outcome = live.refresh(sources, job).await;
-        live.took = started.elapsed();
         let (pending, error) = match outcome {
             Ok(pending) => (pending, None),
             Err(error) => {
@@ -175,14 +174,28 @@ impl LiveLandscapes {
             // Nothing new was read: the landscape drawn last still holds.
             _ if unchanged => live.shown.as_ref().and_then(|shown| shown.landscape.clone()),
             Some(spec) if !live.rows.is_empty() => {
-                let batch = batch(spec, &live.rows)?;
-                let landscape = tokio::task::spawn_blocking(move || crate::landscape::reduce(&[batch]))
-                    .await
-                    .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))??;
-                Some(Arc::new(landscape))
+                // Built off the async runtime, on the rows lent to the task and taken back.
+                let (spec, rows) = (Arc::clone(spec), std::mem::take(&mut live.rows));
+                let joined = tokio::task::spawn_blocking(move || {
+                    let landscape = batch(&spec, &rows).and_then(|batch| crate::landscape::reduce(&[batch]));
+                    (rows, landscape)
+                })
+                .await;
+                let (rows, landscape) = match joined {
+                    Ok(done) => done,
+                    Err(error) => {
+                        // The rows went down with the task: read every result again next time.
+                        live.read.clear();
+                        return Err(DashboardError::Plot(format!("rendering task failed: {error}")));
+                    }
+                };
+                live.rows = rows;
+                Some(Arc::new(landscape?))
             }
             _ => None,
         };
+        // The whole refresh, rebuilding included, paces the next one.
+        live.took = started.elapsed();
         let shown = Arc::new(Provisional {
             landscape,
             rows: live.rows.len(),

@@ -4,8 +4,10 @@
 //! highest value over the replicates at each row, and their mean.
 //!
 //! Bounds: at most [`MAX_SIMS`] simulations and [`MAX_OUTPUTS`] outputs of [`MAX_COLUMNS`]
-//! columns; no artifact over [`MAX_ARTIFACT_BYTES`] and [`MAX_TOTAL_BYTES`] read in all (what
-//! is skipped is said); at most [`MAX_POINTS`] points per line. The x axis is the output's first
+//! columns; no artifact over [`MAX_ARTIFACT_BYTES`] or [`MAX_ARTIFACT_ROWS`] rows, and
+//! [`MAX_TOTAL_BYTES`] read in all (what is skipped is said); at most [`MAX_POINTS`] points per
+//! line. An artifact is decoded only after its footer and messages are checked (see
+//! `check_ipc_file`), so what it declares cannot make the decoder allocate more than it holds. The x axis is the output's first
 //! column when it is named like time (`day`, `t`, `time`, `step`, `date`, `week`) and numeric, else
 //! the row number.
 
@@ -173,9 +175,14 @@ async fn output_names(provenance: &Store, dir: &str) -> Result<Vec<String>, Dash
     Ok(names)
 }
 
-/// Checks that `bytes` are an Arrow IPC file whose every block lies inside it, so decoding
-/// allocates no more than the file holds (a block's declared length is allocated before it is
-/// read: a stream, or a file with a lying footer, could ask for gigabytes).
+/// Rows of one artifact decoded, at most (each numeric column becomes 8 bytes a row).
+pub const MAX_ARTIFACT_ROWS: i64 = 200_000;
+
+/// Checks that `bytes` are an Arrow IPC file the decoder can read within what the file holds: its
+/// blocks lie inside it without overlapping (a block's declared length is allocated before it is
+/// read, so a lying or repeating footer could ask for gigabytes), no message is compressed (a
+/// compressed buffer declares the size it is inflated to), and its record batches hold at most
+/// [`MAX_ARTIFACT_ROWS`] rows in all.
 fn check_ipc_file(bytes: &[u8]) -> Result<(), String> {
     const MAGIC: &[u8] = b"ARROW1";
     let n = bytes.len();
@@ -185,15 +192,38 @@ fn check_ipc_file(bytes: &[u8]) -> Result<(), String> {
     let footer_len = i32::from_le_bytes(bytes[n - 10..n - 6].try_into().map_err(|_| "no footer length")?);
     let footer_start = usize::try_from(footer_len).ok().and_then(|len| (n - 10).checked_sub(len)).filter(|&start| start >= 8).ok_or("not an Arrow IPC file: its footer length is out of range")?;
     let footer = arrow::ipc::root_as_footer(&bytes[footer_start..n - 10]).map_err(|e| format!("not an Arrow IPC file: its footer is unreadable: {e}"))?;
-    let blocks = footer.recordBatches().into_iter().flatten().chain(footer.dictionaries().into_iter().flatten());
-    for block in blocks {
-        let end = u64::try_from(block.offset())
-            .ok()
-            .zip(u64::try_from(block.metaDataLength()).ok())
-            .zip(u64::try_from(block.bodyLength()).ok())
-            .and_then(|((offset, meta), body)| offset.checked_add(meta)?.checked_add(body));
-        if end.is_none_or(|end| end > footer_start as u64) {
-            return Err("not an Arrow IPC file: a block lies outside it".into());
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    for block in footer.recordBatches().into_iter().flatten().chain(footer.dictionaries().into_iter().flatten()) {
+        let start = usize::try_from(block.offset()).ok();
+        let meta = usize::try_from(block.metaDataLength()).ok();
+        let body = usize::try_from(block.bodyLength()).ok();
+        let (Some(start), Some(meta), Some(body)) = (start, meta, body) else { return Err("not an Arrow IPC file: a block has a negative length".into()) };
+        match start.checked_add(meta).and_then(|end| end.checked_add(body)) {
+            Some(end) if end <= footer_start && meta >= 8 => spans.push((start, meta, end)),
+            _ => return Err("not an Arrow IPC file: a block lies outside it".into()),
+        }
+    }
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[1].0 < w[0].2) {
+        return Err("not an Arrow IPC file: its blocks overlap".into());
+    }
+    let mut rows = 0i64;
+    for &(start, meta, _) in &spans {
+        // The message: a continuation marker and its length (or the length alone), then the
+        // flatbuffer.
+        let at = if bytes[start..start + 4] == [0xff; 4] { start + 8 } else { start + 4 };
+        let message = arrow::ipc::root_as_message(&bytes[at.min(start + meta)..start + meta]).map_err(|e| format!("not an Arrow IPC file: a message is unreadable: {e}"))?;
+        let (compressed, length) = match (message.header_as_record_batch(), message.header_as_dictionary_batch()) {
+            (Some(batch), _) => (batch.compression().is_some(), batch.length()),
+            (None, Some(dictionary)) => (dictionary.data().is_some_and(|d| d.compression().is_some()), 0),
+            (None, None) => return Err("not an Arrow IPC file: a block is not a batch".into()),
+        };
+        if compressed {
+            return Err("a compressed Arrow IPC file (not read: it declares the size it inflates to)".into());
+        }
+        rows = rows.saturating_add(length.max(0));
+        if rows > MAX_ARTIFACT_ROWS {
+            return Err(format!("over {MAX_ARTIFACT_ROWS} rows"));
         }
     }
     Ok(())
@@ -349,10 +379,12 @@ pub async fn page(
         None => landscape.targets.first().cloned().ok_or_else(|| DashboardError::NotFound(format!("job {:?} has no rows", job.as_str())))?,
     };
     let best: Vec<&crate::landscape::BestRow> = landscape.best.iter().filter(|row| row.target == target).take(k).collect();
+    // Each set gets its share of the simulations read, so every set in the legend is drawn.
+    let share = (MAX_SIMS / best.len().max(1)).max(1);
     let mut sims = Vec::new();
     for (group, row) in best.iter().enumerate() {
         let results = attribution.param_set_results(&job, &row.param_id).await.map_err(DashboardError::Attribution)?;
-        sims.extend(results.into_iter().filter(|r| !r.aggregation).map(|r| SimSource { dir: r.path, group }));
+        sims.extend(results.into_iter().filter(|r| !r.aggregation).take(share).map(|r| SimSource { dir: r.path, group }));
     }
     let bands = read_bands(provenance, &sims).await?;
     Ok(crate::layout::page(

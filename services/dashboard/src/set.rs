@@ -149,10 +149,14 @@ pub async fn page(State(dashboard): State<Dashboard>, Path((raw_job, raw_set)): 
         (Some(engine), Some(entry)) => {
             let table = modelops_query::engine::collect(engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?).await?;
             let reps = match &entry.replicates {
-                Some(_) => replicates(&modelops_query::engine::collect(engine.execute(&Command::Replicates { job_id: entry.job_id.clone() }).await?).await?, set),
+                Some(_) => modelops_query::engine::collect(engine.execute(&Command::Replicates { job_id: entry.job_id.clone() }).await?).await?,
                 None => Vec::new(),
             };
-            (target_rows(&table, set), reps)
+            // Scanned off the async runtime: a table of a million rows takes a while.
+            let wanted = set.to_owned();
+            tokio::task::spawn_blocking(move || (target_rows(&table, &wanted), replicates(&reps, &wanted)))
+                .await
+                .map_err(|e| DashboardError::Plot(format!("scanning task failed: {e}")))?
         }
         _ => (Vec::new(), Vec::new()),
     };

@@ -980,6 +980,20 @@ async fn outputs_are_drawn_as_a_band_over_replicates_within_their_byte_budget() 
     lying[block_at + 16..block_at + 24].copy_from_slice(&(1i64 << 40).to_le_bytes());
     put("sims/d/artifact_out.arrow", lying).await;
     put("sims/e/artifact_out.arrow", [&[0xff_u8; 4][..], &0x7fff_ffff_i32.to_le_bytes(), b"junk"].concat()).await;
+    // A compressed file: each buffer declares the size it inflates to, so it is not read.
+    let compressed = {
+        let schema = Arc::new(Schema::new(vec![Field::new("cases", DataType::Float64, false)]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Float64Array::from(vec![1.0; 100]))]).unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default().try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME)).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = arrow::ipc::writer::FileWriter::try_new_with_options(&mut bytes, &schema, options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        bytes
+    };
+    put("sims/f/artifact_out.arrow", compressed).await;
+    let refused_compressed = crate::outputs::read_bands(&store, &[crate::outputs::SimSource { dir: "sims/f".into(), group: 0 }]).await.unwrap();
+    assert!(refused_compressed.bands.is_empty() && refused_compressed.skipped[0].contains("compressed"), "{refused_compressed:?}");
     let hostile: Vec<crate::outputs::SimSource> = ["sims/d", "sims/e"].iter().map(|dir| crate::outputs::SimSource { dir: (*dir).into(), group: 0 }).collect();
     let refused = crate::outputs::read_bands(&store, &hostile).await.unwrap();
     assert!(refused.bands.is_empty(), "{refused:?}");
