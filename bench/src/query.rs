@@ -119,8 +119,10 @@ server.serve()
 elif mode == "dashboard":
     import urllib.request
     base, jobs, big = sys.argv[3], sys.argv[4].split(","), sys.argv[5]
+    timings = {}
     def get(path):
         with urllib.request.urlopen(f"{base}{path}") as response:
+            timings["last"] = response.headers.get("Server-Timing", "")
             return response.read()
     def page(job, query=""):
         body = get(f"/jobs/{job}{query}")
@@ -135,7 +137,9 @@ elif mode == "dashboard":
             times.append(time.perf_counter() - start)
         return sorted(times)[len(times) // 2], body
     out["cold"], _ = first_views(jobs)
+    out["cold_timing"] = timings["last"]
     out["warm"], body = timed(lambda: page(jobs[0]), 9)
+    out["warm_timing"] = timings["last"]
     out["page_bytes"] = len(body)
     out["flight"], table = timed(lambda: ours(flight.FlightDescriptor.for_path("losses", jobs[0])), 5)
     out["rows"] = table.num_rows
@@ -144,6 +148,7 @@ elif mode == "dashboard":
     start = time.perf_counter()
     body = page(big)
     out["big_cold"] = time.perf_counter() - start
+    out["big_cold_timing"] = timings["last"]
     out["big_bytes"] = len(body)
     views = [f"?x=gamma&y=contacts&keep={k}&top=50&xscale=log" for k in (90, 80, 70, 60, 50)]
     times = []

@@ -165,8 +165,20 @@ async function main() {
       note: await page.textContent("section#pairs p.note"),
     };
 
+    // Compare with the demo's second job (half the sets shared): both jobs overlaid.
+    await page.goto(`${base}/compare?a=${job}&b=${job}-overlap`);
+    await page.waitForSelector("section.overlay figure.landscape svg");
+    const overlay = await page.$eval("section.overlay", (s) => ({
+      target: s.getAttribute("data-target"),
+      rowsA: Number(s.getAttribute("data-rows-a")),
+      rowsB: Number(s.getAttribute("data-rows-b")),
+      params: Array.from(s.querySelectorAll("figure.landscape")).map((f) => f.getAttribute("data-param")),
+      histogram: s.querySelectorAll("figure.histogram svg").length,
+    }));
+    if (shots) await page.locator("section.overlay").screenshot({ path: `${shots}/dashboard-compare.png` });
+
     console.log("RESULT " + JSON.stringify({
-      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, outputs, zoomed, problems,
+      target, initial, bestRow, width, tooltip, brushed, kept, keptUrl, next, switched, importance, listed, history, historyTooltip, set, outputs, zoomed, overlay, problems,
     }));
   } finally {
     await browser.close();

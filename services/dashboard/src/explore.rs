@@ -117,8 +117,8 @@ pub struct Explorer {
     pub targets: Vec<String>,
     /// Whether the loss is drawn on a log scale.
     pub log_loss: bool,
-    /// Per target, its sensitivity.
-    pub sensitivity: Vec<Sensitivity>,
+    /// Per target, its sensitivity: computed when the target is first viewed, then kept.
+    sensitivity: Vec<std::sync::OnceLock<Sensitivity>>,
     /// `columns[p][r]`: parameter `p` of row `r` (NaN where the set lacks it).
     columns: Vec<Vec<f64>>,
     /// Each row's loss.
@@ -353,7 +353,7 @@ impl Explorer {
             matrix: std::sync::Mutex::default(),
         };
         explorer.log_default = explorer.columns.iter().map(|c| spans_decades(c.iter().copied())).collect();
-        explorer.sensitivity = (0..explorer.targets.len()).map(|t| explorer.sensitivity_of(t)).collect();
+        explorer.sensitivity = (0..explorer.targets.len()).map(|_| std::sync::OnceLock::new()).collect();
         Ok(explorer)
     }
 
@@ -418,6 +418,11 @@ impl Explorer {
         }
         cache.push((key, std::sync::Arc::clone(&grids)));
         grids
+    }
+
+    /// The sensitivity of target `t` (see the module's documentation), computed on first use.
+    pub fn sensitivity(&self, t: usize) -> &Sensitivity {
+        self.sensitivity[t].get_or_init(|| self.sensitivity_of(t))
     }
 
     /// The rows of the target named `target`, for an overlay: every row's loss, and at most
@@ -516,7 +521,7 @@ impl Explorer {
         if self.params.len() < 2 {
             return None;
         }
-        Some(self.sensitivity.get(t).and_then(|s| s.interactions.first()).map_or((0, 1), |&(i, j, _)| (i, j)))
+        Some(self.sensitivity(t).interactions.first().map_or((0, 1), |&(i, j, _)| (i, j)))
     }
 
     /// The landscape of `view` on a grid of at most `max_grid` cells a side.
@@ -683,7 +688,7 @@ mod tests {
             log_default: vec![false; names.len()],
             matrix: std::sync::Mutex::default(),
         };
-        explorer.sensitivity = vec![explorer.sensitivity_of(0)];
+        explorer.sensitivity = vec![std::sync::OnceLock::new()];
         explorer
     }
 
@@ -691,7 +696,7 @@ mod tests {
     fn importance_finds_the_parameter_the_loss_depends_on_and_interaction_the_pair_that_acts_together() {
         // The loss depends on a alone, plus b and c only through their ratio: c is a ridge with b.
         let explorer = lattice(&["a", "b", "c"], 9, |v| 0.2 * v[0] + (v[1] / v[2] - 1.0).powi(2));
-        let s = &explorer.sensitivity[0];
+        let s = explorer.sensitivity(0);
         assert_eq!(s.rows, 729);
         assert!(s.importance.iter().all(|i| (0.0..=1.0).contains(i)), "{s:?}");
         // b and c act together: their pair interacts most, and is the default pair.
@@ -703,7 +708,7 @@ mod tests {
 
         // A loss of one parameter only: all its variance is that parameter's.
         let one = lattice(&["a", "b"], 10, |v| v[0]);
-        let s = &one.sensitivity[0];
+        let s = one.sensitivity(0);
         assert!(s.importance[0] > 0.9 && s.importance[1] < 1e-9, "{s:?}");
         assert!(s.interactions[0].2 < 1e-9, "{s:?}");
     }

@@ -37,7 +37,8 @@ async fn indexed(dashboard: &Dashboard, job: &JobId) -> Result<Option<Arc<JobEnt
 
 /// `GET /jobs/{job_id}`.
 #[tracing::instrument(name = "dashboard_job", skip(dashboard))]
-pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Markup, DashboardError> {
+pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Query(params): Query<crate::pairs::ViewParams>) -> Result<Response, DashboardError> {
+    let started = std::time::Instant::now();
     let job = job_id(&raw)?;
     params.axes()?;
     let state = match &dashboard.registry {
@@ -53,10 +54,12 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
         (Some(attribution), Some(_)) => Some(attribution.counts(&job).await.map_err(DashboardError::Attribution)?),
         _ => None,
     };
+    let state_done = started.elapsed();
     let landscape = match (&dashboard.engine, &entry) {
         (Some(engine), Some(entry)) => Some(dashboard.landscapes.get(engine, entry).await?),
         _ => None,
     };
+    let landscape_done = started.elapsed();
     // Without a table, the aggregations recorded so far, marked provisional.
     let provisional = match (&entry, &state, dashboard.live_sources()) {
         (None, Some(_), Some(sources)) => Some(dashboard.live.get(&sources, &job).await?),
@@ -68,11 +71,12 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
     };
     let shown = landscape.clone().or_else(|| provisional.as_ref().and_then(|p| p.landscape.clone()));
     let drawn = draw(job.as_str(), shown, &params).await?;
+    let drawn_done = started.elapsed();
     // A cancelled job never gets a table on its own (only when forced): its page waits for none.
     let cancelled = state.as_ref().is_some_and(|s| s.status() == JobStatus::Cancelled);
     let reload_when_indexed = entry.is_none() && !cancelled && row.as_ref().is_some_and(|r| r.index_state != "failed");
 
-    Ok(layout::page(
+    let markup = layout::page(
         job.as_str(),
         "jobs",
         html! {
@@ -138,7 +142,22 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
                 }
             }
         },
-    ))
+    );
+    // Where the time went, for the browser's developer tools and the benchmarks: the job's state
+    // and counts, the landscape (read and reduced when not cached: `read` and `reduce` say how
+    // long that took when it was built), drawing the views, and writing the page.
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut timing = format!(
+        "state;dur={:.1}, landscape;dur={:.1}, draw;dur={:.1}, page;dur={:.1}",
+        ms(state_done),
+        ms(landscape_done - state_done),
+        ms(drawn_done - landscape_done),
+        ms(started.elapsed() - drawn_done)
+    );
+    if let Some((read, reduce)) = landscape.as_ref().and_then(|l| l.built) {
+        timing.push_str(&format!(", read;dur={:.1}, reduce;dur={:.1}", ms(read), ms(reduce)));
+    }
+    Ok(([(http::HeaderName::from_static("server-timing"), timing)], markup).into_response())
 }
 
 /// A parameter's plot as drawn (with whether its axis is log), or why not.

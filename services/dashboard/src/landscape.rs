@@ -149,6 +149,8 @@ pub struct Landscape {
     pub losses_positive: bool,
     /// The rows with a loss as columns, for the two-parameter views.
     pub explorer: crate::explore::Explorer,
+    /// How long reading and reducing the table took, when built by [`build`].
+    pub built: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 /// A row with a loss, as the reduction keeps it.
@@ -220,10 +222,14 @@ fn sample(points: &[Point]) -> Vec<usize> {
 /// Reduces and renders the loss landscape of `entry`'s table.
 #[tracing::instrument(name = "dashboard_landscape", skip_all, fields(job = %entry.job_id))]
 pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, DashboardError> {
+    let started = std::time::Instant::now();
     let batches = modelops_query::engine::collect(engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?).await?;
-    tokio::task::spawn_blocking(move || reduce(&batches))
+    let read = started.elapsed();
+    let mut landscape = tokio::task::spawn_blocking(move || reduce(&batches))
         .await
-        .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))?
+        .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))??;
+    landscape.built = Some((read, started.elapsed() - read));
+    Ok(landscape)
 }
 
 /// The reduction and rendering behind [`build`], over a table's batches.
@@ -243,6 +249,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             log_loss: false,
             losses_positive: false,
             explorer: crate::explore::Explorer::new(&[], &[], &[], Vec::new(), false)?,
+            built: None,
         });
     };
     let schema = first.schema();
@@ -368,6 +375,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         log_loss,
         losses_positive: !points.is_empty() && lo > 0.0,
         explorer,
+        built: None,
     })
 }
 

@@ -227,7 +227,7 @@ pub fn section(job: &str, explorer: &Explorer, view: &View, axes: Axes) -> Marku
     let Some(grid) = explorer.grid(view, MAX_GRID) else {
         return html! { section.pairs id="pairs" { h2 { "Two parameters at once" } p.note { "No row of this target has both parameters." } } };
     };
-    let sensitivity = &explorer.sensitivity[view.target];
+    let sensitivity = explorer.sensitivity(view.target);
     let matrix = (explorer.params.len() <= MAX_MATRIX_PARAMS).then(|| {
         // Every pair depends on the target and the rows kept only: computed once for them.
         let grids = explorer.matrix_grids(view.target, view.keep);

@@ -1071,8 +1071,10 @@ async fn per_parameter_plots_take_a_log_axis_from_the_url_where_every_value_is_p
     let scale_of = |body: &str, param: &str| {
         body.split(&format!("<figure class=\"landscape\" data-param=\"{param}\" data-xscale=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_owned)
     };
-    // By default: linear, as beta spans 12× and gamma holds 0.
-    let (_, _, body) = get(&router, "/jobs/job-a", &[]).await;
+    // By default: linear, as beta spans 12× and gamma holds 0. The page says where its time went.
+    let (_, headers, body) = get(&router, "/jobs/job-a", &[]).await;
+    let timing = headers.get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(timing.starts_with("state;dur=") && timing.contains("draw;dur=") && timing.contains("read;dur="), "{timing}");
     assert_eq!((scale_of(&body, "beta").as_deref(), scale_of(&body, "gamma").as_deref()), (Some("linear"), Some("linear")));
     // Asked for log: beta (all positive) gets it, with log ticks; gamma (a 0) stays linear.
     let (status, _, body) = get(&router, "/jobs/job-a?slices=log", &[]).await;

@@ -288,6 +288,11 @@ fn browser_shows_the_demo_r0_ridge_filters_in_the_url_and_the_row_under_the_poin
     let inside: u64 = cells.iter().map(|c| c["count"].as_u64().unwrap()).sum();
     assert!(inside > 0 && inside < 256, "{result}");
     assert!(zoomed["note"].as_str().unwrap().contains("Zoomed on"), "{result}");
+    // The compare page overlays the two demo jobs: all 256 rows of each, one plot per parameter.
+    let overlay = &seen["overlay"];
+    assert_eq!((overlay["rowsA"].as_u64(), overlay["rowsB"].as_u64()), (Some(256), Some(256)), "{result}");
+    assert_eq!(overlay["params"], serde_json::json!(["beta", "sigma", "gamma"]), "{result}");
+    assert_eq!(overlay["histogram"], 1, "{result}");
     assert!(server.terminate().success());
 }
 
