@@ -154,6 +154,10 @@ pub async fn page(State(dashboard): State<Dashboard>, Path(raw): Path<String>, Q
         ms(drawn_done - landscape_done),
         ms(started.elapsed() - drawn_done)
     );
+    if let Some(drawn) = &drawn {
+        let [pairs, plots, histogram] = drawn.timings;
+        timing.push_str(&format!(", pairs;dur={:.1}, plots;dur={:.1}, histogram;dur={:.1}", ms(pairs), ms(plots), ms(histogram)));
+    }
     if let Some((read, reduce)) = landscape.as_ref().and_then(|l| l.built) {
         timing.push_str(&format!(", read;dur={:.1}, reduce;dur={:.1}", ms(read), ms(reduce)));
     }
@@ -175,6 +179,8 @@ pub struct Drawn {
     histogram: Result<Option<Arc<str>>, DashboardError>,
     /// Whether the loss axes are log.
     log_loss: bool,
+    /// How long the two-parameter views, the plots and the histogram took.
+    timings: [std::time::Duration; 3],
 }
 
 /// Draws `landscape` as the URL's `params` ask, off the async runtime (a 1M-row job's grids and
@@ -184,18 +190,23 @@ async fn draw(job: &str, landscape: Option<Arc<Landscape>>, params: &crate::pair
     let (job, params) = (job.to_owned(), params.clone());
     tokio::task::spawn_blocking(move || {
         let axes = params.axes()?;
+        let started = std::time::Instant::now();
         let pairs = match landscape.ok_rows {
             0 => None,
             _ => params.resolve(&landscape.explorer)?.map(|view| crate::pairs::section(&job, &landscape.explorer, &view, axes)),
         };
+        let pairs_done = started.elapsed();
         let log_loss = landscape.log_loss_for(axes.loss);
         let plots = landscape.plots.iter().map(|plot| (plot.name.clone(), plot.svg(axes.slices, log_loss))).collect();
+        let plots_done = started.elapsed();
         let histogram = landscape.histogram(log_loss);
+        let timings = [pairs_done, plots_done - pairs_done, started.elapsed() - plots_done];
         Ok(Some(Drawn {
             pairs,
             plots,
             histogram,
             log_loss,
+            timings,
         }))
     })
     .await

@@ -37,11 +37,14 @@ pub fn plot(explorer: &Explorer, lines: &Lines) -> Markup {
     let x = |k: usize| SIDE + SPACING * k as f64;
     let y = |axis: &Option<Axis>, v: f64| axis.as_ref().map(|a| TOP + (1.0 - a.fraction(v)) * h);
     let path = |(values, loss): &(Vec<f64>, f64)| {
-        let mut d = String::new();
+        let mut d = String::with_capacity(16 * axes.len());
         for (k, axis) in axes.iter().enumerate() {
             let v = if k < values.len() { values[k] } else { *loss };
             if let Some(at) = y(axis, v).filter(|at| at.is_finite()) {
-                d += &format!("{}{} {}", if d.is_empty() { "M" } else { " L" }, px(x(k)), px(at));
+                d.push_str(if d.is_empty() { "M" } else { " L" });
+                d.push_str(&px(x(k)));
+                d.push(' ');
+                d.push_str(&px(at));
             }
         }
         d
