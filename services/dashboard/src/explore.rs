@@ -135,6 +135,8 @@ pub struct Explorer {
     log_default: Vec<bool>,
     /// The pair matrix's grids of the last [`MATRIX_CACHE`] (target, keep) choices.
     matrix: MatrixCache,
+    /// The two-parameter sections drawn for the last [`MATRIX_CACHE`] views, by view.
+    pub(crate) sections: std::sync::Mutex<Vec<(String, maud::Markup)>>,
 }
 
 /// The pair matrix's grids by (target, keep as bits).
@@ -351,6 +353,7 @@ impl Explorer {
             names,
             log_default: Vec::new(),
             matrix: std::sync::Mutex::default(),
+            sections: std::sync::Mutex::default(),
         };
         explorer.log_default = explorer.columns.iter().map(|c| spans_decades(c.iter().copied())).collect();
         explorer.sensitivity = (0..explorer.targets.len()).map(|_| std::sync::OnceLock::new()).collect();
@@ -687,6 +690,7 @@ mod tests {
             names: names_of_best,
             log_default: vec![false; names.len()],
             matrix: std::sync::Mutex::default(),
+            sections: std::sync::Mutex::default(),
         };
         explorer.sensitivity = vec![std::sync::OnceLock::new()];
         explorer
