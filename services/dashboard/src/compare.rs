@@ -131,7 +131,7 @@ fn compare_batches(a: &str, b: &str, batches: &[RecordBatch]) -> Result<Comparis
         }
     }
     let (lo, hi) = pairs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.2.min(p.3)), hi.max(p.2.max(p.3))));
-    let log = !pairs.is_empty() && lo > 0.0 && hi / lo > 1e3;
+    let log = plots::spans_log_scale(lo, hi);
     let scale = |v: f64| if log { v.log10() } else { v };
     let stride = pairs.len().div_ceil(crate::landscape::MAX_POINTS).max(1);
     for (i, (t, _, la, lb)) in pairs.iter().enumerate() {
@@ -174,7 +174,7 @@ fn overlay(a: (&str, &crate::landscape::Landscape), b: (&str, &crate::landscape:
         return Ok(None);
     };
     let (lo, hi) = losses_a.iter().chain(&losses_b).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| (lo.min(l), hi.max(l)));
-    let log = lo > 0.0 && hi / lo > 1e3;
+    let log = plots::spans_log_scale(lo, hi);
     let y = |loss: f64| if log { loss.log10() } else { loss };
     let label = |job: &str, side: &str| format!("{side}: {job}");
     let (label_a, label_b) = (label(a.0, "A"), label(b.0, "B"));

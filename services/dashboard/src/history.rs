@@ -100,7 +100,7 @@ const BOTTOM: f64 = 56.0;
 fn plot(entries: &[Entry]) -> Markup {
     let log = {
         let (lo, hi) = entries.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| (lo.min(e.loss), hi.max(e.loss)));
-        lo > 0.0 && hi / lo > 1e3
+        crate::plots::spans_log_scale(lo, hi)
     };
     // The jobs' span and a margin of 5 % (at least 30 s) on each side, so no point sits on an edge.
     let times = {

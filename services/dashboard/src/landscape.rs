@@ -309,7 +309,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
     let (lo, hi) = points
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.loss), hi.max(p.loss)));
-    let log_loss = !points.is_empty() && lo > 0.0 && hi / lo > 1e3;
+    let log_loss = plots::spans_log_scale(lo, hi);
 
     let drawn = sample(&points);
     let mut plots = Vec::new();

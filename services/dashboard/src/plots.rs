@@ -61,6 +61,12 @@ fn bounds<'a>(values: impl Iterator<Item = &'a f64>) -> (f64, f64) {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
 }
 
+/// Whether losses from `lo` to `hi` are drawn on a log scale by default: all positive and
+/// spanning over 1000×. Every loss axis of the dashboard follows this one rule.
+pub fn spans_log_scale(lo: f64, hi: f64) -> bool {
+    lo > 0.0 && lo.is_finite() && hi / lo > 1e3
+}
+
 fn loss_label(log: bool, what: &str) -> String {
     if log { format!("{what} (log scale)") } else { what.to_owned() }
 }
@@ -279,6 +285,14 @@ pub fn comparison(job_a: &str, job_b: &str, series: &[Series], log_loss: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_take_a_log_scale_only_when_positive_and_spanning_over_a_thousandfold() {
+        assert!(spans_log_scale(1e-4, 1.0));
+        assert!(!spans_log_scale(1.0, 999.0));
+        assert!(!spans_log_scale(0.0, 1e9), "a zero loss has no logarithm");
+        assert!(!spans_log_scale(f64::INFINITY, f64::NEG_INFINITY), "no loss at all");
+    }
 
     #[test]
     fn plots_are_svg_with_one_mark_per_point_and_escaped_text() {
