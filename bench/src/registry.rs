@@ -4,7 +4,9 @@
 //!   transactions (read, then a transaction on `mod_revision`) from the same process: the
 //!   service must keep ≥ 0.8× the raw throughput;
 //! - 128,000 progress increments from 16 concurrent reporters on one job: none lost, and at most
-//!   10 backend writes per second for that job.
+//!   10 backend writes per second for that job;
+//! - 1,000 `WatchJobs` subscribers while 200 updates a second flow (issue #20): delivery latency
+//!   from the update's call to each subscriber, and the process's memory.
 
 use std::time::{Duration, Instant};
 
@@ -183,6 +185,100 @@ pub async fn run(etcd: &str, scale: f64) -> anyhow::Result<Vec<Row>> {
         target: "none lost; ≤ 10 writes/s".into(),
         met: complete && per_second <= 10.0,
     });
+    rows.push(watch_fan_out(&endpoint, scale).await?);
     server.stop().await?;
     Ok(rows)
+}
+
+/// The process's resident memory in bytes (Linux), 0 where unknown.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())).flatten())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `subscribers` watchers of every job (over 8 connections) while one updater sets the progress
+/// of 200 jobs in turn, 200 updates a second for 10 s. Each update's start is recorded before its
+/// call; each watcher computes, for each change it receives, the time since that start.
+async fn watch_fan_out(endpoint: &str, scale: f64) -> anyhow::Result<Row> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const JOBS: usize = 200;
+    const RATE: u64 = 200;
+    let seconds = 10u64;
+    let subscribers = ((1000.0 * scale) as usize).max(50);
+    let updates = (RATE * seconds) as usize;
+    for j in 0..JOBS {
+        register(endpoint, &format!("job-fan-{j:03}")).await?;
+    }
+    let rss_before = rss_bytes();
+    let channels: Vec<Channel> = futures::future::try_join_all((0..8).map(|_| connect(endpoint))).await?;
+    // When update k started, in µs after `origin` (0 until sent).
+    let origin = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..updates).map(|_| AtomicU64::new(0)).collect());
+    let mut watchers = Vec::new();
+    for s in 0..subscribers {
+        let mut client = JobRegistryClient::new(channels[s % channels.len()].clone());
+        let stream = client.watch_jobs(pb::WatchJobsRequest::default()).await?.into_inner();
+        let sent = Arc::clone(&sent);
+        watchers.push(tokio::spawn(async move {
+            let mut stream = stream;
+            let mut latencies: Vec<u32> = Vec::with_capacity(updates);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 20);
+            while latencies.len() < updates {
+                let Ok(Ok(Some(message))) = tokio::time::timeout_at(deadline, stream.message()).await else { break };
+                let Some(job) = message.job.filter(|_| !message.replayed) else { continue };
+                let (Some(j), Ok(completed)) = (job.job_id.strip_prefix("job-fan-").and_then(|j| j.parse::<usize>().ok()), usize::try_from(job.tasks_completed)) else { continue };
+                let Some(k) = completed.checked_sub(1).map(|c| c * JOBS + j).filter(|&k| k < updates) else { continue };
+                let at = sent[k].load(Ordering::Acquire);
+                let now = origin.elapsed().as_micros() as u64;
+                latencies.push(now.saturating_sub(at) as u32);
+            }
+            latencies
+        }));
+    }
+    let rss_watching = rss_bytes();
+    // The updater: update k sets job k % 200 to completed k / 200 + 1, at 200 a second.
+    let mut updater = JobRegistryClient::new(channels[0].clone());
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let mut rss_peak = rss_watching;
+    for k in 0..updates {
+        ticks.tick().await;
+        sent[k].store(origin.elapsed().as_micros() as u64, Ordering::Release);
+        updater
+            .set_progress(pb::SetProgressRequest {
+                job_id: format!("job-fan-{:03}", k % JOBS),
+                tasks_completed: Some((k / JOBS + 1) as i64),
+                tasks_total: None,
+            })
+            .await?;
+        if k % 400 == 0 {
+            rss_peak = rss_peak.max(rss_bytes());
+        }
+    }
+    let mut all: Vec<u32> = Vec::with_capacity(updates * subscribers);
+    for watcher in watchers {
+        all.extend(watcher.await?);
+    }
+    rss_peak = rss_peak.max(rss_bytes());
+    let delivered = all.len();
+    let expected = updates * subscribers;
+    all.sort_unstable();
+    let at = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).map_or(f64::NAN, |&us| f64::from(us) / 1e3);
+    let (p50, p99) = (at(0.5), at(0.99));
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    Ok(Row {
+        workload: format!("{subscribers} WatchJobs subscribers of every job (8 connections) while {RATE} progress updates a second flow for {seconds} s over {JOBS} jobs (etcd; server and subscribers in one process)"),
+        measured: format!(
+            "delivery p50 {p50:.1} ms, p99 {p99:.1} ms; {delivered} of {expected} changes delivered; process RSS {:.0} MB before, {:.0} MB with the streams open, {:.0} MB at most",
+            mb(rss_before),
+            mb(rss_watching),
+            mb(rss_peak)
+        ),
+        baseline: "—".into(),
+        ratio: None,
+        target: "p99 ≤ 50 ms, RSS bounded (issue #20)".into(),
+        met: p99 <= 50.0 && delivered == expected,
+    })
 }
