@@ -826,6 +826,9 @@ async fn a_job_without_a_table_shows_the_aggregations_recorded_so_far_as_a_provi
     let (status, _, body) = get(&router, "/jobs/job-live", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("data-provisional-rows=\"0\"") && body.contains("data-expected=\"12\""), "{body}");
+    let (_, headers, _) = get(&router, "/jobs/job-live", &[]).await;
+    let timing = headers.get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(timing.contains("live;dur="), "the provisional landscape's time is its own: {timing}");
     assert!(body.contains("data-live-url=\"/jobs/job-live/live\""), "{body}");
 
     let derived = derive(fixture.provenance.object_store.as_ref(), &spec, Utc::now(), &ProvenanceSchema::ALL, 8, |_, _| {}).await.unwrap();
