@@ -62,8 +62,8 @@ async fn run_study(fixture: &Fixture, provenance: &Store, job: &str, study_json:
     run_study_sets(fixture, provenance, job, study_json, None).await;
 }
 
-/// [`run_study`] writing the results of `sets` only (all when `None`).
-async fn run_study_sets(fixture: &Fixture, provenance: &Store, job: &str, study_json: String, sets: Option<&[usize]>) {
+/// Registers `job` with `study_json` and returns its expanded spec.
+async fn register_study(fixture: &Fixture, job: &str, study_json: String) -> modelops_core::study::SimJobSpec {
     let id = JobId::new(job).unwrap();
     fixture
         .registry
@@ -79,8 +79,14 @@ async fn run_study_sets(fixture: &Fixture, provenance: &Store, job: &str, study_
         })
         .await
         .unwrap();
-    let spec = fixture.registry.get_parsed_spec(&id).await.unwrap();
-    let modelops_core::study::JobSpec::Simulation(spec) = spec else { panic!("a SimJob spec") };
+    let modelops_core::study::JobSpec::Simulation(spec) = fixture.registry.get_parsed_spec(&id).await.unwrap() else { panic!("a SimJob spec") };
+    spec
+}
+
+/// [`run_study`] writing the results of `sets` only (all when `None`).
+async fn run_study_sets(fixture: &Fixture, provenance: &Store, job: &str, study_json: String, sets: Option<&[usize]>) {
+    let id = JobId::new(job).unwrap();
+    let spec = register_study(fixture, job, study_json).await;
     let run = SyntheticRun {
         schema: ProvenanceSchema::Token,
         timestamp: "2026-01-01T00:00:00+00:00",
@@ -796,21 +802,7 @@ async fn a_job_without_a_table_shows_the_aggregations_recorded_so_far_as_a_provi
     // A running job of 6 sets × 2 targets whose results are all written, reported in two halves.
     let id = JobId::new("job-live").unwrap();
     let sets: Vec<(f64, i64)> = (1..=6).map(|i| (f64::from(i) / 10.0, i64::from(i % 3))).collect();
-    fixture
-        .registry
-        .register(Registration {
-            job_id: Some(id.clone()),
-            k8s_name: None,
-            k8s_namespace: None,
-            metadata: meta(),
-            spec: Some(SpecInput::Study {
-                study_json: study(&sets),
-                bundle_ref: BUNDLE.into(),
-            }),
-        })
-        .await
-        .unwrap();
-    let modelops_core::study::JobSpec::Simulation(spec) = fixture.registry.get_parsed_spec(&id).await.unwrap() else { panic!("a SimJob spec") };
+    let spec = register_study(&fixture, "job-live", study(&sets)).await;
     let run = SyntheticRun {
         schema: ProvenanceSchema::Token,
         timestamp: "2026-01-01T00:00:00+00:00",
