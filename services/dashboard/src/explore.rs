@@ -25,6 +25,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use crate::error::DashboardError;
+use crate::memo::Memo;
 
 /// Most cells along one side of a landscape's grid.
 pub const MAX_GRID: usize = 32;
@@ -134,13 +135,10 @@ pub struct Explorer {
     /// Whether each parameter is best read on a log axis (see [`spans_decades`]).
     log_default: Vec<bool>,
     /// The pair matrix's grids of the last [`MATRIX_CACHE`] (target, keep) choices.
-    matrix: MatrixCache,
+    matrix: Memo<(usize, u64), std::sync::Arc<Vec<Grid>>>,
     /// The two-parameter sections drawn for the last [`MATRIX_CACHE`] views, by view.
-    pub(crate) sections: std::sync::Mutex<Vec<(String, maud::Markup)>>,
+    pub(crate) sections: Memo<String, maud::Markup>,
 }
-
-/// The pair matrix's grids by (target, keep as bits).
-type MatrixCache = std::sync::Mutex<Vec<((usize, u64), std::sync::Arc<Vec<Grid>>)>>;
 
 /// A row as an overlay draws it: its parameter values (in parameter order) and loss.
 pub type OverlayRow = (Vec<f64>, f64);
@@ -352,8 +350,8 @@ impl Explorer {
             in_table_order,
             names,
             log_default: Vec::new(),
-            matrix: std::sync::Mutex::default(),
-            sections: std::sync::Mutex::default(),
+            matrix: Memo::new(MATRIX_CACHE),
+            sections: Memo::new(MATRIX_CACHE),
         };
         explorer.log_default = explorer.columns.iter().map(|c| spans_decades(c.iter().copied())).collect();
         explorer.sensitivity = (0..explorer.targets.len()).map(|_| std::sync::OnceLock::new()).collect();
@@ -390,13 +388,13 @@ impl Explorer {
     /// side, each parameter on its default axis) of target `t` keeping the best `keep` percent:
     /// computed once per (target, keep), the last [`MATRIX_CACHE`] kept.
     pub fn matrix_grids(&self, t: usize, keep: f64) -> std::sync::Arc<Vec<Grid>> {
-        let key = (t, keep.to_bits());
-        let cached = self.matrix.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == key).map(|(_, g)| std::sync::Arc::clone(g));
-        if let Some(grids) = cached {
-            return grids;
-        }
+        self.matrix.get_or_insert((t, keep.to_bits()), || std::sync::Arc::new(self.pair_grids(t, keep)))
+    }
+
+    /// The grids of every pair, computed (see [`Explorer::matrix_grids`]).
+    fn pair_grids(&self, t: usize, keep: f64) -> Vec<Grid> {
         let n = self.params.len();
-        let grids: Vec<Grid> = (0..n)
+        (0..n)
             .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
             .filter_map(|(x, y)| {
                 let pair = View {
@@ -413,14 +411,7 @@ impl Explorer {
                 };
                 self.grid(&pair, MATRIX_GRID)
             })
-            .collect();
-        let grids = std::sync::Arc::new(grids);
-        let mut cache = self.matrix.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= MATRIX_CACHE {
-            cache.remove(0);
-        }
-        cache.push((key, std::sync::Arc::clone(&grids)));
-        grids
+            .collect()
     }
 
     /// The sensitivity of target `t` (see the module's documentation), computed on first use.
@@ -689,8 +680,8 @@ mod tests {
             by_target: vec![order],
             names: names_of_best,
             log_default: vec![false; names.len()],
-            matrix: std::sync::Mutex::default(),
-            sections: std::sync::Mutex::default(),
+            matrix: Memo::new(MATRIX_CACHE),
+            sections: Memo::new(MATRIX_CACHE),
         };
         explorer.sensitivity = vec![std::sync::OnceLock::new()];
         explorer
@@ -729,7 +720,7 @@ mod tests {
         for keep in 0..MATRIX_CACHE * 2 {
             explorer.matrix_grids(0, 1.0 + keep as f64);
         }
-        assert_eq!(explorer.matrix.lock().unwrap().len(), MATRIX_CACHE, "bounded");
+        assert_eq!(explorer.matrix.len(), MATRIX_CACHE, "bounded");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use modelops_query::command::LossesQuery;
 use modelops_query::{Command, Engine};
 
 use crate::error::DashboardError;
+use crate::memo::Memo;
 use crate::plots::{self, Series};
 
 /// Most points drawn in one landscape plot.
@@ -78,7 +79,7 @@ pub struct ParamPlot {
     /// Whether the log axis is the default: positive values spanning over 100×.
     pub log_default: bool,
     /// The SVGs drawn so far, by (log parameter axis, log loss axis).
-    drawn: Mutex<Vec<(AxesKey, Arc<str>)>>,
+    drawn: Memo<AxesKey, Arc<str>>,
 }
 
 impl ParamPlot {
@@ -91,7 +92,7 @@ impl ParamPlot {
             log_default: positive && hi / lo > 100.0,
             positive,
             series,
-            drawn: Mutex::default(),
+            drawn: Memo::new(4),
         }
     }
 
@@ -100,10 +101,12 @@ impl ParamPlot {
     /// that every loss is positive); with whether the parameter's axis is log.
     pub fn svg(&self, log_x: Option<bool>, log_loss: bool) -> Result<(Arc<str>, bool), DashboardError> {
         let log_x = log_x.unwrap_or(self.log_default) && self.positive;
-        let key = (log_x, log_loss);
-        if let Some((_, svg)) = self.drawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == key) {
-            return Ok((Arc::clone(svg), log_x));
-        }
+        let svg = self.drawn.get_or_try_insert((log_x, log_loss), || self.draw(log_x, log_loss))?;
+        Ok((svg, log_x))
+    }
+
+    /// Draws the SVG on the axes given.
+    fn draw(&self, log_x: bool, log_loss: bool) -> Result<Arc<str>, DashboardError> {
         let scale = |log: bool, v: f64| if log { v.log10() } else { v };
         let series: Vec<Series> = self
             .series
@@ -113,9 +116,7 @@ impl ParamPlot {
                 points: one.points.iter().map(|&(x, loss)| (scale(log_x, x), scale(log_loss, loss))).collect(),
             })
             .collect();
-        let svg: Arc<str> = plots::landscape(&self.name, &series, log_loss, log_x).map_err(DashboardError::Plot)?.into();
-        self.drawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((key, Arc::clone(&svg)));
-        Ok((svg, log_x))
+        Ok(plots::landscape(&self.name, &series, log_loss, log_x).map_err(DashboardError::Plot)?.into())
     }
 }
 
@@ -129,7 +130,7 @@ pub struct Landscape {
     /// Parameters not plotted (text values).
     pub unplotted: Vec<String>,
     /// The loss histogram's SVGs drawn so far, by log loss axis.
-    histograms: Mutex<Vec<(bool, Arc<str>)>>,
+    histograms: Memo<bool, Arc<str>>,
     /// The best parameter sets, grouped by target.
     pub best: Vec<BestRow>,
     /// The targets, in order of first appearance.
@@ -239,7 +240,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             param_names: Vec::new(),
             plots: Vec::new(),
             unplotted: Vec::new(),
-            histograms: Mutex::default(),
+            histograms: Memo::new(2),
             best: Vec::new(),
             targets: Vec::new(),
             rows: 0,
@@ -365,7 +366,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         param_names: params.iter().map(|p| p.name.clone()).collect(),
         plots,
         unplotted,
-        histograms: Mutex::default(),
+        histograms: Memo::new(2),
         best,
         targets,
         rows,
@@ -392,18 +393,16 @@ impl Landscape {
         if self.ok_rows == 0 {
             return Ok(None);
         }
-        if let Some((_, svg)) = self.histograms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == log) {
-            return Ok(Some(Arc::clone(svg)));
-        }
-        let per_target = self.explorer.losses_by_target();
-        let series: Vec<(&str, Vec<f64>)> = self
-            .targets
-            .iter()
-            .map(String::as_str)
-            .zip(per_target.into_iter().map(|losses| if log { losses.into_iter().map(f64::log10).collect() } else { losses }))
-            .collect();
-        let svg: Arc<str> = plots::histogram(&series, log).map_err(DashboardError::Plot)?.into();
-        self.histograms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((log, Arc::clone(&svg)));
+        let svg = self.histograms.get_or_try_insert(log, || {
+            let per_target = self.explorer.losses_by_target();
+            let series: Vec<(&str, Vec<f64>)> = self
+                .targets
+                .iter()
+                .map(String::as_str)
+                .zip(per_target.into_iter().map(|losses| if log { losses.into_iter().map(f64::log10).collect() } else { losses }))
+                .collect();
+            Ok::<Arc<str>, DashboardError>(plots::histogram(&series, log).map_err(DashboardError::Plot)?.into())
+        })?;
         Ok(Some(svg))
     }
 }

@@ -36,6 +36,7 @@ pub mod landscape;
 pub mod layout;
 pub mod limit;
 pub mod live;
+pub mod memo;
 pub mod outputs;
 pub mod pairs;
 pub mod parallel;

@@ -225,18 +225,7 @@ fn auto_name(choice: Option<bool>) -> &'static str {
 /// with the landscape (the last [`crate::explore::MATRIX_CACHE`] views), so a view seen again
 /// costs nothing.
 pub fn section_cached(job: &str, explorer: &Explorer, view: &View, axes: Axes) -> Markup {
-    let key = format!("{job}|{view:?}|{axes:?}");
-    let cached = explorer.sections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|(k, _)| *k == key).map(|(_, m)| m.clone());
-    if let Some(markup) = cached {
-        return markup;
-    }
-    let markup = section(job, explorer, view, axes);
-    let mut sections = explorer.sections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if sections.len() >= crate::explore::MATRIX_CACHE {
-        sections.remove(0);
-    }
-    sections.push((key, markup.clone()));
-    markup
+    explorer.sections.get_or_insert(format!("{job}|{view:?}|{axes:?}"), || section(job, explorer, view, axes))
 }
 
 /// The two-parameter section of `job`'s page for `view`, its form also choosing the axes of the
