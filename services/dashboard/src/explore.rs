@@ -21,8 +21,7 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::{AsArray, RecordBatch};
 
 use crate::error::DashboardError;
 use crate::memo::Memo;
@@ -269,35 +268,6 @@ fn spans_decades(values: impl Iterator<Item = f64>) -> bool {
     lo > 0.0 && hi / lo > 100.0
 }
 
-/// A numeric column, downcast.
-enum Numeric<'a> {
-    Float(&'a arrow::array::Float64Array),
-    Int(&'a arrow::array::Int64Array),
-    Bool(&'a arrow::array::BooleanArray),
-    Other,
-}
-
-impl<'a> Numeric<'a> {
-    fn of(array: &'a dyn Array) -> Self {
-        match array.data_type() {
-            DataType::Float64 => Self::Float(array.as_primitive::<Float64Type>()),
-            DataType::Int64 => Self::Int(array.as_primitive::<Int64Type>()),
-            DataType::Boolean => Self::Bool(array.as_boolean()),
-            _ => Self::Other,
-        }
-    }
-
-    /// Row `r` as a float (booleans as 0 and 1), NaN when null or not numeric.
-    fn value(&self, r: usize) -> f64 {
-        match self {
-            Self::Float(a) if a.is_valid(r) => a.value(r),
-            Self::Int(a) if a.is_valid(r) => a.value(r) as f64,
-            Self::Bool(a) if a.is_valid(r) => f64::from(u8::from(a.value(r))),
-            _ => f64::NAN,
-        }
-    }
-}
-
 impl Explorer {
     /// The explorer of a table's batches: the rows at `rows` ((batch, row) with target index and
     /// loss), the numeric parameter columns `params` ((column index, name)).
@@ -312,7 +282,7 @@ impl Explorer {
         let mut loss = Vec::with_capacity(rows.len());
         let mut by_target: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
         // Each batch's parameter columns, downcast once (not once per value).
-        let typed: Vec<Vec<Numeric<'_>>> = batches.iter().map(|batch| params.iter().map(|(index, _)| Numeric::of(batch.column(*index).as_ref())).collect()).collect();
+        let typed: Vec<Vec<crate::landscape::Numeric<'_>>> = batches.iter().map(|batch| params.iter().map(|(index, _)| crate::landscape::Numeric::of(batch.column(*index).as_ref())).collect()).collect();
         for (k, &(b, r, t, l)) in rows.iter().enumerate() {
             for (column, numeric) in columns.iter_mut().zip(&typed[b]) {
                 column.push(numeric.value(r));

@@ -169,16 +169,38 @@ struct ParamColumn {
     numeric: bool,
 }
 
-/// A numeric cell as a float (booleans as 0 and 1), `None` when null or not numeric.
-pub(crate) fn column_value(array: &dyn Array, row: usize) -> Option<f64> {
-    if array.is_null(row) {
-        return None;
+/// A parameter column as numbers: downcast once, then read by row.
+pub(crate) enum Numeric<'a> {
+    Float(&'a arrow::array::Float64Array),
+    Int(&'a arrow::array::Int64Array),
+    Bool(&'a arrow::array::BooleanArray),
+    Other,
+}
+
+impl<'a> Numeric<'a> {
+    /// `array` downcast (`Other` when it is not float64, int64 or bool).
+    pub(crate) fn of(array: &'a dyn Array) -> Self {
+        match array.data_type() {
+            DataType::Float64 => Self::Float(array.as_primitive::<Float64Type>()),
+            DataType::Int64 => Self::Int(array.as_primitive::<Int64Type>()),
+            DataType::Boolean => Self::Bool(array.as_boolean()),
+            _ => Self::Other,
+        }
     }
-    match array.data_type() {
-        DataType::Float64 => Some(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(row) as f64),
-        DataType::Boolean => Some(f64::from(u8::from(array.as_boolean().value(row)))),
-        _ => None,
+
+    /// Row `r` as a float (booleans as 0 and 1), `None` when null or not numeric.
+    pub(crate) fn get(&self, r: usize) -> Option<f64> {
+        match self {
+            Self::Float(a) if a.is_valid(r) => Some(a.value(r)),
+            Self::Int(a) if a.is_valid(r) => Some(a.value(r) as f64),
+            Self::Bool(a) if a.is_valid(r) => Some(f64::from(u8::from(a.value(r)))),
+            _ => None,
+        }
+    }
+
+    /// Row `r` as a float, NaN when null or not numeric.
+    pub(crate) fn value(&self, r: usize) -> f64 {
+        self.get(r).unwrap_or(f64::NAN)
     }
 }
 
@@ -325,7 +347,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         for &i in &drawn {
             let point = &points[i];
             let column = batches[point.at.0].column(param.index);
-            if let Some(x) = column_value(column.as_ref(), point.at.1) {
+            if let Some(x) = Numeric::of(column.as_ref()).get(point.at.1) {
                 series[point.target].points.push((x, point.loss));
             }
         }
