@@ -111,6 +111,34 @@ pub async fn read_file(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, Re
     })
 }
 
+/// What reading a record file of bounded size gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoundedRead {
+    /// The file does not exist.
+    Absent,
+    /// The store refuses to read it (a link out of a confined store, a FIFO), and why.
+    Refused(String),
+    /// It is larger than allowed: its size, its body not read.
+    TooLarge(u64),
+    /// Its bytes.
+    Bytes(Bytes),
+}
+
+/// Reads `path` unless it is over `max_bytes`, which is refused before its body is read. Records
+/// come from runners: a huge one must not be held in memory.
+pub async fn read_bounded(store: &dyn ObjectStore, path: &Path, max_bytes: u64) -> Result<BoundedRead, object_store::Error> {
+    let result = match store.get(path).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Ok(BoundedRead::Absent),
+        Err(object_store::Error::PermissionDenied { source, .. }) => return Ok(BoundedRead::Refused(source.to_string())),
+        Err(error) => return Err(error),
+    };
+    if result.meta.size > max_bytes {
+        return Ok(BoundedRead::TooLarge(result.meta.size));
+    }
+    Ok(BoundedRead::Bytes(result.bytes().await?))
+}
+
 /// Reads and parses a JSON object file.
 pub async fn read_json_object(store: &dyn ObjectStore, path: &Path) -> Result<PyObject, RecordError> {
     let bytes = read_file(store, path).await?;

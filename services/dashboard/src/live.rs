@@ -31,7 +31,6 @@ use modelops_core::records;
 use modelops_core::store::Store;
 use modelops_core::study::JobSpec;
 use modelops_registry_client::SharedRegistry;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use crate::error::DashboardError;
@@ -304,17 +303,11 @@ enum ResultRead {
 async fn read_result(store: &dyn object_store::ObjectStore, dir: &str) -> Result<ResultRead, DashboardError> {
     let Ok(dir) = Path::parse(dir) else { return Ok(ResultRead::Unusable) };
     let path = dir.clone().join(records::RESULT_FILE);
-    let got = match store.get(&path).await {
-        Ok(got) => got,
-        Err(object_store::Error::NotFound { .. }) => return Ok(ResultRead::Absent),
-        Err(object_store::Error::PermissionDenied { .. }) => return Ok(ResultRead::Unusable),
-        Err(error) => return Err(error.into()),
-    };
-    if got.meta.size > MAX_RESULT_BYTES {
-        return Ok(ResultRead::Unusable);
-    }
-    let bytes = got.bytes().await?;
-    Ok(records::parse_agg_result(&path, &bytes).map_or(ResultRead::Unusable, ResultRead::Result))
+    Ok(match records::read_bounded(store, &path, MAX_RESULT_BYTES).await? {
+        records::BoundedRead::Absent => ResultRead::Absent,
+        records::BoundedRead::Refused(_) | records::BoundedRead::TooLarge(_) => ResultRead::Unusable,
+        records::BoundedRead::Bytes(bytes) => records::parse_agg_result(&path, &bytes).map_or(ResultRead::Unusable, ResultRead::Result),
+    })
 }
 
 /// The rows as a batch of the loss table's columns that the landscape reads.

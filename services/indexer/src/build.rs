@@ -181,26 +181,16 @@ impl RecordRead {
 
 /// Reads a record through the object store, refusing one over `max_bytes` before its body.
 async fn read_remote_record(store: &dyn ObjectStore, path: &Path, max_bytes: u64) -> Result<RecordRead, IndexError> {
-    let result = match store.get(path).await {
-        Ok(result) => result,
-        Err(object_store::Error::NotFound { .. }) => return Ok(RecordRead::Absent),
-        Err(object_store::Error::PermissionDenied { source, .. }) => return Ok(RecordRead::Unusable(source.to_string())),
-        Err(source) => {
-            return Err(RecordError::Store {
-                path: path.to_string(),
-                source,
-            }
-            .into());
-        }
-    };
-    if result.meta.size > max_bytes {
-        return Ok(RecordRead::too_large(path, result.meta.size, max_bytes));
-    }
-    let bytes = result.bytes().await.map_err(|source| RecordError::Store {
+    let read = records::read_bounded(store, path, max_bytes).await.map_err(|source| RecordError::Store {
         path: path.to_string(),
         source,
     })?;
-    Ok(RecordRead::Bytes(bytes))
+    Ok(match read {
+        records::BoundedRead::Absent => RecordRead::Absent,
+        records::BoundedRead::Refused(why) => RecordRead::Unusable(why),
+        records::BoundedRead::TooLarge(size) => RecordRead::too_large(path, size, max_bytes),
+        records::BoundedRead::Bytes(bytes) => RecordRead::Bytes(bytes),
+    })
 }
 
 /// A row read: the row, its error (failed rows), the digest of its inputs (location and
