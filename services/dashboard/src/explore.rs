@@ -396,11 +396,8 @@ impl Explorer {
         let t = self.targets.iter().position(|name| name == target)?;
         let rows: Vec<usize> = self.lowest(t).collect();
         let losses = rows.iter().map(|&r| self.loss[r]).collect();
-        let keep = keep.min(max).min(rows.len());
-        let rest = &rows[keep..];
-        let room = max.saturating_sub(keep).min(rest.len());
-        let chosen = rows[..keep].iter().copied().chain((0..room).map(|k| rest[k * rest.len() / room]));
-        Some((losses, chosen.map(|r| (self.columns.iter().map(|c| c[r]).collect(), self.loss[r])).collect()))
+        let chosen = first_then_even(&rows, keep, max);
+        Some((losses, chosen.into_iter().map(|r| (self.columns.iter().map(|c| c[r]).collect(), self.loss[r])).collect()))
     }
 
     fn sensitivity_of(&self, t: usize) -> Sensitivity {
@@ -588,10 +585,7 @@ impl Explorer {
         rows.truncate(kept_rows(rows.len(), view.keep));
         let of = rows.len();
         let top = view.top.min(max).min(of);
-        let rest = &rows[top..];
-        let room = max.saturating_sub(top).min(rest.len());
-        let mut chosen: Vec<usize> = rows[..top].to_vec();
-        chosen.extend((0..room).map(|k| rest[k * rest.len() / room]));
+        let chosen = first_then_even(&rows, top, max);
         Lines {
             names: chosen.iter().map(|r| self.names.get(&(*r as u32)).cloned()).collect(),
             rows: chosen.into_iter().map(|r| (self.columns.iter().map(|c| c[r]).collect(), self.loss[r])).collect(),
@@ -599,6 +593,14 @@ impl Explorer {
             of,
         }
     }
+}
+
+/// At most `max` of `rows`: the `first` of them, then an even sample of the rest.
+fn first_then_even(rows: &[usize], first: usize, max: usize) -> Vec<usize> {
+    let first = first.min(max).min(rows.len());
+    let rest = &rows[first..];
+    let room = max.saturating_sub(first).min(rest.len());
+    rows[..first].iter().copied().chain((0..room).map(|k| rest[k * rest.len() / room])).collect()
 }
 
 /// Rows kept of `n` by the best `keep` percent: the ceiling, at least one when there are any.
