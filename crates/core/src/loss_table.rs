@@ -147,6 +147,49 @@ pub struct Manifest {
     pub files: ManifestFiles,
     /// The first failed rows and why they failed.
     pub errors: Vec<ManifestError>,
+    /// What a reader of many jobs needs of the table without opening its files (absent in
+    /// manifests written before it: readers open the summary and the table's footer instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableFacts>,
+}
+
+/// The manifest's `table`: the figures a catalog of many jobs keeps, so that knowing a job costs
+/// one read (the manifest) instead of four (manifest, summary, the table's footer, its size).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableFacts {
+    /// The loss table's Arrow schema as its Parquet footer holds it under `ARROW:schema`: the
+    /// base64 of an Arrow IPC schema message.
+    pub arrow_schema: String,
+    /// The earliest and latest `computed_at` of the table's rows (µs since the epoch), if any
+    /// row has one.
+    pub computed_at: Option<[i64; 2]>,
+    /// Per target, in spec order: the summary's counts, loss range and best rows' losses.
+    pub targets: Vec<TargetFacts>,
+}
+
+/// One target's figures in [`TableFacts`]: its [`TargetSummary`] without the mean and the best
+/// rows' parameter values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetFacts {
+    /// The target entrypoint.
+    pub target: String,
+    /// Rows for this target, by status.
+    pub counts: RowCounts,
+    /// The lowest loss, if any row is ok.
+    pub min_loss: Option<f64>,
+    /// The highest loss, if any row is ok.
+    pub max_loss: Option<f64>,
+    /// The best rows' parameter-set ids and losses, ascending (as the summary's `best`).
+    pub best: Vec<BestLoss>,
+}
+
+/// A best row's parameter-set id and loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestLoss {
+    /// The parameter-set id.
+    pub param_id: String,
+    /// Its loss.
+    pub loss: f64,
 }
 
 /// The files a manifest commits, relative to the job's results directory.
@@ -385,6 +428,25 @@ mod tests {
                 target: "targets.prev:prevalence_target".into(),
                 error: "result.json: invalid JSON \"é\"".into(),
             }],
+            table: Some(TableFacts {
+                arrow_schema: "/////w==".into(),
+                computed_at: Some([1, 2]),
+                targets: vec![TargetFacts {
+                    target: "targets.prev:prevalence_target".into(),
+                    counts: RowCounts {
+                        total: 2,
+                        ok: 1,
+                        missing: 1,
+                        failed: 0,
+                    },
+                    min_loss: Some(0.1),
+                    max_loss: Some(0.1),
+                    best: vec![BestLoss {
+                        param_id: "p1".into(),
+                        loss: 0.1,
+                    }],
+                }],
+            }),
         }
     }
 
@@ -455,8 +517,11 @@ mod tests {
             "columns",
             "files",
             "errors",
+            "table",
         ];
         assert_eq!(keys(&bytes, &[]), expected);
+        assert_eq!(keys(&bytes, &["table"]), ["arrow_schema", "computed_at", "targets"]);
+        assert_eq!(keys(&bytes, &["table", "targets", "0"]), ["target", "counts", "min_loss", "max_loss", "best"]);
         assert_eq!(keys(&bytes, &["counts"]), ["total", "ok", "missing", "failed"]);
         assert_eq!(keys(&bytes, &["files"]), ["losses", "losses_bytes", "summary", "replicates", "replicates_bytes", "replicates_rows"]);
         assert_eq!(keys(&bytes, &["errors", "0"]), ["param_id", "target", "error"]);
@@ -472,8 +537,10 @@ mod tests {
         without.files.replicates_bytes = None;
         without.files.replicates_rows = None;
         without.min_loss = None;
+        without.table = None;
         let bytes = without.to_json_bytes();
         assert_eq!(keys(&bytes, &["files"]), ["losses", "losses_bytes", "summary"]);
+        assert!(!keys(&bytes, &[]).contains(&"table".to_owned()), "manifests without facts read as before");
         assert!(String::from_utf8(bytes).unwrap().contains("\"min_loss\": null"), "a missing loss is written as null");
     }
 

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use modelops_core::job::JobId;
 use modelops_core::loss_table::{
-    self, BestRow, LOSSES_FILE, MANIFEST_FILE, Manifest, ManifestError, ManifestFiles, REPLICATES_FILE, RowCounts, SCHEMA_VERSION, SUMMARY_FILE, Summary,
-    TABLES_DIR, TableFile, TargetSummary, results_dir, results_file,
+    self, BestLoss, BestRow, LOSSES_FILE, MANIFEST_FILE, Manifest, ManifestError, ManifestFiles, REPLICATES_FILE, RowCounts, SCHEMA_VERSION, SUMMARY_FILE, Summary,
+    TABLES_DIR, TableFacts, TableFile, TargetFacts, TargetSummary, results_dir, results_file,
 };
 use modelops_core::pyjson::PyObject;
 use modelops_core::records::{self, RecordError};
@@ -128,6 +128,16 @@ impl TargetStats {
         if position < BEST_PER_TARGET {
             self.best.insert(position, entry);
             self.best.truncate(BEST_PER_TARGET);
+        }
+    }
+
+    fn to_facts(&self, target: &str) -> TargetFacts {
+        TargetFacts {
+            target: target.to_owned(),
+            counts: self.counts,
+            min_loss: self.min,
+            max_loss: self.max,
+            best: self.best.iter().map(|(loss, param_id, _)| BestLoss { param_id: param_id.clone(), loss: *loss }).collect(),
         }
     }
 
@@ -627,6 +637,8 @@ pub struct TableWriter {
     properties: WriterProperties,
     /// The per-replicate table, from the first aggregation that carries per-replicate losses.
     replicates: Option<ReplicatesWriter>,
+    /// The earliest and latest `computed_at` of the rows pushed.
+    computed_at: Option<[i64; 2]>,
 }
 
 /// The per-replicate table being written at its staging key.
@@ -697,6 +709,7 @@ impl TableWriter {
             columns,
             writer,
             stats: targets.into_iter().map(|t| (t, TargetStats::default())).collect(),
+            computed_at: None,
             counts: RowCounts::default(),
             errors: Vec::new(),
             pending: Vec::with_capacity(options.batch_rows),
@@ -732,6 +745,9 @@ impl TableWriter {
         }
         if let Some((_, target_stats)) = self.stats.iter_mut().find(|(t, _)| *t == row.target) {
             target_stats.add(&row);
+        }
+        if let Some(at) = row.computed_at {
+            self.computed_at = Some(self.computed_at.map_or([at, at], |[first, last]| [first.min(at), last.max(at)]));
         }
         self.pending.push(row);
         if self.pending.len() >= self.batch_rows {
@@ -791,6 +807,7 @@ impl TableWriter {
             grace,
             replicates,
             rewrite,
+            computed_at,
             ..
         } = self;
         writer.close().await?;
@@ -868,6 +885,11 @@ impl TableWriter {
             columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
             files,
             errors,
+            table: Some(TableFacts {
+                arrow_schema: parquet::arrow::encode_arrow_schema(&schema),
+                computed_at,
+                targets: stats.iter().map(|(target, target_stats)| target_stats.to_facts(target)).collect(),
+            }),
         };
         results.put(&manifest_path, PutPayload::from(manifest.to_json_bytes())).await?;
         // Committed. The seed's paths, for readers that open them without the manifest.
