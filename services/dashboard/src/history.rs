@@ -58,7 +58,7 @@ pub fn history(jobs: &[std::sync::Arc<modelops_query::catalog::JobEntry>], targe
                 job_id: job.job_id.clone(),
                 at,
                 loss,
-                bundle: job.bundle_digest.clone(),
+                bundle: job.bundle_digest.to_string(),
                 improved: false,
                 best_so_far: loss,
             })
@@ -191,7 +191,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Histor
     let bundles: std::collections::BTreeSet<&str> = jobs
         .iter()
         .filter(|j| j.targets.iter().any(|t| t.target == target))
-        .map(|j| j.bundle_digest.as_str())
+        .map(|j| &*j.bundle_digest)
         .collect();
     if !query.bundle.is_empty() && !bundles.iter().any(|b| modelops_query::catalog::bundle_matches(b, &query.bundle)) {
         return Err(DashboardError::BadRequest(format!(

@@ -179,16 +179,15 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
     // it reaches the page as an event, so none falls between this listing and the stream.
     let listed = registry.list_jobs(query).await?;
     let seq = listed.watch_revision;
-    // Each indexed job's table summary, from the catalog in memory.
-    let tables: std::collections::HashMap<String, TableSummary> = dashboard
-        .engine
-        .as_ref()
-        .map(|engine| engine.catalog().jobs().iter().filter_map(|e| Some((e.job_id.clone(), TableSummary::of(e)?))).collect())
-        .unwrap_or_default();
+    // Each listed job's table summary, from the catalog in memory.
+    let table = |job: &str| -> Option<TableSummary> {
+        let entry = dashboard.engine.as_ref()?.catalog().known(job)?;
+        TableSummary::of(&entry)
+    };
     let rows: Vec<JobRow> = listed
         .jobs
         .iter()
-        .map(|state| JobRow { table: tables.get(state.job_id().as_str()).cloned(), ..JobRow::of(state) })
+        .map(|state| JobRow { table: table(state.job_id().as_str()), ..JobRow::of(state) })
         .collect();
     let status_choices = ["active", "terminal"].into_iter().chain(JobStatus::ALL.iter().map(|s| s.as_str()));
     Ok(layout::page(

@@ -1,28 +1,30 @@
 //! The catalog: what the query service knows of every indexed job without scanning its table.
 //!
-//! An entry comes from the job's `manifest.json` (the commit marker: bundle, counts, targets,
-//! loss range), its `summary.json` (per target: counts, loss range, the best losses) and the
-//! footer of its `losses.parquet` (schema, `computed_at` range from column statistics), and the
-//! footer of its `replicates.parquet` when the manifest names one. Queries
-//! prune whole jobs on these before any scan. The catalog refreshes itself by listing
-//! `results/` (one listing, then only changed manifests are read), and a job asked for by id that
-//! it does not know yet is looked up at once, so a newly indexed job is visible without a restart.
+//! An entry comes from the job's `manifest.json` alone (the commit marker: bundle, counts, loss
+//! range, and its `table` facts: the Arrow schema, the `computed_at` range, per target the
+//! counts, loss range and best losses). Manifests written before those facts also need the
+//! job's `summary.json`, the footer of its `losses.parquet` and the sizes of its files, as the
+//! catalog read every job before. Queries prune whole jobs on these before any scan. An entry
+//! holds no footer and shares its schema with every job of the same columns, so tens of
+//! thousands of jobs cost a few KB each. The catalog refreshes itself by listing `results/` (one
+//! listing, then only changed manifests are read), and a job asked for by id that it does not
+//! know yet is looked up at once, so a newly indexed job is visible without a restart.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use futures::{StreamExt, TryStreamExt};
 use modelops_core::job::JobId;
-use modelops_core::loss_table::{self, FormatError, MANIFEST_FILE, Manifest, RESULTS_PREFIX, Summary};
+use modelops_core::loss_table::{self, FormatError, MANIFEST_FILE, Manifest, RESULTS_PREFIX, Summary, TableFacts};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::file::statistics::Statistics;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueryError;
+use crate::footers::FooterCache;
 use modelops_core::parquet_file::ParquetObject;
 
 /// Per-target figures from a job's `summary.json`.
@@ -38,8 +40,19 @@ pub struct TargetSummary {
     pub min_loss: Option<f64>,
     /// Highest loss, if any row is ok.
     pub max_loss: Option<f64>,
-    /// The lowest losses, ascending, each with its parameter set (the summary's best rows).
-    pub best: Vec<(String, f64)>,
+    /// The lowest losses, ascending, each with a 64-bit hash of its parameter-set id ([`set_key`]):
+    /// the summary's best rows, enough to rank sets across jobs without keeping their ids.
+    pub best: Vec<(u64, f64)>,
+}
+
+/// The key a parameter-set id is kept under in [`TargetSummary::best`]. Two ids sharing a key
+/// (about one chance in 10¹⁰ among 200,000 sets) would only make best-parameter queries prune
+/// fewer jobs, never answer differently.
+pub fn set_key(param_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    param_id.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One indexed job as the catalog knows it.
@@ -47,8 +60,8 @@ pub struct TargetSummary {
 pub struct JobEntry {
     /// The job.
     pub job_id: String,
-    /// The job's bundle ref (`sha256:…`).
-    pub bundle_digest: String,
+    /// The job's bundle ref (`sha256:…`; one value shared by every job of the bundle).
+    pub bundle_digest: Arc<str>,
     /// Rows in all, ok, missing and failed.
     pub counts: [u64; 4],
     /// Lowest and highest loss over all targets.
@@ -63,14 +76,13 @@ pub struct JobEntry {
     pub schema_version: u64,
     /// Per target, in spec order.
     pub targets: Vec<TargetSummary>,
-    /// The table's Arrow schema.
+    /// The table's Arrow schema (one value shared by every job with the same schema).
     pub schema: SchemaRef,
-    /// `results/{job_id}/losses.parquet` and its size.
+    /// The table version the manifest names and its size (`last_modified` is the manifest's;
+    /// no e-tag when the manifest gave the size).
     pub table: ObjectMeta,
     /// Size of the table in bytes.
     pub table_bytes: u64,
-    /// The table's decoded footer, so scans start without reading it again.
-    pub footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
     /// The job's per-replicate table, when its manifest names one (`files.replicates`).
     pub replicates: Option<ReplicatesTable>,
     /// The manifest's listing metadata when read (to notice a re-index).
@@ -97,15 +109,6 @@ pub struct ReplicatesTable {
     pub file: ObjectMeta,
     /// Its rows, from the manifest.
     pub rows: u64,
-    /// Its decoded footer (with the Arrow schema).
-    pub footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
-}
-
-impl ReplicatesTable {
-    /// The table's Arrow schema.
-    pub fn schema(&self) -> &SchemaRef {
-        self.footer.schema()
-    }
 }
 
 /// True when a row's `target` entrypoint is the `wanted` one: equal, or `wanted` is the name
@@ -131,7 +134,16 @@ pub fn bundle_matches(bundle: &str, wanted: &str) -> bool {
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
     entries: Arc<RwLock<BTreeMap<String, Arc<JobEntry>>>>,
+    /// Every distinct table schema, by its encoding (`ARROW:schema`): jobs share them.
+    schemas: Arc<Mutex<HashMap<String, SchemaRef>>>,
+    /// Every distinct bundle ref: jobs share them.
+    bundles: Arc<Mutex<std::collections::HashSet<Arc<str>>>>,
+    /// Footers of the large tables read lately.
+    footers: FooterCache,
 }
+
+/// A refresh that took `d` waits at least this many times `d` for the next.
+const REFRESH_WAIT_FACTOR: u32 = 5;
 
 fn version_of(meta: &ObjectMeta) -> (Option<String>, i64, u64) {
     (meta.e_tag.clone(), meta.last_modified.timestamp_micros(), meta.size)
@@ -144,7 +156,16 @@ impl Catalog {
         Self {
             store,
             entries: Arc::default(),
+            schemas: Arc::default(),
+            bundles: Arc::default(),
+            footers: FooterCache::default(),
         }
+    }
+
+    /// The same catalog, opening tables through `footers`.
+    pub fn with_footers(mut self, footers: FooterCache) -> Self {
+        self.footers = footers;
+        self
     }
 
     /// The results store.
@@ -152,9 +173,41 @@ impl Catalog {
         &self.store
     }
 
+    /// The footers of large tables read lately, for opening tables to decode.
+    pub fn footers(&self) -> &FooterCache {
+        &self.footers
+    }
+
+    /// The one shared value of the bundle ref `bundle`.
+    fn bundle_of(&self, bundle: String) -> Arc<str> {
+        let mut bundles = self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(shared) = bundles.get(bundle.as_str()) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = bundle.into();
+        bundles.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// The one shared value of the schema encoded as `encoded` (Parquet's `ARROW:schema`),
+    /// decoded the first time it is seen.
+    fn schema_of(&self, encoded: &str) -> Result<SchemaRef, QueryError> {
+        if let Some(schema) = self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(encoded) {
+            return Ok(Arc::clone(schema));
+        }
+        let schema = Arc::new(decode_arrow_schema(encoded)?);
+        let mut schemas = self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Arc::clone(schemas.entry(encoded.to_owned()).or_insert(schema)))
+    }
+
     /// Every known job, by id.
     pub fn jobs(&self) -> Vec<Arc<JobEntry>> {
         self.entries.read().expect("catalog lock").values().cloned().collect()
+    }
+
+    /// The entry of `job` if the catalog knows it (no lookup in the store).
+    pub fn known(&self, job: &str) -> Option<Arc<JobEntry>> {
+        self.entries.read().expect("catalog lock").get(job).cloned()
     }
 
     /// The entry of `job`, looked up in the store if the catalog does not know it yet.
@@ -200,13 +253,14 @@ impl Catalog {
     /// manifest is gone. Returns how many entries were (re)loaded.
     pub async fn refresh(&self) -> Result<usize, QueryError> {
         let prefix = Path::from(RESULTS_PREFIX);
-        let listed: Vec<ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
+        // Only the manifests are kept from the listing (a job has five files or more).
         let mut manifests = BTreeMap::new();
-        for meta in listed {
-            let parts: Vec<_> = meta.location.parts().collect();
-            if parts.len() == 3
-                && parts[2].as_ref() == MANIFEST_FILE
-                && let Ok(job) = JobId::new(parts[1].as_ref())
+        let mut listed = self.store.list(Some(&prefix));
+        while let Some(meta) = listed.try_next().await? {
+            let mut parts = meta.location.parts();
+            let (Some(_), Some(job), Some(file), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
+            if file.as_ref() == MANIFEST_FILE
+                && let Ok(job) = JobId::new(job.as_ref())
             {
                 manifests.insert(job.as_str().to_owned(), (job, meta));
             }
@@ -242,16 +296,22 @@ impl Catalog {
     }
 
     /// Refreshes every `interval` until `stop` is cancelled (call [`Catalog::refresh`] once
-    /// first, so the service never answers before it knows the jobs).
+    /// first, so the service never answers before it knows the jobs). A refresh that took `d`
+    /// waits at least `5 × d` for the next: listing a store of 100,000 jobs takes about a second,
+    /// which every two seconds would keep a core a third busy.
     pub fn start(&self, interval: Duration, stop: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
         let catalog = self.clone();
         tracker.spawn(async move {
+            let mut wait = interval;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(interval) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                match catalog.refresh().await {
+                let started = std::time::Instant::now();
+                let refreshed = catalog.refresh().await;
+                wait = interval.max(started.elapsed() * REFRESH_WAIT_FACTOR);
+                match refreshed {
                     Ok(0) => {}
                     Ok(loaded) => tracing::debug!(loaded, jobs = catalog.entries.read().expect("catalog lock").len(), "catalog refreshed"),
                     Err(error) => tracing::warn!(%error, "catalog refresh failed"),
@@ -262,18 +322,78 @@ impl Catalog {
 
     async fn load(&self, job: &JobId, manifest_meta: &ObjectMeta) -> Result<JobEntry, QueryError> {
         let manifest_path = Path::from(loss_table::results_file(job, MANIFEST_FILE));
-        let manifest = read(self.store.as_ref(), &manifest_path, Manifest::from_json_bytes).await?;
+        let mut manifest = read(self.store.as_ref(), &manifest_path, Manifest::from_json_bytes).await?;
         // The files the manifest names are the ones committed with it (immutable versions);
         // manifests from before versions name the seed's paths.
+        let table_path = Path::from(loss_table::results_file(job, &manifest.files.losses));
+        let facts = match manifest.table.take() {
+            Some(facts) if manifest.files.losses_bytes > 0 => {
+                let table = ObjectMeta {
+                    location: table_path,
+                    last_modified: manifest_meta.last_modified,
+                    size: manifest.files.losses_bytes,
+                    e_tag: None,
+                    version: None,
+                };
+                let schema = self.schema_of(&facts.arrow_schema)?;
+                Facts::from_manifest(facts, table, schema)
+            }
+            _ => self.facts_from_files(job, &manifest, table_path).await?,
+        };
+        let replicates = match &manifest.files.replicates {
+            Some(name) => {
+                let location = Path::from(loss_table::results_file(job, name));
+                let file = match manifest.files.replicates_bytes {
+                    Some(size) => ObjectMeta {
+                        location,
+                        last_modified: manifest_meta.last_modified,
+                        size,
+                        e_tag: None,
+                        version: None,
+                    },
+                    None => self.store.head(&location).await?,
+                };
+                Some(ReplicatesTable {
+                    rows: manifest.files.replicates_rows.unwrap_or(0),
+                    file,
+                })
+            }
+            None => None,
+        };
+        let counts = manifest.counts;
+        Ok(JobEntry {
+            job_id: job.as_str().to_owned(),
+            bundle_digest: self.bundle_of(manifest.bundle_digest),
+            counts: [counts.total, counts.ok, counts.missing, counts.failed],
+            min_loss: manifest.min_loss,
+            max_loss: manifest.max_loss,
+            computed_at_range: facts.computed_at_range,
+            indexed_at: manifest.indexed_at,
+            schema_version: manifest.schema_version,
+            targets: facts.targets,
+            schema: facts.schema,
+            table_bytes: facts.table.size,
+            table: facts.table,
+            replicates,
+            manifest_version: version_of(manifest_meta),
+        })
+    }
+
+    /// What a manifest without `table` facts (or sizes) leaves to read: the summary, the
+    /// table's size and its footer.
+    async fn facts_from_files(&self, job: &JobId, manifest: &Manifest, table_path: Path) -> Result<Facts, QueryError> {
         let summary_path = Path::from(loss_table::results_file(job, &manifest.files.summary));
         let summary = read(self.store.as_ref(), &summary_path, Summary::from_json_bytes).await?;
-        let table_path = Path::from(loss_table::results_file(job, &manifest.files.losses));
         let table = self.store.head(&table_path).await?;
-        let reader = ParquetObject::new(Arc::clone(&self.store), table_path, table.size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        let schema = Arc::clone(builder.schema());
-        let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), Default::default())?;
-        let metadata = builder.metadata();
+        let mut reader = ParquetObject::new(Arc::clone(&self.store), table_path, table.size);
+        let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+        let encoded = parquet::arrow::encode_arrow_schema(footer.schema());
+        let schema = match self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(encoded) {
+            std::collections::hash_map::Entry::Occupied(shared) if shared.get() == footer.schema() => Arc::clone(shared.get()),
+            std::collections::hash_map::Entry::Occupied(_) => Arc::clone(footer.schema()),
+            std::collections::hash_map::Entry::Vacant(new) => Arc::clone(new.insert(Arc::clone(footer.schema()))),
+        };
+        let metadata = footer.metadata();
         let computed_at_range = schema.index_of("computed_at").ok().and_then(|column| {
             metadata
                 .row_groups()
@@ -284,21 +404,6 @@ impl Catalog {
                 })
                 .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
         });
-        let replicates = match &manifest.files.replicates {
-            Some(name) => {
-                let path = Path::from(loss_table::results_file(job, name));
-                let file = self.store.head(&path).await?;
-                let reader = ParquetObject::new(Arc::clone(&self.store), path, file.size);
-                let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-                let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), Default::default())?;
-                Some(ReplicatesTable {
-                    rows: manifest.files.replicates_rows.unwrap_or(0),
-                    file,
-                    footer,
-                })
-            }
-            None => None,
-        };
         let targets = summary
             .targets
             .0
@@ -309,28 +414,57 @@ impl Catalog {
                 ok: figures.ok,
                 min_loss: figures.min_loss,
                 max_loss: figures.max_loss,
-                best: figures.best.iter().map(|best| (best.param_id.clone(), best.loss)).collect(),
+                best: figures.best.iter().map(|best| (set_key(&best.param_id), best.loss)).collect(),
             })
             .collect();
-        let counts = manifest.counts;
-        Ok(JobEntry {
-            job_id: job.as_str().to_owned(),
-            bundle_digest: manifest.bundle_digest,
-            counts: [counts.total, counts.ok, counts.missing, counts.failed],
-            min_loss: manifest.min_loss,
-            max_loss: manifest.max_loss,
-            computed_at_range,
-            indexed_at: manifest.indexed_at,
-            schema_version: manifest.schema_version,
-            targets,
+        Ok(Facts {
             schema,
-            table_bytes: table.size,
-            footer,
             table,
-            replicates,
-            manifest_version: version_of(manifest_meta),
+            computed_at_range,
+            targets,
         })
     }
+}
+
+/// What an entry knows of its table beyond the manifest's common fields.
+struct Facts {
+    schema: SchemaRef,
+    table: ObjectMeta,
+    computed_at_range: Option<(i64, i64)>,
+    targets: Vec<TargetSummary>,
+}
+
+impl Facts {
+    fn from_manifest(facts: TableFacts, table: ObjectMeta, schema: SchemaRef) -> Self {
+        let targets = facts
+            .targets
+            .into_iter()
+            .map(|target| TargetSummary {
+                target: target.target,
+                count: target.counts.total,
+                ok: target.counts.ok,
+                min_loss: target.min_loss,
+                max_loss: target.max_loss,
+                best: target.best.iter().map(|best| (set_key(&best.param_id), best.loss)).collect(),
+            })
+            .collect();
+        Self {
+            schema,
+            table,
+            computed_at_range: facts.computed_at.map(|[first, last]| (first, last)),
+            targets,
+        }
+    }
+}
+
+/// Decodes a schema as Parquet's `ARROW:schema` key holds it: base64 of an Arrow IPC schema
+/// message (after the continuation marker and length, or without them as older writers wrote).
+fn decode_arrow_schema(encoded: &str) -> Result<arrow::datatypes::Schema, QueryError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| QueryError::Catalog(format!("the manifest's table schema is not base64: {e}")))?;
+    arrow::ipc::convert::try_schema_from_ipc_buffer(&bytes).map_err(|e| QueryError::Catalog(format!("the manifest's table schema is not an Arrow schema: {e}")))
 }
 
 /// Reads the manifest or summary at `path` with `parse`, naming the file when it is not one.

@@ -24,10 +24,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::catalog::{Catalog, JobEntry, ReplicatesTable, target_matches};
+use crate::catalog::{Catalog, JobEntry, target_matches};
 use crate::command::{Command, LossesQuery, Order, StatusFilter};
 use crate::error::QueryError;
+use crate::footers::OpenedTable;
 use crate::table_cache::TableCache;
 use modelops_core::parquet_file::ParquetObject;
 
@@ -212,7 +214,7 @@ impl Engine {
                 None => Ok(unified_schema(&self.prune_losses(query).await?)),
             },
             Command::Jobs => Ok(jobs_schema()),
-            Command::Replicates { job_id } => Ok(Arc::clone(self.replicates_of(job_id).await?.1.schema())),
+            Command::Replicates { job_id } => Ok(Arc::clone(self.open_replicates(job_id).await?.footer.schema())),
             _ => Ok(Arc::new(self.dataframe(command).await?.schema().as_arrow().clone())),
         }
     }
@@ -223,7 +225,7 @@ impl Engine {
         match command {
             Command::Losses(query) if query.single_table().is_some() => {
                 let job = self.catalog.job(query.single_table().expect("checked")).await?;
-                Ok(self.table_stream(job))
+                self.table_stream(job).await
             }
             Command::Losses(query) if query.order == Order::None => {
                 let jobs = self.prune_losses(query).await?;
@@ -235,7 +237,7 @@ impl Engine {
                 Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(async { Ok(batch) }))))
             }
             Command::Replicates { job_id } => {
-                let (_, table) = self.replicates_of(job_id).await?;
+                let table = self.open_replicates(job_id).await?;
                 Ok(self.replicates_stream(table))
             }
             _ => {
@@ -258,54 +260,57 @@ impl Engine {
             return Ok((self.catalog.jobs().len() as i64, -1));
         }
         if let Command::Replicates { job_id } = command {
-            let (_, table) = self.replicates_of(job_id).await?;
+            let entry = self.catalog.job(job_id).await?;
+            let table = entry.replicates.as_ref().ok_or_else(|| QueryError::NoReplicates(job_id.clone()))?;
             return Ok((table.rows as i64, table.file.size as i64));
         }
         Ok((-1, -1))
     }
 
     /// One job's table as stored, in order: from the table cache when it holds this version of
-    /// the table, else from Parquet. Row groups are decoded in tasks of their own, two at a
-    /// time, so decoding uses both cores and overlaps sending; at most two decoded row groups
-    /// are held beyond what the cache keeps. A second read that runs to the end fills the cache.
-    fn table_stream(&self, job: Arc<JobEntry>) -> BatchStream {
+    /// the table, else from Parquet. A small table is read in one request and decoded at once;
+    /// a large one's row groups are decoded in tasks of their own, two at a time, so decoding
+    /// uses both cores and overlaps sending; at most two decoded row groups are held beyond what
+    /// the cache keeps. A second read that runs to the end fills the cache.
+    async fn table_stream(&self, job: Arc<JobEntry>) -> Result<BatchStream, QueryError> {
         let schema = Arc::clone(&job.schema);
         if let Some(batches) = self.tables.get(&job) {
             tracing::debug!(job = %job.job_id, "table read from the table cache");
             let batches: Vec<_> = batches.iter().cloned().map(Ok).collect();
-            return Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches)));
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches))));
         }
-        let store = Arc::clone(self.catalog.store());
-        let groups = job.footer.metadata().num_row_groups();
-        let reading = Arc::clone(&job);
-        let decoded = futures::stream::iter(0..groups)
-            .map(move |group| decode(Arc::clone(&store), Arc::clone(&reading), Some(vec![group]), None))
-            .buffered(2)
-            .flat_map(batches_of);
-        let decoded = if self.tables.should_keep(&job) {
-            filling(self.tables.clone(), job, decoded).boxed()
-        } else {
-            decoded.boxed()
+        let opened = self.catalog.footers().open(self.catalog.store(), &job.table).await?;
+        let keep = self.tables.should_keep(&job, opened.uncompressed_bytes());
+        let decoded = match opened.bytes.is_some() {
+            true => futures::stream::once(decode_file(Arc::clone(self.catalog.store()), opened, None, None)).flat_map(batches_of).boxed(),
+            false => {
+                let store = Arc::clone(self.catalog.store());
+                futures::stream::iter(0..opened.row_groups())
+                    .map(move |group| decode_file(Arc::clone(&store), opened.clone(), Some(vec![group]), None))
+                    .buffered(2)
+                    .flat_map(batches_of)
+                    .boxed()
+            }
         };
+        let decoded = if keep { filling(self.tables.clone(), job, decoded).boxed() } else { decoded };
         let batches = decoded.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
-        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
-    /// `job`'s entry and its per-replicate table; [`QueryError::NoReplicates`] when it has none.
-    async fn replicates_of(&self, job: &str) -> Result<(Arc<JobEntry>, ReplicatesTable), QueryError> {
+    /// `job`'s per-replicate table, opened; [`QueryError::NoReplicates`] when it has none.
+    async fn open_replicates(&self, job: &str) -> Result<OpenedTable, QueryError> {
         let entry = self.catalog.job(job).await?;
-        let table = entry.replicates.clone().ok_or_else(|| QueryError::NoReplicates(job.to_owned()))?;
-        Ok((entry, table))
+        let table = entry.replicates.as_ref().ok_or_else(|| QueryError::NoReplicates(job.to_owned()))?;
+        self.catalog.footers().open(self.catalog.store(), &table.file).await
     }
 
     /// A job's per-replicate table as stored, in order: row groups decoded in tasks of their
     /// own, two at a time, as [`Self::table_stream`] does (without the table cache).
-    fn replicates_stream(&self, table: ReplicatesTable) -> BatchStream {
-        let schema = Arc::clone(table.schema());
+    fn replicates_stream(&self, table: OpenedTable) -> BatchStream {
+        let schema = Arc::clone(table.footer.schema());
         let store = Arc::clone(self.catalog.store());
-        let groups = table.footer.metadata().num_row_groups();
-        let decoded = futures::stream::iter(0..groups)
-            .map(move |group| decode_file(Arc::clone(&store), table.file.clone(), table.footer.clone(), Some(vec![group]), None))
+        let decoded = futures::stream::iter(0..table.row_groups())
+            .map(move |group| decode_file(Arc::clone(&store), table.clone(), Some(vec![group]), None))
             .buffered(2)
             .flat_map(batches_of)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
@@ -313,18 +318,22 @@ impl Engine {
     }
 
     /// The rows of `jobs` that `query` selects, job after job, in the unified schema: each
-    /// table is decoded in a task of its own and filtered with Arrow kernels, as many at once as
-    /// [`SCAN_ROWS_IN_FLIGHT`] allows (at least two). Stops reading once `limit` rows are sent.
+    /// table is decoded in a task of its own and filtered with Arrow kernels. Consecutive jobs
+    /// are read in chunks of about [`SCAN_CHUNK_ROWS`] rows (a larger job is a chunk of its
+    /// own), [`SCAN_TABLES_IN_FLIGHT`] tables of a chunk at once and two chunks at a time: the
+    /// reads of many small tables overlap, large tables are decoded two at a time. Stops reading
+    /// once `limit` rows are sent.
     fn scan(&self, jobs: Vec<Arc<JobEntry>>, query: &LossesQuery) -> BatchStream {
         let schema = unified_schema(&jobs);
-        let store = Arc::clone(self.catalog.store());
+        let (store, footers) = (Arc::clone(self.catalog.store()), self.catalog.footers().clone());
         let filter = Arc::new(query.clone());
         let target_schema = Arc::clone(&schema);
         let read = move |job: Arc<JobEntry>| {
-            let loss_range = Some((filter.min_loss, filter.max_loss));
-            let (decoded, filter, schema) = (decode(Arc::clone(&store), job, None, loss_range), Arc::clone(&filter), Arc::clone(&target_schema));
+            let loss_range = (filter.min_loss, filter.max_loss);
+            let (store, footers, filter, schema) = (Arc::clone(&store), footers.clone(), Arc::clone(&filter), Arc::clone(&target_schema));
             async move {
-                decoded
+                let opened = footers.open(&store, &job.table).await?;
+                decode_file(store, opened, None, Some(loss_range))
                     .await?
                     .iter()
                     .map(|batch| select_rows(batch, &filter).and_then(|b| conform(&b, &schema)))
@@ -332,11 +341,10 @@ impl Engine {
                     .collect::<Result<Vec<_>, QueryError>>()
             }
         };
-        let largest = jobs.iter().map(|job| job.counts[0]).max().unwrap_or(0).max(1);
-        let at_once = usize::try_from(SCAN_ROWS_IN_FLIGHT / largest).unwrap_or(usize::MAX).clamp(2, SCAN_TABLES_IN_FLIGHT);
-        let batches = futures::stream::iter(jobs)
-            .map(read)
-            .buffered(at_once)
+        let batches = futures::stream::iter(chunks_by_rows(jobs, SCAN_CHUNK_ROWS))
+            .map(move |chunk| futures::stream::iter(chunk).map(read.clone()).buffered(SCAN_TABLES_IN_FLIGHT).collect::<Vec<_>>())
+            .buffered(2)
+            .flat_map(futures::stream::iter)
             .flat_map(batches_of)
             .scan(query.limit.unwrap_or(usize::MAX), |left, batch| {
                 if *left == 0 {
@@ -522,10 +530,10 @@ impl Engine {
                 Ok(ctx.table("jobs").await?)
             }
             Command::Replicates { job_id } => {
-                let (_, table) = self.replicates_of(job_id).await?;
+                let table = self.open_replicates(job_id).await?;
                 let url = ListingTableUrl::parse(format!("{RESULTS_URL}/{}", table.file.location))?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-                let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(table.schema()));
+                let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(table.footer.schema()));
                 Ok(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)
             }
             Command::Sql { query } => self.sql_frame(&ctx, query).await,
@@ -584,12 +592,12 @@ impl Engine {
             .filter(|job| job.targets.iter().any(|t| target_matches(&t.target, target) && t.ok > 0))
             .collect();
         // The best listed loss of each parameter set: a set several jobs list counts once.
-        let mut by_set: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+        let mut by_set: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
         for (param_id, loss) in jobs
             .iter()
             .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, target)).flat_map(|t| t.best.iter()))
         {
-            let lowest = by_set.entry(param_id.as_str()).or_insert(*loss);
+            let lowest = by_set.entry(*param_id).or_insert(*loss);
             *lowest = lowest.min(*loss);
         }
         let mut known: Vec<f64> = by_set.into_values().collect();
@@ -615,36 +623,54 @@ fn timestamp(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
 }
 
-/// Rows of tables a multi-job scan decodes at once, at most (small tables are read several at
-/// a time, so their reads overlap; large ones two at a time).
-const SCAN_ROWS_IN_FLIGHT: u64 = 256 * 1024;
-/// Tables a multi-job scan decodes at once, at most.
+/// Rows of a chunk of consecutive jobs a multi-job scan reads together (two chunks are in
+/// flight at once).
+const SCAN_CHUNK_ROWS: u64 = 128 * 1024;
+/// Tables of a chunk a multi-job scan decodes at once, at most.
 const SCAN_TABLES_IN_FLIGHT: usize = 8;
 
-/// Decodes `row_groups` (all when `None`) of `job`'s table in a task of its own, starting from
-/// the footer the catalog read.
-async fn decode(
+/// `jobs` in order, cut into runs of at most `rows` rows in all (a job of more is a run of its
+/// own).
+fn chunks_by_rows(jobs: Vec<Arc<JobEntry>>, rows: u64) -> Vec<Vec<Arc<JobEntry>>> {
+    let mut chunks = Vec::new();
+    let (mut chunk, mut in_chunk) = (Vec::new(), 0);
+    for job in jobs {
+        if !chunk.is_empty() && in_chunk + job.counts[0] > rows {
+            chunks.push(std::mem::take(&mut chunk));
+            in_chunk = 0;
+        }
+        in_chunk += job.counts[0];
+        chunk.push(job);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// Decodes `row_groups` (all when `None`) of the opened `table` in a task of its own, keeping
+/// the rows whose loss is within `loss_range` when one is given (the caller still applies every
+/// filter to what comes out; this one only saves decoding).
+async fn decode_file(
     store: Arc<dyn object_store::ObjectStore>,
-    job: Arc<JobEntry>,
+    table: OpenedTable,
     row_groups: Option<Vec<usize>>,
     loss_range: Option<(Option<f64>, Option<f64>)>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let filter = loss_range.and_then(|(lo, hi)| loss_row_filter(&job, lo, hi));
-    decode_file(store, job.table.clone(), job.footer.clone(), row_groups, filter).await
-}
-
-/// Decodes `row_groups` (all when `None`) of the Parquet `file`, whose footer is `footer`, in a
-/// task of its own, keeping the rows `filter` keeps.
-async fn decode_file(
-    store: Arc<dyn object_store::ObjectStore>,
-    file: object_store::ObjectMeta,
-    footer: parquet::arrow::arrow_reader::ArrowReaderMetadata,
-    row_groups: Option<Vec<usize>>,
-    filter: Option<parquet::arrow::arrow_reader::RowFilter>,
-) -> Result<Vec<RecordBatch>, QueryError> {
+    let filter = loss_range.and_then(|(lo, hi)| loss_row_filter(&table.footer, lo, hi));
     let task = tokio::spawn(async move {
-        let reader = ParquetObject::new(store, file.location, file.size);
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer).with_batch_size(BATCH_ROWS);
+        if let Some(bytes) = table.bytes {
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer).with_batch_size(BATCH_ROWS);
+            if let Some(row_groups) = row_groups {
+                builder = builder.with_row_groups(row_groups);
+            }
+            if let Some(filter) = filter {
+                builder = builder.with_row_filter(filter);
+            }
+            return Ok(builder.build()?.collect::<Result<Vec<RecordBatch>, _>>()?);
+        }
+        let reader = ParquetObject::new(store, table.file.location, table.file.size);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer).with_batch_size(BATCH_ROWS);
         if let Some(row_groups) = row_groups {
             builder = builder.with_row_groups(row_groups);
         }
@@ -658,14 +684,13 @@ async fn decode_file(
 
 /// A Parquet row filter keeping rows whose loss is within `[lo, hi]`: the loss column is
 /// decoded first, and the other columns only for the rows it keeps (late materialization).
-/// The caller still applies every filter to what comes out; this one only saves decoding.
-fn loss_row_filter(job: &JobEntry, lo: Option<f64>, hi: Option<f64>) -> Option<parquet::arrow::arrow_reader::RowFilter> {
+fn loss_row_filter(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata, lo: Option<f64>, hi: Option<f64>) -> Option<parquet::arrow::arrow_reader::RowFilter> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
     if lo.is_none() && hi.is_none() {
         return None;
     }
-    let schema = job.footer.metadata().file_metadata().schema_descr();
+    let schema = footer.metadata().file_metadata().schema_descr();
     let leaf = schema.columns().iter().position(|column| column.path().string() == "loss")?;
     let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
         let mask = loss_in_range(batch.column(0), lo, hi)?.expect("a bound is set");
@@ -879,7 +904,7 @@ pub fn jobs_batch(jobs: &[Arc<JobEntry>]) -> Result<RecordBatch, QueryError> {
         .collect();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(jobs.iter().map(|j| Some(j.job_id.as_str())).collect::<StringArray>()),
-        Arc::new(jobs.iter().map(|j| Some(j.bundle_digest.as_str())).collect::<StringArray>()),
+        Arc::new(jobs.iter().map(|j| Some(&*j.bundle_digest)).collect::<StringArray>()),
         Arc::new(targets.finish()),
         count(0),
         count(1),

@@ -1,7 +1,7 @@
 //! The query service: Arrow Flight and Flight SQL over every indexed job's loss table.
 //!
-//! [`catalog`] knows every indexed job from its manifest, summary and table footer and keeps
-//! itself current; [`command`] parses the JSON commands of
+//! [`catalog`] knows every indexed job from its manifest and keeps itself current; [`footers`]
+//! opens a table to decode it (small ones read whole, large ones from a kept footer); [`command`] parses the JSON commands of
 //! `proto/modelops/query/v1/FLIGHT_COMMANDS.md`; [`engine`] prunes jobs on the catalog and
 //! streams the answer (one table straight from Parquet through
 //! [`modelops_core::parquet_file`] or [`table_cache`], everything else through DataFusion);
@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod command;
 pub mod engine;
 pub mod error;
+pub mod footers;
 pub mod service;
 pub mod table_cache;
 

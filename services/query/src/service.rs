@@ -341,11 +341,17 @@ impl FlightService for QueryService {
     #[tracing::instrument(skip_all)]
     async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
         let mut infos = Vec::new();
+        // Jobs share a few schemas: each is encoded once.
+        let mut encoded: std::collections::HashMap<*const arrow::datatypes::Schema, FlightInfo> = std::collections::HashMap::new();
         for job in self.engine.catalog().jobs() {
             let command = Command::Losses(LossesQuery::whole_table(&job.job_id));
-            let info = FlightInfo::new()
-                .try_with_schema(&job.schema)
-                .map_err(|e| Status::from(QueryError::from(e)))?
+            let with_schema = match encoded.entry(std::sync::Arc::as_ptr(&job.schema)) {
+                std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
+                std::collections::hash_map::Entry::Vacant(new) => new
+                    .insert(FlightInfo::new().try_with_schema(&job.schema).map_err(|e| Status::from(QueryError::from(e)))?)
+                    .clone(),
+            };
+            let info = with_schema
                 .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command.to_json())))
                 .with_descriptor(FlightDescriptor::new_path(vec!["losses".into(), job.job_id.clone()]))
                 .with_total_records(job.counts[0] as i64)

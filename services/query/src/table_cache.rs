@@ -106,11 +106,9 @@ impl TableCache {
     }
 
     /// Whether a read of `job`'s table that finds it not held should keep its batches for
-    /// [`Self::insert`]: from the table's second read on, when its uncompressed size fits the
-    /// budget.
-    pub fn should_keep(&self, job: &JobEntry) -> bool {
-        let metadata = job.footer.metadata();
-        let uncompressed: i64 = metadata.row_groups().iter().map(|group| group.total_byte_size()).sum();
+    /// [`Self::insert`]: from the table's second read on, when its `uncompressed` size (as its
+    /// footer states it) fits the budget.
+    pub fn should_keep(&self, job: &JobEntry, uncompressed: u64) -> bool {
         if usize::try_from(uncompressed).map_or(true, |bytes| bytes > self.budget) {
             return false;
         }

@@ -12,6 +12,7 @@ use arrow_flight::Ticket;
 use chrono::Utc;
 use modelops_attribution::derive::derive;
 use modelops_core::job::JobId;
+use modelops_core::loss_table::Manifest;
 use modelops_core::paths::ProvenanceSchema;
 use modelops_core::store::Store;
 use modelops_core::study::{SimJobSpec, SimulationStudy};
@@ -420,7 +421,7 @@ async fn the_catalog_sees_new_and_removed_jobs_without_a_restart() {
     let ids: Vec<String> = catalog.jobs().iter().map(|j| j.job_id.clone()).collect();
     assert_eq!(ids, ["job-a", "job-b", "job-d"]);
     let entry = catalog.job("job-a").await.unwrap();
-    assert_eq!(entry.bundle_digest, BUNDLE);
+    assert_eq!(&*entry.bundle_digest, BUNDLE);
     assert!(entry.computed_at_range.is_some());
     assert_eq!(entry.target("prevalence_target").unwrap().ok, 6);
 }
@@ -784,4 +785,122 @@ async fn prepared_statements_take_bound_parameters_in_a_stateless_handle() {
     forged.extend_from_slice(&u32::MAX.to_le_bytes());
     let refused = count(&mut client, forged.into()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+}
+
+/// Reads `job`'s manifest, lets `change` alter it, and writes it back.
+async fn rewrite_manifest(fixture: &Fixture, job: &str, change: impl FnOnce(&mut Manifest)) {
+    let path = Path::from(format!("results/{job}/manifest.json"));
+    let bytes = fixture.results.object_store.get(&path).await.unwrap().bytes().await.unwrap();
+    let mut manifest = Manifest::from_json_bytes(&bytes).unwrap();
+    change(&mut manifest);
+    fixture.results.object_store.put(&path, manifest.to_json_bytes().into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_is_known_from_its_manifest_alone_as_from_its_files() {
+    let fixture = fixture().await;
+    let catalog = fixture.engine.catalog();
+    // A and C have integer gammas, B float ones.
+    let (a, b, c) = (catalog.job("job-a").await.unwrap(), catalog.job("job-b").await.unwrap(), catalog.job("job-c").await.unwrap());
+    assert!(Arc::ptr_eq(&a.schema, &c.schema), "jobs of the same columns share one schema");
+    assert_ne!(a.schema, b.schema);
+    assert_eq!(a.schema, stored_table(&fixture, "job-a").await[0].schema(), "the manifest's schema is the table's own");
+    assert!(a.computed_at_range.is_some());
+
+    // The same job from a manifest written before its facts: summary, footer and sizes instead.
+    rewrite_manifest(&fixture, "job-a", |manifest| {
+        assert!(manifest.table.is_some(), "the indexer writes the facts");
+        manifest.table = None;
+        manifest.files.losses_bytes = 0;
+    })
+    .await;
+    let old = Catalog::new(Arc::clone(&fixture.results.object_store));
+    let from_files = old.job("job-a").await.unwrap();
+    assert_eq!(from_files.schema, a.schema);
+    assert_eq!(from_files.targets, a.targets);
+    assert_eq!(from_files.computed_at_range, a.computed_at_range);
+    assert_eq!((&from_files.table.location, from_files.table_bytes), (&a.table.location, a.table_bytes));
+    assert_eq!(from_files.counts, a.counts);
+    let engine = Engine::new(old).unwrap();
+    let whole = collect(engine.execute(&losses(LossesQuery::whole_table("job-a"))).await.unwrap()).await.unwrap();
+    assert_eq!(rows(&whole), rows(&stored_table(&fixture, "job-a").await));
+}
+
+#[tokio::test]
+async fn large_tables_are_read_by_ranges_from_a_kept_footer() {
+    let fixture = fixture().await;
+    index_job_with_replicates(&fixture).await;
+    // Every table counts as large here.
+    let footers = crate::footers::FooterCache::new(1024 * 1024).reading_whole_up_to(0);
+    let catalog = Catalog::new(Arc::clone(&fixture.results.object_store)).with_footers(footers.clone());
+    catalog.refresh().await.unwrap();
+    let engine = Engine::new(catalog).unwrap();
+    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    for job in ["job-a", "job-b", "job-c"] {
+        let got = collect(engine.execute(&losses(LossesQuery::whole_table(job))).await.unwrap()).await.unwrap();
+        assert_eq!(concat(&got), concat(&stored_table(&fixture, job).await), "{job}");
+    }
+    let kept = footers.bytes();
+    assert!(kept > 0, "the footers read are kept");
+    // A loss range: the ranged reader decodes the loss column first (the row filter).
+    let query = LossesQuery {
+        min_loss: Some(-1e300),
+        ..LossesQuery::default()
+    };
+    let scanned = collect(engine.execute(&losses(query)).await.unwrap()).await.unwrap();
+    let mut expected = Vec::new();
+    for job in ["job-a", "job-b", "job-c", "job-r"] {
+        expected.extend(rows(&stored_table(&fixture, job).await).into_iter().filter(|row| row.loss.is_some()));
+    }
+    let mut got = rows(&scanned);
+    got.sort_by(row_order);
+    expected.sort_by(row_order);
+    assert_eq!(got, expected);
+    let replicates = collect(engine.execute(&Command::Replicates { job_id: "job-r".into() }).await.unwrap()).await.unwrap();
+    assert_eq!(replicates.iter().map(RecordBatch::num_rows).sum::<usize>(), 12);
+    assert!(footers.bytes() > kept, "job-r's two footers joined them");
+
+    // A budget below one footer keeps none, and reads still work.
+    let none = crate::footers::FooterCache::new(16).reading_whole_up_to(0);
+    let engine = Engine::new(Catalog::new(Arc::clone(&fixture.results.object_store)).with_footers(none.clone())).unwrap();
+    let got = collect(engine.execute(&losses(LossesQuery::whole_table("job-a"))).await.unwrap()).await.unwrap();
+    assert_eq!(concat(&got), concat(&stored_table(&fixture, "job-a").await));
+    assert_eq!(none.bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_manifest_lying_about_its_table_gets_a_status_and_changes_nothing() {
+    let fixture = fixture().await;
+    let mut client = served(&fixture).await;
+    let whole = |job: &str| Ticket::new(losses(LossesQuery::whole_table(job)).to_json());
+    let stored_a = stored_table(&fixture, "job-a").await;
+    // A schema that is not base64, then one that is base64 but not a schema: the job cannot be
+    // known (an internal status naming the manifest), the others still are.
+    for schema in ["not base64 at all!", "/////wAAAAA="] {
+        rewrite_manifest(&fixture, "job-c", |manifest| manifest.table.as_mut().unwrap().arrow_schema = schema.into()).await;
+        fixture.engine.catalog().reload("job-c").await;
+        let catalog = Catalog::new(Arc::clone(&fixture.results.object_store));
+        assert_eq!(catalog.refresh().await.unwrap(), 2, "the other two jobs load");
+        let error = catalog.job("job-c").await.unwrap_err();
+        assert!(error.to_string().contains("schema"), "{error}");
+        assert_eq!(tonic::Status::from(error).code(), tonic::Code::Internal);
+    }
+    // Sizes that are not the table's: far shorter, one byte short, a terabyte. Each read ends with
+    // a status; nothing near the claimed size is allocated, and the server keeps answering.
+    for claimed in [100, stored_a_size(&fixture).await - 1, 1 << 40] {
+        rewrite_manifest(&fixture, "job-a", |manifest| manifest.files.losses_bytes = claimed).await;
+        fixture.engine.catalog().reload("job-a").await;
+        assert_eq!(fixture.engine.catalog().job("job-a").await.unwrap().table_bytes, claimed);
+        let status = do_get(&mut client, whole("job-a")).await.unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok, "{claimed}");
+        assert!(!status.message().contains(&fixture._dir.path().display().to_string()), "no absolute path: {status:?}");
+        assert_eq!(do_get(&mut client, whole("job-b")).await.unwrap().iter().map(RecordBatch::num_rows).sum::<usize>(), 12);
+    }
+    assert_eq!(stored_table(&fixture, "job-a").await, stored_a, "the table is untouched");
+}
+
+/// The size of job-a's committed table.
+async fn stored_a_size(fixture: &Fixture) -> u64 {
+    let location = fixture.engine.catalog().job("job-a").await.unwrap().table.location.clone();
+    fixture.results.object_store.head(&location).await.unwrap().size
 }
