@@ -6,6 +6,7 @@
 use mimalloc as _;
 
 pub mod attribution;
+pub mod catalog;
 pub mod dashboard;
 pub mod indexer;
 pub mod live;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 #[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
 pub struct Args {
     /// Which areas to run.
-    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query, Area::Dashboard])]
+    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query, Area::Catalog, Area::Dashboard])]
     pub areas: Vec<Area>,
 
     /// The file to update.
@@ -56,6 +57,8 @@ pub enum Area {
     Indexer,
     /// The query service against pyarrow Flight and DuckDB.
     Query,
+    /// The query service over many small jobs (start-up, memory, cross-job queries).
+    Catalog,
     /// The dashboard's job page on large jobs.
     Dashboard,
 }
@@ -96,6 +99,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Area::Query => {
                 let python = args.python_for("query")?;
                 ("query", "Query", query::run(args.scale, python).await?)
+            }
+            Area::Catalog => {
+                let python = args.python_for("catalog")?;
+                ("catalog", "Many small jobs", catalog::run(args.scale, python).await?)
             }
             Area::Dashboard => {
                 let python = args.python_for("dashboard")?;
