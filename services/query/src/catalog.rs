@@ -46,7 +46,7 @@ pub struct TargetSummary {
 }
 
 /// The key a parameter-set id is kept under in [`TargetSummary::best`]. Two ids sharing a key
-/// (about one chance in 10¹⁰ among 200,000 sets) would only make best-parameter queries prune
+/// (about one chance in 10⁹ among 200,000 sets) would only make best-parameter queries prune
 /// fewer jobs, never answer differently.
 pub fn set_key(param_id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -141,6 +141,9 @@ pub struct Catalog {
     /// Footers of the large tables read lately.
     footers: FooterCache,
 }
+
+/// Jobs the catalog reads at once.
+const CATALOG_READS_AT_ONCE: usize = 64;
 
 /// A refresh that took `d` waits at least this many times `d` for the next.
 const REFRESH_WAIT_FACTOR: u32 = 5;
@@ -273,13 +276,13 @@ impl Catalog {
                 .map(|(_, (job, meta))| (job.clone(), meta.clone()))
                 .collect()
         };
-        // Manifests, summaries and footers are small reads: a few at once.
+        // Manifests are small reads: many at once, as a cloud store answers each after 10–30 ms.
         let mut loads = futures::stream::iter(stale)
             .map(|(job, meta)| async move {
                 let entry = self.load(&job, &meta).await;
                 (job, entry)
             })
-            .buffer_unordered(16);
+            .buffer_unordered(CATALOG_READS_AT_ONCE);
         let mut loaded = 0;
         while let Some((job, entry)) = loads.next().await {
             match entry {
@@ -292,6 +295,9 @@ impl Catalog {
             }
         }
         self.entries.write().expect("catalog lock").retain(|job, _| manifests.contains_key(job));
+        // Schemas and bundle refs no job holds any more are forgotten.
+        self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, schema| Arc::strong_count(schema) > 1);
+        self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|bundle| Arc::strong_count(bundle) > 1);
         Ok(loaded)
     }
 
