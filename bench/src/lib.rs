@@ -21,7 +21,7 @@ use std::path::PathBuf;
 #[command(name = "mops-bench", about = "Run the ModelOps benchmarks and record them in BENCHMARKS.md")]
 pub struct Args {
     /// Which areas to run.
-    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query, Area::Catalog, Area::Dashboard])]
+    #[arg(value_enum, default_values_t = [Area::Registry, Area::Attribution, Area::Indexer, Area::Query, Area::Catalog, Area::Cloud, Area::Dashboard])]
     pub areas: Vec<Area>,
 
     /// The file to update.
@@ -59,6 +59,8 @@ pub enum Area {
     Query,
     /// The query service over many small jobs (start-up, memory, cross-job queries).
     Catalog,
+    /// The indexer through a store with a cloud region's latency.
+    Cloud,
     /// The dashboard's job page on large jobs.
     Dashboard,
 }
@@ -103,6 +105,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Area::Catalog => {
                 let python = args.python_for("catalog")?;
                 ("catalog", "Many small jobs", catalog::run(args.scale, python).await?)
+            }
+            Area::Cloud => {
+                let python = args.python_for("cloud")?;
+                ("cloud", "Cloud latency", vec![indexer::run_cloud(args.scale, python).await?])
             }
             Area::Dashboard => {
                 let python = args.python_for("dashboard")?;
