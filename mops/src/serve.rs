@@ -59,8 +59,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MOPS_PROGRESS_FLUSH_MS", default_value_t = 200)]
     pub progress_flush_ms: u64,
 
-    /// How many aggregation results the indexer reads at once.
-    #[arg(long, env = "MOPS_INDEX_CONCURRENCY", default_value_t = 64)]
+    /// How many aggregations the indexer reads at once (two requests each to a remote store).
+    #[arg(long, env = "MOPS_INDEX_CONCURRENCY", default_value_t = modelops_indexer::build::DEFAULT_CONCURRENCY)]
     pub index_concurrency: usize,
 
     /// How many jobs the indexer builds at once.

@@ -39,7 +39,7 @@ use crate::table::{self, Row, RowStatus};
 /// How an index run reads and writes.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexOptions {
-    /// Aggregations read at once.
+    /// Aggregations read at once (each two requests to a remote store, sent together).
     pub concurrency: usize,
     /// Rows per record batch handed to the writer.
     pub batch_rows: usize,
@@ -62,6 +62,11 @@ pub struct IndexOptions {
     pub rewrite_unchanged: bool,
 }
 
+/// Default of [`IndexOptions::concurrency`]: a cloud store answers each request in 10–30 ms, so
+/// reading is bound by requests in flight (256 here); a local store reads in chunks whatever
+/// this is.
+pub const DEFAULT_CONCURRENCY: usize = 128;
+
 /// Default of [`IndexOptions::table_grace`].
 pub const DEFAULT_TABLE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -71,7 +76,7 @@ pub const DEFAULT_MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 impl Default for IndexOptions {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: DEFAULT_CONCURRENCY,
             batch_rows: 8192,
             row_group_rows: 128 * 1024,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
@@ -313,10 +318,10 @@ async fn read_remote(provenance: &dyn ObjectStore, source: RowSource, max_bytes:
     let (result, metadata) = match source.location.path.as_deref() {
         Some(dir) => {
             let dir = check_dir(dir)?;
-            (
-                read_remote_record(provenance, &dir.clone().join(records::RESULT_FILE), max_bytes).await?,
-                read_remote_record(provenance, &dir.join(records::METADATA_FILE), max_bytes).await?,
-            )
+            // Both requests at once: against a store answering in 10–30 ms, one after the
+            // other would double the time per aggregation.
+            let (result, metadata) = (dir.clone().join(records::RESULT_FILE), dir.join(records::METADATA_FILE));
+            futures::try_join!(read_remote_record(provenance, &result, max_bytes), read_remote_record(provenance, &metadata, max_bytes))?
         }
         None => (RecordRead::Absent, RecordRead::Absent),
     };
