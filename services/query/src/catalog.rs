@@ -142,8 +142,10 @@ pub struct Catalog {
     footers: FooterCache,
 }
 
-/// Jobs the catalog reads at once.
-const CATALOG_READS_AT_ONCE: usize = 64;
+/// Manifests the catalog reads at once. Through a cloud store (10 ms a request) 20,000 jobs take
+/// about 12 s; 64 at once would take 3 s, but over local files each read is a blocking thread,
+/// and 64 of them left the process 60 MB larger after start-up.
+const CATALOG_READS_AT_ONCE: usize = 16;
 
 /// A refresh that took `d` waits at least this many times `d` for the next.
 const REFRESH_WAIT_FACTOR: u32 = 5;
@@ -276,7 +278,7 @@ impl Catalog {
                 .map(|(_, (job, meta))| (job.clone(), meta.clone()))
                 .collect()
         };
-        // Manifests are small reads: many at once, as a cloud store answers each after 10–30 ms.
+        // Manifests are small reads: several at once.
         let mut loads = futures::stream::iter(stale)
             .map(|(job, meta)| async move {
                 let entry = self.load(&job, &meta).await;

@@ -345,7 +345,8 @@ impl Engine {
             .map(move |chunk| futures::stream::iter(chunk).map(read.clone()).buffered(SCAN_TABLES_IN_FLIGHT).collect::<Vec<_>>())
             .buffered(2)
             .flat_map(futures::stream::iter)
-            .flat_map(batches_of)
+            .flat_map(batches_of);
+        let batches = coalesced(batches, Arc::clone(&schema), BATCH_ROWS)
             .scan(query.limit.unwrap_or(usize::MAX), |left, batch| {
                 if *left == 0 {
                     return futures::future::ready(None);
@@ -723,6 +724,47 @@ fn filling(
                     }
                     None
                 }
+            }
+        }
+    })
+}
+
+/// `batches` gathered into batches of up to `rows` rows (one of `rows / 2` or more passes as it
+/// is): a scan of many jobs that each select a few rows would otherwise send thousands of tiny
+/// batches, each a Flight message of its own. Ends at the first error.
+fn coalesced(
+    batches: impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static,
+    schema: SchemaRef,
+    rows: usize,
+) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static {
+    /// Where the input stands.
+    enum Input {
+        Open,
+        Ended,
+        Failed,
+    }
+    let coalescer = arrow::compute::BatchCoalescer::new(schema, rows).with_biggest_coalesce_batch_size(Some(rows / 2));
+    futures::stream::unfold((batches.boxed(), coalescer, Input::Open), |(mut batches, mut coalescer, mut input)| async move {
+        loop {
+            if matches!(input, Input::Failed) {
+                return None;
+            }
+            if let Some(batch) = coalescer.next_completed_batch() {
+                return Some((Ok(batch), (batches, coalescer, input)));
+            }
+            if matches!(input, Input::Ended) {
+                return None;
+            }
+            let pushed = match batches.next().await {
+                Some(Ok(batch)) => coalescer.push_batch(batch),
+                Some(Err(e)) => return Some((Err(e), (batches, coalescer, Input::Failed))),
+                None => {
+                    input = Input::Ended;
+                    coalescer.finish_buffered_batch()
+                }
+            };
+            if let Err(e) = pushed {
+                return Some((Err(e.into()), (batches, coalescer, Input::Failed)));
             }
         }
     })
