@@ -268,10 +268,8 @@ impl Engine {
     }
 
     /// One job's table as stored, in order: from the table cache when it holds this version of
-    /// the table, else from Parquet. A small table is read in one request and decoded at once;
-    /// a large one's row groups are decoded in tasks of their own, two at a time, so decoding
-    /// uses both cores and overlaps sending; at most two decoded row groups are held beyond what
-    /// the cache keeps. A second read that runs to the end fills the cache.
+    /// the table, else from Parquet, decoded on both cores ([`decoded_stream`]). A second read
+    /// that runs to the end fills the cache.
     async fn table_stream(&self, job: Arc<JobEntry>) -> Result<BatchStream, QueryError> {
         let schema = Arc::clone(&job.schema);
         if let Some(batches) = self.tables.get(&job) {
@@ -281,18 +279,26 @@ impl Engine {
         }
         let opened = self.catalog.footers().open(self.catalog.store(), &job.table).await?;
         let keep = self.tables.should_keep(&job, opened.uncompressed_bytes());
-        let decoded = match opened.bytes.is_some() {
-            true => futures::stream::once(decode_file(Arc::clone(self.catalog.store()), opened, None, None)).flat_map(batches_of).boxed(),
-            false => {
-                let store = Arc::clone(self.catalog.store());
-                futures::stream::iter(0..opened.row_groups())
-                    .map(move |group| decode_file(Arc::clone(&store), opened.clone(), Some(vec![group]), None))
-                    .buffered(2)
-                    .flat_map(batches_of)
-                    .boxed()
-            }
-        };
+        let decoded = decoded_stream(Arc::clone(self.catalog.store()), opened, None);
         let decoded = if keep { filling(self.tables.clone(), job, decoded).boxed() } else { decoded };
+        let batches = decoded.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    /// The columns of `job`'s table named in `columns` (those it has, in the table's order), as
+    /// stored: for a reader that needs a few columns of a large table (the dashboard), which
+    /// then decodes only those. From the table cache when it holds the table; a read of some
+    /// columns never fills it.
+    pub async fn table_columns(&self, job: &str, columns: &[&str]) -> Result<BatchStream, QueryError> {
+        let job = self.catalog.job(job).await?;
+        let indices: Vec<usize> = (0..job.schema.fields().len()).filter(|&i| columns.contains(&job.schema.field(i).name().as_str())).collect();
+        let schema = Arc::new(job.schema.project(&indices)?);
+        if let Some(batches) = self.tables.get(&job) {
+            let projected: Vec<_> = batches.iter().map(|batch| batch.project(&indices).map_err(datafusion::error::DataFusionError::from)).collect();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(projected))));
+        }
+        let opened = self.catalog.footers().open(self.catalog.store(), &job.table).await?;
+        let decoded = decoded_stream(Arc::clone(self.catalog.store()), opened, Some(indices));
         let batches = decoded.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
@@ -658,7 +664,19 @@ async fn decode_file(
     row_groups: Option<Vec<usize>>,
     loss_range: Option<(Option<f64>, Option<f64>)>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
+    decode_columns(store, table, row_groups, loss_range, None).await
+}
+
+/// [`decode_file`] of only the top-level `columns` (all when `None`).
+async fn decode_columns(
+    store: Arc<dyn object_store::ObjectStore>,
+    table: OpenedTable,
+    row_groups: Option<Vec<usize>>,
+    loss_range: Option<(Option<f64>, Option<f64>)>,
+    columns: Option<Vec<usize>>,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let filter = loss_range.and_then(|(lo, hi)| loss_row_filter(&table.footer, lo, hi));
+    let projection = columns.map(|columns| parquet::arrow::ProjectionMask::roots(table.footer.metadata().file_metadata().schema_descr(), columns));
     let task = tokio::spawn(async move {
         if let Some(bytes) = table.bytes {
             let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer).with_batch_size(BATCH_ROWS);
@@ -667,6 +685,9 @@ async fn decode_file(
             }
             if let Some(filter) = filter {
                 builder = builder.with_row_filter(filter);
+            }
+            if let Some(projection) = projection {
+                builder = builder.with_projection(projection);
             }
             return Ok(builder.build()?.collect::<Result<Vec<RecordBatch>, _>>()?);
         }
@@ -678,9 +699,60 @@ async fn decode_file(
         if let Some(filter) = filter {
             builder = builder.with_row_filter(filter);
         }
+        if let Some(projection) = projection {
+            builder = builder.with_projection(projection);
+        }
         Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
     });
     task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
+}
+
+/// The `columns` (top-level indices, ascending; all when `None`) of the opened `table`, in
+/// order. A table of one large row group is decoded as two halves of its columns at once
+/// ([`decode_halves`]); a small table read whole at once; otherwise row groups are decoded in
+/// tasks of their own, two at a time, so decoding uses both cores and overlaps sending, holding
+/// at most two decoded row groups.
+fn decoded_stream(
+    store: Arc<dyn object_store::ObjectStore>,
+    table: OpenedTable,
+    columns: Option<Vec<usize>>,
+) -> futures::stream::BoxStream<'static, Result<RecordBatch, QueryError>> {
+    let one_large_group = table.row_groups() == 1 && table.footer.metadata().file_metadata().num_rows() >= SPLIT_GROUP_ROWS;
+    if one_large_group {
+        let columns = columns.unwrap_or_else(|| (0..table.footer.schema().fields().len()).collect());
+        return futures::stream::once(decode_halves(store, table, columns)).flat_map(batches_of).boxed();
+    }
+    if table.bytes.is_some() {
+        return futures::stream::once(decode_columns(store, table, None, None, columns)).flat_map(batches_of).boxed();
+    }
+    futures::stream::iter(0..table.row_groups())
+        .map(move |group| decode_columns(Arc::clone(&store), table.clone(), Some(vec![group]), None, columns.clone()))
+        .buffered(2)
+        .flat_map(batches_of)
+        .boxed()
+}
+
+/// A table with one row group of at least this many rows is decoded as two halves of its
+/// columns at once ([`decode_halves`]): one row group is otherwise one core's work.
+const SPLIT_GROUP_ROWS: i64 = 16 * 1024;
+
+/// The `columns` (ascending) of `table`, its only row group decoded as a first and a last half
+/// of those columns in two tasks at once, put side by side again. Both halves come in batches of
+/// the same rows (the same batch size over the same rows, no filter).
+async fn decode_halves(store: Arc<dyn object_store::ObjectStore>, table: OpenedTable, columns: Vec<usize>) -> Result<Vec<RecordBatch>, QueryError> {
+    let schema = Arc::new(table.footer.schema().project(&columns)?);
+    let (first, last) = columns.split_at(columns.len() / 2);
+    let first = decode_columns(Arc::clone(&store), table.clone(), None, None, Some(first.to_vec()));
+    let last = decode_columns(store, table, None, None, Some(last.to_vec()));
+    let (first, last) = futures::try_join!(first, last)?;
+    if first.len() != last.len() {
+        return Err(QueryError::Catalog(format!("the two halves of a table came in {} and {} batches", first.len(), last.len())));
+    }
+    first
+        .into_iter()
+        .zip(last)
+        .map(|(a, b)| Ok(RecordBatch::try_new(Arc::clone(&schema), a.columns().iter().chain(b.columns()).cloned().collect())?))
+        .collect()
 }
 
 /// A Parquet row filter keeping rows whose loss is within `[lo, hi]`: the loss column is

@@ -905,3 +905,56 @@ async fn stored_a_size(fixture: &Fixture) -> u64 {
     let location = fixture.engine.catalog().job("job-a").await.unwrap().table.location.clone();
     fixture.results.object_store.head(&location).await.unwrap().size
 }
+
+#[tokio::test]
+async fn a_table_of_one_large_row_group_streams_exactly_as_stored() {
+    use modelops_core::pyjson::PyObject;
+    use modelops_indexer::build::TableWriter;
+    use modelops_indexer::columns::{ParamColumn, ParamType};
+    use modelops_indexer::table::{Row as TableRow, RowStatus};
+    let fixture = fixture().await;
+    // 24,000 rows in one row group: decoded as two halves of its columns at once.
+    let columns = vec![
+        ParamColumn { name: "beta".into(), kind: ParamType::Float },
+        ParamColumn { name: "region".into(), kind: ParamType::Text },
+    ];
+    let targets = vec![PREV.to_owned(), DEATHS.to_owned()];
+    let job = JobId::new("job-large").unwrap();
+    let mut writer = TableWriter::new(Arc::clone(&fixture.results.object_store), &job, BUNDLE, targets.clone(), columns, IndexOptions::default()).unwrap();
+    for set in 0..12_000 {
+        let mut values = PyObject::new();
+        values.insert("beta", (set as f64 / 1000.0).into());
+        values.insert("region", format!("region {}", set % 17).as_str().into());
+        for (t, target) in targets.iter().enumerate() {
+            let failed = set % 101 == 0;
+            let row = TableRow {
+                param_id: format!("{set:064x}"),
+                values: values.clone(),
+                target: target.clone(),
+                loss: (!failed).then_some(set as f64 * 0.5 + t as f64),
+                n_replicates: Some(2),
+                computed_at: Some(1_700_000_000_000_000 + set),
+                cache_hit: set % 3 == 0,
+                status: if failed { RowStatus::Failed } else { RowStatus::Ok },
+            };
+            writer.push(row, None).await.unwrap();
+        }
+    }
+    writer.commit("large".into()).await.unwrap();
+    let stored = stored_table(&fixture, "job-large").await;
+    let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+        &fixture.results.object_store.get(&Path::from("results/job-large/losses.parquet")).await.unwrap().bytes().await.unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(footer.metadata().num_row_groups(), 1);
+    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    for whole_up_to in [0, u64::MAX] {
+        // Read by ranges, and read whole.
+        let footers = crate::footers::FooterCache::default().reading_whole_up_to(whole_up_to);
+        let engine = Engine::new(Catalog::new(Arc::clone(&fixture.results.object_store)).with_footers(footers)).unwrap();
+        let got = collect(engine.execute(&losses(LossesQuery::whole_table("job-large"))).await.unwrap()).await.unwrap();
+        assert_eq!(got[0].schema(), engine.schema(&losses(LossesQuery::whole_table("job-large"))).await.unwrap());
+        assert_eq!(concat(&got), concat(&stored), "read whole up to {whole_up_to} bytes");
+    }
+}
