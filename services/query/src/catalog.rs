@@ -279,14 +279,19 @@ impl Catalog {
                 .collect()
         };
         // Manifests are small reads: several at once.
+        // Each load a task of its own, so parsing the manifests uses every core.
         let mut loads = futures::stream::iter(stale)
-            .map(|(job, meta)| async move {
-                let entry = self.load(&job, &meta).await;
-                (job, entry)
+            .map(|(job, meta)| {
+                let catalog = self.clone();
+                tokio::spawn(async move {
+                    let entry = catalog.load(&job, &meta).await;
+                    (job, entry)
+                })
             })
             .buffer_unordered(CATALOG_READS_AT_ONCE);
         let mut loaded = 0;
-        while let Some((job, entry)) = loads.next().await {
+        while let Some(finished) = loads.next().await {
+            let (job, entry) = finished.map_err(|e| QueryError::Catalog(format!("a catalog load task failed: {e}")))?;
             match entry {
                 Ok(entry) => {
                     self.entries.write().expect("catalog lock").insert(job.as_str().to_owned(), Arc::new(entry));
