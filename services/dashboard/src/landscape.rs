@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use modelops_query::catalog::JobEntry;
-use modelops_query::command::LossesQuery;
-use modelops_query::{Command, Engine};
+use modelops_query::Engine;
 
 use crate::error::DashboardError;
 use crate::memo::Memo;
@@ -246,7 +245,16 @@ fn sample(points: &[Point]) -> Vec<usize> {
 #[tracing::instrument(name = "dashboard_landscape", skip_all, fields(job = %entry.job_id))]
 pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, DashboardError> {
     let started = std::time::Instant::now();
-    let batches = modelops_query::engine::collect(engine.execute(&Command::Losses(LossesQuery::whole_table(&entry.job_id))).await?).await?;
+    // Every column but those the same for every row or not shown: a job's id and bundle as a
+    // string per row are most of a large table's decoded bytes.
+    let columns: Vec<&str> = entry
+        .schema
+        .fields()
+        .iter()
+        .map(|field| field.name().as_str())
+        .filter(|name| !UNREAD_COLUMNS.contains(name))
+        .collect();
+    let batches = modelops_query::engine::collect(engine.table_columns(&entry.job_id, &columns).await?).await?;
     let read = started.elapsed();
     let mut landscape = tokio::task::spawn_blocking(move || reduce(&batches))
         .await
@@ -254,6 +262,9 @@ pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, Dashb
     landscape.built = Some((read, started.elapsed() - read));
     Ok(landscape)
 }
+
+/// The loss table's columns the landscape does not read.
+const UNREAD_COLUMNS: [&str; 3] = ["job_id", "bundle_digest", "computed_at"];
 
 /// The reduction and rendering behind [`build`], over a table's batches.
 pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
