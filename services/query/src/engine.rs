@@ -679,32 +679,36 @@ async fn decode_columns(
     let projection = columns.map(|columns| parquet::arrow::ProjectionMask::roots(table.footer.metadata().file_metadata().schema_descr(), columns));
     let task = tokio::spawn(async move {
         if let Some(bytes) = table.bytes {
-            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer).with_batch_size(BATCH_ROWS);
-            if let Some(row_groups) = row_groups {
-                builder = builder.with_row_groups(row_groups);
-            }
-            if let Some(filter) = filter {
-                builder = builder.with_row_filter(filter);
-            }
-            if let Some(projection) = projection {
-                builder = builder.with_projection(projection);
-            }
+            let builder = configured(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer), row_groups, filter, projection);
             return Ok(builder.build()?.collect::<Result<Vec<RecordBatch>, _>>()?);
         }
         let reader = ParquetObject::new(store, table.file.location, table.file.size);
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer).with_batch_size(BATCH_ROWS);
-        if let Some(row_groups) = row_groups {
-            builder = builder.with_row_groups(row_groups);
-        }
-        if let Some(filter) = filter {
-            builder = builder.with_row_filter(filter);
-        }
-        if let Some(projection) = projection {
-            builder = builder.with_projection(projection);
-        }
+        let builder = configured(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer), row_groups, filter, projection);
         Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
     });
     task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
+}
+
+/// `builder` reading `row_groups`, keeping what `filter` keeps, of the columns in `projection`
+/// (each when given), in batches of [`BATCH_ROWS`]: the same choices for the reader of bytes in
+/// memory and the reader by ranges.
+fn configured<T>(
+    builder: parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+    row_groups: Option<Vec<usize>>,
+    filter: Option<parquet::arrow::arrow_reader::RowFilter>,
+    projection: Option<parquet::arrow::ProjectionMask>,
+) -> parquet::arrow::arrow_reader::ArrowReaderBuilder<T> {
+    let mut builder = builder.with_batch_size(BATCH_ROWS);
+    if let Some(row_groups) = row_groups {
+        builder = builder.with_row_groups(row_groups);
+    }
+    if let Some(filter) = filter {
+        builder = builder.with_row_filter(filter);
+    }
+    if let Some(projection) = projection {
+        builder = builder.with_projection(projection);
+    }
+    builder
 }
 
 /// The `columns` (top-level indices, ascending; all when `None`) of the opened `table`, in
