@@ -354,7 +354,7 @@ pub async fn serve(
         }
         // Answer nothing before every indexed job is known (a partial catalog gives wrong
         // cross-job answers); a store that is down now is retried by the refresh loop.
-        match catalog.refresh().await {
+        match catalog.load_all().await {
             Ok(jobs) => tracing::info!(jobs, "query catalog loaded"),
             Err(error) => tracing::warn!(%error, "query catalog: first listing failed; retrying in the background"),
         }

@@ -228,12 +228,69 @@ impl Catalog {
 
     /// Reads `job`'s entry from the store; `None` when it has no committed table.
     async fn fetch(&self, job: &JobId) -> Result<Option<JobEntry>, QueryError> {
-        let manifest = Path::from(loss_table::results_file(job, MANIFEST_FILE));
-        match self.store.head(&manifest).await {
-            Ok(meta) => self.load(job, &meta).await.map(Some),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        let path = Path::from(loss_table::results_file(job, MANIFEST_FILE));
+        let read = match self.store.get(&path).await {
+            Ok(read) => read,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The version is the one of the bytes read, so a refresh notices any later change.
+        let meta = read.meta.clone();
+        let bytes = read.bytes().await?;
+        let manifest = Manifest::from_json_bytes(&bytes).map_err(|e| QueryError::Catalog(format!("{path}: {e}")))?;
+        self.load(job, &meta, manifest).await.map(Some)
+    }
+
+    /// Reads every job's manifest straight from its directory: one listing of the job
+    /// directories under `results/`, then one read per job. What the service does before it
+    /// first answers: a store holds five files or more per job, which [`Catalog::refresh`]
+    /// lists every time. Returns how many jobs were loaded.
+    pub async fn load_all(&self) -> Result<usize, QueryError> {
+        let listed = self.store.list_with_delimiter(Some(&Path::from(RESULTS_PREFIX))).await?;
+        let jobs: Vec<JobId> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.parts().last().and_then(|name| JobId::new(name.as_ref()).ok()))
+            .collect();
+        let loaded = self.load_jobs(jobs).await?;
+        self.forget_unheld();
+        Ok(loaded)
+    }
+
+    /// Reads the entries of `jobs` again, several at once, each parsed in a task of its own so
+    /// every core parses; forgets those whose manifest is gone. Returns how many were loaded.
+    async fn load_jobs(&self, jobs: Vec<JobId>) -> Result<usize, QueryError> {
+        let mut loads = futures::stream::iter(jobs)
+            .map(|job| {
+                let catalog = self.clone();
+                tokio::spawn(async move {
+                    let entry = catalog.fetch(&job).await;
+                    (job, entry)
+                })
+            })
+            .buffer_unordered(CATALOG_READS_AT_ONCE);
+        let mut loaded = 0;
+        while let Some(finished) = loads.next().await {
+            let (job, entry) = finished.map_err(|e| QueryError::Catalog(format!("a catalog load task failed: {e}")))?;
+            match entry {
+                Ok(Some(entry)) => {
+                    self.entries.write().expect("catalog lock").insert(job.as_str().to_owned(), Arc::new(entry));
+                    loaded += 1;
+                }
+                Ok(None) => {
+                    self.entries.write().expect("catalog lock").remove(job.as_str());
+                }
+                // A job being re-indexed right now may be briefly inconsistent; next round.
+                Err(error) => tracing::warn!(%job, %error, "catalog: cannot read an indexed job; will retry"),
+            }
         }
+        Ok(loaded)
+    }
+
+    /// Forgets the schemas and bundle refs no job holds any more.
+    fn forget_unheld(&self) {
+        self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, schema| Arc::strong_count(schema) > 1);
+        self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|bundle| Arc::strong_count(bundle) > 1);
     }
 
     /// Reads `job`'s entry again now (after it was indexed or re-indexed); forgets it if its
@@ -270,41 +327,17 @@ impl Catalog {
                 manifests.insert(job.as_str().to_owned(), (job, meta));
             }
         }
-        let stale: Vec<(JobId, ObjectMeta)> = {
+        let stale: Vec<JobId> = {
             let entries = self.entries.read().expect("catalog lock");
             manifests
                 .iter()
                 .filter(|(job, (_, meta))| entries.get(*job).is_none_or(|e| e.manifest_version != version_of(meta)))
-                .map(|(_, (job, meta))| (job.clone(), meta.clone()))
+                .map(|(_, (job, _))| job.clone())
                 .collect()
         };
-        // Manifests are small reads: several at once.
-        // Each load a task of its own, so parsing the manifests uses every core.
-        let mut loads = futures::stream::iter(stale)
-            .map(|(job, meta)| {
-                let catalog = self.clone();
-                tokio::spawn(async move {
-                    let entry = catalog.load(&job, &meta).await;
-                    (job, entry)
-                })
-            })
-            .buffer_unordered(CATALOG_READS_AT_ONCE);
-        let mut loaded = 0;
-        while let Some(finished) = loads.next().await {
-            let (job, entry) = finished.map_err(|e| QueryError::Catalog(format!("a catalog load task failed: {e}")))?;
-            match entry {
-                Ok(entry) => {
-                    self.entries.write().expect("catalog lock").insert(job.as_str().to_owned(), Arc::new(entry));
-                    loaded += 1;
-                }
-                // A job being re-indexed right now may be briefly inconsistent; next round.
-                Err(error) => tracing::warn!(%job, %error, "catalog: cannot read an indexed job; will retry"),
-            }
-        }
+        let loaded = self.load_jobs(stale).await?;
         self.entries.write().expect("catalog lock").retain(|job, _| manifests.contains_key(job));
-        // Schemas and bundle refs no job holds any more are forgotten.
-        self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, schema| Arc::strong_count(schema) > 1);
-        self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|bundle| Arc::strong_count(bundle) > 1);
+        self.forget_unheld();
         Ok(loaded)
     }
 
@@ -333,9 +366,9 @@ impl Catalog {
         });
     }
 
-    async fn load(&self, job: &JobId, manifest_meta: &ObjectMeta) -> Result<JobEntry, QueryError> {
-        let manifest_path = Path::from(loss_table::results_file(job, MANIFEST_FILE));
-        let mut manifest = read(self.store.as_ref(), &manifest_path, Manifest::from_json_bytes).await?;
+    /// `job`'s entry from its `manifest` (whose listing or read metadata is `manifest_meta`),
+    /// reading what a manifest from before the table facts leaves out.
+    async fn load(&self, job: &JobId, manifest_meta: &ObjectMeta, mut manifest: Manifest) -> Result<JobEntry, QueryError> {
         // The files the manifest names are the ones committed with it (immutable versions);
         // manifests from before versions name the seed's paths.
         let table_path = Path::from(loss_table::results_file(job, &manifest.files.losses));

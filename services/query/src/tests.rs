@@ -958,3 +958,26 @@ async fn a_table_of_one_large_row_group_streams_exactly_as_stored() {
         assert_eq!(concat(&got), concat(&stored), "read whole up to {whole_up_to} bytes");
     }
 }
+
+#[tokio::test]
+async fn a_catalog_loaded_job_by_job_is_the_refreshed_one_and_needs_no_refresh() {
+    let fixture = fixture().await;
+    let loaded = Catalog::new(Arc::clone(&fixture.results.object_store));
+    assert_eq!(loaded.load_all().await.unwrap(), 3);
+    let refreshed = fixture.engine.catalog();
+    for (a, b) in loaded.jobs().iter().zip(refreshed.jobs()) {
+        assert_eq!((&a.job_id, &a.targets, a.counts, &a.table.location), (&b.job_id, &b.targets, b.counts, &b.table.location));
+    }
+    // The versions it read are those a listing gives: the first refresh reads nothing again.
+    assert_eq!(loaded.refresh().await.unwrap(), 0);
+    // A job indexed since, and one removed: seen by the next refresh.
+    write_and_index(&fixture, &job("job-d", BUNDLE, &SETS_A[..2]), &[], "2026-01-01T00:00:00+00:00").await;
+    fixture.results.object_store.delete(&Path::from("results/job-c/manifest.json")).await.unwrap();
+    assert_eq!(loaded.refresh().await.unwrap(), 1);
+    let ids: Vec<String> = loaded.jobs().iter().map(|j| j.job_id.clone()).collect();
+    assert_eq!(ids, ["job-a", "job-b", "job-d"]);
+    // A directory under results/ without a manifest is no job.
+    fixture.results.object_store.put(&Path::from("results/job-e/losses.parquet"), bytes::Bytes::from_static(b"x").into()).await.unwrap();
+    let again = Catalog::new(Arc::clone(&fixture.results.object_store));
+    assert_eq!(again.load_all().await.unwrap(), 3);
+}
