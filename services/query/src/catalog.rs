@@ -236,6 +236,9 @@ impl Catalog {
         };
         // The version is the one of the bytes read, so a refresh notices any later change.
         let meta = read.meta.clone();
+        if meta.size > MAX_CATALOG_FILE_BYTES {
+            return Err(too_large(&path, meta.size));
+        }
         let bytes = read.bytes().await?;
         let manifest = Manifest::from_json_bytes(&bytes).map_err(|e| QueryError::Catalog(format!("{path}: {e}")))?;
         self.load(job, &meta, manifest).await.map(Some)
@@ -513,9 +516,23 @@ fn decode_arrow_schema(encoded: &str) -> Result<arrow::datatypes::Schema, QueryE
     arrow::ipc::convert::try_schema_from_ipc_buffer(&bytes).map_err(|e| QueryError::Catalog(format!("the manifest's table schema is not an Arrow schema: {e}")))
 }
 
-/// Reads the manifest or summary at `path` with `parse`, naming the file when it is not one.
+/// The largest manifest or summary the catalog reads: a manifest lists at most a few hundred
+/// errors and a summary ten rows per target, so a larger file is not one (and is not held).
+const MAX_CATALOG_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The error of a manifest or summary of `size` bytes, over [`MAX_CATALOG_FILE_BYTES`].
+fn too_large(path: &Path, size: u64) -> QueryError {
+    QueryError::Catalog(format!("{path}: {size} bytes, more than the {MAX_CATALOG_FILE_BYTES} a manifest or summary may have"))
+}
+
+/// Reads the summary at `path` with `parse`, naming the file when it is not one.
 async fn read<T>(store: &dyn ObjectStore, path: &Path, parse: impl FnOnce(&[u8]) -> Result<T, FormatError>) -> Result<T, QueryError> {
-    let bytes = store.get(path).await?.bytes().await?;
+    let bytes = match modelops_core::records::read_bounded(store, path, MAX_CATALOG_FILE_BYTES).await? {
+        modelops_core::records::BoundedRead::Bytes(bytes) => bytes,
+        modelops_core::records::BoundedRead::TooLarge(size) => return Err(too_large(path, size)),
+        modelops_core::records::BoundedRead::Absent => return Err(QueryError::Catalog(format!("{path}: named by the manifest but not there"))),
+        modelops_core::records::BoundedRead::Refused(why) => return Err(QueryError::Catalog(format!("{path}: cannot be read ({why})"))),
+    };
     parse(&bytes).map_err(|e| QueryError::Catalog(format!("{path}: {e}")))
 }
 

@@ -886,6 +886,13 @@ async fn a_manifest_lying_about_its_table_gets_a_status_and_changes_nothing() {
         assert!(error.to_string().contains("schema"), "{error}");
         assert_eq!(tonic::Status::from(error).code(), tonic::Code::Internal);
     }
+    // A manifest of 20 MiB is refused before its body is read; the other jobs still load.
+    let huge = Path::from("results/job-c/manifest.json");
+    fixture.results.object_store.put(&huge, bytes::Bytes::from(vec![b' '; 20 << 20]).into()).await.unwrap();
+    let catalog = Catalog::new(Arc::clone(&fixture.results.object_store));
+    assert_eq!(catalog.load_all().await.unwrap(), 2);
+    let error = catalog.job("job-c").await.unwrap_err();
+    assert!(error.to_string().contains("more than the 16777216"), "{error}");
     // Sizes that are not the table's: far shorter, one byte short, a terabyte. Each read ends with
     // a status; nothing near the claimed size is allocated, and the server keeps answering.
     for claimed in [100, stored_a_size(&fixture).await - 1, 1 << 40] {
