@@ -344,7 +344,7 @@ impl Catalog {
         Ok(loaded)
     }
 
-    /// Refreshes every `interval` until `stop` is cancelled (call [`Catalog::refresh`] once
+    /// Refreshes every `interval` until `stop` is cancelled (call [`Catalog::load_all`] once
     /// first, so the service never answers before it knows the jobs). A refresh that took `d`
     /// waits at least `5 × d` for the next: listing a store of 100,000 jobs takes about a second,
     /// which every two seconds would keep a core a third busy.
