@@ -3,7 +3,6 @@
 //! in a [`FooterCache`] bounded by bytes (the catalog keeps no footer: at tens of thousands of
 //! jobs they were most of its memory).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
+use crate::budgeted::Budgeted;
 use crate::error::QueryError;
 use modelops_core::parquet_file::ParquetObject;
 
@@ -51,16 +51,6 @@ struct Kept {
     footer: ArrowReaderMetadata,
     /// The file's size when read: a footer is only reused for the same bytes.
     size: u64,
-    bytes: usize,
-    last_used: u64,
-}
-
-/// What the cache holds, behind its lock.
-#[derive(Debug, Default)]
-struct Footers {
-    by_path: HashMap<Path, Kept>,
-    bytes: usize,
-    clock: u64,
 }
 
 /// Footers of large tables, least recently used evicted past a byte budget. Table files are
@@ -71,7 +61,7 @@ pub struct FooterCache {
     budget: usize,
     /// Tables up to this size are read whole ([`WHOLE_READ_BYTES`] unless changed).
     whole_read_bytes: u64,
-    footers: Arc<Mutex<Footers>>,
+    footers: Arc<Mutex<Budgeted<Path, Kept>>>,
 }
 
 impl Default for FooterCache {
@@ -98,20 +88,19 @@ impl FooterCache {
 
     /// Bytes of footers held.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Footers> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Budgeted<Path, Kept>> {
         self.footers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(&self, file: &ObjectMeta) -> Option<ArrowReaderMetadata> {
         let mut footers = self.lock();
-        footers.clock += 1;
-        let clock = footers.clock;
-        let kept = footers.by_path.get_mut(&file.location).filter(|kept| kept.size == file.size)?;
-        kept.last_used = clock;
-        Some(kept.footer.clone())
+        if footers.peek(&file.location)?.size != file.size {
+            return None;
+        }
+        footers.get(&file.location).map(|kept| kept.footer.clone())
     }
 
     fn insert(&self, file: &ObjectMeta, footer: &ArrowReaderMetadata) {
@@ -119,27 +108,11 @@ impl FooterCache {
         if bytes > self.budget / 4 {
             return;
         }
-        let mut footers = self.lock();
-        footers.clock += 1;
-        let last_used = footers.clock;
-        if let Some(replaced) = footers.by_path.remove(&file.location) {
-            footers.bytes -= replaced.bytes;
-        }
-        while footers.bytes + bytes > self.budget {
-            let Some(oldest) = footers.by_path.iter().min_by_key(|(_, kept)| kept.last_used).map(|(path, _)| path.clone()) else {
-                break;
-            };
-            let evicted = footers.by_path.remove(&oldest).expect("just found");
-            footers.bytes -= evicted.bytes;
-        }
-        footers.bytes += bytes;
         let kept = Kept {
             footer: footer.clone(),
             size: file.size,
-            bytes,
-            last_used,
         };
-        footers.by_path.insert(file.location.clone(), kept);
+        self.lock().insert(file.location.clone(), kept, bytes, self.budget, |_, _| {});
     }
 
     /// Opens `file` to decode it: read whole when small, else its footer from the cache or the

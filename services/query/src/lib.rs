@@ -7,6 +7,7 @@
 //! [`modelops_core::parquet_file`] or [`table_cache`], everything else through DataFusion);
 //! [`service`] serves it all as `arrow.flight.protocol.FlightService`, Flight SQL included.
 
+mod budgeted;
 pub mod catalog;
 pub mod command;
 pub mod engine;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 
+use crate::budgeted::Budgeted;
 use crate::catalog::JobEntry;
 
 /// Which version of a job's table an entry holds.
@@ -41,16 +42,12 @@ impl TableVersion {
 struct Entry {
     version: TableVersion,
     batches: Arc<[RecordBatch]>,
-    bytes: usize,
-    last_read: u64,
 }
 
 /// What the cache holds, behind its lock.
 #[derive(Debug, Default)]
 struct Entries {
-    by_job: HashMap<String, Entry>,
-    bytes: usize,
-    clock: u64,
+    by_job: Budgeted<String, Entry>,
     /// Tables read once and not kept, by job: the next read of the same version keeps it.
     read_once: HashMap<String, TableVersion>,
 }
@@ -81,7 +78,7 @@ impl TableCache {
 
     /// Decoded bytes held now.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().by_job.bytes()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -92,17 +89,12 @@ impl TableCache {
     /// `job`'s table, if this version of it is held.
     pub fn get(&self, job: &JobEntry) -> Option<Arc<[RecordBatch]>> {
         let mut entries = self.lock();
-        entries.clock += 1;
-        let clock = entries.clock;
-        let entry = entries.by_job.get_mut(&job.job_id)?;
-        if entry.version != TableVersion::of(job) {
-            let stale = entries.by_job.remove(&job.job_id).expect("just found");
-            entries.bytes -= stale.bytes;
+        if entries.by_job.peek(&job.job_id)?.version != TableVersion::of(job) {
+            entries.by_job.remove(&job.job_id);
             tracing::debug!(job = %job.job_id, "table cache: dropped a replaced table");
             return None;
         }
-        entry.last_read = clock;
-        Some(Arc::clone(&entry.batches))
+        entries.by_job.get(&job.job_id).map(|entry| Arc::clone(&entry.batches))
     }
 
     /// Whether a read of `job`'s table that finds it not held should keep its batches for
@@ -133,29 +125,12 @@ impl TableCache {
             tracing::debug!(job = %job.job_id, bytes, budget = self.budget, "table cache: table larger than the budget");
             return;
         }
-        let mut entries = self.lock();
-        if let Some(replaced) = entries.by_job.remove(&job.job_id) {
-            entries.bytes -= replaced.bytes;
-        }
-        while entries.bytes + bytes > self.budget {
-            let Some(oldest) = entries.by_job.iter().min_by_key(|(_, entry)| entry.last_read).map(|(id, _)| id.clone()) else {
-                break;
-            };
-            let evicted = entries.by_job.remove(&oldest).expect("just found");
-            entries.bytes -= evicted.bytes;
-            tracing::debug!(job = %oldest, bytes = evicted.bytes, "table cache: evicted");
-        }
-        entries.clock += 1;
-        let last_read = entries.clock;
-        entries.bytes += bytes;
-        entries.by_job.insert(
-            job.job_id.clone(),
-            Entry {
-                version: TableVersion::of(job),
-                batches: batches.into(),
-                bytes,
-                last_read,
-            },
-        );
+        let entry = Entry {
+            version: TableVersion::of(job),
+            batches: batches.into(),
+        };
+        self.lock().by_job.insert(job.job_id.clone(), entry, bytes, self.budget, |evicted, bytes| {
+            tracing::debug!(job = %evicted, bytes, "table cache: evicted");
+        });
     }
 }
