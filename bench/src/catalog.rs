@@ -75,17 +75,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The current resident memory of `pid` (VmRSS), in bytes.
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse()?;
-    Ok(kib * 1024)
-}
-
 /// Starts `mops serve query` over the stores under `home` and waits for its first answer.
 async fn start_query(mops: &Path, home: &Path) -> anyhow::Result<Started> {
     let (grpc_port, http_port) = (free_port()?, free_port()?);
@@ -124,7 +113,7 @@ async fn start_query(mops: &Path, home: &Path) -> anyhow::Result<Started> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    started_child.rss = rss(started_child.child.id())?;
+    started_child.rss = crate::indexer::memory_of(started_child.child.id(), "VmRSS")?;
     Ok(started_child)
 }
 

@@ -447,14 +447,15 @@ async fn stage_scale_job(
     Ok(())
 }
 
-/// The peak resident set of process `pid` (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+/// A memory figure of process `pid` from `/proc/{pid}/status` (`VmHWM`, the peak resident set;
+/// `VmRSS`, the current one), in bytes.
+pub(crate) fn memory_of(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
+    let value = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse()?;
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))?;
+    let kib: u64 = value.trim().trim_end_matches("kB").trim().parse()?;
     Ok(kib * 1024)
 }
 
@@ -485,7 +486,7 @@ async fn index_in_child(
             }
             let state = registry.require(job).await?;
             match IndexState::of(&state) {
-                IndexState::Done => return Ok((peak_rss(pid)?, started.elapsed().as_secs_f64())),
+                IndexState::Done => return Ok((memory_of(pid, "VmHWM")?, started.elapsed().as_secs_f64())),
                 IndexState::Failed => anyhow::bail!("indexing {job} failed: {:?}", state.get_str(modelops_registry::registry::INDEX_ERROR_KEY)),
                 IndexState::None | IndexState::Running => {}
             }

@@ -192,10 +192,7 @@ pub async fn run(etcd: &str, scale: f64) -> anyhow::Result<Vec<Row>> {
 
 /// The process's resident memory in bytes (Linux), 0 where unknown.
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| status.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())).flatten())
-        .map_or(0, |kb| kb * 1024)
+    crate::indexer::memory_of(std::process::id(), "VmRSS").unwrap_or(0)
 }
 
 /// `subscribers` watchers of every job (over 8 connections) while one updater sets the progress
