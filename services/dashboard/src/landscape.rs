@@ -19,6 +19,7 @@ use modelops_query::Engine;
 use crate::error::DashboardError;
 use crate::memo::Memo;
 use crate::plots::{self, Series};
+use crate::text_column::TextColumn;
 
 /// Most points drawn in one landscape plot.
 pub const MAX_POINTS: usize = 2_000;
@@ -215,11 +216,8 @@ fn column_text(array: &dyn Array, row: usize) -> String {
     }
 }
 
-fn utf8_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::StringArray, DashboardError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| DashboardError::NotFound(format!("the loss table has no text column {name}")))
+fn utf8_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<TextColumn<'a>, DashboardError> {
+    TextColumn::named(batch, name).ok_or_else(|| DashboardError::NotFound(format!("the loss table has no text column {name}")))
 }
 
 /// Indices of the points to draw: the `KEEP_BEST` lowest losses, then every k-th of the rest.

@@ -42,6 +42,7 @@ pub mod pairs;
 pub mod parallel;
 pub mod plots;
 pub mod set;
+pub mod text_column;
 
 use std::sync::Arc;
 

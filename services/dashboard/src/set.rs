@@ -53,7 +53,7 @@ struct Replicate {
 /// The set's rows of each target in `batches` (a job's loss table), each ranked in its target.
 fn target_rows(batches: &[RecordBatch], param_id: &str) -> Vec<TargetRow> {
     let mut rows: Vec<TargetRow> = Vec::new();
-    let text = |batch: &RecordBatch, name: &str| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned());
+    let text = crate::text_column::TextColumn::named;
     for batch in batches {
         let (Some(ids), Some(targets), Some(status)) = (text(batch, "param_id"), text(batch, "target"), text(batch, "status")) else { continue };
         let loss = batch.column_by_name("loss").and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());

@@ -39,6 +39,40 @@ const RESULTS_URL: &str = "mops://results";
 /// Rows per batch read from a table.
 const BATCH_ROWS: usize = 64 * 1024;
 
+/// The loss table's text columns that hold one value or a few per table: a job's whole table
+/// is served with them as dictionaries ([`served_schema`]), decoded from Parquet's own
+/// dictionary pages and sent as such, where plain strings would repeat the job id and the bundle
+/// ref on every row (most of a table's bytes).
+pub const DICTIONARY_COLUMNS: [&str; 4] = ["job_id", "target", "bundle_digest", "status"];
+
+/// A loss table's `stored` schema as a job's whole table is served (one job's losses, the
+/// table cache, [`Engine::table_columns`]): its [`DICTIONARY_COLUMNS`] that are utf8 become
+/// dictionaries of utf8 with int32 keys; every other column, and every answer across jobs, is
+/// as stored.
+pub fn served_schema(stored: &Schema) -> Schema {
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|field| {
+            let field = field.as_ref().clone();
+            if DICTIONARY_COLUMNS.contains(&field.name().as_str()) && field.data_type() == &DataType::Utf8 {
+                field.with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))
+            } else {
+                field
+            }
+        })
+        .collect();
+    Schema::new_with_metadata(fields, stored.metadata().clone())
+}
+
+/// `table` to be decoded in its [`served_schema`].
+fn served(table: OpenedTable) -> Result<OpenedTable, QueryError> {
+    let schema = Arc::new(served_schema(table.footer.schema()));
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(schema);
+    let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(table.footer.metadata()), options)?;
+    Ok(OpenedTable { footer, ..table })
+}
+
 /// The columns every loss table ends with, after its `param_*` columns.
 const TAIL_COLUMNS: [&str; 7] = ["loss", "n_replicates", "target", "bundle_digest", "computed_at", "cache_hit", "status"];
 
@@ -210,7 +244,7 @@ impl Engine {
         self.check_target(command)?;
         match command {
             Command::Losses(query) => match query.single_table() {
-                Some(job) => Ok(Arc::clone(&self.catalog.job(job).await?.schema)),
+                Some(job) => Ok(Arc::new(served_schema(&self.catalog.job(job).await?.schema))),
                 None => Ok(unified_schema(&self.prune_losses(query).await?)),
             },
             Command::Jobs => Ok(jobs_schema()),
@@ -267,17 +301,17 @@ impl Engine {
         Ok((-1, -1))
     }
 
-    /// One job's table as stored, in order: from the table cache when it holds this version of
-    /// the table, else from Parquet, decoded on both cores ([`decoded_stream`]). A second read
-    /// that runs to the end fills the cache.
+    /// One job's table in its [`served_schema`], rows in order: from the table cache when it
+    /// holds this version of the table, else from Parquet, decoded on both cores
+    /// ([`decoded_stream`]). A second read that runs to the end fills the cache.
     async fn table_stream(&self, job: Arc<JobEntry>) -> Result<BatchStream, QueryError> {
-        let schema = Arc::clone(&job.schema);
+        let schema = Arc::new(served_schema(&job.schema));
         if let Some(batches) = self.tables.get(&job) {
             tracing::debug!(job = %job.job_id, "table read from the table cache");
             let batches: Vec<_> = batches.iter().cloned().map(Ok).collect();
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches))));
         }
-        let opened = self.catalog.footers().open(self.catalog.store(), &job.table).await?;
+        let opened = served(self.catalog.footers().open(self.catalog.store(), &job.table).await?)?;
         let keep = self.tables.should_keep(&job, opened.uncompressed_bytes());
         let decoded = decoded_stream(Arc::clone(self.catalog.store()), opened, None);
         let decoded = if keep { filling(self.tables.clone(), job, decoded).boxed() } else { decoded };
@@ -285,19 +319,19 @@ impl Engine {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
-    /// The columns of `job`'s table named in `columns` (those it has, in the table's order), as
-    /// stored: for a reader that needs a few columns of a large table (the dashboard), which
+    /// The columns of `job`'s table named in `columns` (those it has, in the table's order), in
+    /// its [`served_schema`]: for a reader that needs a few columns of a large table (the dashboard), which
     /// then decodes only those. From the table cache when it holds the table; a read of some
     /// columns never fills it.
     pub async fn table_columns(&self, job: &str, columns: &[&str]) -> Result<BatchStream, QueryError> {
         let job = self.catalog.job(job).await?;
         let indices: Vec<usize> = (0..job.schema.fields().len()).filter(|&i| columns.contains(&job.schema.field(i).name().as_str())).collect();
-        let schema = Arc::new(job.schema.project(&indices)?);
+        let schema = Arc::new(served_schema(&job.schema).project(&indices)?);
         if let Some(batches) = self.tables.get(&job) {
             let projected: Vec<_> = batches.iter().map(|batch| batch.project(&indices).map_err(datafusion::error::DataFusionError::from)).collect();
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(projected))));
         }
-        let opened = self.catalog.footers().open(self.catalog.store(), &job.table).await?;
+        let opened = served(self.catalog.footers().open(self.catalog.store(), &job.table).await?)?;
         let decoded = decoded_stream(Arc::clone(self.catalog.store()), opened, Some(indices));
         let batches = decoded.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -24,7 +24,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::{Command, LossesQuery};
-use crate::engine::Engine;
+use crate::engine::{Engine, served_schema};
 use crate::error::QueryError;
 
 /// The gRPC service name, for health and reflection.
@@ -287,8 +287,11 @@ impl QueryService {
             Asked::Query(command) => {
                 let stream = self.engine.execute(&command).await?;
                 let schema = stream.schema();
+                // A job's whole table has dictionary columns (`served_schema`): sent as
+                // dictionaries, each batch with its own, not expanded to strings.
                 let encoded = FlightDataEncoderBuilder::new()
                     .with_schema(schema)
+                    .with_dictionary_handling(DictionaryHandling::Resend)
                     .build(stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(QueryError::from(e))))));
                 return Ok(Box::pin(encoded.map_err(Status::from)));
             }
@@ -341,14 +344,14 @@ impl FlightService for QueryService {
     #[tracing::instrument(skip_all)]
     async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
         let mut infos = Vec::new();
-        // Jobs share a few schemas: each is encoded once.
+        // Jobs share a few schemas: each is encoded once, as a whole table is served.
         let mut encoded: std::collections::HashMap<*const arrow::datatypes::Schema, FlightInfo> = std::collections::HashMap::new();
         for job in self.engine.catalog().jobs() {
             let command = Command::Losses(LossesQuery::whole_table(&job.job_id));
             let with_schema = match encoded.entry(std::sync::Arc::as_ptr(&job.schema)) {
                 std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
                 std::collections::hash_map::Entry::Vacant(new) => new
-                    .insert(FlightInfo::new().try_with_schema(&job.schema).map_err(|e| Status::from(QueryError::from(e)))?)
+                    .insert(FlightInfo::new().try_with_schema(&served_schema(&job.schema)).map_err(|e| Status::from(QueryError::from(e)))?)
                     .clone(),
             };
             let info = with_schema

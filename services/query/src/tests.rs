@@ -108,9 +108,27 @@ fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
     (&a.job_id, &a.param_id, &a.target).cmp(&(&b.job_id, &b.param_id, &b.target))
 }
 
+/// `batches` as one batch, dictionary columns expanded to their values: a served table as
+/// the Parquet file stores it.
+fn as_stored(batches: &[RecordBatch]) -> RecordBatch {
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap();
+    let (fields, columns): (Vec<_>, Vec<_>) = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| match field.data_type() {
+            DataType::Dictionary(_, values) => (field.as_ref().clone().with_data_type(values.as_ref().clone()), arrow::compute::cast(column, values).unwrap()),
+            _ => (field.as_ref().clone(), Arc::clone(column)),
+        })
+        .unzip();
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, batch.schema().metadata().clone())), columns).unwrap()
+}
+
 fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     let mut out = Vec::new();
-    for batch in batches {
+    for batch in batches.iter().map(|batch| as_stored(std::slice::from_ref(batch))) {
+        let batch = &batch;
         let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
         let (jobs, params, targets, statuses) = (text("job_id"), text("param_id"), text("target"), text("status"));
         let losses = batch.column_by_name("loss").unwrap().as_primitive::<Float64Type>();
@@ -161,8 +179,14 @@ async fn one_job_streams_exactly_its_stored_table() {
     for job in ["job-a", "job-b"] {
         let streamed = run(&fixture, &losses(LossesQuery::whole_table(job))).await;
         let stored = stored_table(&fixture, job).await;
-        let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
-        assert_eq!(concat(&streamed), concat(&stored), "{job}");
+        assert_eq!(as_stored(&streamed), as_stored(&stored), "{job}");
+        // Served with its few-valued text columns as dictionaries, every other as stored.
+        let served = streamed[0].schema();
+        assert_eq!(served.as_ref(), &crate::engine::served_schema(&stored[0].schema()));
+        for field in served.fields() {
+            let dictionary = matches!(field.data_type(), DataType::Dictionary(..));
+            assert_eq!(dictionary, crate::engine::DICTIONARY_COLUMNS.contains(&field.name().as_str()), "{field}");
+        }
     }
     let (records, bytes) = fixture.engine.size_hint(&losses(LossesQuery::whole_table("job-b"))).await.unwrap();
     assert_eq!(records, 12);
@@ -457,10 +481,12 @@ async fn do_get_over_a_connection_streams_tables_and_ends_failed_reads_with_a_st
     let fixture = fixture().await;
     let mut client = served(&fixture).await;
     let whole = |job: &str| Ticket::new(losses(LossesQuery::whole_table(job)).to_json());
-    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let concat = as_stored;
     for job in ["job-a", "job-b"] {
         let got = do_get(&mut client, whole(job)).await.unwrap();
         assert_eq!(concat(&got), concat(&stored_table(&fixture, job).await), "{job}");
+        let sent = got[0].schema();
+        assert!(matches!(sent.field_with_name("bundle_digest").unwrap().data_type(), DataType::Dictionary(..)), "sent as a dictionary: {sent}");
     }
     let sql = Ticket::new(r#"{"type": "sql", "query": "SELECT job_id, count(*) AS n FROM losses GROUP BY job_id ORDER BY job_id"}"#);
     let counts = concat(&do_get(&mut client, sql).await.unwrap());
@@ -487,7 +513,7 @@ async fn a_table_read_whole_again_stays_decoded_until_evicted_or_reindexed() {
     let tables = TableCache::new(64 * 1024 * 1024);
     let engine = fixture.engine.clone().with_table_cache(tables.clone());
     let whole = |job: &str| losses(LossesQuery::whole_table(job));
-    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let concat = as_stored;
     let entry = |job: &'static str| {
         let catalog = engine.catalog().clone();
         async move { catalog.job(job).await.unwrap() }
@@ -619,7 +645,7 @@ async fn replicates_are_served_by_path_and_command_and_not_found_without_a_table
     use arrow_flight::FlightDescriptor;
     let fixture = fixture().await;
     let job = index_job_with_replicates(&fixture).await;
-    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let concat = as_stored;
     let stored = {
         let path = Path::from("results/job-r/replicates.parquet");
         let bytes = fixture.results.object_store.get(&path).await.unwrap().bytes().await.unwrap();
@@ -835,7 +861,7 @@ async fn large_tables_are_read_by_ranges_from_a_kept_footer() {
     let catalog = Catalog::new(Arc::clone(&fixture.results.object_store)).with_footers(footers.clone());
     catalog.refresh().await.unwrap();
     let engine = Engine::new(catalog).unwrap();
-    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let concat = as_stored;
     for job in ["job-a", "job-b", "job-c"] {
         let got = collect(engine.execute(&losses(LossesQuery::whole_table(job))).await.unwrap()).await.unwrap();
         assert_eq!(concat(&got), concat(&stored_table(&fixture, job).await), "{job}");
@@ -955,7 +981,7 @@ async fn a_table_of_one_large_row_group_streams_exactly_as_stored() {
     )
     .unwrap();
     assert_eq!(footer.metadata().num_row_groups(), 1);
-    let concat = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    let concat = as_stored;
     for whole_up_to in [0, u64::MAX] {
         // Read by ranges, and read whole.
         let footers = crate::footers::FooterCache::default().reading_whole_up_to(whole_up_to);

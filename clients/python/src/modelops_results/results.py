@@ -177,6 +177,9 @@ class ResultClient:
     def get_losses(self, job_id: str, *, as_arrow: bool = False) -> Union["pd.DataFrame", pa.Table]:
         """One job's whole loss table, rows in the job's order (descriptor ``PATH ["losses", job_id]``).
 
+        ``job_id``, ``target``, ``bundle_digest`` and ``status`` come as dictionaries (pandas
+        categoricals): one value or a few per job, sent once per batch instead of once per row.
+
         Raises:
             NotFound: the job is unknown or not indexed.
         """
