@@ -1,9 +1,9 @@
 //! Query benchmarks (TARGETS.md), each against a baseline in the same invocation:
 //!
 //! - `get_losses` of a 1M-row job into a pyarrow Table, against a pyarrow Flight server streaming
-//!   the same table from memory (a separate Python process): ≥ 0.8× its throughput. Read again,
-//!   our table comes from the query service's table cache; the same reads with the cache off
-//!   are reported beside;
+//!   the same table from memory (a separate Python process): with the table cache off, every
+//!   read decoded from Parquet, ≥ 1.0× (issue #20; the same server sending the dictionary
+//!   columns as dictionaries too is reported beside); read again from the table cache, ≥ 0.8×;
 //! - the best 10 parameter sets of one target over 1,000 jobs × 10k rows, and a selective losses
 //!   query (bundle + loss range) over the same jobs, against DuckDB over the same Parquet files,
 //!   warm: ≥ 3× faster.
@@ -94,12 +94,15 @@ def timed(fn, runs):
 out = {}
 if mode == "table":
     job, table_path, baseline_port = sys.argv[3], sys.argv[4], sys.argv[5]
+    # The baseline: the table as pyarrow reads it (ticket "t"), and the same with the columns
+    # our server sends as dictionaries read as dictionaries (ticket "d").
     server = subprocess.Popen([sys.executable, "-c", """
 import sys, pyarrow.flight as flight, pyarrow.parquet as pq
-table = pq.read_table(sys.argv[1])
+tables = {b"t": pq.read_table(sys.argv[1]),
+          b"d": pq.read_table(sys.argv[1], read_dictionary=["job_id", "target", "bundle_digest", "status"])}
 class Server(flight.FlightServerBase):
     def do_get(self, context, ticket):
-        return flight.RecordBatchStream(table)
+        return flight.RecordBatchStream(tables[ticket.ticket])
 server = Server("grpc://127.0.0.1:" + sys.argv[2])
 print("ready", flush=True)
 server.serve()
@@ -112,8 +115,11 @@ server.serve()
         out["ours_first"] = time.perf_counter() - start
         out["ours"], table = timed(lambda: ours(flight.FlightDescriptor.for_path("losses", job)), 5)
         out["baseline"], expected = timed(lambda: baseline.do_get(flight.Ticket(b"t")).read_all(), 5)
+        out["baseline_dictionaries"], _ = timed(lambda: baseline.do_get(flight.Ticket(b"d")).read_all(), 5)
         out["rows"] = table.num_rows
-        out["equal"] = table.equals(expected)
+        out["bytes"], out["baseline_bytes"] = table.nbytes, expected.nbytes
+        # Ours sends four text columns as dictionaries: the same values once expanded.
+        out["equal"] = table.cast(expected.schema).equals(expected)
     finally:
         server.kill()
 elif mode == "dashboard":
@@ -212,7 +218,9 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
     // get_losses of a 1M-row job.
     let big_rows = ((1_000_000.0 * scale) as usize).max(20_000);
     let dir = tempfile::tempdir()?;
-    let home = dir.path().display().to_string();
+    // `MOPS_BENCH_QUERY_DATA` names a directory to write the 1M-row job in and leave, for
+    // looking at its reads by hand.
+    let home = std::env::var("MOPS_BENCH_QUERY_DATA").unwrap_or_else(|_| dir.path().display().to_string());
     let results = Store::open(&format!("file://{home}/results"))?;
     write_job(&results, "job-big", &bundle(0), big_rows / 2, 1).await?;
     let table_path = format!("{home}/results/results/job-big/losses.parquet");
@@ -229,19 +237,38 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
     }
     let (ours, baseline) = (seconds(&measured[0], "ours")?, seconds(&measured[0], "baseline")?);
     let rows_read = measured[0]["rows"].as_f64().unwrap_or(0.0);
-    let first = seconds(&measured[0], "ours_first")?;
-    let (uncached, uncached_baseline) = (seconds(&measured[1], "ours")?, seconds(&measured[1], "baseline")?);
+    let uncached = &measured[1];
+    let first = seconds(uncached, "ours_first")?;
+    let (decoded, decoded_baseline) = (seconds(uncached, "ours")?, seconds(uncached, "baseline")?);
+    let dictionaries_baseline = seconds(uncached, "baseline_dictionaries")?;
+    let megabytes = |key: &str| uncached[key].as_f64().unwrap_or(0.0) / 1e6;
+    let ratio = decoded_baseline / decoded;
+    rows.push(Row {
+        workload: format!(
+            "get_losses of a {}-row job into a pyarrow Table (Flight), every read decoded from Parquet (table cache off), median of 5",
+            rows_read as u64
+        ),
+        measured: format!(
+            "{:.3} s ({:.1} M rows/s, {:.0} MB in Arrow: job_id, target, bundle_digest and status as dictionaries); the first read of the fresh server process {:.3} s",
+            decoded,
+            rows_read / decoded / 1e6,
+            megabytes("bytes"),
+            first,
+        ),
+        baseline: format!(
+            "{:.3} s ({:.0} MB in Arrow), pyarrow Flight server from memory; {:.3} s when it too sends those columns as dictionaries",
+            decoded_baseline,
+            megabytes("baseline_bytes"),
+            dictionaries_baseline,
+        ),
+        ratio: Some(ratio),
+        target: "≥ 1.0× (issue #20)".into(),
+        met: ratio >= 1.0,
+    });
     let ratio = baseline / ours;
     rows.push(Row {
         workload: format!("get_losses of a {}-row job into a pyarrow Table (Flight), read again (median of 5)", rows_read as u64),
-        measured: format!(
-            "{:.3} s ({:.1} M rows/s) from the table cache; first read {:.3} s; cache off {:.3} s ({:.2}× its baseline run)",
-            ours,
-            rows_read / ours / 1e6,
-            first,
-            uncached,
-            uncached_baseline / uncached
-        ),
+        measured: format!("{:.3} s ({:.1} M rows/s) from the table cache", ours, rows_read / ours / 1e6),
         baseline: format!("{:.3} s ({:.1} M rows/s), pyarrow Flight server from memory", baseline, rows_read / baseline / 1e6),
         ratio: Some(ratio),
         target: "≥ 0.8× throughput".into(),
