@@ -12,6 +12,7 @@ use modelops_attribution::service::AttributionService;
 use modelops_dashboard::{Dashboard, WebAuth};
 use modelops_indexer::indexer::Indexer;
 use modelops_indexer::service::IndexerService;
+use modelops_query::compaction::CompactionOptions;
 use modelops_query::{Catalog, Engine, QueryService, TableCache};
 use modelops_registry::service::{RegistryService, StoreUrls};
 use modelops_registry::{JobRegistry, RegistryConfig};
@@ -82,6 +83,18 @@ pub struct ServeArgs {
     #[arg(long, env = "MOPS_CATALOG_REFRESH_MS", default_value_t = 2000)]
     pub catalog_refresh_ms: u64,
 
+    /// Jobs of at most this many rows are compacted by the query service: once 32 such jobs of
+    /// one bundle and schema are held by no part, their rows are written again as one file
+    /// sorted by loss under `results/_compacted/` (the jobs' own files stay), which queries
+    /// across jobs read instead of thousands of small files. 0 compacts nothing (a query
+    /// service with read-only access to the results store).
+    #[arg(long, env = "MOPS_COMPACT_JOBS_UNDER", default_value_t = 16 * 1024)]
+    pub compact_jobs_under: u64,
+
+    /// How often the query service looks for small jobs to compact, in seconds.
+    #[arg(long, env = "MOPS_COMPACT_EVERY_SECONDS", default_value_t = 60)]
+    pub compact_every_seconds: u64,
+
     /// How many MiB of decoded tables the query service keeps: a table read whole a second time
     /// (`get_losses`, the dashboard's job page) is kept, and not decoded on later reads; 0 keeps
     /// none.
@@ -133,6 +146,8 @@ pub struct ServerState {
     pub catalog: Option<Catalog>,
     /// How often the catalog refreshes itself.
     pub catalog_refresh: Duration,
+    /// Which small jobs the query service compacts, and how often it looks (`None`: never).
+    pub compaction: Option<(CompactionOptions, Duration)>,
     /// The query service's decoded tables, shared with the dashboard.
     pub table_cache: TableCache,
     /// Metrics registry.
@@ -254,6 +269,13 @@ impl ServerState {
             indexer,
             catalog,
             catalog_refresh: Duration::from_millis(args.catalog_refresh_ms.max(10)),
+            compaction: (args.compact_jobs_under > 0).then(|| {
+                let options = CompactionOptions {
+                    small_rows: args.compact_jobs_under,
+                    ..CompactionOptions::default()
+                };
+                (options, Duration::from_secs(args.compact_every_seconds.max(1)))
+            }),
             table_cache: TableCache::new(args.table_cache_mb.saturating_mul(1024 * 1024)),
             metrics,
             web_auth: WebAuth::new(token.clone()).with_secure_cookie(http_tls.is_some()),
@@ -359,6 +381,9 @@ pub async fn serve(
             Err(error) => tracing::warn!(%error, "query catalog: first listing failed; retrying in the background"),
         }
         catalog.start(state.catalog_refresh, background.token(), background.tracker());
+        if let Some((options, every)) = state.compaction {
+            modelops_query::compaction::start(catalog.clone(), options, every, background.token(), background.tracker());
+        }
         let service = QueryService::new(engine.clone().ok_or_else(|| anyhow::anyhow!("no query engine beside the catalog"))?)?;
         routes = routes.add_service(service.into_server());
         tracing::info!(results = %state.results.url, "query service ready");

@@ -21,6 +21,7 @@
 //! The `stores` feature (on by default) brings the object store backends and Parquet; without
 //! it the crate is its parsers and formats alone, which is what the fuzz targets in `fuzz/` build.
 
+pub mod compacted;
 #[cfg(feature = "stores")]
 pub mod confined_fs;
 pub mod flight_command;

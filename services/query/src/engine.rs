@@ -367,6 +367,15 @@ impl Engine {
         let schema = unified_schema(&jobs);
         let (store, footers) = (Arc::clone(self.catalog.store()), self.catalog.footers().clone());
         let filter = Arc::new(query.clone());
+        // Jobs a compacted part stands for are read from it, the others from their own tables.
+        let (jobs, part_scans) = self.catalog.parts().split(jobs);
+        let from_parts = {
+            let (store, footers, filter, schema) = (Arc::clone(&store), footers.clone(), Arc::clone(&filter), Arc::clone(&schema));
+            futures::stream::iter(part_scans)
+                .map(move |scan| read_part(Arc::clone(&store), footers.clone(), scan, Arc::clone(&filter), Arc::clone(&schema)))
+                .buffered(2)
+                .flat_map(batches_of)
+        };
         let target_schema = Arc::clone(&schema);
         let read = move |job: Arc<JobEntry>| {
             let loss_range = (filter.min_loss, filter.max_loss);
@@ -386,7 +395,7 @@ impl Engine {
             .buffered(2)
             .flat_map(futures::stream::iter)
             .flat_map(batches_of);
-        let batches = coalesced(batches, Arc::clone(&schema), BATCH_ROWS)
+        let batches = coalesced(from_parts.chain(batches), Arc::clone(&schema), BATCH_ROWS)
             .scan(query.limit.unwrap_or(usize::MAX), |left, batch| {
                 if *left == 0 {
                     return futures::future::ready(None);
@@ -701,6 +710,11 @@ async fn decode_file(
     decode_columns(store, table, row_groups, loss_range, None).await
 }
 
+/// Every row of the opened `table`, as stored, decoded in a task of its own.
+pub(crate) async fn decode_whole(store: Arc<dyn object_store::ObjectStore>, table: OpenedTable) -> Result<Vec<RecordBatch>, QueryError> {
+    decode_file(store, table, None, None).await
+}
+
 /// [`decode_file`] of only the top-level `columns` (all when `None`).
 async fn decode_columns(
     store: Arc<dyn object_store::ObjectStore>,
@@ -791,6 +805,67 @@ async fn decode_halves(store: Arc<dyn object_store::ObjectStore>, table: OpenedT
         .zip(last)
         .map(|(a, b)| Ok(RecordBatch::try_new(Arc::clone(&schema), a.columns().iter().chain(b.columns()).cloned().collect())?))
         .collect()
+}
+
+/// The rows of `scan`'s part that `query` selects, of the jobs the part stands for in this
+/// scan only, in `schema`: only the row groups whose loss statistics meet the query's loss
+/// range are decoded (a part is sorted by loss, so a narrow range reads one or two).
+async fn read_part(
+    store: Arc<dyn object_store::ObjectStore>,
+    footers: crate::footers::FooterCache,
+    scan: crate::parts::PartScan,
+    query: Arc<LossesQuery>,
+    schema: SchemaRef,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let opened = footers.open(&store, &scan.part.file).await?;
+    let groups = row_groups_meeting(&opened.footer, query.min_loss, query.max_loss);
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let every_member = scan.jobs.len() == scan.part.members;
+    let decoded = decode_file(store, opened, Some(groups), Some((query.min_loss, query.max_loss))).await?;
+    decoded
+        .iter()
+        .map(|batch| {
+            let selected = select_rows(batch, &query)?;
+            let selected = if every_member { selected } else { rows_of_jobs(&selected, &scan.jobs)? };
+            conform(&selected, &schema)
+        })
+        .filter(|selected| selected.as_ref().map_or(true, |b| b.num_rows() > 0))
+        .collect()
+}
+
+/// The row groups of a table whose `loss` statistics meet `[lo, hi]` (all without bounds, and
+/// any without statistics).
+fn row_groups_meeting(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata, lo: Option<f64>, hi: Option<f64>) -> Vec<usize> {
+    use parquet::file::statistics::Statistics;
+    let metadata = footer.metadata();
+    let leaf = metadata.file_metadata().schema_descr().columns().iter().position(|column| column.path().string() == "loss");
+    (0..metadata.num_row_groups())
+        .filter(|&group| {
+            let Some(leaf) = leaf else { return true };
+            match metadata.row_group(group).column(leaf).statistics() {
+                Some(Statistics::Double(stats)) => {
+                    let below = matches!((stats.max_opt(), lo), (Some(max), Some(lo)) if *max < lo);
+                    let above = matches!((stats.min_opt(), hi), (Some(min), Some(hi)) if *min > hi);
+                    let unlossed = stats.min_opt().is_none() && (lo.is_some() || hi.is_some());
+                    !(below || above || unlossed)
+                }
+                _ => true,
+            }
+        })
+        .collect()
+}
+
+/// The rows of `batch` whose `job_id` is in `jobs`.
+fn rows_of_jobs(batch: &RecordBatch, jobs: &std::collections::HashSet<String>) -> Result<RecordBatch, QueryError> {
+    use arrow::array::AsArray as _;
+    let ids = batch
+        .column_by_name("job_id")
+        .and_then(|column| column.as_string_opt::<i32>())
+        .ok_or_else(|| QueryError::Catalog("a compacted part without a utf8 job_id column".into()))?;
+    let keep: arrow::array::BooleanArray = ids.iter().map(|id| Some(id.is_some_and(|id| jobs.contains(id)))).collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
 /// A Parquet row filter keeping rows whose loss is within `[lo, hi]`: the loss column is

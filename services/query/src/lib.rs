@@ -1,6 +1,7 @@
 //! The query service: Arrow Flight and Flight SQL over every indexed job's loss table.
 //!
-//! [`catalog`] knows every indexed job from its manifest and keeps itself current; [`footers`]
+//! [`catalog`] knows every indexed job from its manifest and keeps itself current, and the
+//! compacted parts ([`parts`]) that [`compaction`] writes of many small jobs; [`footers`]
 //! opens a table to decode it (small ones read whole, large ones from a kept footer); [`command`] parses the JSON commands of
 //! `proto/modelops/query/v1/FLIGHT_COMMANDS.md`; [`engine`] prunes jobs on the catalog and
 //! streams the answer (one table straight from Parquet through
@@ -10,9 +11,11 @@
 mod budgeted;
 pub mod catalog;
 pub mod command;
+pub mod compaction;
 pub mod engine;
 pub mod error;
 pub mod footers;
+pub mod parts;
 pub mod service;
 pub mod table_cache;
 

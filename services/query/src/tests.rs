@@ -1014,3 +1014,177 @@ async fn a_catalog_loaded_job_by_job_is_the_refreshed_one_and_needs_no_refresh()
     let again = Catalog::new(Arc::clone(&fixture.results.object_store));
     assert_eq!(again.load_all().await.unwrap(), 3);
 }
+
+/// Writes `job`'s table of `sets` parameter sets × two targets (losses from `seed`, a failed
+/// row every seventh set) through the indexer's writer, committed as version `version`.
+async fn write_small_job(results: &Store, job: &str, bundle: &str, sets: u64, seed: u64, version: &str) {
+    use modelops_core::pyjson::PyObject;
+    use modelops_indexer::build::TableWriter;
+    use modelops_indexer::columns::{ParamColumn, ParamType};
+    use modelops_indexer::table::{Row as TableRow, RowStatus};
+    let columns = vec![ParamColumn { name: "beta".into(), kind: ParamType::Float }];
+    let targets = vec![PREV.to_owned(), DEATHS.to_owned()];
+    let id = JobId::new(job).unwrap();
+    let mut writer = TableWriter::new(Arc::clone(&results.object_store), &id, bundle, targets.clone(), columns, IndexOptions::default()).unwrap();
+    for set in 0..sets {
+        let mut values = PyObject::new();
+        values.insert("beta", (set as f64 / 10.0).into());
+        for (t, target) in targets.iter().enumerate() {
+            let failed = (set + seed) % 7 == 0;
+            // Losses spread over [0, 100) and interleaved across jobs.
+            let loss = ((set * 37 + seed * 11 + t as u64 * 5) % 1000) as f64 / 10.0;
+            writer
+                .push(
+                    TableRow {
+                        param_id: format!("{seed:032x}{set:032x}"),
+                        values: values.clone(),
+                        target: target.clone(),
+                        loss: (!failed).then_some(loss),
+                        n_replicates: Some(2),
+                        computed_at: Some(1_700_000_000_000_000 + (seed * 1000 + set) as i64),
+                        cache_hit: false,
+                        status: if failed { RowStatus::Failed } else { RowStatus::Ok },
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    writer.commit(version.into()).await.unwrap();
+}
+
+/// The rows `query` answers, in a fixed order.
+async fn answer(engine: &Engine, query: &LossesQuery) -> Vec<Row> {
+    let mut got = rows(&collect(engine.execute(&losses(query.clone())).await.unwrap()).await.unwrap());
+    got.sort_by(row_order);
+    got
+}
+
+#[tokio::test]
+async fn compacted_small_jobs_answer_as_their_own_tables_and_give_way_when_reindexed() {
+    use crate::compaction::{CompactionOptions, compact};
+    let dir = tempfile::tempdir().unwrap();
+    let results = Store::open(&format!("file://{}/results", dir.path().display())).unwrap();
+    for i in 0..6 {
+        write_small_job(&results, &format!("job-s{i}"), BUNDLE, 40, i, "v1").await;
+    }
+    write_small_job(&results, "job-other", OTHER_BUNDLE, 40, 9, "v1").await;
+    let catalog = Catalog::new(Arc::clone(&results.object_store));
+    catalog.load_all().await.unwrap();
+    let engine = Engine::new(catalog.clone()).unwrap();
+    let queries = [
+        LossesQuery { bundle_digest: Some(BUNDLE.into()), min_loss: Some(20.0), max_loss: Some(30.0), ..LossesQuery::default() },
+        LossesQuery { min_loss: Some(99.0), ..LossesQuery::default() },
+        LossesQuery { max_loss: Some(5.0), target: Some("deaths_target".into()), ..LossesQuery::default() },
+        LossesQuery { status: Some(StatusFilter::Failed), ..LossesQuery::default() },
+        LossesQuery { job_ids: Some(vec!["job-s1".into(), "job-s4".into()]), min_loss: Some(50.0), ..LossesQuery::default() },
+        LossesQuery { since: Some(chrono::DateTime::from_timestamp_micros(1_700_000_000_003_010).unwrap()), ..LossesQuery::default() },
+    ];
+    let mut before = Vec::new();
+    for query in &queries {
+        before.push(answer(&engine, query).await);
+    }
+    assert!(before.iter().all(|rows| !rows.is_empty()), "every query selects rows");
+
+    // Six jobs of one bundle make a part (in row groups of 16 rows, so loss ranges skip most);
+    // the other bundle's one job does not.
+    let options = CompactionOptions { min_jobs: 3, row_group_rows: 16, ..CompactionOptions::default() };
+    let done = compact(&catalog, &options).await.unwrap();
+    assert_eq!((done.parts, done.jobs, done.rows), (1, 6, 480));
+    assert_eq!(catalog.parts().jobs_held(), 6);
+    for (query, expected) in queries.iter().zip(&before) {
+        assert_eq!(&answer(&engine, query).await, expected, "{query:?}");
+    }
+    assert_eq!(compact(&catalog, &options).await.unwrap().parts, 0, "nothing left to compact");
+
+    // The part stands for its jobs: with one job's own table gone, its rows still come.
+    let s2 = catalog.job("job-s2").await.unwrap();
+    let own_table = s2.table.location.clone();
+    let own_bytes = results.object_store.get(&own_table).await.unwrap().bytes().await.unwrap();
+    results.object_store.delete(&own_table).await.unwrap();
+    assert_eq!(answer(&engine, &queries[0]).await, before[0]);
+    results.object_store.put(&own_table, own_bytes.into()).await.unwrap();
+
+    // Re-indexed with other rows: the job is read from its own new table, not the part.
+    write_small_job(&results, "job-s2", BUNDLE, 20, 77, "v2").await;
+    catalog.reload("job-s2").await;
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        expected.extend(rows(&stored_versioned(&results, &format!("job-s{i}")).await).into_iter().filter(|r| r.loss.is_some_and(|l| (20.0..=30.0).contains(&l))));
+    }
+    expected.sort_by(row_order);
+    let got = answer(&engine, &queries[0]).await;
+    assert_eq!(got, expected);
+    assert!(got.iter().any(|r| r.job_id == "job-s2" && r.param_id.starts_with(&format!("{:032x}", 77))), "the new rows of job-s2");
+
+    // Another catalog over the same store knows the part from its manifest and compacts nothing
+    // more (job-s2 alone waits).
+    let other = Catalog::new(Arc::clone(&results.object_store));
+    other.load_all().await.unwrap();
+    assert_eq!(other.parts().jobs_held(), 6);
+    assert_eq!(compact(&other, &options).await.unwrap().parts, 0);
+    assert_eq!(answer(&Engine::new(other).unwrap(), &queries[0]).await, expected);
+}
+
+/// `job`'s table as its manifest names it now.
+async fn stored_versioned(results: &Store, job: &str) -> Vec<RecordBatch> {
+    let manifest = results.object_store.get(&Path::from(format!("results/{job}/manifest.json"))).await.unwrap().bytes().await.unwrap();
+    let manifest = Manifest::from_json_bytes(&manifest).unwrap();
+    let bytes = results.object_store.get(&Path::from(format!("results/{job}/{}", manifest.files.losses))).await.unwrap().bytes().await.unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect()
+}
+
+#[tokio::test]
+async fn hostile_compacted_parts_are_left_out_and_their_jobs_read_from_their_own_tables() {
+    use crate::compaction::{CompactionOptions, compact};
+    use modelops_core::compacted::{PartManifest, part_manifest_file, part_rows_file};
+    let dir = tempfile::tempdir().unwrap();
+    let results = Store::open(&format!("file://{}/results", dir.path().display())).unwrap();
+    for i in 0..4 {
+        write_small_job(&results, &format!("job-s{i}"), BUNDLE, 30, i, "v1").await;
+    }
+    let catalog = Catalog::new(Arc::clone(&results.object_store));
+    catalog.load_all().await.unwrap();
+    let engine = Engine::new(catalog.clone()).unwrap();
+    let query = LossesQuery { min_loss: Some(10.0), max_loss: Some(60.0), ..LossesQuery::default() };
+    let expected = answer(&engine, &query).await;
+    compact(&catalog, &CompactionOptions { min_jobs: 2, ..CompactionOptions::default() }).await.unwrap();
+    let id = catalog.parts().ids().pop().unwrap();
+    let manifest_path = Path::from(part_manifest_file(&id));
+    let good = results.object_store.get(&manifest_path).await.unwrap().bytes().await.unwrap();
+    let manifest = PartManifest::from_json_bytes(&good).unwrap();
+    let rows_path = Path::from(part_rows_file(&id));
+    let rows_bytes = results.object_store.get(&rows_path).await.unwrap().bytes().await.unwrap();
+
+    let lying = |change: &dyn Fn(&mut PartManifest)| {
+        let mut bad = manifest.clone();
+        change(&mut bad);
+        bad.to_json_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, Option<bytes::Bytes>)> = vec![
+        ("not JSON", b"{\"members\": [".to_vec(), None),
+        ("rows size lies", lying(&|m| m.rows_bytes += 1), None),
+        ("rows size 1 TiB", lying(&|m| m.rows_bytes = 1 << 40), None),
+        ("escaping member", lying(&|m| m.members[0].job_id = "../job-s0".into()), None),
+        ("rows file gone", good.to_vec(), Some(bytes::Bytes::new())),
+        ("20 MiB manifest", vec![b' '; 20 * 1024 * 1024], None),
+    ];
+    for (case, manifest_bytes, rows_file) in cases {
+        results.object_store.put(&manifest_path, manifest_bytes.into()).await.unwrap();
+        if rows_file.is_some() {
+            results.object_store.delete(&rows_path).await.unwrap();
+        }
+        let fresh = Catalog::new(Arc::clone(&results.object_store));
+        fresh.load_all().await.unwrap();
+        assert_eq!(fresh.parts().jobs_held(), 0, "{case}: the part is left out");
+        assert_eq!(answer(&Engine::new(fresh).unwrap(), &query).await, expected, "{case}");
+        results.object_store.put(&rows_path, rows_bytes.clone().into()).await.unwrap();
+    }
+    // Put right again, the part is read.
+    results.object_store.put(&manifest_path, good.into()).await.unwrap();
+    let fresh = Catalog::new(Arc::clone(&results.object_store));
+    fresh.load_all().await.unwrap();
+    assert_eq!(fresh.parts().jobs_held(), 4);
+    assert_eq!(answer(&Engine::new(fresh).unwrap(), &query).await, expected);
+}
