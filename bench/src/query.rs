@@ -170,6 +170,18 @@ elif mode == "dashboard":
     out["history"], body = timed(lambda: get("/history?target=targets.prev%3Aprevalence_target"), 5)
     out["history_bytes"] = len(body)
     out["history_points"] = body.count(b'<circle class="job"')
+elif mode == "jobs_page":
+    # The dashboard's jobs list: its first page of the registry's jobs, each with its table's
+    # best loss from the catalog.
+    import urllib.request
+    base = sys.argv[3]
+    def jobs_page():
+        with urllib.request.urlopen(f"{base}/jobs") as response:
+            return response.read()
+    out["jobs_page"], body = timed(jobs_page, 9)
+    out["jobs_page_bytes"] = len(body)
+    out["jobs_page_rows"] = body.count(b"<tr data-job=")
+    out["jobs_page_with_table"] = body.count(b'data-field="target"')
 else:
     if mode == "catalog":
         # Many small jobs: the listings first, then the same queries as over the large jobs
@@ -177,6 +189,33 @@ else:
         sys.argv.pop(3)
         out["list_flights"], listed = timed(lambda: list(client.list_flights()), 9)
         out["flights"] = len(listed)
+        # The baseline: a pyarrow Flight server listing as many FlightInfos, with our schema,
+        # descriptors and tickets, from memory.
+        import tempfile
+        with tempfile.NamedTemporaryFile(suffix=".arrow-schema") as schema_file:
+            schema_file.write(listed[0].schema.serialize().to_pybytes())
+            schema_file.flush()
+            lister = subprocess.Popen([sys.executable, "-c", """
+import sys, pyarrow as pa, pyarrow.flight as flight
+schema = pa.ipc.read_schema(pa.py_buffer(open(sys.argv[1], "rb").read()))
+n = int(sys.argv[3])
+infos = [flight.FlightInfo(schema, flight.FlightDescriptor.for_path("losses", f"job-small-{i:06}"),
+                           [flight.FlightEndpoint(b'{"type":"losses","job_ids":["job-small-%06d"]}' % i, [])], 256, 40000)
+         for i in range(n)]
+class Server(flight.FlightServerBase):
+    def list_flights(self, context, criteria):
+        return iter(infos)
+server = Server("grpc://127.0.0.1:" + sys.argv[2])
+print("ready", flush=True)
+server.serve()
+""", schema_file.name, sys.argv[-1], str(len(listed))], stdout=subprocess.PIPE, text=True)
+            assert lister.stdout.readline().strip() == "ready"
+        try:
+            baseline_lister = flight.FlightClient("grpc://127.0.0.1:" + sys.argv[-1])
+            out["list_flights_baseline"], _ = timed(lambda: list(baseline_lister.list_flights()), 9)
+        finally:
+            lister.kill()
+        sys.argv.pop()
         jobs = {"type": "jobs"}
         out["jobs_command"], _ = timed(lambda: ours(flight.FlightDescriptor.for_command(json.dumps(jobs))), 9)
     duck_runs = 3 if mode == "catalog" else 5

@@ -318,6 +318,7 @@ impl Catalog {
         // reader threads kept), against 18 MB read first.
         self.refresh_parts().await?;
         let loaded = self.load_jobs(jobs).await?;
+        self.forget_gone_members();
         self.forget_unheld();
         Ok(loaded)
     }
@@ -350,6 +351,12 @@ impl Catalog {
             }
         }
         Ok(loaded)
+    }
+
+    /// Forgets the parts' members that are no known job, and the parts left without any.
+    fn forget_gone_members(&self) {
+        let entries = self.entries.read().expect("catalog lock");
+        self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner).keep_jobs(|job| entries.contains_key(job));
     }
 
     /// Forgets the schemas and bundle refs no job holds any more.
@@ -408,6 +415,7 @@ impl Catalog {
         let loaded = self.load_jobs(stale).await?;
         self.entries.write().expect("catalog lock").retain(|job, _| manifests.contains_key(job));
         self.load_parts(part_manifests).await;
+        self.forget_gone_members();
         self.forget_unheld();
         Ok(loaded)
     }

@@ -68,7 +68,7 @@ pub fn version_hash(key: &str, size: u64) -> u64 {
 }
 
 impl Parts {
-    /// Whether part `id` is known.
+    /// Whether part `id` is known (also when none of its members is any more).
     pub fn knows(&self, id: &str) -> bool {
         self.by_id.contains_key(id)
     }
@@ -110,6 +110,22 @@ impl Parts {
         self.slots[slot] = None;
         let slot = slot as u32;
         self.by_job.retain(|_, (_, of)| *of != slot);
+    }
+
+    /// Forgets the members that are no job the catalog knows (deleted since the part was
+    /// written), and the parts left without any: their index entries would be kept for
+    /// nothing. Such a part's id stays known, so its manifest is not read again.
+    pub fn keep_jobs(&mut self, known: impl Fn(&str) -> bool) {
+        self.by_job.retain(|job, _| known(job));
+        let mut held = vec![false; self.slots.len()];
+        for (_, slot) in self.by_job.values() {
+            held[*slot as usize] = true;
+        }
+        for (part, held) in self.slots.iter_mut().zip(held) {
+            if !held {
+                *part = None;
+            }
+        }
     }
 
     /// The part standing for `job` now, if one does: it holds the job at the version the

@@ -1125,6 +1125,14 @@ async fn compacted_small_jobs_answer_as_their_own_tables_and_give_way_when_reind
     assert_eq!(other.parts().jobs_held(), 6);
     assert_eq!(compact(&other, &options).await.unwrap().parts, 0);
     assert_eq!(answer(&Engine::new(other).unwrap(), &queries[0]).await, expected);
+
+    // A member deleted: the catalog forgets it; with every member gone, the part too.
+    for i in 0..6 {
+        results.object_store.delete(&Path::from(format!("results/job-s{i}/manifest.json"))).await.unwrap();
+        catalog.refresh().await.unwrap();
+        assert_eq!(catalog.parts().jobs_held(), 5 - i);
+    }
+    assert!(catalog.parts().all().is_empty());
 }
 
 /// `job`'s table as its manifest names it now.
