@@ -191,6 +191,7 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
     write_jobs(&home, "job-large", 0..large, large_sets, 2_000_000).await?;
     let jobs = small + large;
     let (compaction, compacted, parts) = compact_all(&home).await?;
+    crate::query::flush_writes()?;
 
     // Catalog memory: the process over the jobs against the same process over nothing.
     let idle = start_query(&mops, empty.path()).await?;

@@ -240,6 +240,14 @@ server.serve()
 print(json.dumps(out))
 "#;
 
+/// Waits for the files just written to reach the disk (`sync`), so the kernel's write-back
+/// does not share the cores with what is measured next.
+pub(crate) fn flush_writes() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync").status()?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
+    Ok(())
+}
+
 pub(crate) fn python(python: &str, args: &[String]) -> anyhow::Result<serde_json::Value> {
     let out = std::process::Command::new(python).args(["-c", PYTHON_QUERIES]).args(args).output()?;
     anyhow::ensure!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -263,10 +271,11 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
     let results = Store::open(&format!("file://{home}/results"))?;
     write_job(&results, "job-big", &bundle(0), big_rows / 2, 1).await?;
     let table_path = format!("{home}/results/results/job-big/losses.parquet");
+    flush_writes()?;
     // The same reads with the table cache on (the default) and off: every read decoded from Parquet.
     let mut measured = Vec::new();
     for cache_mb in ["1024", "0"] {
-        let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--table-cache-mb", cache_mb])?).await?;
+        let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--table-cache-mb", cache_mb, "--compact-jobs-under", "0"])?).await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
         let endpoint = format!("grpc://{}", server.grpc);
         let run = python(python_bin, &["table".into(), endpoint, "job-big".into(), table_path.clone(), port])?;
@@ -335,7 +344,10 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
         done??;
     }
     eprintln!("query bench: wrote {jobs} tables in {:.1} s", started.elapsed().as_secs_f64());
-    let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home])?).await?;
+    // Compaction off: these rows read each job's own table (the many-small-jobs rows measure
+    // reads from compacted parts).
+    flush_writes()?;
+    let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--compact-jobs-under", "0"])?).await?;
     let glob = format!("{home}/results/results/job-*/losses.parquet");
     let endpoint = format!("grpc://{}", server.grpc);
     let measured = python(

@@ -356,7 +356,7 @@ impl Catalog {
     /// Forgets the parts' members that are no known job, and the parts left without any.
     fn forget_gone_members(&self) {
         let entries = self.entries.read().expect("catalog lock");
-        self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner).keep_jobs(|job| entries.contains_key(job));
+        self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner).keep_jobs(entries.keys().map(String::as_str));
     }
 
     /// Forgets the schemas and bundle refs no job holds any more.

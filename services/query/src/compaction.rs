@@ -200,17 +200,18 @@ fn sorted_by_loss(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
     Ok(arrow::compute::take_record_batch(batch, &order)?)
 }
 
-/// Compacts every `interval` until `stop` is cancelled, first right away (after the catalog's
-/// first load). Failures are logged; the next round tries again.
+/// Compacts every `interval` until `stop` is cancelled, the first time one interval after
+/// start: a service that starts over thousands of jobs never compacted answers its first
+/// queries before it reads them all again. Failures are logged; the next round tries again.
 pub fn start(catalog: Catalog, options: CompactionOptions, interval: Duration, stop: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
     tracker.spawn(async move {
         loop {
-            if let Err(error) = compact(&catalog, &options).await {
-                tracing::warn!(%error, "compaction failed; the next round tries again");
-            }
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(error) = compact(&catalog, &options).await {
+                tracing::warn!(%error, "compaction failed; the next round tries again");
             }
         }
     });

@@ -2,8 +2,8 @@
 //! one may stand for.
 //!
 //! A part is known from its manifest alone. What the catalog keeps per member job is one entry
-//! of an index (the job id, a 64-bit hash of the table version the part copied, and which
-//! part): about 70 bytes a job. A scan asks [`Parts::split`] which jobs to read from which part:
+//! of an index (64-bit hashes of the job id and of the table version the part copied, and which
+//! part): about 30 bytes a job. A scan asks [`Parts::split`] which jobs to read from which part:
 //! a job is read from its part only while that hash is the one of the version its own manifest
 //! names now, and each job from one part at most. A part listed by several manifests' members
 //! (two writers with different views) is harmless: the index keeps one part per job, the last
@@ -52,8 +52,18 @@ pub struct Parts {
     slots: Vec<Option<Arc<Part>>>,
     /// A part's slot by id.
     by_id: HashMap<String, usize>,
-    /// Per member job: the hash of the table version copied ([`version_hash`]) and the slot.
-    by_job: HashMap<Box<str>, (u64, u32)>,
+    /// Per member job, by the hash of its id ([`job_hash`]): the hash of the table version
+    /// copied ([`version_hash`]) and the slot. Two jobs sharing an id hash share an entry: the
+    /// one whose version it does not hold is read from its own table.
+    by_job: HashMap<u64, (u64, u32)>,
+}
+
+/// A 64-bit hash of a job id, the key of the index.
+pub fn job_hash(job: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    job.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A 64-bit hash of a table version: its key and size. Two versions sharing one (about one
@@ -100,7 +110,7 @@ impl Parts {
         self.slots.push(Some(Arc::new(part)));
         for member in &manifest.members {
             let Ok(key) = member.table_key() else { continue };
-            self.by_job.insert(member.job_id.as_str().into(), (version_hash(&key, member.losses_bytes), slot_index));
+            self.by_job.insert(job_hash(&member.job_id), (version_hash(&key, member.losses_bytes), slot_index));
         }
     }
 
@@ -115,8 +125,9 @@ impl Parts {
     /// Forgets the members that are no job the catalog knows (deleted since the part was
     /// written), and the parts left without any: their index entries would be kept for
     /// nothing. Such a part's id stays known, so its manifest is not read again.
-    pub fn keep_jobs(&mut self, known: impl Fn(&str) -> bool) {
-        self.by_job.retain(|job, _| known(job));
+    pub fn keep_jobs<'a>(&mut self, known: impl Iterator<Item = &'a str>) {
+        let known: std::collections::HashSet<u64> = known.map(job_hash).collect();
+        self.by_job.retain(|job, _| known.contains(job));
         let mut held = vec![false; self.slots.len()];
         for (_, slot) in self.by_job.values() {
             held[*slot as usize] = true;
@@ -131,7 +142,7 @@ impl Parts {
     /// The part standing for `job` now, if one does: it holds the job at the version the
     /// job's manifest names.
     pub fn part_of(&self, job: &JobEntry) -> Option<&Arc<Part>> {
-        let (hash, slot) = self.by_job.get(job.job_id.as_str())?;
+        let (hash, slot) = self.by_job.get(&job_hash(&job.job_id))?;
         if *hash != version_hash(job.table.location.as_ref(), job.table.size) {
             return None;
         }
