@@ -344,9 +344,9 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
         done??;
     }
     eprintln!("query bench: wrote {jobs} tables in {:.1} s", started.elapsed().as_secs_f64());
+    flush_writes()?;
     // Compaction off: these rows read each job's own table (the many-small-jobs rows measure
     // reads from compacted parts).
-    flush_writes()?;
     let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--compact-jobs-under", "0"])?).await?;
     let glob = format!("{home}/results/results/job-*/losses.parquet");
     let endpoint = format!("grpc://{}", server.grpc);
