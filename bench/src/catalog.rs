@@ -55,10 +55,12 @@ async fn write_jobs(home: &Path, prefix: &str, range: std::ops::Range<usize>, se
 }
 
 /// A `mops serve query` process and what it took to answer first.
-struct Started {
+pub(crate) struct Started {
     child: std::process::Child,
-    grpc: String,
-    http: String,
+    /// Its Flight endpoint (`grpc://…`).
+    pub(crate) grpc: String,
+    /// Its dashboard (`http://…`).
+    pub(crate) http: String,
     /// From spawning the process to its first `ListFlights` answer.
     first_answer: Duration,
     /// Resident memory right after that answer, in bytes.
@@ -79,12 +81,18 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `mops serve query` over the stores under `home` and waits for its first answer.
 async fn start_query(mops: &Path, home: &Path) -> anyhow::Result<Started> {
+    start_query_with(mops, home, &[]).await
+}
+
+/// [`start_query`] with more flags.
+pub(crate) async fn start_query_with(mops: &Path, home: &Path, flags: &[&str]) -> anyhow::Result<Started> {
     let (grpc_port, http_port) = (free_port()?, free_port()?);
     let started = Instant::now();
     let child = std::process::Command::new(mops)
         .args(["serve", "query", "--home"])
         .arg(home)
         .args(["--listen", &format!("127.0.0.1:{grpc_port}"), "--metrics-listen", &format!("127.0.0.1:{http_port}")])
+        .args(flags)
         .env("RUST_LOG", "warn")
         .spawn()?;
     let mut started_child = Started {

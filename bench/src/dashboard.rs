@@ -31,20 +31,24 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
         write_job(&results, &format!("job-dash-small-{i:05}"), &bundle(i % 7), 8, 10_000 + i as u64).await?;
     }
     crate::query::flush_writes()?;
-    // Compaction off: the pages read each job's own table (20,000 small jobs compacted in the
-    // background would share the cores with the views measured).
-    let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--compact-jobs-under", "0"])?).await?;
+    // A `mops serve query` process of its own, as deployed: served from within this process, a
+    // runtime thread of the server stays blocked on the Python measurement. Compaction off: the
+    // pages read each job's own table (20,000 small jobs compacted in the background would
+    // share the cores with the views measured).
+    let mops = std::env::current_exe()?.with_file_name("mops");
+    anyhow::ensure!(mops.exists(), "{} is missing (scripts/bench builds it)", mops.display());
+    let server = crate::catalog::start_query_with(&mops, dir.path(), &["--compact-jobs-under", "0"]).await?;
     let measured = python(
         python_bin,
         &[
             "dashboard".into(),
-            format!("grpc://{}", server.grpc),
-            format!("http://{}", server.http),
+            server.grpc.clone(),
+            server.http.clone(),
             jobs.join(","),
             "job-dash-big".into(),
         ],
     );
-    server.stop().await?;
+    drop(server);
     let measured = measured?;
     let (cold, warm, flight) = (seconds(&measured, "cold")?, seconds(&measured, "warm")?, seconds(&measured, "flight")?);
     let (big_cold, big_view, big_flight) = (seconds(&measured, "big_cold")?, seconds(&measured, "big_view")?, seconds(&measured, "big_flight")?);

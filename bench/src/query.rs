@@ -273,13 +273,16 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
     let table_path = format!("{home}/results/results/job-big/losses.parquet");
     flush_writes()?;
     // The same reads with the table cache on (the default) and off: every read decoded from Parquet.
+    // Each a `mops serve query` process of its own, as deployed (served from within this
+    // process, a runtime thread of the server would stay blocked on the Python measurement).
+    let mops = std::env::current_exe()?.with_file_name("mops");
+    anyhow::ensure!(mops.exists(), "{} is missing (scripts/bench builds it)", mops.display());
     let mut measured = Vec::new();
     for cache_mb in ["1024", "0"] {
-        let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--table-cache-mb", cache_mb, "--compact-jobs-under", "0"])?).await?;
+        let server = crate::catalog::start_query_with(&mops, std::path::Path::new(&home), &["--table-cache-mb", cache_mb, "--compact-jobs-under", "0"]).await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
-        let endpoint = format!("grpc://{}", server.grpc);
-        let run = python(python_bin, &["table".into(), endpoint, "job-big".into(), table_path.clone(), port])?;
-        server.stop().await?;
+        let run = python(python_bin, &["table".into(), server.grpc.clone(), "job-big".into(), table_path.clone(), port])?;
+        drop(server);
         anyhow::ensure!(run["equal"] == true, "the streamed table differs from the stored one: {run}");
         measured.push(run);
     }
@@ -347,14 +350,13 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
     flush_writes()?;
     // Compaction off: these rows read each job's own table (the many-small-jobs rows measure
     // reads from compacted parts).
-    let server = mops::serve::LocalServer::start(&mops::serve_args(&["query", "--home", &home, "--compact-jobs-under", "0"])?).await?;
+    let server = crate::catalog::start_query_with(&mops, std::path::Path::new(&home), &["--compact-jobs-under", "0"]).await?;
     let glob = format!("{home}/results/results/job-*/losses.parquet");
-    let endpoint = format!("grpc://{}", server.grpc);
     let measured = python(
         python_bin,
-        &["jobs".into(), endpoint, glob, TARGETS[0].into(), bundle(3), "2.0".into(), "2.05".into()],
+        &["jobs".into(), server.grpc.clone(), glob, TARGETS[0].into(), bundle(3), "2.0".into(), "2.05".into()],
     )?;
-    server.stop().await?;
+    drop(server);
     anyhow::ensure!(measured["best_equal"] == true && measured["selective_equal"] == true, "answers differ from DuckDB's: {measured}");
     let (ours, duck) = (seconds(&measured, "ours_best")?, seconds(&measured, "duckdb_best")?);
     rows.push(Row {
