@@ -8,7 +8,8 @@
 //! holds no footer and shares its schema with every job of the same columns, so tens of
 //! thousands of jobs cost a few KB each. The catalog refreshes itself by listing `results/` (one
 //! listing, then only changed manifests are read), and a job asked for by id that it does not
-//! know yet is looked up at once, so a newly indexed job is visible without a restart.
+//! know yet is looked up at once, so a newly indexed job is visible without a restart. It also
+//! knows the compacted parts of small jobs ([`crate::parts`]) from their manifests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -353,10 +354,11 @@ impl Catalog {
         Ok(loaded)
     }
 
-    /// Forgets the parts' members that are no known job, and the parts left without any.
+    /// Forgets the parts' members that are no known job, and the parts left without any. The
+    /// two locks are never held together.
     fn forget_gone_members(&self) {
-        let entries = self.entries.read().expect("catalog lock");
-        self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner).keep_jobs(entries.keys().map(String::as_str));
+        let known: std::collections::HashSet<u64> = self.entries.read().expect("catalog lock").keys().map(|job| crate::parts::job_hash(job)).collect();
+        self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner).keep_jobs(&known);
     }
 
     /// Forgets the schemas and bundle refs no job holds any more.
@@ -601,7 +603,8 @@ fn too_large(path: &Path, size: u64) -> QueryError {
     QueryError::Catalog(format!("{path}: {size} bytes, more than the {MAX_CATALOG_FILE_BYTES} a manifest or summary may have"))
 }
 
-/// Reads the summary at `path` with `parse`, naming the file when it is not one.
+/// Reads the file at `path` (a summary, a part's manifest) with `parse`, naming the file when it
+/// is not one.
 async fn read<T, E: std::fmt::Display>(store: &dyn ObjectStore, path: &Path, parse: impl FnOnce(&[u8]) -> Result<T, E>) -> Result<T, QueryError> {
     let bytes = match modelops_core::records::read_bounded(store, path, MAX_CATALOG_FILE_BYTES).await? {
         modelops_core::records::BoundedRead::Bytes(bytes) => bytes,

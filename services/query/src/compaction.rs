@@ -69,9 +69,11 @@ pub struct Compacted {
 #[tracing::instrument(name = "compaction", skip_all)]
 pub async fn compact(catalog: &Catalog, options: &CompactionOptions) -> Result<Compacted, QueryError> {
     let mut groups: BTreeMap<(String, usize), Vec<Arc<JobEntry>>> = BTreeMap::new();
+    // The jobs first, then the parts: the catalog's two locks are never held together.
+    let jobs = catalog.jobs();
     {
         let parts = catalog.parts();
-        for job in catalog.jobs() {
+        for job in jobs {
             let small = job.counts[0] > 0 && job.counts[0] <= options.small_rows;
             // Only immutable versions: a seed-path table changes under its name.
             let versioned = job.table.location.as_ref().contains("/tables/losses-");

@@ -122,11 +122,10 @@ impl Parts {
         self.by_job.retain(|_, (_, of)| *of != slot);
     }
 
-    /// Forgets the members that are no job the catalog knows (deleted since the part was
-    /// written), and the parts left without any: their index entries would be kept for
+    /// Forgets the members that are no job the catalog knows (`known` holds the [`job_hash`] of
+    /// each; deleted since the part was written), and the parts left without any: their index entries would be kept for
     /// nothing. Such a part's id stays known, so its manifest is not read again.
-    pub fn keep_jobs<'a>(&mut self, known: impl Iterator<Item = &'a str>) {
-        let known: std::collections::HashSet<u64> = known.map(job_hash).collect();
+    pub fn keep_jobs(&mut self, known: &std::collections::HashSet<u64>) {
         self.by_job.retain(|job, _| known.contains(job));
         let mut held = vec![false; self.slots.len()];
         for (_, slot) in self.by_job.values() {
