@@ -202,7 +202,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Compar
     let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
     let mut jobs = engine.catalog().jobs();
     jobs.sort_by(|x, y| y.indexed_at.cmp(&x.indexed_at).then_with(|| x.job_id.cmp(&y.job_id)));
-    let targets: BTreeSet<&str> = jobs.iter().flat_map(|j| j.targets.iter().map(|t| t.target.as_str())).collect();
+    let targets: BTreeSet<&str> = jobs.iter().flat_map(|j| j.targets.iter().map(|t| &*t.target)).collect();
 
     let comparison = if !query.a.is_empty() && !query.b.is_empty() {
         let a = crate::job::job_id(&query.a)?;

@@ -52,7 +52,7 @@ pub fn history(jobs: &[std::sync::Arc<modelops_query::catalog::JobEntry>], targe
         .iter()
         .filter(|job| bundle.is_empty() || job.is_of_bundle(bundle))
         .filter_map(|job| {
-            let loss = job.targets.iter().find(|t| t.target == target)?.min_loss.filter(|l| l.is_finite())?;
+            let loss = job.targets.iter().find(|t| &*t.target == target)?.min_loss.filter(|l| l.is_finite())?;
             let at = DateTime::parse_from_rfc3339(&job.indexed_at).ok()?.with_timezone(&Utc);
             Some(Entry {
                 job_id: job.job_id.clone(),
@@ -176,9 +176,9 @@ fn listed<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
 pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<HistoryQuery>) -> Result<Markup, DashboardError> {
     let engine = dashboard.engine.as_ref().ok_or(DashboardError::ServiceNotRunning("query service"))?;
     let jobs = engine.catalog().jobs();
-    let targets: std::collections::BTreeSet<&str> = jobs.iter().flat_map(|j| j.targets.iter().map(|t| t.target.as_str())).collect();
+    let targets: std::collections::BTreeSet<&str> = jobs.iter().flat_map(|j| j.targets.iter().map(|t| &*t.target)).collect();
     let target = if query.target.is_empty() {
-        jobs.iter().max_by(|a, b| a.indexed_at.cmp(&b.indexed_at)).and_then(|j| j.targets.first()).map(|t| t.target.clone()).unwrap_or_default()
+        jobs.iter().max_by(|a, b| a.indexed_at.cmp(&b.indexed_at)).and_then(|j| j.targets.first()).map(|t| t.target.to_string()).unwrap_or_default()
     } else if targets.contains(query.target.as_str()) {
         query.target.clone()
     } else {
@@ -190,7 +190,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(query): Query<Histor
     };
     let bundles: std::collections::BTreeSet<&str> = jobs
         .iter()
-        .filter(|j| j.targets.iter().any(|t| t.target == target))
+        .filter(|j| j.targets.iter().any(|t| *t.target == *target))
         .map(|j| &*j.bundle_digest)
         .collect();
     if !query.bundle.is_empty() && !bundles.iter().any(|b| modelops_query::catalog::bundle_matches(b, &query.bundle)) {

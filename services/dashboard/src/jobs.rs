@@ -101,7 +101,7 @@ impl TableSummary {
     pub fn of(entry: &modelops_query::catalog::JobEntry) -> Option<Self> {
         let first = entry.targets.first()?;
         Some(Self {
-            target: first.target.clone(),
+            target: first.target.to_string(),
             best_loss: first.min_loss,
             more_targets: entry.targets.len() - 1,
             sets: entry.targets.iter().map(|t| t.count).max().unwrap_or(0),

@@ -33,8 +33,8 @@ use modelops_core::parquet_file::ParquetObject;
 /// Per-target figures from a job's `summary.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetSummary {
-    /// The target entrypoint.
-    pub target: String,
+    /// The target entrypoint (one value shared by every job of the same target).
+    pub target: Arc<str>,
     /// Rows for this target.
     pub count: u64,
     /// Rows with a loss.
@@ -139,8 +139,8 @@ pub struct Catalog {
     entries: Arc<RwLock<BTreeMap<String, Arc<JobEntry>>>>,
     /// Every distinct table schema, by its encoding (`ARROW:schema`): jobs share them.
     schemas: Arc<Mutex<HashMap<String, SchemaRef>>>,
-    /// Every distinct bundle ref: jobs share them.
-    bundles: Arc<Mutex<std::collections::HashSet<Arc<str>>>>,
+    /// Every distinct bundle ref and target name: jobs share them.
+    strings: Arc<Mutex<std::collections::HashSet<Arc<str>>>>,
     /// Footers of the large tables read lately.
     footers: FooterCache,
     /// The compacted parts, and which jobs they stand for.
@@ -167,7 +167,7 @@ impl Catalog {
             store,
             entries: Arc::default(),
             schemas: Arc::default(),
-            bundles: Arc::default(),
+            strings: Arc::default(),
             footers: FooterCache::default(),
             parts: Arc::default(),
         }
@@ -212,7 +212,7 @@ impl Catalog {
             id: id.to_owned(),
             file: crate::parts::rows_file(id, &manifest, meta.last_modified),
             schema: self.schema_of(&manifest.arrow_schema)?,
-            bundle_digest: self.bundle_of(manifest.bundle_digest.clone()),
+            bundle_digest: self.shared(manifest.bundle_digest.clone()),
             members: manifest.members.len(),
             rows: manifest.rows,
         };
@@ -242,14 +242,14 @@ impl Catalog {
         &self.footers
     }
 
-    /// The one shared value of the bundle ref `bundle`.
-    fn bundle_of(&self, bundle: String) -> Arc<str> {
-        let mut bundles = self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(shared) = bundles.get(bundle.as_str()) {
+    /// The one shared value of `text` (a bundle ref, a target name).
+    fn shared(&self, text: String) -> Arc<str> {
+        let mut strings = self.strings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(shared) = strings.get(text.as_str()) {
             return Arc::clone(shared);
         }
-        let shared: Arc<str> = bundle.into();
-        bundles.insert(Arc::clone(&shared));
+        let shared: Arc<str> = text.into();
+        strings.insert(Arc::clone(&shared));
         shared
     }
 
@@ -361,10 +361,10 @@ impl Catalog {
         self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner).keep_jobs(&known);
     }
 
-    /// Forgets the schemas and bundle refs no job holds any more.
+    /// Forgets the schemas, bundle refs and target names no job holds any more.
     fn forget_unheld(&self) {
         self.schemas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, schema| Arc::strong_count(schema) > 1);
-        self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|bundle| Arc::strong_count(bundle) > 1);
+        self.strings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|text| Arc::strong_count(text) > 1);
     }
 
     /// Reads `job`'s entry again now (after it was indexed or re-indexed); forgets it if its
@@ -463,7 +463,7 @@ impl Catalog {
                     version: None,
                 };
                 let schema = self.schema_of(&facts.arrow_schema)?;
-                Facts::from_manifest(facts, table, schema)
+                Facts::from_manifest(facts, table, schema, |name| self.shared(name))
             }
             _ => self.facts_from_files(job, &manifest, table_path).await?,
         };
@@ -490,7 +490,7 @@ impl Catalog {
         let counts = manifest.counts;
         Ok(JobEntry {
             job_id: job.as_str().to_owned(),
-            bundle_digest: self.bundle_of(manifest.bundle_digest),
+            bundle_digest: self.shared(manifest.bundle_digest),
             counts: [counts.total, counts.ok, counts.missing, counts.failed],
             min_loss: manifest.min_loss,
             max_loss: manifest.max_loss,
@@ -536,7 +536,7 @@ impl Catalog {
             .0
             .into_iter()
             .map(|(target, figures)| TargetSummary {
-                target,
+                target: self.shared(target),
                 count: figures.count,
                 ok: figures.ok,
                 min_loss: figures.min_loss,
@@ -562,12 +562,12 @@ struct Facts {
 }
 
 impl Facts {
-    fn from_manifest(facts: TableFacts, table: ObjectMeta, schema: SchemaRef) -> Self {
+    fn from_manifest(facts: TableFacts, table: ObjectMeta, schema: SchemaRef, shared: impl Fn(String) -> Arc<str>) -> Self {
         let targets = facts
             .targets
             .into_iter()
             .map(|target| TargetSummary {
-                target: target.target,
+                target: shared(target.target),
                 count: target.counts.total,
                 ok: target.counts.ok,
                 min_loss: target.min_loss,

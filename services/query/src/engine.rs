@@ -224,7 +224,7 @@ impl Engine {
             .catalog
             .jobs()
             .iter()
-            .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, wanted)).map(|t| t.target.clone()))
+            .flat_map(|job| job.targets.iter().filter(|t| target_matches(&t.target, wanted)).map(|t| t.target.to_string()))
             .collect();
         if matching.len() > 1 {
             return Err(QueryError::InvalidArgument {

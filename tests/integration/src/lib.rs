@@ -301,7 +301,9 @@ impl MopsProcess {
             port,
             http_port: metrics_port,
         };
-        process.wait_listening(Duration::from_secs(20));
+        // A deadline, not a wait: under CI's parallel tests a replica on Azurite (CPU-bound
+        // on the same two cores) once took more than 20 s to listen.
+        process.wait_listening(Duration::from_secs(60));
         process
     }
 
