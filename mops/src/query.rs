@@ -298,7 +298,7 @@ impl Writer {
                 let properties = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(out, Arc::new(expanded_schema(schema)), Some(properties))?)
+                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(out, Arc::new(modelops_query::engine::expanded_schema(schema)), Some(properties))?)
             }
         };
         Ok(Self { sink })
@@ -319,7 +319,9 @@ impl Writer {
             }
             Sink::Csv(writer) => writer.write(&flatten_lists(batch)?)?,
             Sink::Json(writer) => writer.write(batch)?,
-            Sink::Parquet(writer) => writer.write(&expanded(batch)?)?,
+            // A whole loss table comes with a few text columns as dictionaries: the file written
+            // is the table as the results store holds it.
+            Sink::Parquet(writer) => writer.write(&modelops_query::engine::expanded(batch)?)?,
         }
         Ok(())
     }
@@ -375,38 +377,6 @@ fn flatten_lists(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
         }
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
-}
-
-/// `schema` with each dictionary column as its values' type.
-fn expanded_schema(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|field| match field.data_type() {
-            DataType::Dictionary(_, values) => field.as_ref().clone().with_data_type(values.as_ref().clone()),
-            _ => field.as_ref().clone(),
-        })
-        .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
-}
-
-/// `batch` with each dictionary column expanded to its values: a whole loss table comes with
-/// a few text columns as dictionaries, and the Parquet file written is then the table as the
-/// results store holds it.
-fn expanded(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Dictionary(..))) {
-        return Ok(batch.clone());
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|column| match column.data_type() {
-            DataType::Dictionary(_, values) => Ok(arrow::compute::cast(column, values)?),
-            _ => Ok(Arc::clone(column)),
-        })
-        .collect::<anyhow::Result<Vec<ArrayRef>>>()?;
-    Ok(RecordBatch::try_new(Arc::new(expanded_schema(&schema)), columns)?)
 }
 
 /// Columns people do not need in a table (constant per job, or too long).

@@ -52,9 +52,15 @@ pub struct TargetSummary {
 /// (about one chance in 10⁹ among 200,000 sets) would only make best-parameter queries prune
 /// fewer jobs, never answer differently.
 pub fn set_key(param_id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
+    hash64(param_id)
+}
+
+/// A 64-bit hash of `value`, stable within a process: the catalog's keys of parameter sets, job
+/// ids and table versions.
+pub fn hash64<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    use std::hash::Hasher;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    param_id.hash(&mut hasher);
+    value.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -312,7 +318,7 @@ impl Catalog {
         let jobs: Vec<JobId> = listed
             .common_prefixes
             .iter()
-            .filter_map(|dir| dir.parts().last().and_then(|name| JobId::new(name.as_ref()).ok()))
+            .filter_map(|dir| dir.parts().next_back().and_then(|name| JobId::new(name.as_ref()).ok()))
             .collect();
         // The parts first: read after the jobs' manifests, their larger manifests left the
         // process about 150 MB larger at 100,000 jobs (freed memory the allocator's many

@@ -65,6 +65,37 @@ pub fn served_schema(stored: &Schema) -> Schema {
     Schema::new_with_metadata(fields, stored.metadata().clone())
 }
 
+/// `schema` with each dictionary column as its values' type: the inverse of [`served_schema`].
+pub fn expanded_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Dictionary(_, values) => field.as_ref().clone().with_data_type(values.as_ref().clone()),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// `batch` with each dictionary column expanded to its values ([`expanded_schema`]): a served
+/// table as its Parquet file stores it.
+pub fn expanded(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Dictionary(..))) {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            DataType::Dictionary(_, values) => arrow::compute::cast(column, values),
+            _ => Ok(Arc::clone(column)),
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    RecordBatch::try_new(Arc::new(expanded_schema(&schema)), columns)
+}
+
 /// `table` to be decoded in its [`served_schema`].
 fn served(table: OpenedTable) -> Result<OpenedTable, QueryError> {
     let schema = Arc::new(served_schema(table.footer.schema()));
@@ -840,7 +871,7 @@ async fn read_part(
 fn row_groups_meeting(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata, lo: Option<f64>, hi: Option<f64>) -> Vec<usize> {
     use parquet::file::statistics::Statistics;
     let metadata = footer.metadata();
-    let leaf = metadata.file_metadata().schema_descr().columns().iter().position(|column| column.path().string() == "loss");
+    let leaf = loss_leaf(footer);
     (0..metadata.num_row_groups())
         .filter(|&group| {
             let Some(leaf) = leaf else { return true };
@@ -855,6 +886,11 @@ fn row_groups_meeting(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata
             }
         })
         .collect()
+}
+
+/// The index of a table's `loss` column among its Parquet leaves.
+fn loss_leaf(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata) -> Option<usize> {
+    footer.metadata().file_metadata().schema_descr().columns().iter().position(|column| column.path().string() == "loss")
 }
 
 /// The rows of `batch` whose `job_id` is in `jobs`.
@@ -877,7 +913,7 @@ fn loss_row_filter(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata, l
         return None;
     }
     let schema = footer.metadata().file_metadata().schema_descr();
-    let leaf = schema.columns().iter().position(|column| column.path().string() == "loss")?;
+    let leaf = loss_leaf(footer)?;
     let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [leaf]), move |batch: RecordBatch| {
         let mask = loss_in_range(batch.column(0), lo, hi)?.expect("a bound is set");
         Ok(nulls_never_match(mask))

@@ -17,7 +17,7 @@ use modelops_core::compacted::PartManifest;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
-use crate::catalog::JobEntry;
+use crate::catalog::{JobEntry, hash64};
 
 /// One compacted part.
 #[derive(Debug)]
@@ -60,21 +60,14 @@ pub struct Parts {
 
 /// A 64-bit hash of a job id, the key of the index.
 pub fn job_hash(job: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    job.hash(&mut hasher);
-    hasher.finish()
+    hash64(job)
 }
 
 /// A 64-bit hash of a table version: its key and size. Two versions sharing one (about one
 /// chance in 10¹⁹ for a job's two versions) would read a job's earlier rows; the key names an
 /// immutable version, so this needs the same name and size for different bytes too.
 pub fn version_hash(key: &str, size: u64) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    size.hash(&mut hasher);
-    hasher.finish()
+    hash64(&(key, size))
 }
 
 impl Parts {

@@ -111,18 +111,7 @@ fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
 /// `batches` as one batch, dictionary columns expanded to their values: a served table as
 /// the Parquet file stores it.
 fn as_stored(batches: &[RecordBatch]) -> RecordBatch {
-    let batch = arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap();
-    let (fields, columns): (Vec<_>, Vec<_>) = batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(field, column)| match field.data_type() {
-            DataType::Dictionary(_, values) => (field.as_ref().clone().with_data_type(values.as_ref().clone()), arrow::compute::cast(column, values).unwrap()),
-            _ => (field.as_ref().clone(), Arc::clone(column)),
-        })
-        .unzip();
-    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, batch.schema().metadata().clone())), columns).unwrap()
+    crate::engine::expanded(&arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()).unwrap()
 }
 
 fn rows(batches: &[RecordBatch]) -> Vec<Row> {
@@ -1030,7 +1019,7 @@ async fn write_small_job(results: &Store, job: &str, bundle: &str, sets: u64, se
         let mut values = PyObject::new();
         values.insert("beta", (set as f64 / 10.0).into());
         for (t, target) in targets.iter().enumerate() {
-            let failed = (set + seed) % 7 == 0;
+            let failed = (set + seed).is_multiple_of(7);
             // Losses spread over [0, 100) and interleaved across jobs.
             let loss = ((set * 37 + seed * 11 + t as u64 * 5) % 1000) as f64 / 10.0;
             writer
