@@ -291,19 +291,21 @@ pub async fn run(scale: f64, python_bin: &str) -> anyhow::Result<Vec<Row>> {
         },
         Row {
             workload: format!(
-                "the dashboard's jobs list with {registered} jobs in the registry (embedded) and indexed, the first page of {} with each table's best loss (median of 9)",
+                "the dashboard's jobs list with {registered} jobs in the registry (embedded) and indexed: the first page of {} with each table's best loss, then the next older page (median of 9 each)",
                 page["jobs_page_rows"].as_u64().unwrap_or(0)
             ),
             measured: format!(
-                "{:.1} ms, {:.0} KiB, {} rows with their table",
+                "{:.1} ms, {:.0} KiB, {} rows with their table; older page {:.1} ms ({} rows)",
                 seconds(&page, "jobs_page")? * 1e3,
                 page["jobs_page_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
-                page["jobs_page_with_table"].as_u64().unwrap_or(0)
+                page["jobs_page_with_table"].as_u64().unwrap_or(0),
+                seconds(&page, "older_page")? * 1e3,
+                page["older_page_rows"].as_u64().unwrap_or(0)
             ),
             baseline: "—".into(),
             ratio: None,
             target: "≤ 100 ms (issue #20)".into(),
-            met: seconds(&page, "jobs_page")? <= 0.1,
+            met: seconds(&page, "jobs_page")?.max(seconds(&page, "older_page")?) <= 0.1,
         },
         Row {
             workload: format!("best 10 of one target over {what}"),

@@ -175,13 +175,19 @@ elif mode == "jobs_page":
     # best loss from the catalog.
     import urllib.request
     base = sys.argv[3]
-    def jobs_page():
-        with urllib.request.urlopen(f"{base}/jobs") as response:
+    import html, re
+    def jobs_page(path="/jobs"):
+        with urllib.request.urlopen(f"{base}{path}") as response:
             return response.read()
     out["jobs_page"], body = timed(jobs_page, 9)
     out["jobs_page_bytes"] = len(body)
-    out["jobs_page_rows"] = body.count(b"<tr data-job=")
-    out["jobs_page_with_table"] = body.count(b'data-field="target"')
+    # The row template's row has an empty job id; a row with its table names its target.
+    out["jobs_page_rows"] = body.count(b'<tr data-job="job-')
+    out["jobs_page_with_table"] = body.count(b'data-field="target" title="targets.')
+    # An older page, reached by the first page's link: every page costs about the same.
+    older = html.unescape(re.search(rb'rel="next" href="([^"]+)"', body).group(1).decode())
+    out["older_page"], body = timed(lambda: jobs_page(older), 9)
+    out["older_page_rows"] = body.count(b'<tr data-job="job-')
 else:
     if mode == "catalog":
         # Many small jobs: the listings first, then the same queries as over the large jobs

@@ -87,6 +87,8 @@
     const since = Date.parse(table.getAttribute("data-filter-since") || "");
     const tbody = table.querySelector("tbody");
     const template = document.getElementById("job-row");
+    // Only the newest page takes in new jobs; an older page updates the rows it shows.
+    const inserts = table.hasAttribute("data-insert");
     function keeps(job) {
       if (statuses.length && statuses.indexOf(job.status) < 0) return false;
       if (!Number.isNaN(since) && Date.parse(job.created_at) < since) return false;
@@ -99,6 +101,7 @@
         return;
       }
       if (!row) {
+        if (!inserts) return;
         row = template.content.firstElementChild.cloneNode(true);
         row.setAttribute("data-job", job.job_id);
         const link = row.querySelector("a.job-link");

@@ -1,7 +1,9 @@
-//! The jobs page and its live feed. The page lists the newest jobs matching its filters; its
-//! script then follows `/jobs/events`, a server-sent event stream of every job change the
-//! registry's change hub sees (starting right after the last change the page already shows),
-//! and updates or inserts rows in place. Nothing polls.
+//! The jobs page and its live feed. The page lists the jobs matching its filters, newest first,
+//! [`JOBS_PER_PAGE`] at a time, each page linking to the older ones (the registry's page token in
+//! the URL), so every job is reachable however many there are. Its script then follows
+//! `/jobs/events`, a server-sent event stream of every job change the registry's change hub sees
+//! (starting right after the last change the page already shows), and updates rows in place;
+//! the first page also inserts new jobs at its top. Nothing polls.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use futures::{Stream, StreamExt};
 use maud::{Markup, html};
 use modelops_core::job::{JobState, JobStatus};
 use modelops_core::job::IndexState;
-use modelops_registry_client::{ListQuery, MAX_PAGE_SIZE, SharedRegistry, WatchFrom};
+use modelops_registry_client::{ListQuery, SharedRegistry, WatchFrom};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DashboardError;
@@ -29,7 +31,14 @@ pub struct JobFilter {
     /// `1h`, `24h`, `7d`, or empty for any age.
     #[serde(default)]
     pub since: String,
+    /// Where the page starts: the registry's page token of the previous page (empty: the newest).
+    #[serde(default)]
+    pub page: String,
 }
+
+/// Jobs on one page of the list. A page of 100 is what a modeller scans by eye; older pages are
+/// a link away, and rendering stays cheap with tens of thousands of jobs in the registry.
+pub const JOBS_PER_PAGE: usize = 100;
 
 /// The age choices of the filter, with their lengths.
 const AGES: [(&str, &str, i64); 3] = [("1h", "last hour", 3600), ("24h", "last 24 hours", 86_400), ("7d", "last 7 days", 604_800)];
@@ -169,11 +178,16 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
     let statuses = filter.statuses()?;
     // The statuses the filter keeps, comma-separated, for the script (empty: all).
     let kept_statuses = statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+    let first_page = filter.page.is_empty();
+    if !first_page {
+        // Refused here with the reason, whichever registry (embedded or remote) would read it.
+        modelops_core::page_token::PageToken::decode(&filter.page).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
+    }
     let query = ListQuery {
         statuses,
         since,
-        limit: MAX_PAGE_SIZE,
-        page_token: None,
+        limit: JOBS_PER_PAGE,
+        page_token: (!first_page).then(|| filter.page.clone()),
     };
     // The listing carries the registry's watch position taken before it: every change after
     // it reaches the page as an event, so none falls between this listing and the stream.
@@ -215,7 +229,7 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
                 noscript { button type="submit" { "Filter" } }
                 span.live data-live-indicator { "live" }
             }
-            table id="jobs" class="jobs" data-events={ "/jobs/events?after=" (seq) }
+            table id="jobs" class="jobs" data-events={ "/jobs/events?after=" (seq) } data-insert[first_page]
                 data-filter-statuses=(kept_statuses) data-filter-since=(since.map(|t| t.to_rfc3339()).unwrap_or_default()) {
                 thead { tr { th { "Job" } th { "Status" } th { "Progress" } th { "Created" } th { "Updated" } th { "Index" } th { "Best loss" } th { "Target" } th { "Sets" } th { "Error" } } }
                 tbody {
@@ -223,10 +237,26 @@ pub async fn page(State(dashboard): State<Dashboard>, Query(filter): Query<JobFi
                 }
             }
             @if rows.is_empty() { p.empty { "No jobs match." } }
-            @if listed.next_page_token.is_some() { p.note { "Showing the " (rows.len()) " newest; narrow the filters to see older jobs." } }
+            nav.pages {
+                @if !first_page { a href=(page_link(&filter, None)) { "← Newest" } }
+                @if let Some(next) = &listed.next_page_token { a rel="next" href=(page_link(&filter, Some(next))) { "Older →" } }
+            }
             template id="job-row" { (JobRow { job_id: String::new(), status: "pending", terminal: false, completed: 0, total: 0, created_at: String::new(), updated_at: String::new(), error: None, index_state: "none", table: None }.markup()) }
         },
     ))
+}
+
+/// The URL of the jobs page with `filter`'s status and age, starting after `page` (the newest
+/// page when `None`).
+fn page_link(filter: &JobFilter, page: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in [("status", filter.status.as_str()), ("since", filter.since.as_str()), ("page", page.unwrap_or(""))] {
+        if !value.is_empty() {
+            query.append_pair(key, value);
+        }
+    }
+    let query = query.finish();
+    if query.is_empty() { "/jobs".to_owned() } else { format!("/jobs?{query}") }
 }
 
 /// Query of the event stream.

@@ -467,7 +467,7 @@ impl LandscapeCache {
 
     /// The landscape of `entry`, rendered now unless cached for the same indexing.
     pub async fn get(&self, engine: &Engine, entry: &JobEntry) -> Result<Arc<Landscape>, DashboardError> {
-        let key = (entry.job_id.clone(), entry.indexed_at.clone());
+        let key = (entry.job_id.clone(), entry.indexed_at.to_string());
         {
             let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(at) = entries.iter().position(|(k, _)| *k == key) {

@@ -183,6 +183,83 @@ async fn jobs_page_lists_and_filters_jobs() {
 }
 
 #[tokio::test]
+async fn jobs_page_pages_through_every_job_newest_first() {
+    let fixture = fixture().await;
+    // 2 jobs of the fixture and 203 more: three pages of 100, 100 and 5.
+    for i in 0..203 {
+        fixture
+            .registry
+            .register(Registration {
+                job_id: Some(JobId::new(format!("job-paged-{i:03}")).unwrap()),
+                k8s_name: None,
+                k8s_namespace: None,
+                metadata: meta(),
+                spec: None,
+            })
+            .await
+            .unwrap();
+    }
+    let router = fixture.dashboard.clone().router(WebAuth::new(None));
+    // (job, created_at) of each row, the row template's empty one left out.
+    let rows_of = |body: &str| -> Vec<(String, String)> {
+        let attribute = |row: &str, name: &str| {
+            let at = row.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            row[at..at + row[at..].find('"').unwrap()].to_owned()
+        };
+        body.split("<tr ").skip(1).filter(|row| row.starts_with("data-job=")).map(|row| (attribute(row, "data-job"), attribute(row, "data-created"))).filter(|(job, _)| !job.is_empty()).collect()
+    };
+    let jobs_of = |body: &str| -> Vec<String> { rows_of(body).into_iter().map(|(job, _)| job).collect() };
+    let next_of = |body: &str| -> Option<String> {
+        let at = body.find("rel=\"next\" href=\"")? + "rel=\"next\" href=\"".len();
+        Some(body[at..at + body[at..].find('"').unwrap()].replace("&amp;", "&"))
+    };
+    let mut seen = Vec::new();
+    let mut uri = "/jobs".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, _, body) = get(&router, &uri, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        pages += 1;
+        let jobs = rows_of(&body);
+        assert!(jobs.len() <= crate::jobs::JOBS_PER_PAGE, "{}", jobs.len());
+        // Only the newest page takes in new jobs from the live stream.
+        assert_eq!(body.contains("data-insert"), pages == 1, "{uri}");
+        assert_eq!(body.contains("← Newest"), pages > 1, "{uri}");
+        seen.extend(jobs);
+        match next_of(&body) {
+            Some(next) => uri = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 205, "every job once");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().map(|(job, _)| job).collect();
+    assert_eq!(distinct.len(), 205);
+    // Newest first across the pages (ties by job id), the fixture's two jobs last.
+    assert!(seen.windows(2).all(|pair| pair[0].1 > pair[1].1 || (pair[0].1 == pair[1].1 && pair[0].0 < pair[1].0)), "{seen:?}");
+    assert!(seen[203..].iter().all(|(job, _)| job == "job-a" || job == "job-b"), "{:?}", &seen[203..]);
+
+    // The filters ride along the page links.
+    let (_, _, body) = get(&router, "/jobs?status=pending", &[]).await;
+    assert_eq!(jobs_of(&body).len(), 100);
+    let next = next_of(&body).unwrap();
+    assert!(next.starts_with("/jobs?status=pending&page="), "{next}");
+    let (_, _, body) = get(&router, &next, &[]).await;
+    assert_eq!(jobs_of(&body).len(), 100);
+    assert!(next_of(&body).is_some(), "203 pending jobs: a third page");
+
+    // Hostile page tokens: a clear 400, and the list still answers.
+    let long = "ab".repeat(4096);
+    for bad in ["zz", "abc", "0a", long.as_str(), "6a6f622d610a2e2e2f2e2e", "%E2%82%AC%E2"] {
+        let (status, _, body) = get(&router, &format!("/jobs?page={bad}"), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body.contains("page_token"), "{body}");
+    }
+    let (status, _, _) = get(&router, "/jobs", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn job_page_shows_one_landscape_per_parameter_and_the_best_rows() {
     let fixture = fixture().await;
     let router = fixture.dashboard.clone().router(WebAuth::new(None));
