@@ -80,7 +80,7 @@ pub struct JobEntry {
     /// Earliest and latest `computed_at` (µs since the epoch), from the table's statistics.
     pub computed_at_range: Option<(i64, i64)>,
     /// When the table was committed (RFC 3339).
-    pub indexed_at: String,
+    pub indexed_at: Box<str>,
     /// The table's schema version.
     pub schema_version: u64,
     /// Per target, in spec order.
@@ -92,10 +92,11 @@ pub struct JobEntry {
     pub table: ObjectMeta,
     /// Size of the table in bytes.
     pub table_bytes: u64,
-    /// The job's per-replicate table, when its manifest names one (`files.replicates`).
-    pub replicates: Option<ReplicatesTable>,
-    /// The manifest's listing metadata when read (to notice a re-index).
-    manifest_version: (Option<String>, i64, u64),
+    /// The job's per-replicate table, when its manifest names one (`files.replicates`); boxed,
+    /// as most jobs have none and every entry would carry its room.
+    pub replicates: Option<Box<ReplicatesTable>>,
+    /// A hash of the manifest's listing metadata when read (to notice a re-index).
+    manifest_version: u64,
 }
 
 impl JobEntry {
@@ -161,8 +162,10 @@ const CATALOG_READS_AT_ONCE: usize = 16;
 /// A refresh that took `d` waits at least this many times `d` for the next.
 const REFRESH_WAIT_FACTOR: u32 = 5;
 
-fn version_of(meta: &ObjectMeta) -> (Option<String>, i64, u64) {
-    (meta.e_tag.clone(), meta.last_modified.timestamp_micros(), meta.size)
+/// A hash of a manifest's e-tag, modification time and size: two versions sharing one (one
+/// chance in 2⁶⁴) would only delay the reload of a re-indexed job to its next change.
+fn version_of(meta: &ObjectMeta) -> u64 {
+    hash64(&(meta.e_tag.as_deref(), meta.last_modified.timestamp_micros(), meta.size))
 }
 
 impl Catalog {
@@ -486,10 +489,10 @@ impl Catalog {
                     },
                     None => self.store.head(&location).await?,
                 };
-                Some(ReplicatesTable {
+                Some(Box::new(ReplicatesTable {
                     rows: manifest.files.replicates_rows.unwrap_or(0),
                     file,
-                })
+                }))
             }
             None => None,
         };
@@ -501,7 +504,7 @@ impl Catalog {
             min_loss: manifest.min_loss,
             max_loss: manifest.max_loss,
             computed_at_range: facts.computed_at_range,
-            indexed_at: manifest.indexed_at,
+            indexed_at: manifest.indexed_at.into(),
             schema_version: manifest.schema_version,
             targets: facts.targets,
             schema: facts.schema,

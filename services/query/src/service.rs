@@ -343,25 +343,25 @@ impl FlightService for QueryService {
 
     #[tracing::instrument(skip_all)]
     async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let mut infos = Vec::new();
-        // Jobs share a few schemas: each is encoded once, as a whole table is served.
-        let mut encoded: std::collections::HashMap<*const arrow::datatypes::Schema, FlightInfo> = std::collections::HashMap::new();
-        for job in self.engine.catalog().jobs() {
-            let command = Command::Losses(LossesQuery::whole_table(&job.job_id));
-            let with_schema = match encoded.entry(std::sync::Arc::as_ptr(&job.schema)) {
+        // Built one at a time as the client takes them: the stream holds the jobs' entries, not
+        // tens of thousands of FlightInfos at once. Jobs share a few schemas: each is encoded
+        // once (keyed by the shared schema's address), as a whole table is served.
+        let mut encoded: std::collections::HashMap<usize, FlightInfo> = std::collections::HashMap::new();
+        let infos = self.engine.catalog().jobs().into_iter().map(move |job| {
+            let with_schema = match encoded.entry(std::sync::Arc::as_ptr(&job.schema) as usize) {
                 std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
                 std::collections::hash_map::Entry::Vacant(new) => new
                     .insert(FlightInfo::new().try_with_schema(&served_schema(&job.schema)).map_err(|e| Status::from(QueryError::from(e)))?)
                     .clone(),
             };
-            let info = with_schema
+            let command = Command::Losses(LossesQuery::whole_table(&job.job_id));
+            Ok(with_schema
                 .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command.to_json())))
                 .with_descriptor(FlightDescriptor::new_path(vec!["losses".into(), job.job_id.clone()]))
                 .with_total_records(job.counts[0] as i64)
                 .with_total_bytes(job.table_bytes as i64)
-                .with_ordered(true);
-            infos.push(Ok(info));
-        }
+                .with_ordered(true))
+        });
         Ok(Response::new(Box::pin(futures::stream::iter(infos))))
     }
 

@@ -30,7 +30,7 @@ struct TableVersion {
 impl TableVersion {
     fn of(job: &JobEntry) -> Self {
         Self {
-            indexed_at: job.indexed_at.clone(),
+            indexed_at: job.indexed_at.to_string(),
             size: job.table.size,
             e_tag: job.table.e_tag.clone(),
         }
