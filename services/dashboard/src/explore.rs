@@ -139,6 +139,20 @@ pub struct Explorer {
     pub(crate) sections: Memo<String, maud::Markup>,
 }
 
+/// A table row with a loss, as the landscape reads it: 24 bytes, a million of them for a large
+/// table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossRow {
+    /// Its batch.
+    pub batch: u32,
+    /// Its row in the batch.
+    pub row: u32,
+    /// Its target (index in the landscape's targets).
+    pub target: u32,
+    /// Its loss.
+    pub loss: f64,
+}
+
 /// A row as an overlay draws it: its parameter values (in parameter order) and loss.
 pub type OverlayRow = (Vec<f64>, f64);
 
@@ -274,7 +288,7 @@ impl Explorer {
     pub fn new(
         batches: &[RecordBatch],
         params: &[(usize, String)],
-        rows: &[(usize, usize, usize, f64)],
+        rows: &[LossRow],
         targets: Vec<String>,
         log_loss: bool,
     ) -> Result<Self, DashboardError> {
@@ -283,14 +297,15 @@ impl Explorer {
         let mut by_target: Vec<Vec<u32>> = vec![Vec::new(); targets.len()];
         // Each batch's parameter columns, downcast once (not once per value).
         let typed: Vec<Vec<crate::landscape::Numeric<'_>>> = batches.iter().map(|batch| params.iter().map(|(index, _)| crate::landscape::Numeric::of(batch.column(*index).as_ref())).collect()).collect();
-        for (k, &(b, r, t, l)) in rows.iter().enumerate() {
-            for (column, numeric) in columns.iter_mut().zip(&typed[b]) {
-                column.push(numeric.value(r));
+        for (k, row) in rows.iter().enumerate() {
+            for (column, numeric) in columns.iter_mut().zip(&typed[row.batch as usize]) {
+                column.push(numeric.value(row.row as usize));
             }
-            loss.push(l);
-            by_target[t].push(k as u32);
+            loss.push(row.loss);
+            by_target[row.target as usize].push(k as u32);
         }
-        // Each target's rows from the lowest loss up; the ids of the lowest, so points can be named.
+        // Each target's rows from the lowest loss up; the ids of the lowest, so points can be named
+        // (when the batches hold no ids, the caller names them: [`Explorer::rows_to_name`]).
         let mut names = HashMap::new();
         let in_table_order = by_target.clone();
         for of_target in &mut by_target {
@@ -300,12 +315,10 @@ impl Explorer {
             keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             *of_target = keyed.into_iter().map(|(_, r)| r).collect();
             for &r in of_target.iter().take(MAX_TOP) {
-                let (b, row, _, _) = rows[r as usize];
-                let ids = batches[b]
-                    .column_by_name("param_id")
-                    .and_then(|c| c.as_string_opt::<i32>())
-                    .ok_or_else(|| DashboardError::NotFound("the loss table has no text column param_id".into()))?;
-                names.insert(r, ids.value(row).to_owned());
+                let LossRow { batch, row, .. } = rows[r as usize];
+                if let Some(ids) = batches[batch as usize].column_by_name("param_id").and_then(|c| c.as_string_opt::<i32>()) {
+                    names.insert(r, ids.value(row as usize).to_owned());
+                }
             }
         }
         let mut explorer = Self {
@@ -326,6 +339,17 @@ impl Explorer {
         explorer.log_default = explorer.columns.iter().map(|c| spans_decades(c.iter().copied())).collect();
         explorer.sensitivity = (0..explorer.targets.len()).map(|_| std::sync::OnceLock::new()).collect();
         Ok(explorer)
+    }
+
+    /// The rows whose parameter-set ids the views show (each target's [`MAX_TOP`] lowest) and
+    /// that have none yet: for [`Explorer::name_rows`].
+    pub fn rows_to_name(&self) -> Vec<u32> {
+        self.by_target.iter().flat_map(|rows| rows.iter().take(MAX_TOP)).copied().filter(|r| !self.names.contains_key(r)).collect()
+    }
+
+    /// Names `rows` (as [`Explorer::rows_to_name`] gave them) with their parameter-set ids.
+    pub fn name_rows(&mut self, names: impl IntoIterator<Item = (u32, String)>) {
+        self.names.extend(names);
     }
 
     /// Rows with a loss.

@@ -152,15 +152,23 @@ pub struct Landscape {
     pub explorer: crate::explore::Explorer,
     /// How long reading and reducing the table took, when built by [`build`].
     pub built: Option<(std::time::Duration, std::time::Duration)>,
+    /// The rows shown whose parameter-set ids were not read (table position, where shown).
+    unnamed: Vec<(u64, Unnamed)>,
+}
+
+/// Where a row whose parameter-set id the reduction did not read is shown.
+#[derive(Debug, Clone, Copy)]
+enum Unnamed {
+    /// `unlossed[i]`.
+    Unlossed(usize),
+    /// `best[i]`.
+    Best(usize),
+    /// The explorer's row `r` (one of a target's lowest).
+    Lowest(u32),
 }
 
 /// A row with a loss, as the reduction keeps it.
-struct Point {
-    target: usize,
-    loss: f64,
-    /// Where it is: (batch, row).
-    at: (usize, usize),
-}
+use crate::explore::LossRow as Point;
 
 /// A parameter column and how it is drawn.
 struct ParamColumn {
@@ -257,12 +265,20 @@ pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, Dashb
     let mut landscape = tokio::task::spawn_blocking(move || reduce(&batches))
         .await
         .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))??;
+    // The few ids the page shows, read at their rows only.
+    let rows = landscape.rows_to_name();
+    if !rows.is_empty() {
+        let ids = engine.text_at(&entry.job_id, "param_id", &rows).await?;
+        landscape.name_rows(&rows, ids);
+    }
     landscape.built = Some((read, started.elapsed() - read));
     Ok(landscape)
 }
 
-/// The loss table's columns the landscape does not read.
-const UNREAD_COLUMNS: [&str; 3] = ["job_id", "bundle_digest", "computed_at"];
+/// The loss table's columns the landscape does not read: the job's id and bundle are the same
+/// on every row, and the parameter-set ids (a large table's largest column) are read afterwards
+/// at the few rows the page shows ([`Landscape::rows_to_name`]).
+const UNREAD_COLUMNS: [&str; 4] = ["job_id", "bundle_digest", "computed_at", "param_id"];
 
 /// The reduction and rendering behind [`build`], over a table's batches.
 pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
@@ -282,6 +298,7 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             losses_positive: false,
             explorer: crate::explore::Explorer::new(&[], &[], &[], Vec::new(), false)?,
             built: None,
+            unnamed: Vec::new(),
         });
     };
     let schema = first.schema();
@@ -297,8 +314,25 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         })
         .collect();
 
+    // Parameter-set ids come from the batches when they hold them; otherwise each row shown is
+    // noted by its position in the table, for the caller to name ([`Landscape::name_rows`]).
+    let with_ids = schema.column_with_name("param_id").is_some();
+    let starts: Vec<u64> = batches
+        .iter()
+        .scan(0_u64, |at, batch| {
+            let start = *at;
+            *at += batch.num_rows() as u64;
+            Some(start)
+        })
+        .collect();
+    let mut unnamed: Vec<(u64, Unnamed)> = Vec::new();
+    let id_at = |b: usize, row: usize| -> Result<Option<String>, DashboardError> {
+        Ok(if with_ids { Some(utf8_column(&batches[b], "param_id")?.value(row).to_owned()) } else { None })
+    };
     let mut targets: Vec<String> = Vec::new();
-    let mut points = Vec::new();
+    // Room for every row at once: grown by doubling, a large table's rows would touch about
+    // twice their bytes of fresh memory.
+    let mut points = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     let mut unlossed = Vec::new();
     let mut rows = 0;
     for (b, batch) in batches.iter().enumerate() {
@@ -321,9 +355,13 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
             };
             if status.value(row) != "ok" || loss.is_null(row) || !loss.value(row).is_finite() {
                 if unlossed.len() < MAX_UNLOSSED_LISTED {
+                    let param_id = id_at(b, row)?.unwrap_or_else(|| {
+                        unnamed.push((starts[b] + row as u64, Unnamed::Unlossed(unlossed.len())));
+                        String::new()
+                    });
                     unlossed.push(UnlossedRow {
                         target: target.value(row).to_owned(),
-                        param_id: utf8_column(batch, "param_id")?.value(row).to_owned(),
+                        param_id,
                         status: status.value(row).to_owned(),
                         params: params.iter().map(|p| column_text(batch.column(p.index).as_ref(), row)).collect(),
                     });
@@ -331,9 +369,10 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
                 continue;
             }
             points.push(Point {
-                target: t,
+                batch: b as u32,
+                row: row as u32,
+                target: t as u32,
                 loss: loss.value(row),
-                at: (b, row),
             });
         }
     }
@@ -355,17 +394,20 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         let mut series: Vec<Series> = targets.iter().map(|t| Series::new(t)).collect();
         for &i in &drawn {
             let point = &points[i];
-            let column = batches[point.at.0].column(param.index);
-            if let Some(x) = Numeric::of(column.as_ref()).get(point.at.1) {
-                series[point.target].points.push((x, point.loss));
+            let column = batches[point.batch as usize].column(param.index);
+            if let Some(x) = Numeric::of(column.as_ref()).get(point.row as usize) {
+                series[point.target as usize].points.push((x, point.loss));
             }
         }
         plots.push(ParamPlot::new(&param.name, series));
     }
 
     let numeric: Vec<(usize, String)> = params.iter().filter(|p| p.numeric).map(|p| (p.index, p.name.clone())).collect();
-    let rows_with_loss: Vec<(usize, usize, usize, f64)> = points.iter().map(|p| (p.at.0, p.at.1, p.target, p.loss)).collect();
-    let explorer = crate::explore::Explorer::new(batches, &numeric, &rows_with_loss, targets.clone(), log_loss)?;
+    let explorer = crate::explore::Explorer::new(batches, &numeric, &points, targets.clone(), log_loss)?;
+    for r in explorer.rows_to_name() {
+        let point = &points[r as usize];
+        unnamed.push((starts[point.batch as usize] + u64::from(point.row), Unnamed::Lowest(r)));
+    }
 
     // The best rows of each target: the explorer holds each target's rows in loss order, and its
     // rows are `points` in order.
@@ -373,11 +415,15 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
     for (t, name) in targets.iter().enumerate() {
         for index in explorer.lowest(t).take(BEST_PER_TARGET) {
             let point = &points[index];
-            let batch = &batches[point.at.0];
-            let row = point.at.1;
+            let batch = &batches[point.batch as usize];
+            let row = point.row as usize;
+            let param_id = id_at(point.batch as usize, row)?.unwrap_or_else(|| {
+                unnamed.push((starts[point.batch as usize] + row as u64, Unnamed::Best(best.len())));
+                String::new()
+            });
             best.push(BestRow {
                 target: name.clone(),
-                param_id: utf8_column(batch, "param_id")?.value(row).to_owned(),
+                param_id,
                 loss: point.loss,
                 n_replicates: batch
                     .column_by_name("n_replicates")
@@ -408,10 +454,34 @@ pub fn reduce(batches: &[RecordBatch]) -> Result<Landscape, DashboardError> {
         losses_positive: !points.is_empty() && lo > 0.0,
         explorer,
         built: None,
+        unnamed,
     })
 }
 
 impl Landscape {
+    /// The table rows (positions, ascending) whose parameter-set ids the page shows and the
+    /// reduction did not read: it reads none when the batches have no `param_id`.
+    pub fn rows_to_name(&self) -> Vec<u64> {
+        let mut rows: Vec<u64> = self.unnamed.iter().map(|(row, _)| *row).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    /// Names the rows of [`Landscape::rows_to_name`]: `ids[i]` is the id of `rows[i]`.
+    pub fn name_rows(&mut self, rows: &[u64], ids: Vec<String>) {
+        let id_of = |row: u64| rows.binary_search(&row).ok().and_then(|i| ids.get(i)).cloned().unwrap_or_default();
+        let mut lowest = Vec::new();
+        for (row, shown) in std::mem::take(&mut self.unnamed) {
+            match shown {
+                Unnamed::Unlossed(i) => self.unlossed[i].param_id = id_of(row),
+                Unnamed::Best(i) => self.best[i].param_id = id_of(row),
+                Unnamed::Lowest(r) => lowest.push((r, id_of(row))),
+            }
+        }
+        self.explorer.name_rows(lowest);
+    }
+
     /// Whether the loss axes are log: as `asked` (`None`: the default), where every loss is
     /// positive.
     pub fn log_loss_for(&self, asked: Option<bool>) -> bool {

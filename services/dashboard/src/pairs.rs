@@ -231,15 +231,23 @@ pub fn section_cached(job: &str, explorer: &Explorer, view: &View, axes: Axes) -
 /// The two-parameter section of `job`'s page for `view`, its form also choosing the axes of the
 /// per-parameter plots and the histogram (`axes`).
 pub fn section(job: &str, explorer: &Explorer, view: &View, axes: Axes) -> Markup {
-    let Some(grid) = explorer.grid(view, MAX_GRID) else {
+    // The pair's grid here while a second thread computes the importance and the matrix's grids
+    // (each a pass over the target's rows): on a first view of a large job, the machine's other
+    // core is otherwise idle by then.
+    let (grid, (sensitivity, grids)) = std::thread::scope(|scope| {
+        let others = scope.spawn(|| {
+            let sensitivity = explorer.sensitivity(view.target);
+            // Every pair depends on the target and the rows kept only: computed once for them.
+            let grids = (explorer.params.len() <= MAX_MATRIX_PARAMS).then(|| explorer.matrix_grids(view.target, view.keep));
+            (sensitivity, grids)
+        });
+        let grid = explorer.grid(view, MAX_GRID);
+        (grid, others.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let Some(grid) = grid else {
         return html! { section.pairs id="pairs" { h2 { "Two parameters at once" } p.note { "No row of this target has both parameters." } } };
     };
-    let sensitivity = explorer.sensitivity(view.target);
-    let matrix = (explorer.params.len() <= MAX_MATRIX_PARAMS).then(|| {
-        // Every pair depends on the target and the rows kept only: computed once for them.
-        let grids = explorer.matrix_grids(view.target, view.keep);
-        heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, axes, x, y))
-    });
+    let matrix = grids.map(|grids| heatmap::matrix(explorer, &grids, &sensitivity.importance, (view.x, view.y), |x, y| href(job, explorer, view, axes, x, y)));
     let scale_name = |log: bool| if log { "log" } else { "linear" };
     html! {
         section.pairs id="pairs" data-target=(explorer.targets[view.target]) {

@@ -745,6 +745,14 @@ async fn a_job_without_a_single_loss_lists_its_sets_instead_of_empty_plots() {
     assert!(body.contains("No row of this table has a loss"), "{body}");
     assert!(!body.contains("<figure"), "no empty plots: {body}");
     assert_eq!(body.matches("data-status=\"missing\"").count(), 6, "every set × target (3 × 2) listed as missing");
+    // Each listed row names its set as the stored table does (the ids are read at those rows).
+    let (_, batches) = stored_table(&fixture, "job-empty").await;
+    use arrow::array::AsArray as _;
+    let mut stored: Vec<String> = batches.iter().flat_map(|b| b.column_by_name("param_id").unwrap().as_string::<i32>().iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()).collect();
+    let mut listed: Vec<String> = body.split("<tr data-target=").skip(1).filter_map(|row| row.split(" data-param-id=\"").nth(1)?.split('"').next().map(str::to_owned)).collect();
+    stored.sort();
+    listed.sort();
+    assert_eq!(listed, stored);
     assert!(body.contains(PREV) && body.contains(DEATHS), "the targets are named though none has a loss");
     assert!(!body.contains("id=\"best\""), "no best table without a loss");
     // A job with losses keeps its plots and lists nothing.

@@ -368,6 +368,62 @@ impl Engine {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
+    /// The values of `job`'s text column `column` at the table rows `rows` (positions in the
+    /// table's order, strictly ascending), as text. For a reader that needs a large column at a
+    /// few rows only (the dashboard's parameter-set ids of its best rows): only the pages of
+    /// those rows are decoded, so a million ids are never held at once.
+    pub async fn text_at(&self, job: &str, column: &str, rows: &[u64]) -> Result<Vec<String>, QueryError> {
+        use arrow::array::AsArray as _;
+        let entry = self.catalog.job(job).await?;
+        let index = entry.schema.index_of(column).map_err(|_| QueryError::invalid("column", format!("the loss table has no column {column:?}")))?;
+        if entry.schema.field(index).data_type() != &DataType::Utf8 {
+            return Err(QueryError::invalid("column", format!("{column} is not a text column")));
+        }
+        let total = entry.counts[0];
+        if !rows.windows(2).all(|pair| pair[0] < pair[1]) || rows.last().is_some_and(|&last| last >= total) {
+            return Err(QueryError::invalid("rows", format!("expected strictly ascending rows under {total}")));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(batches) = self.tables.get(&entry) {
+            // Held as served: a dictionary column's values are read through it.
+            let mut values = Vec::with_capacity(rows.len());
+            let (mut start, mut wanted) = (0_u64, rows.iter().peekable());
+            for batch in batches.iter() {
+                let end = start + batch.num_rows() as u64;
+                let text = arrow::compute::cast(batch.column(index), &DataType::Utf8)?;
+                let text = text.as_string::<i32>();
+                while let Some(&&row) = wanted.peek().filter(|&&&row| row < end) {
+                    values.push(text.value((row - start) as usize).to_owned());
+                    wanted.next();
+                }
+                start = end;
+            }
+            return Ok(values);
+        }
+        let opened = self.catalog.footers().open(self.catalog.store(), &entry.table).await?;
+        let mut selectors = Vec::with_capacity(rows.len() * 2);
+        let mut next = 0_u64;
+        for &row in rows {
+            if row > next {
+                selectors.push(parquet::arrow::arrow_reader::RowSelector::skip((row - next) as usize));
+            }
+            selectors.push(parquet::arrow::arrow_reader::RowSelector::select(1));
+            next = row + 1;
+        }
+        let batches = decode_selected(Arc::clone(self.catalog.store()), opened, index, selectors.into()).await?;
+        let mut values = Vec::with_capacity(rows.len());
+        for batch in &batches {
+            let text = batch.column(0).as_string_opt::<i32>().ok_or_else(|| QueryError::Catalog(format!("{column} was not decoded as text")))?;
+            values.extend(text.iter().map(|value| value.unwrap_or_default().to_owned()));
+        }
+        if values.len() != rows.len() {
+            return Err(QueryError::Catalog(format!("{} rows of {column} decoded for {} asked", values.len(), rows.len())));
+        }
+        Ok(values)
+    }
+
     /// `job`'s per-replicate table, opened; [`QueryError::NoReplicates`] when it has none.
     async fn open_replicates(&self, job: &str) -> Result<OpenedTable, QueryError> {
         let entry = self.catalog.job(job).await?;
@@ -763,6 +819,27 @@ async fn decode_columns(
         }
         let reader = ParquetObject::new(store, table.file.location, table.file.size);
         let builder = configured(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer), row_groups, filter, projection);
+        Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
+    });
+    task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
+}
+
+/// The rows of the opened `table` that `selection` selects, of its top-level column `column`
+/// only, decoded in a task of its own.
+async fn decode_selected(
+    store: Arc<dyn object_store::ObjectStore>,
+    table: OpenedTable,
+    column: usize,
+    selection: parquet::arrow::arrow_reader::RowSelection,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let projection = parquet::arrow::ProjectionMask::roots(table.footer.metadata().file_metadata().schema_descr(), [column]);
+    let task = tokio::spawn(async move {
+        if let Some(bytes) = table.bytes {
+            let builder = configured(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer), None, None, Some(projection)).with_row_selection(selection);
+            return Ok(builder.build()?.collect::<Result<Vec<RecordBatch>, _>>()?);
+        }
+        let reader = ParquetObject::new(store, table.file.location, table.file.size);
+        let builder = configured(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer), None, None, Some(projection)).with_row_selection(selection);
         Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
     });
     task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?

@@ -1185,3 +1185,45 @@ async fn hostile_compacted_parts_are_left_out_and_their_jobs_read_from_their_own
     assert_eq!(fresh.parts().jobs_held(), 4);
     assert_eq!(answer(&Engine::new(fresh).unwrap(), &query).await, expected);
 }
+
+#[tokio::test]
+async fn text_at_rows_reads_the_stored_values_at_those_rows_only_and_refuses_bad_rows() {
+    let fixture = fixture().await;
+    let stored = as_stored(&stored_table(&fixture, "job-b").await);
+    let ids = stored.column_by_name("param_id").unwrap().as_string::<i32>().clone();
+    let targets = stored.column_by_name("target").unwrap().as_string::<i32>().clone();
+    let n = stored.num_rows() as u64;
+    let picks: Vec<Vec<u64>> = vec![vec![0], vec![n - 1], (0..n).step_by(3).collect(), (0..n).collect(), vec![1, 2, n - 2]];
+    // The file read whole, the file read by ranges, and the table held in the cache (served
+    // with `target` as a dictionary).
+    let ranged = {
+        let footers = crate::footers::FooterCache::new(1024 * 1024).reading_whole_up_to(0);
+        let catalog = Catalog::new(Arc::clone(&fixture.results.object_store)).with_footers(footers);
+        catalog.refresh().await.unwrap();
+        Engine::new(catalog).unwrap()
+    };
+    let cached = fixture.engine.clone().with_table_cache(TableCache::new(64 * 1024 * 1024));
+    for _ in 0..2 {
+        collect(cached.execute(&losses(LossesQuery::whole_table("job-b"))).await.unwrap()).await.unwrap();
+    }
+    for engine in [&fixture.engine, &ranged, &cached] {
+        for rows in &picks {
+            let got = engine.text_at("job-b", "param_id", rows).await.unwrap();
+            let expected: Vec<String> = rows.iter().map(|&r| ids.value(r as usize).to_owned()).collect();
+            assert_eq!(got, expected, "{rows:?}");
+            let got = engine.text_at("job-b", "target", rows).await.unwrap();
+            assert_eq!(got, rows.iter().map(|&r| targets.value(r as usize).to_owned()).collect::<Vec<_>>());
+        }
+        assert!(engine.text_at("job-b", "param_id", &[]).await.unwrap().is_empty());
+        // Hostile rows and columns: a clear invalid argument each.
+        for rows in [vec![n], vec![u64::MAX], vec![2, 1], vec![3, 3]] {
+            let error = engine.text_at("job-b", "param_id", &rows).await.unwrap_err();
+            assert!(matches!(error, QueryError::InvalidArgument { .. }), "{rows:?}: {error}");
+        }
+        for column in ["loss", "no_such_column", ""] {
+            let error = engine.text_at("job-b", column, &[0]).await.unwrap_err();
+            assert!(matches!(error, QueryError::InvalidArgument { .. }), "{column}: {error}");
+        }
+        assert!(matches!(engine.text_at("job-zzz", "param_id", &[0]).await.unwrap_err(), QueryError::JobNotFound(_)));
+    }
+}
