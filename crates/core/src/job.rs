@@ -232,6 +232,48 @@ pub const JOB_STATE_FIELDS: [&str; 21] = [
     "metadata",
 ];
 
+/// What a listing needs of a stored `state.json` before reading it whole: its id, status and
+/// creation time. Read without building the object, so a registry lists tens of thousands of
+/// jobs and reads whole only the page it returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateHead {
+    /// The job.
+    pub job_id: JobId,
+    /// Its status.
+    pub status: JobStatus,
+    /// Its `created_at`, as stored.
+    pub created_at: String,
+}
+
+impl StateHead {
+    /// The head of a stored state, when the quick reading holds: `None` for anything it does not
+    /// take (Python's `NaN` in the metadata, a repeated key, a malformed document);
+    /// [`JobState::from_json`] then reads it whole and decides. Where both read a state they give
+    /// the same id, status and creation time; a state only this reads (a lone surrogate in a field
+    /// it skips) fails when read whole.
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        /// The required fields, borrowed where no escape needs undoing; others are skipped.
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            job_id: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            status: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            created_at: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            #[allow(dead_code, reason = "required, as JobState::from_json requires it")]
+            updated_at: std::borrow::Cow<'a, str>,
+        }
+        let head: Head<'_> = serde_json::from_slice(bytes).ok()?;
+        Some(Self {
+            job_id: JobId::new(head.job_id.as_ref()).ok()?,
+            status: head.status.parse().ok()?,
+            created_at: head.created_at.into_owned(),
+        })
+    }
+}
+
 /// A job's `state.json`: the stored object, with typed accessors over it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobState {
@@ -440,6 +482,43 @@ impl IndexState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_head_reads_what_the_whole_state_reads_or_leaves_it_to_it() {
+        let state = JobState::registered(JobId::new("job-head").unwrap(), "2026-01-01T00:00:00.000001+00:00", Some("k8s"), None, PyObject::new());
+        let bytes = state.to_json();
+        let head = StateHead::read(bytes.as_bytes()).expect("a registered state's head");
+        assert_eq!(head, StateHead { job_id: state.job_id().clone(), status: state.status(), created_at: state.created_at().to_owned() });
+        // An escaped creation time is read as the whole state reads it.
+        let escaped = bytes.replace("2026-01-01T00:00:00.000001+00:00", "2026-01-01T00:00:00\\u00e9");
+        let whole = JobState::from_json(escaped.as_bytes()).unwrap();
+        assert_eq!(StateHead::read(escaped.as_bytes()).unwrap().created_at, whole.created_at());
+        // What the quick reading does not take, the whole reading decides: NaN in the metadata,
+        // a repeated key (the last value counts), a lone surrogate.
+        let nan = bytes.replace("\"metadata\": {}", "\"metadata\": {\"x\": NaN}");
+        assert!(nan.contains("NaN") && StateHead::read(nan.as_bytes()).is_none());
+        assert!(JobState::from_json(nan.as_bytes()).is_ok());
+        let repeated = bytes.replacen("\"status\": \"pending\"", "\"status\": \"pending\", \"status\": \"running\"", 1);
+        assert!(StateHead::read(repeated.as_bytes()).is_none());
+        assert_eq!(JobState::from_json(repeated.as_bytes()).unwrap().status(), JobStatus::Running);
+        // A lone surrogate in a field the head skips is read (the whole reading refuses it: a
+        // listing skips such a state when it reads its page).
+        let surrogate = bytes.replace("\"k8s\"", "\"\\ud800\"");
+        assert!(StateHead::read(surrogate.as_bytes()).is_some() && JobState::from_json(surrogate.as_bytes()).is_err());
+        let surrogate = bytes.replace("\"job-head\"", "\"job-\\ud800\"");
+        assert!(StateHead::read(surrogate.as_bytes()).is_none());
+        // Hostile: wrong types, a bad id or status, missing fields, not JSON.
+        for bad in [
+            bytes.replace("\"job_id\": \"job-head\"", "\"job_id\": 7"),
+            bytes.replace("\"job_id\": \"job-head\"", "\"job_id\": \"../x\""),
+            bytes.replace("\"status\": \"pending\"", "\"status\": \"done\""),
+            bytes.replace("\"updated_at\"", "\"updated\""),
+            "[]".to_owned(),
+            "{".repeat(100_000),
+        ] {
+            assert!(StateHead::read(bad.as_bytes()).is_none(), "{}", &bad[..bad.len().min(80)]);
+        }
+    }
 
     #[test]
     fn job_ids_never_escape_a_prefix() {

@@ -2,7 +2,7 @@
 //! status.
 
 use chrono::Utc;
-use modelops_core::job::{JobState, JobStatus};
+use modelops_core::job::{JobState, JobStatus, StateHead};
 use modelops_core::page_token::PageToken;
 use modelops_core::time::parse_iso;
 
@@ -29,7 +29,9 @@ impl JobRegistry {
     }
 
     /// Lists jobs newest first (by the `created_at` string, as upstream sorts), filtered, one page
-    /// at a time.
+    /// at a time. Every state is read for its head only ([`StateHead`]: id, status, creation
+    /// time); only the page's states are read whole, so a page costs about the same with tens of
+    /// thousands of jobs.
     pub async fn list(&self, query: ListQuery) -> Result<JobPage, RegistryError> {
         let limit = match query.limit {
             0 => DEFAULT_PAGE_SIZE,
@@ -43,24 +45,49 @@ impl JobRegistry {
             .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
         // Before the listing: a change it misses is after this position.
         let watch_revision = self.hub().last_seq();
-        let mut jobs: Vec<JobState> = self
-            .all_jobs()
-            .await?
-            .into_iter()
-            .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status()))
-            .filter(|job| match query.since {
-                Some(since) => parse_iso(job.created_at()).is_some_and(|created| created >= since),
-                None => true,
-            })
-            .collect();
-        jobs.sort_by(|a, b| b.created_at().cmp(a.created_at()).then_with(|| a.job_id().cmp(b.job_id())));
+        let entries = self.inner.store.scan(JOBS_PREFIX).await?;
+        let kept = |status: JobStatus, created_at: &str| {
+            (query.statuses.is_empty() || query.statuses.contains(&status))
+                && match query.since {
+                    Some(since) => parse_iso(created_at).is_some_and(|created| created >= since),
+                    None => true,
+                }
+        };
+        // Each kept state's head, and the state itself when the head could only be read with it.
+        let mut listed: Vec<(StateHead, usize, Option<JobState>)> = Vec::new();
+        for (index, (key, versioned)) in entries.iter().enumerate() {
+            if !key.ends_with("/state.json") {
+                continue;
+            }
+            let (head, whole) = match StateHead::read(&versioned.value) {
+                Some(head) => (head, None),
+                None => match decode(key, versioned) {
+                    Ok(state) => (StateHead { job_id: state.job_id().clone(), status: state.status(), created_at: state.created_at().to_owned() }, Some(state)),
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e, "skipping unreadable job state");
+                        continue;
+                    }
+                },
+            };
+            if kept(head.status, &head.created_at) {
+                listed.push((head, index, whole));
+            }
+        }
+        listed.sort_by(|(a, _, _), (b, _, _)| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
         if let Some(PageToken { created_at, job_id }) = after {
             // Strictly after the token in (created_at descending, job_id ascending) order.
-            jobs.retain(|job| job.created_at() < created_at.as_str() || (job.created_at() == created_at && job.job_id() > &job_id));
+            listed.retain(|(head, _, _)| head.created_at < created_at || (head.created_at == created_at && head.job_id > job_id));
         }
-        let more = jobs.len() > limit;
-        jobs.truncate(limit);
-        let next_page_token = more.then(|| jobs.last().map(|j| PageToken::encode(j.created_at(), j.job_id()))).flatten();
+        let more = listed.len() > limit;
+        listed.truncate(limit);
+        let next_page_token = more.then(|| listed.last().map(|(head, _, _)| PageToken::encode(&head.created_at, &head.job_id))).flatten();
+        let jobs = listed
+            .into_iter()
+            .filter_map(|(_, index, whole)| {
+                let (key, versioned) = &entries[index];
+                whole.or_else(|| decode(key, versioned).inspect_err(|e| tracing::warn!(%key, error = %e, "skipping unreadable job state")).ok())
+            })
+            .collect();
         Ok(JobPage {
             jobs,
             next_page_token,

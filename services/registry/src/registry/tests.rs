@@ -210,6 +210,51 @@ async fn list_jobs() {
     assert!(limited.next_page_token.is_some());
 }
 
+#[tokio::test]
+async fn listing_reads_states_the_quick_head_reading_leaves_and_skips_unreadable_ones() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = JobRegistry::new(store.clone(), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
+    for job in ["job-1", "job-2"] {
+        register(&registry, job).await;
+    }
+    let stored = |job: &str, created: &str, extra: &str| {
+        format!(r#"{{"job_id": "{job}", "status": "running", "created_at": "{created}", "updated_at": "{created}", "metadata": {extra}}}"#)
+    };
+    // Read whole only: NaN (Python's JSON), a repeated key (the last value counts).
+    let nan = stored("job-nan", "2099-01-01T00:00:03+00:00", r#"{"x": NaN}"#);
+    let repeated = stored("job-twice", "2099-01-01T00:00:02+00:00", "{}").replacen(r#""status": "running""#, r#""status": "pending", "status": "running""#, 1);
+    // Unreadable: a lone surrogate (its head reads, the whole does not), not JSON, a bad status.
+    let surrogate = stored("job-lone", "2099-01-01T00:00:01+00:00", r#"{"x": "\ud800"}"#);
+    let broken = "{not json".to_owned();
+    let bad_status = stored("job-bad", "2099-01-01T00:00:00+00:00", "{}").replace("running", "done");
+    for (job, bytes) in [("job-nan", nan), ("job-twice", repeated), ("job-lone", surrogate), ("job-broken", broken), ("job-bad", bad_status)] {
+        store.create_if_absent(&format!("{JOBS_PREFIX}{job}/state.json"), bytes.into()).await.unwrap();
+    }
+    let listed = |limit: usize, page_token: Option<String>| {
+        let registry = registry.clone();
+        async move { registry.list(ListQuery { limit, page_token, ..ListQuery::default() }).await.unwrap() }
+    };
+    let all = listed(0, None).await;
+    let ids: Vec<String> = all.jobs.iter().map(|j| j.job_id().as_str().to_owned()).collect();
+    assert_eq!(ids[..2], ["job-nan", "job-twice"], "newest first: {ids:?}");
+    assert_eq!(all.jobs[1].status(), Running, "the repeated key's last value");
+    assert_eq!(ids.len(), 4, "the unreadable ones skipped: {ids:?}");
+    // Filters see the heads of states read whole too.
+    let running = registry.list(ListQuery { statuses: vec![Running], ..ListQuery::default() }).await.unwrap();
+    assert_eq!(running.jobs.len(), 2);
+    // Pages of one: every readable job once, in order (the unreadable state's page is empty).
+    let (mut seen, mut token) = (Vec::new(), None);
+    loop {
+        let page = listed(1, token).await;
+        seen.extend(page.jobs.iter().map(|j| j.job_id().as_str().to_owned()));
+        match page.next_page_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
 // 10
 #[tokio::test]
 async fn list_jobs_by_time() {
