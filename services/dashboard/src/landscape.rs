@@ -260,15 +260,15 @@ pub async fn build(engine: &Engine, entry: &JobEntry) -> Result<Landscape, Dashb
         .map(|field| field.name().as_str())
         .filter(|name| !UNREAD_COLUMNS.contains(name))
         .collect();
-    let batches = modelops_query::engine::collect(engine.table_columns(&entry.job_id, &columns).await?).await?;
+    let batches = modelops_query::engine::collect(engine.table_columns(entry, &columns).await?).await?;
     let read = started.elapsed();
     let mut landscape = tokio::task::spawn_blocking(move || reduce(&batches))
         .await
         .map_err(|e| DashboardError::Plot(format!("rendering task failed: {e}")))??;
-    // The few ids the page shows, read at their rows only.
+    // The few ids the page shows, read at their rows only, of the same table version.
     let rows = landscape.rows_to_name();
     if !rows.is_empty() {
-        let ids = engine.text_at(&entry.job_id, "param_id", &rows).await?;
+        let ids = engine.text_at(entry, "param_id", &rows).await?;
         landscape.name_rows(&rows, ids);
     }
     landscape.built = Some((read, started.elapsed() - read));

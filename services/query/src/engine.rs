@@ -350,15 +350,14 @@ impl Engine {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
-    /// The columns of `job`'s table named in `columns` (those it has, in the table's order), in
-    /// its [`served_schema`]: for a reader that needs a few columns of a large table (the dashboard), which
-    /// then decodes only those. From the table cache when it holds the table; a read of some
-    /// columns never fills it.
-    pub async fn table_columns(&self, job: &str, columns: &[&str]) -> Result<BatchStream, QueryError> {
-        let job = self.catalog.job(job).await?;
+    /// The columns of the table version `job` names (an entry of this engine's catalog) named in
+    /// `columns` (those it has, in the table's order), in its [`served_schema`]: for a reader that
+    /// needs a few columns of a large table (the dashboard), which then decodes only those. From
+    /// the table cache when it holds the table; a read of some columns never fills it.
+    pub async fn table_columns(&self, job: &JobEntry, columns: &[&str]) -> Result<BatchStream, QueryError> {
         let indices: Vec<usize> = (0..job.schema.fields().len()).filter(|&i| columns.contains(&job.schema.field(i).name().as_str())).collect();
         let schema = Arc::new(served_schema(&job.schema).project(&indices)?);
-        if let Some(batches) = self.tables.get(&job) {
+        if let Some(batches) = self.tables.get(job) {
             let projected: Vec<_> = batches.iter().map(|batch| batch.project(&indices).map_err(datafusion::error::DataFusionError::from)).collect();
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(projected))));
         }
@@ -368,13 +367,13 @@ impl Engine {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
-    /// The values of `job`'s text column `column` at the table rows `rows` (positions in the
-    /// table's order, strictly ascending), as text. For a reader that needs a large column at a
-    /// few rows only (the dashboard's parameter-set ids of its best rows): only the pages of
-    /// those rows are decoded, so a million ids are never held at once.
-    pub async fn text_at(&self, job: &str, column: &str, rows: &[u64]) -> Result<Vec<String>, QueryError> {
+    /// The values of the text column `column` of the table version `entry` names at the table
+    /// rows `rows` (positions in the table's order, strictly ascending), as text. For a reader
+    /// that needs a large column at a few rows only (the dashboard's parameter-set ids of its best
+    /// rows, after [`Engine::table_columns`] of the same entry): only the pages of those rows are
+    /// decoded, so a million ids are never held at once.
+    pub async fn text_at(&self, entry: &JobEntry, column: &str, rows: &[u64]) -> Result<Vec<String>, QueryError> {
         use arrow::array::AsArray as _;
-        let entry = self.catalog.job(job).await?;
         let index = entry.schema.index_of(column).map_err(|_| QueryError::invalid("column", format!("the loss table has no column {column:?}")))?;
         if entry.schema.field(index).data_type() != &DataType::Utf8 {
             return Err(QueryError::invalid("column", format!("{column} is not a text column")));
@@ -386,7 +385,7 @@ impl Engine {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(batches) = self.tables.get(&entry) {
+        if let Some(batches) = self.tables.get(entry) {
             // Held as served: a dictionary column's values are read through it.
             let mut values = Vec::with_capacity(rows.len());
             let (mut start, mut wanted) = (0_u64, rows.iter().peekable());
@@ -399,6 +398,9 @@ impl Engine {
                     wanted.next();
                 }
                 start = end;
+            }
+            if values.len() != rows.len() {
+                return Err(QueryError::Catalog(format!("{} rows of {column} held for {} asked", values.len(), rows.len())));
             }
             return Ok(values);
         }

@@ -345,14 +345,16 @@ impl FlightService for QueryService {
     async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
         // Built one at a time as the client takes them: the stream holds the jobs' entries, not
         // tens of thousands of FlightInfos at once. Jobs share a few schemas: each is encoded
-        // once (keyed by the shared schema's address), as a whole table is served.
-        let mut encoded: std::collections::HashMap<usize, FlightInfo> = std::collections::HashMap::new();
+        // once, keyed by the shared schema's address (the map holds the schema, so no other
+        // schema takes its address while the listing runs), as a whole table is served.
+        let mut encoded: std::collections::HashMap<usize, (arrow::datatypes::SchemaRef, FlightInfo)> = std::collections::HashMap::new();
         let infos = self.engine.catalog().jobs().into_iter().map(move |job| {
             let with_schema = match encoded.entry(std::sync::Arc::as_ptr(&job.schema) as usize) {
-                std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
-                std::collections::hash_map::Entry::Vacant(new) => new
-                    .insert(FlightInfo::new().try_with_schema(&served_schema(&job.schema)).map_err(|e| Status::from(QueryError::from(e)))?)
-                    .clone(),
+                std::collections::hash_map::Entry::Occupied(known) => known.get().1.clone(),
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    let info = FlightInfo::new().try_with_schema(&served_schema(&job.schema)).map_err(|e| Status::from(QueryError::from(e)))?;
+                    new.insert((std::sync::Arc::clone(&job.schema), info)).1.clone()
+                }
             };
             let command = Command::Losses(LossesQuery::whole_table(&job.job_id));
             Ok(with_schema
