@@ -213,7 +213,7 @@ async fn list_jobs() {
 #[tokio::test]
 async fn listing_reads_states_the_quick_head_reading_leaves_and_skips_unreadable_ones() {
     let store = Arc::new(MemoryStore::new());
-    let registry = JobRegistry::new(store.clone(), Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
+    let registry = JobRegistry::new(Arc::clone(&store) as Arc<dyn crate::store::VersionedStore>, Store::in_memory(), RegistryConfig::default(), &prometheus::Registry::new());
     for job in ["job-1", "job-2"] {
         register(&registry, job).await;
     }
