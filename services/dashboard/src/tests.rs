@@ -62,6 +62,21 @@ async fn run_study(fixture: &Fixture, provenance: &Store, job: &str, study_json:
     run_study_sets(fixture, provenance, job, study_json, None).await;
 }
 
+/// Registers `job` without a spec (pending, nothing to run).
+async fn register_without_spec(fixture: &Fixture, job: &JobId) {
+    fixture
+        .registry
+        .register(Registration {
+            job_id: Some(job.clone()),
+            k8s_name: None,
+            k8s_namespace: None,
+            metadata: meta(),
+            spec: None,
+        })
+        .await
+        .unwrap();
+}
+
 /// Registers `job` with `study_json` and returns its expanded spec.
 async fn register_study(fixture: &Fixture, job: &str, study_json: String) -> modelops_core::study::SimJobSpec {
     let id = JobId::new(job).unwrap();
@@ -187,17 +202,7 @@ async fn jobs_page_pages_through_every_job_newest_first() {
     let fixture = fixture().await;
     // 2 jobs of the fixture and 203 more: three pages of 100, 100 and 5.
     for i in 0..203 {
-        fixture
-            .registry
-            .register(Registration {
-                job_id: Some(JobId::new(format!("job-paged-{i:03}")).unwrap()),
-                k8s_name: None,
-                k8s_namespace: None,
-                metadata: meta(),
-                spec: None,
-            })
-            .await
-            .unwrap();
+        register_without_spec(&fixture, &JobId::new(format!("job-paged-{i:03}")).unwrap()).await;
     }
     let router = fixture.dashboard.clone().router(WebAuth::new(None));
     // (job, created_at) of each row, the row template's empty one left out.
@@ -356,17 +361,7 @@ async fn the_event_stream_sends_job_changes_and_ends_at_shutdown() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
     let id = JobId::new("job-c").unwrap();
-    fixture
-        .registry
-        .register(Registration {
-            job_id: Some(id.clone()),
-            k8s_name: None,
-            k8s_namespace: None,
-            metadata: meta(),
-            spec: None,
-        })
-        .await
-        .unwrap();
+    register_without_spec(&fixture, &id).await;
     fixture.registry.update_status(&id, StatusUpdate::to(JobStatus::Submitting)).await.unwrap();
     let mut body = response.into_body().into_data_stream();
     let mut text = String::new();

@@ -385,9 +385,9 @@ impl Engine {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let mut values = Vec::with_capacity(rows.len());
         if let Some(batches) = self.tables.get(entry) {
             // Held as served: a dictionary column's values are read through it.
-            let mut values = Vec::with_capacity(rows.len());
             let (mut start, mut wanted) = (0_u64, rows.iter().peekable());
             for batch in batches.iter() {
                 let end = start + batch.num_rows() as u64;
@@ -399,29 +399,26 @@ impl Engine {
                 }
                 start = end;
             }
-            if values.len() != rows.len() {
-                return Err(QueryError::Catalog(format!("{} rows of {column} held for {} asked", values.len(), rows.len())));
+        } else {
+            let opened = self.catalog.footers().open(self.catalog.store(), &entry.table).await?;
+            let mut selectors = Vec::with_capacity(rows.len() * 2);
+            let mut next = 0_u64;
+            for &row in rows {
+                if row > next {
+                    selectors.push(parquet::arrow::arrow_reader::RowSelector::skip((row - next) as usize));
+                }
+                selectors.push(parquet::arrow::arrow_reader::RowSelector::select(1));
+                next = row + 1;
             }
-            return Ok(values);
-        }
-        let opened = self.catalog.footers().open(self.catalog.store(), &entry.table).await?;
-        let mut selectors = Vec::with_capacity(rows.len() * 2);
-        let mut next = 0_u64;
-        for &row in rows {
-            if row > next {
-                selectors.push(parquet::arrow::arrow_reader::RowSelector::skip((row - next) as usize));
+            let batches = decode_columns(Arc::clone(self.catalog.store()), opened, None, None, Some(vec![index]), Some(selectors.into())).await?;
+            for batch in &batches {
+                let text = batch.column(0).as_string_opt::<i32>().ok_or_else(|| QueryError::Catalog(format!("{column} was not decoded as text")))?;
+                values.extend(text.iter().map(|value| value.unwrap_or_default().to_owned()));
             }
-            selectors.push(parquet::arrow::arrow_reader::RowSelector::select(1));
-            next = row + 1;
         }
-        let batches = decode_selected(Arc::clone(self.catalog.store()), opened, index, selectors.into()).await?;
-        let mut values = Vec::with_capacity(rows.len());
-        for batch in &batches {
-            let text = batch.column(0).as_string_opt::<i32>().ok_or_else(|| QueryError::Catalog(format!("{column} was not decoded as text")))?;
-            values.extend(text.iter().map(|value| value.unwrap_or_default().to_owned()));
-        }
+        // A manifest that counts more rows than its table holds.
         if values.len() != rows.len() {
-            return Err(QueryError::Catalog(format!("{} rows of {column} decoded for {} asked", values.len(), rows.len())));
+            return Err(QueryError::Catalog(format!("{} rows of {column} read for {} asked", values.len(), rows.len())));
         }
         Ok(values)
     }
@@ -796,7 +793,7 @@ async fn decode_file(
     row_groups: Option<Vec<usize>>,
     loss_range: Option<(Option<f64>, Option<f64>)>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    decode_columns(store, table, row_groups, loss_range, None).await
+    decode_columns(store, table, row_groups, loss_range, None, None).await
 }
 
 /// Every row of the opened `table`, as stored, decoded in a task of its own.
@@ -804,57 +801,39 @@ pub(crate) async fn decode_whole(store: Arc<dyn object_store::ObjectStore>, tabl
     decode_file(store, table, None, None).await
 }
 
-/// [`decode_file`] of only the top-level `columns` (all when `None`).
+/// [`decode_file`] of only the top-level `columns` (all when `None`), and of only the rows
+/// `selection` selects (all when `None`).
 async fn decode_columns(
     store: Arc<dyn object_store::ObjectStore>,
     table: OpenedTable,
     row_groups: Option<Vec<usize>>,
     loss_range: Option<(Option<f64>, Option<f64>)>,
     columns: Option<Vec<usize>>,
+    selection: Option<parquet::arrow::arrow_reader::RowSelection>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
     let filter = loss_range.and_then(|(lo, hi)| loss_row_filter(&table.footer, lo, hi));
     let projection = columns.map(|columns| parquet::arrow::ProjectionMask::roots(table.footer.metadata().file_metadata().schema_descr(), columns));
     let task = tokio::spawn(async move {
         if let Some(bytes) = table.bytes {
-            let builder = configured(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer), row_groups, filter, projection);
+            let builder = configured(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer), row_groups, filter, projection, selection);
             return Ok(builder.build()?.collect::<Result<Vec<RecordBatch>, _>>()?);
         }
         let reader = ParquetObject::new(store, table.file.location, table.file.size);
-        let builder = configured(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer), row_groups, filter, projection);
+        let builder = configured(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer), row_groups, filter, projection, selection);
         Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
     });
     task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
 }
 
-/// The rows of the opened `table` that `selection` selects, of its top-level column `column`
-/// only, decoded in a task of its own.
-async fn decode_selected(
-    store: Arc<dyn object_store::ObjectStore>,
-    table: OpenedTable,
-    column: usize,
-    selection: parquet::arrow::arrow_reader::RowSelection,
-) -> Result<Vec<RecordBatch>, QueryError> {
-    let projection = parquet::arrow::ProjectionMask::roots(table.footer.metadata().file_metadata().schema_descr(), [column]);
-    let task = tokio::spawn(async move {
-        if let Some(bytes) = table.bytes {
-            let builder = configured(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, table.footer), None, None, Some(projection)).with_row_selection(selection);
-            return Ok(builder.build()?.collect::<Result<Vec<RecordBatch>, _>>()?);
-        }
-        let reader = ParquetObject::new(store, table.file.location, table.file.size);
-        let builder = configured(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, table.footer), None, None, Some(projection)).with_row_selection(selection);
-        Ok::<_, QueryError>(builder.build()?.try_collect::<Vec<RecordBatch>>().await?)
-    });
-    task.await.map_err(|e| QueryError::Catalog(format!("table reader task failed: {e}")))?
-}
-
-/// `builder` reading `row_groups`, keeping what `filter` keeps, of the columns in `projection`
-/// (each when given), in batches of [`BATCH_ROWS`]: the same choices for the reader of bytes in
-/// memory and the reader by ranges.
+/// `builder` reading `row_groups`, keeping what `filter` keeps, of the columns in `projection`,
+/// the rows in `selection` (each when given), in batches of [`BATCH_ROWS`]: the same choices for
+/// the reader of bytes in memory and the reader by ranges.
 fn configured<T>(
     builder: parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
     row_groups: Option<Vec<usize>>,
     filter: Option<parquet::arrow::arrow_reader::RowFilter>,
     projection: Option<parquet::arrow::ProjectionMask>,
+    selection: Option<parquet::arrow::arrow_reader::RowSelection>,
 ) -> parquet::arrow::arrow_reader::ArrowReaderBuilder<T> {
     let mut builder = builder.with_batch_size(BATCH_ROWS);
     if let Some(row_groups) = row_groups {
@@ -865,6 +844,9 @@ fn configured<T>(
     }
     if let Some(projection) = projection {
         builder = builder.with_projection(projection);
+    }
+    if let Some(selection) = selection {
+        builder = builder.with_row_selection(selection);
     }
     builder
 }
@@ -885,10 +867,10 @@ fn decoded_stream(
         return futures::stream::once(decode_halves(store, table, columns)).flat_map(batches_of).boxed();
     }
     if table.bytes.is_some() {
-        return futures::stream::once(decode_columns(store, table, None, None, columns)).flat_map(batches_of).boxed();
+        return futures::stream::once(decode_columns(store, table, None, None, columns, None)).flat_map(batches_of).boxed();
     }
     futures::stream::iter(0..table.row_groups())
-        .map(move |group| decode_columns(Arc::clone(&store), table.clone(), Some(vec![group]), None, columns.clone()))
+        .map(move |group| decode_columns(Arc::clone(&store), table.clone(), Some(vec![group]), None, columns.clone(), None))
         .buffered(2)
         .flat_map(batches_of)
         .boxed()
@@ -904,8 +886,8 @@ const SPLIT_GROUP_ROWS: i64 = 16 * 1024;
 async fn decode_halves(store: Arc<dyn object_store::ObjectStore>, table: OpenedTable, columns: Vec<usize>) -> Result<Vec<RecordBatch>, QueryError> {
     let schema = Arc::new(table.footer.schema().project(&columns)?);
     let (first, last) = columns.split_at(columns.len() / 2);
-    let first = decode_columns(Arc::clone(&store), table.clone(), None, None, Some(first.to_vec()));
-    let last = decode_columns(store, table, None, None, Some(last.to_vec()));
+    let first = decode_columns(Arc::clone(&store), table.clone(), None, None, Some(first.to_vec()), None);
+    let last = decode_columns(store, table, None, None, Some(last.to_vec()), None);
     let (first, last) = futures::try_join!(first, last)?;
     if first.len() != last.len() {
         return Err(QueryError::Catalog(format!("the two halves of a table came in {} and {} batches", first.len(), last.len())));
