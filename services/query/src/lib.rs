@@ -6,7 +6,8 @@
 //! `proto/modelops/query/v1/FLIGHT_COMMANDS.md`; [`engine`] prunes jobs on the catalog and
 //! streams the answer (one table straight from Parquet through
 //! [`modelops_core::parquet_file`] or [`table_cache`], everything else through DataFusion);
-//! [`service`] serves it all as `arrow.flight.protocol.FlightService`, Flight SQL included.
+//! [`service`] serves it all as `arrow.flight.protocol.FlightService`, Flight SQL included,
+//! its DoGet answers encoded by [`flight_body`] with each Arrow buffer copied once.
 
 mod budgeted;
 pub mod catalog;
@@ -14,6 +15,7 @@ pub mod command;
 pub mod compaction;
 pub mod engine;
 pub mod error;
+pub mod flight_body;
 pub mod footers;
 pub mod parts;
 pub mod service;

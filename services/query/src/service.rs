@@ -9,10 +9,10 @@
 use std::pin::Pin;
 
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{self, Any, ProstMessageExt, SqlInfo};
 use arrow_flight::{
@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::command::{Command, LossesQuery};
 use crate::engine::{Engine, served_schema};
 use crate::error::QueryError;
+use crate::flight_body::{FlightMessage, QueryServer, ipc_messages};
 
 /// The gRPC service name, for health and reflection.
 pub const SERVICE_NAME: &str = "arrow.flight.protocol.FlightService";
@@ -199,9 +200,19 @@ impl QueryService {
     }
 
     /// The tonic server for this service, accepting large messages (a command may list many
-    /// jobs) and sending batches of up to the Flight encoder's size.
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        FlightServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+    /// jobs), sending a table's batches with their buffers copied once
+    /// ([`crate::flight_body`]).
+    pub fn into_server(self) -> QueryServer {
+        QueryServer::new(self)
+    }
+
+    /// DoGet's answer as [`FlightMessage`]s: what [`QueryServer`] sends, and, gathered into
+    /// `FlightData`, what the [`FlightService`] implementation answers.
+    pub async fn do_get_messages(&self, request: Request<Ticket>) -> Result<Response<BoxStream<FlightMessage>>, Status> {
+        let ticket = request.into_inner();
+        let asked = Self::decode_command(&ticket.ticket, "ticket")?;
+        tracing::debug!(?asked, "do_get");
+        Ok(Response::new(self.stream(asked).await?))
     }
 
     fn decode_descriptor(descriptor: &FlightDescriptor) -> Result<Asked, QueryError> {
@@ -282,18 +293,15 @@ impl QueryService {
         }
     }
 
-    async fn stream(&self, asked: Asked) -> Result<BoxStream<FlightData>, QueryError> {
+    async fn stream(&self, asked: Asked) -> Result<BoxStream<FlightMessage>, QueryError> {
         let batches: Pin<Box<dyn Stream<Item = Result<arrow::array::RecordBatch, FlightError>> + Send>> = match asked {
             Asked::Query(command) => {
                 let stream = self.engine.execute(&command).await?;
                 let schema = stream.schema();
                 // A job's whole table has dictionary columns (`served_schema`): sent as
-                // dictionaries, each batch with its own, not expanded to strings.
-                let encoded = FlightDataEncoderBuilder::new()
-                    .with_schema(schema)
-                    .with_dictionary_handling(DictionaryHandling::Resend)
-                    .build(stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(QueryError::from(e))))));
-                return Ok(Box::pin(encoded.map_err(Status::from)));
+                // dictionaries, each batch's values when they differ from the last sent, not
+                // expanded to strings.
+                return Ok(Box::pin(ipc_messages(schema, stream.map_err(|e| Status::from(QueryError::from(e))))));
             }
             Asked::SqlInfo(info) => {
                 let batch = self.sql_info.record_batch(info.info)?;
@@ -309,10 +317,10 @@ impl QueryService {
                 let encoded = FlightDataEncoderBuilder::new()
                     .with_schema(schema)
                     .build(stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(QueryError::from(e))))));
-                return Ok(Box::pin(encoded.map_err(Status::from)));
+                return Ok(Box::pin(encoded.map_err(Status::from).map_ok(FlightMessage::Data)));
             }
         };
-        Ok(Box::pin(FlightDataEncoderBuilder::new().build(batches).map_err(Status::from)))
+        Ok(Box::pin(FlightDataEncoderBuilder::new().build(batches).map_err(Status::from).map_ok(FlightMessage::Data)))
     }
 }
 
@@ -392,12 +400,12 @@ impl FlightService for QueryService {
         Ok(Response::new(result))
     }
 
+    /// The messages of [`QueryService::do_get_messages`], each body gathered into one buffer
+    /// ([`QueryServer`] sends them without this copy).
     #[tracing::instrument(skip_all)]
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = request.into_inner();
-        let asked = Self::decode_command(&ticket.ticket, "ticket")?;
-        tracing::debug!(?asked, "do_get");
-        Ok(Response::new(self.stream(asked).await?))
+        let messages = self.do_get_messages(request).await?.into_inner();
+        Ok(Response::new(Box::pin(messages.map_ok(FlightMessage::into_flight_data))))
     }
 
     /// Binds parameters to a prepared statement (Flight SQL's stateless form: the answer is a new
