@@ -208,6 +208,7 @@ impl QueryService {
 
     /// DoGet's answer as [`FlightMessage`]s: what [`QueryServer`] sends, and, gathered into
     /// `FlightData`, what the [`FlightService`] implementation answers.
+    #[tracing::instrument(name = "do_get", skip_all)]
     pub async fn do_get_messages(&self, request: Request<Ticket>) -> Result<Response<BoxStream<FlightMessage>>, Status> {
         let ticket = request.into_inner();
         let asked = Self::decode_command(&ticket.ticket, "ticket")?;
@@ -402,7 +403,6 @@ impl FlightService for QueryService {
 
     /// The messages of [`QueryService::do_get_messages`], each body gathered into one buffer
     /// ([`QueryServer`] sends them without this copy).
-    #[tracing::instrument(skip_all)]
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let messages = self.do_get_messages(request).await?.into_inner();
         Ok(Response::new(Box::pin(messages.map_ok(FlightMessage::into_flight_data))))
