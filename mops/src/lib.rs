@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the result services (all on one port, or one of them).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Which results a job computed or reused, and who owns a result.
     Attribution {
         /// The server to talk to.
@@ -85,7 +85,7 @@ pub fn serve_args(extra: &[&str]) -> anyhow::Result<serve::ServeArgs> {
     use clap::Parser as _;
     let argv = ["mops", "serve"].into_iter().chain(extra.iter().copied());
     match Cli::try_parse_from(argv)?.command {
-        Command::Serve(args) => Ok(args),
+        Command::Serve(args) => Ok(*args),
         _ => unreachable!("argv starts with `serve`"),
     }
 }
@@ -98,7 +98,7 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
     }
     let _telemetry = modelops_runtime::telemetry::init(&cli.logging)?;
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Jobs { client, command } => jobs::run(command, &client).await,
         Command::Attribution { client, command } => attribution::run(command, &client).await,
         Command::Results { client, command } => results::run(command, &client).await,

@@ -272,6 +272,15 @@ impl StateHead {
             created_at: head.created_at.into_owned(),
         })
     }
+
+    /// The head of a state read whole.
+    pub fn of(state: &JobState) -> Self {
+        Self {
+            job_id: state.job_id().clone(),
+            status: state.status(),
+            created_at: state.created_at().to_owned(),
+        }
+    }
 }
 
 /// A job's `state.json`: the stored object, with typed accessors over it.
@@ -488,7 +497,7 @@ mod tests {
         let state = JobState::registered(JobId::new("job-head").unwrap(), "2026-01-01T00:00:00.000001+00:00", Some("k8s"), None, PyObject::new());
         let bytes = state.to_json();
         let head = StateHead::read(bytes.as_bytes()).expect("a registered state's head");
-        assert_eq!(head, StateHead { job_id: state.job_id().clone(), status: state.status(), created_at: state.created_at().to_owned() });
+        assert_eq!(head, StateHead::of(&state));
         // An escaped creation time is read as the whole state reads it.
         let escaped = bytes.replace("2026-01-01T00:00:00.000001+00:00", "2026-01-01T00:00:00\\u00e9");
         let whole = JobState::from_json(escaped.as_bytes()).unwrap();

@@ -5,6 +5,9 @@
 //! A test that needs an external component fails, never skips, when it is missing: run the
 //! tests through `scripts/test`, which provides everything.
 
+// The package's dependencies are its test binary's; this library's own unit-test build uses few.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

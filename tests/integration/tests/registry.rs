@@ -148,7 +148,7 @@ const UPSTREAM_SUCCEEDED: &str = include_str!("../../../crates/core/tests/fixtur
 
 #[tokio::test]
 async fn a_state_written_by_upstream_python_on_azure_is_served_and_rewritten_in_place() {
-    let url = format!("{}", azurite_container(&unique("job-registry")).await);
+    let url = azurite_container(&unique("job-registry")).await.to_string();
     let blobs = Store::open(&url).unwrap();
     let key = object_store::path::Path::from("jobs/job-5b718dc8/state.json");
     object_store::ObjectStoreExt::put(blobs.object_store.as_ref(), &key, Bytes::from_static(UPSTREAM_RUNNING.as_bytes()).into())

@@ -62,7 +62,7 @@ impl JobRegistry {
             let (head, whole) = match StateHead::read(&versioned.value) {
                 Some(head) => (head, None),
                 None => match decode(key, versioned) {
-                    Ok(state) => (StateHead { job_id: state.job_id().clone(), status: state.status(), created_at: state.created_at().to_owned() }, Some(state)),
+                    Ok(state) => (StateHead::of(&state), Some(state)),
                     Err(e) => {
                         tracing::warn!(%key, error = %e, "skipping unreadable job state");
                         continue;

@@ -363,7 +363,10 @@ async fn concurrent_conflicting_transitions_have_one_winner() {
         let (a, b) = tokio::join!(to(&registry, &job, Submitting), to(&registry, &job, Cancelled));
         let winners = [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count();
         assert_eq!(winners, 1, "{a:?} {b:?}");
-        let loser = if a.is_ok() { b.unwrap_err() } else { a.unwrap_err() };
+        let loser = match (a, b) {
+            (Ok(_), Err(loser)) | (Err(loser), _) => loser,
+            (Ok(_), Ok(_)) => unreachable!("one winner, checked above"),
+        };
         assert!(matches!(loser, RegistryError::InvalidTransition { .. } | RegistryError::TerminalState { .. }), "{loser}");
     }
 }
