@@ -145,7 +145,7 @@ where
             };
             match encoded {
                 Ok(messages) => {
-                    state.sent_any = true;
+                    state.sent_any |= !messages.is_empty();
                     state.pending.extend(messages);
                 }
                 Err(status) => {
@@ -158,13 +158,14 @@ where
     failed.chain(messages)
 }
 
-/// `batch` as row slices of at most about [`MAX_MESSAGE_BODY_BYTES`] each (zero-copy).
+/// `batch` as row slices of at most about [`MAX_MESSAGE_BODY_BYTES`] each (zero-copy); a batch
+/// without rows as itself, whatever its buffers hold.
 fn slices_for_grpc(batch: &RecordBatch) -> Vec<RecordBatch> {
     let bytes: usize = batch.columns().iter().map(|column| column.get_buffer_memory_size()).sum();
     let pieces = bytes.div_ceil(MAX_MESSAGE_BODY_BYTES).max(1);
     let rows = batch.num_rows();
     let per_piece = rows.div_ceil(pieces).max(1);
-    if pieces == 1 {
+    if pieces == 1 || rows == 0 {
         return vec![batch.clone()];
     }
     (0..rows).step_by(per_piece).map(|start| batch.slice(start, per_piece.min(rows - start))).collect()
@@ -444,6 +445,16 @@ mod tests {
         assert_eq!(schema_received, schema());
         assert_eq!(flat(&received), flat(&sent));
         assert_eq!(received.iter().map(RecordBatch::num_rows).sum::<usize>(), 41_000);
+    }
+
+    #[tokio::test]
+    async fn a_first_batch_without_rows_still_carries_the_schema_however_large_its_buffers() {
+        // No rows, but a slice of a batch whose buffers hold about 3 MB.
+        let empty = batch(40_000, &["targets.a"], 0).slice(0, 0);
+        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter([Ok(empty)])).try_collect().await.unwrap();
+        let (schema_received, received) = decoded(messages).await.unwrap();
+        assert_eq!(schema_received, schema());
+        assert_eq!(received.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
     }
 
     #[tokio::test]
