@@ -66,25 +66,29 @@ impl FlightMessage {
     pub fn into_flight_data(self) -> FlightData {
         match self {
             Self::Data(data) => data,
-            Self::Ipc { header, body, body_len } => {
-                let mut gathered = Vec::with_capacity(body_len);
-                for piece in &body {
-                    gathered.extend_from_slice(piece.as_slice());
-                }
-                FlightData {
-                    data_header: Bytes::copy_from_slice(header.as_slice()),
-                    data_body: Bytes::from(gathered),
-                    ..Default::default()
-                }
-            }
+            Self::Ipc { header, body, body_len } => FlightData {
+                data_header: Bytes::copy_from_slice(header.as_slice()),
+                data_body: Bytes::from(gathered(&body, body_len)),
+                ..Default::default()
+            },
         }
     }
 }
 
+/// `pieces`, `len` bytes in all, copied into one buffer.
+fn gathered(pieces: &[Buffer], len: usize) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(len);
+    for piece in pieces {
+        joined.extend_from_slice(piece.as_slice());
+    }
+    joined
+}
+
 /// The IPC messages of `batches` (with `schema`, the schema message first), a batch larger than
 /// [`MAX_MESSAGE_BODY_BYTES`] as slices of its rows. A dictionary column's values are sent
-/// before the first batch and again whenever a batch has other values.
-pub fn ipc_messages<S>(schema: SchemaRef, batches: S) -> impl Stream<Item = Result<FlightMessage, Status>> + Send + 'static
+/// before the first batch and again whenever a batch has other values. Fails at once for a
+/// schema arrow's IPC encoder does not take.
+pub fn ipc_messages<S>(schema: SchemaRef, batches: S) -> Result<impl Stream<Item = Result<FlightMessage, Status>> + Send + 'static, QueryError>
 where
     S: Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
 {
@@ -94,19 +98,14 @@ where
         pending: VecDeque<FlightMessage>,
         sent_any: bool,
     }
-    let encoder = StreamEncoder::try_new_with_options(&schema, IpcWriteOptions::default()).map_err(|e| Status::from(QueryError::from(e)));
-    let (encoder, failed) = match encoder {
-        Ok(encoder) => (Some(encoder), None),
-        Err(status) => (None, Some(status)),
-    };
+    let encoder = StreamEncoder::try_new_with_options(&schema, IpcWriteOptions::default())?;
     let state = State {
         batches: batches.boxed(),
-        encoder,
+        encoder: Some(encoder),
         pending: VecDeque::new(),
         sent_any: false,
     };
-    let failed = futures::stream::iter(failed.map(Err));
-    let messages = futures::stream::unfold(state, |mut state| async move {
+    Ok(futures::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(message) = state.pending.pop_front() {
                 return Some((Ok(message), state));
@@ -154,8 +153,7 @@ where
                 }
             }
         }
-    });
-    failed.chain(messages)
+    }))
 }
 
 /// `batch` as row slices of at most about [`MAX_MESSAGE_BODY_BYTES`] each (zero-copy); a batch
@@ -177,7 +175,7 @@ fn slices_for_grpc(batch: &RecordBatch) -> Vec<RecordBatch> {
 fn split_messages(pieces: Vec<Buffer>) -> Result<Vec<FlightMessage>, Status> {
     let mut cursor = Pieces(pieces.into());
     let mut messages = Vec::new();
-    while cursor.remaining() > 0 {
+    while !cursor.exhausted() {
         let prefix = cursor.take_contiguous(8)?;
         let (marker, length) = prefix.as_slice().split_at(4);
         if marker != [0xFF; 4] {
@@ -201,8 +199,9 @@ fn split_messages(pieces: Vec<Buffer>) -> Result<Vec<FlightMessage>, Status> {
 struct Pieces(VecDeque<Buffer>);
 
 impl Pieces {
-    fn remaining(&self) -> usize {
-        self.0.iter().map(Buffer::len).sum()
+    /// Whether no byte is left (the encoder may leave empty buffers).
+    fn exhausted(&self) -> bool {
+        self.0.iter().all(Buffer::is_empty)
     }
 
     /// The next `len` bytes as pieces, splitting a buffer where they end (zero-copy).
@@ -228,11 +227,7 @@ impl Pieces {
         if taken.len() == 1 {
             return Ok(taken.pop().expect("one piece"));
         }
-        let mut joined = Vec::with_capacity(len);
-        for piece in &taken {
-            joined.extend_from_slice(piece.as_slice());
-        }
-        Ok(Buffer::from(joined))
+        Ok(Buffer::from(gathered(&taken, len)))
     }
 }
 
@@ -438,7 +433,7 @@ mod tests {
         // 40,000 rows of 64-byte ids is about 3 MB: more than one message. The second batch has
         // other dictionary values, which must replace the first's.
         let sent = vec![batch(40_000, &["targets.a", "targets.b"], 0), batch(1_000, &["targets.c"], 40_000), batch(0, &["targets.a"], 41_000)];
-        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter(sent.clone().into_iter().map(Ok))).try_collect().await.unwrap();
+        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter(sent.clone().into_iter().map(Ok))).unwrap().try_collect().await.unwrap();
         let bodies: Vec<usize> = messages
             .iter()
             .map(|message| match message {
@@ -462,7 +457,7 @@ mod tests {
     async fn a_first_batch_without_rows_still_carries_the_schema_however_large_its_buffers() {
         // No rows, but a slice of a batch whose buffers hold about 3 MB.
         let empty = batch(40_000, &["targets.a"], 0).slice(0, 0);
-        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter([Ok(empty)])).try_collect().await.unwrap();
+        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter([Ok(empty)])).unwrap().try_collect().await.unwrap();
         let (schema_received, received) = decoded(messages).await.unwrap();
         assert_eq!(schema_received, schema());
         assert_eq!(received.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
@@ -471,7 +466,7 @@ mod tests {
     #[tokio::test]
     async fn the_codec_writes_the_bytes_prost_writes_for_the_same_flight_data() {
         let sent = vec![batch(40_000, &["targets.a", "targets.b"], 0), batch(3, &["targets.c"], 40_000)];
-        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter(sent.into_iter().map(Ok))).try_collect().await.unwrap();
+        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::iter(sent.into_iter().map(Ok))).unwrap().try_collect().await.unwrap();
         assert!(messages.len() > 3);
         for message in messages {
             let FlightMessage::Ipc { header, body, body_len } = &message else { panic!("a table's messages are IPC messages") };
@@ -485,7 +480,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_table_without_batches_is_its_schema_alone() {
-        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::empty()).try_collect().await.unwrap();
+        let messages: Vec<FlightMessage> = ipc_messages(schema(), futures::stream::empty()).unwrap().try_collect().await.unwrap();
         assert_eq!(messages.len(), 1);
         let (schema_received, received) = decoded(messages).await.unwrap();
         assert_eq!(schema_received, schema());
@@ -495,7 +490,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_ends_the_messages_with_its_status() {
         let batches = futures::stream::iter(vec![Ok(batch(10, &["targets.a"], 0)), Err(Status::data_loss("the table changed")), Ok(batch(10, &["targets.a"], 10))]);
-        let results: Vec<Result<FlightMessage, Status>> = ipc_messages(schema(), batches).collect().await;
+        let results: Vec<Result<FlightMessage, Status>> = ipc_messages(schema(), batches).unwrap().collect().await;
         let failed = results.iter().position(Result::is_err).expect("an error");
         assert_eq!(failed, results.len() - 1, "nothing after the error");
         assert_eq!(results[failed].as_ref().unwrap_err().code(), tonic::Code::DataLoss);

@@ -302,7 +302,7 @@ impl QueryService {
                 // A job's whole table has dictionary columns (`served_schema`): sent as
                 // dictionaries, each batch's values when they differ from the last sent, not
                 // expanded to strings.
-                return Ok(Box::pin(ipc_messages(schema, stream.map_err(|e| Status::from(QueryError::from(e))))));
+                return Ok(Box::pin(ipc_messages(schema, stream.map_err(|e| Status::from(QueryError::from(e))))?));
             }
             Asked::SqlInfo(info) => {
                 let batch = self.sql_info.record_batch(info.info)?;
